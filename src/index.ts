@@ -1,0 +1,11 @@
+// sparsek: SparseK attention in TypeScript (Lou et al., arXiv 2406.16747).
+// The package root: the CPU reference functions of SPEC.md section 7 and the typed errors.
+
+export { sparsek, sparsekRows, sparsekBackward, sparsekBackwardRows } from './cpu/kernels/sparsek.js';
+export type { SparsekAlgorithm } from './cpu/kernels/sparsek.js';
+export { selectCausal, CausalSelector } from './cpu/kernels/selection.js';
+export { sparsekAttention, sparsekAttentionBackward } from './cpu/kernels/attention.js';
+export type { AttentionShape, SelectOptions } from './core/check.js';
+export {
+  SparsekError, ShapeError, ArgumentError, NonFiniteError, OptionError, CheckpointError, DataError, DeviceError,
+} from './core/errors.js';
