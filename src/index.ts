@@ -9,3 +9,8 @@ export type { AttentionShape, SelectOptions } from './core/check.js';
 export {
   SparsekError, ShapeError, ArgumentError, NonFiniteError, OptionError, CheckpointError, DataError, DeviceError,
 } from './core/errors.js';
+export {
+  attentionForward, attentionBackward, baselinePattern, baselineKinds, checkBaselineOptions,
+} from './cpu/kernels/baselines.js';
+export type { BaselineKind, BaselineOptions, BaselineParams } from './cpu/kernels/baselines.js';
+export type { KeyPattern } from './cpu/kernels/attention.js';

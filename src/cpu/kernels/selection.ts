@@ -22,6 +22,10 @@ export class CausalSelector {
   candidates = 0;
   /** Position evicted from the selection by the last push, or -1. */
   lastEvicted = -1;
+  /** Whether the last pushed candidate entered the selection. */
+  lastAccepted = false;
+  /** Times the support list hit supportCap and dropped its weakest score (SPEC section 5). */
+  capHits = 0;
 
   private readonly sel: PairHeap; // Sel: min-heap on (u, position)
   private readonly selPos: Int32Array; // Sel's positions, ascending
@@ -30,7 +34,8 @@ export class CausalSelector {
   private readonly free = new ScoreHeap(); // F: candidates with 0 < u - tau < 1
   private readonly sumF = new CompensatedSum();
 
-  constructor(readonly K: number) {
+  /** supportCap bounds the scalar support list; Infinity (the default) keeps tau exact. */
+  constructor(readonly K: number, readonly supportCap = Infinity) {
     this.sel = new PairHeap(K);
     this.selPos = new Int32Array(K);
   }
@@ -50,19 +55,34 @@ export class CausalSelector {
     this.candidates++;
     this.pushSelection(u, pos);
     this.pushThreshold(u);
+    while (this.supportSize > this.supportCap) {
+      // The only approximation of the cache: forget the weakest support score.
+      if (this.free.size > 0) this.sumF.add(-this.free.pop());
+      else this.upper.pop();
+      if (this.free.size === 0) this.sumF.reset();
+      this.capHits++;
+    }
+  }
+
+  /** Bytes held by this selector's scalar state (heaps grow by doubling, so this is capacity). */
+  get bytes(): number {
+    return this.selPos.byteLength + this.sel.bytes + this.upper.bytes + this.free.bytes;
   }
 
   private pushSelection(u: number, pos: number): void {
     this.lastEvicted = -1;
+    this.lastAccepted = false;
     const K = this.K;
     if (K === 0) return;
     if (this.sel.size < K) {
+      this.lastAccepted = true;
       this.sel.push(u, pos);
       this.selPos[this.selCount++] = pos;
     } else if (u >= this.sel.minScore()) {
       // (u, pos) beats the weakest (s, p) lexicographically: pos is the newest, so ties go to it.
       const out = this.sel.replaceMin(u, pos);
       this.lastEvicted = out;
+      this.lastAccepted = true;
       const at = lowerBound(this.selPos, this.selCount, out);
       this.selPos.copyWithin(at, at + 1, this.selCount);
       this.selPos[this.selCount - 1] = pos;
@@ -189,6 +209,9 @@ class CompensatedSum {
 class ScoreHeap {
   private a = new Float64Array(16);
   size = 0;
+  get bytes(): number {
+    return this.a.byteLength;
+  }
   min(): number {
     return this.a[0];
   }
@@ -234,6 +257,9 @@ class PairHeap {
   constructor(capacity: number) {
     this.s = new Float64Array(capacity);
     this.p = new Int32Array(capacity);
+  }
+  get bytes(): number {
+    return this.s.byteLength + this.p.byteLength;
   }
   minScore(): number {
     return this.size > 0 ? this.s[0] : -Infinity;

@@ -1,0 +1,312 @@
+#!/usr/bin/env node
+// The `sparsek` command line (SPEC.md section 7). Each command is a table of flat options and a
+// function; errors from bad input are typed SparsekErrors, printed as one line with exit code 2.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { OptionTable, ParsedValue, formatHelp, parseOptions } from './cli/args.js';
+import { SparsekError, OptionError, DeviceError, ArgumentError } from './core/errors.js';
+import { ATTENTION_KINDS, ModelConfig, PRESETS } from './model/config.js';
+import { DEFAULT_TRAIN, TrainConfig, Metric, train, evaluate, prepareData } from './train/train.js';
+import { evalBatches } from './train/data.js';
+import { loadRun } from './io/checkpoint.js';
+import { Gpt } from './model/gpt.js';
+import { generate } from './model/generate.js';
+import { lossChart, selectionMap, writePlot } from './plot/index.js';
+import { formatCount, formatTime } from './train/progress.js';
+
+type Opts = Record<string, ParsedValue>;
+
+const MODEL_FLAGS: OptionTable = {
+  attention: { kind: 'string', help: 'attention kind', choices: ATTENTION_KINDS },
+  k: { kind: 'int', help: 'K: KV pairs selected per query (sparsek, qktopk)' },
+  window: { kind: 'int', help: 'W: local window' },
+  layers: { kind: 'int', help: 'L: layers' },
+  dim: { kind: 'int', help: 'C: model width' },
+  heads: { kind: 'int', help: 'NH: query heads' },
+  'kv-heads': { kind: 'int', help: 'NKV: key/value heads' },
+  context: { kind: 'int', help: 'T: training context length' },
+  vocab: { kind: 'int', help: 'BPE vocabulary size' },
+  'score-slope': { kind: 'number', help: 'eps: position slope of the SparseK scores' },
+};
+
+const TRAIN_FLAGS: OptionTable = {
+  data: { kind: 'string', help: 'sotu | brown | a text file or folder' },
+  tokenizer: { kind: 'string', help: 'tokenizer', choices: ['bpe', 'byte'] },
+  batch: { kind: 'int', help: 'B: sequences per step' },
+  steps: { kind: 'int', help: 'optimizer steps' },
+  minutes: { kind: 'number', help: 'train for about this long instead of --steps' },
+  lr: { kind: 'number', help: 'peak learning rate' },
+  seed: { kind: 'int', help: 'random seed' },
+  device: { kind: 'string', help: 'device', choices: ['cpu', 'cuda', 'webgpu'] },
+  out: { kind: 'string', help: 'run folder to write' },
+  resume: { kind: 'boolean', help: 'continue the run in --out' },
+  'eval-every': { kind: 'int', help: 'validate every N steps' },
+  quiet: { kind: 'boolean', help: 'no progress bar' },
+};
+
+function modelConfigFrom(o: Opts, base: ModelConfig): ModelConfig {
+  const pick = <T>(key: string, fallback: T) => (o[key] === undefined ? fallback : (o[key] as T));
+  return {
+    ...base,
+    attention: pick('attention', base.attention),
+    k: pick('k', base.k),
+    window: pick('window', base.window),
+    layers: pick('layers', base.layers),
+    dim: pick('dim', base.dim),
+    heads: pick('heads', base.heads),
+    kvHeads: pick('kv-heads', base.kvHeads),
+    context: pick('context', base.context),
+    vocabSize: pick('vocab', base.vocabSize),
+    scoreSlope: pick('score-slope', base.scoreSlope),
+    ffnDim: o.dim !== undefined ? Math.ceil(((8 / 3) * (o.dim as number)) / 32) * 32 : base.ffnDim,
+  };
+}
+
+function trainConfigFrom(o: Opts, base: TrainConfig): TrainConfig {
+  const pick = <T>(key: string, fallback: T) => (o[key] === undefined ? fallback : (o[key] as T));
+  return {
+    ...base,
+    data: pick('data', base.data),
+    tokenizer: pick('tokenizer', base.tokenizer),
+    batch: pick('batch', base.batch),
+    steps: pick('steps', base.steps),
+    minutes: pick('minutes', base.minutes),
+    lr: pick('lr', base.lr),
+    seed: pick('seed', base.seed),
+    evalEvery: pick('eval-every', base.evalEvery),
+  };
+}
+
+/** The CPU is the only backend in this build; say so plainly for the others. */
+function checkDevice(device: ParsedValue | undefined): void {
+  if (device === undefined || device === 'cpu') return;
+  throw new DeviceError(String(device), 'this build of sparsek runs on the CPU only (use --device cpu); `sparsek doctor` shows what was found');
+}
+
+function need(o: Opts, key: string, command: string): string {
+  if (o[key] === undefined) throw new OptionError(`sparsek ${command}: --${key} is required`);
+  return o[key] as string;
+}
+
+async function cmdTrain(argv: string[]): Promise<void> {
+  const o = parseOptions('train', argv, { ...MODEL_FLAGS, ...TRAIN_FLAGS });
+  checkDevice(o.device);
+  const out = need(o, 'out', 'train');
+  const mc = modelConfigFrom(o, PRESETS.demo);
+  const tc = trainConfigFrom(o, DEFAULT_TRAIN);
+  const r = await train(mc, tc, out, { resume: o.resume === true, quiet: o.quiet === true });
+  await plotRuns([out], path.join(out, 'loss.svg'));
+  console.log(JSON.stringify({ out: r.out, steps: r.steps, loss: r.finalLoss, valLoss: r.valLoss, tokensPerSecond: Math.round(r.tokensPerSecond) }));
+}
+
+async function evalRun(dir: string, data: string | undefined, context: number | undefined, maxRows = 64) {
+  const run = await loadRun(dir);
+  const T = context ?? run.model.context;
+  const limit = 16 * run.model.context;
+  if (T > limit) throw new ArgumentError('--context', `at most ${limit} (16 x the training context ${run.model.context}; docs/decisions.md)`, T);
+  const d = await prepareData({ ...run.train, data: data ?? run.train.data }, run.model.vocabSize, run.tokenizer);
+  const model = new Gpt(run.model);
+  model.params.flat.set(run.params.flat);
+  const batches = evalBatches(d.val, 1, T, maxRows);
+  const loss = evaluate(model, batches, T);
+  return { loss, perplexity: Math.exp(loss), tokens: batches.length * T, context: T };
+}
+
+async function cmdEval(argv: string[]): Promise<void> {
+  const o = parseOptions('eval', argv, {
+    checkpoint: { kind: 'string', help: 'run folder' },
+    data: TRAIN_FLAGS.data,
+    context: { kind: 'int', help: 'T: evaluation context' },
+    rows: { kind: 'int', help: 'validation sequences to score (default 64)' },
+    device: TRAIN_FLAGS.device,
+  });
+  checkDevice(o.device);
+  const r = await evalRun(need(o, 'checkpoint', 'eval'), o.data as string | undefined, o.context as number | undefined, (o.rows as number) ?? 64);
+  console.log(JSON.stringify(r));
+}
+
+async function cmdGenerate(argv: string[]): Promise<void> {
+  const o = parseOptions('generate', argv, {
+    checkpoint: { kind: 'string', help: 'run folder' },
+    prompt: { kind: 'string', help: 'text to continue' },
+    tokens: { kind: 'int', help: 'tokens to generate (default 200)' },
+    temperature: { kind: 'number', help: 'sampling temperature, 0 = greedy (default 0.8)' },
+    'top-p': { kind: 'number', help: 'nucleus sampling mass (default 0.95)' },
+    seed: { kind: 'int', help: 'random seed' },
+    stats: { kind: 'boolean', help: 'print a JSON line of speed and cache memory' },
+    device: TRAIN_FLAGS.device,
+  });
+  checkDevice(o.device);
+  const run = await loadRun(need(o, 'checkpoint', 'generate'));
+  const prompt = run.tokenizer.encode(need(o, 'prompt', 'generate'));
+  process.stdout.write(o.prompt as string);
+  const pending: number[] = [];
+  const r = generate(run.model, run.params, prompt, {
+    tokens: (o.tokens as number) ?? 200,
+    temperature: (o.temperature as number) ?? 0.8,
+    topP: (o['top-p'] as number) ?? 0.95,
+    seed: (o.seed as number) ?? 0,
+    onToken: (id) => {
+      // Flush whole characters only: a BPE token can end inside a multi-byte character.
+      pending.push(id);
+      const text = run.tokenizer.decode(pending);
+      if (!text.endsWith('\uFFFD')) {
+        process.stdout.write(text);
+        pending.length = 0;
+      }
+    },
+  });
+  if (pending.length) process.stdout.write(run.tokenizer.decode(pending));
+  process.stdout.write('\n');
+  if (o.stats) {
+    const s = r.stats;
+    console.log(JSON.stringify({ tokens: s.tokens, tokensPerSecond: Number(s.tokensPerSecond.toFixed(2)), cacheBytesMax: s.cacheBytesMax, cacheBytesFinal: s.cacheBytesFinal, capHits: s.capHits }));
+  }
+}
+
+function readMetrics(dir: string): Metric[] {
+  const file = path.join(dir, 'metrics.jsonl');
+  if (!fs.existsSync(file)) throw new OptionError(`sparsek plot: ${dir} has no metrics.jsonl (expected a run folder written by \`sparsek train --out\`)`);
+  return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Metric);
+}
+
+async function plotRuns(dirs: string[], out: string): Promise<void> {
+  const series = dirs.flatMap((dir) => {
+    const ms = readMetrics(dir);
+    const name = path.basename(path.resolve(dir));
+    return [
+      { name: `${name} train`, group: name, points: ms.filter((m) => m.loss !== undefined).map((m) => ({ step: m.step, loss: m.loss! })) },
+      { name: `${name} validation`, group: name, dashed: true, points: ms.filter((m) => m.valLoss !== undefined).map((m) => ({ step: m.step, loss: m.valLoss! })) },
+    ].filter((s) => s.points.length > 0);
+  });
+  await writePlot(out, lossChart(series, { title: 'Loss (nats per token)' }));
+}
+
+/** Selection maps of a SparseK run for a text: which positions each query selected, per layer and KV head. */
+async function plotSelection(dir: string, text: string, out: string): Promise<void> {
+  const run = await loadRun(dir);
+  if (run.model.attention !== 'sparsek') throw new OptionError(`sparsek plot: --selection needs a sparsek run, ${dir} uses ${run.model.attention} attention`);
+  const ids = run.tokenizer.encode(text).slice(0, run.model.context);
+  if (ids.length < 2) throw new OptionError('sparsek plot: --text must encode to at least 2 tokens');
+  const model = new Gpt(run.model);
+  model.params.flat.set(run.params.flat);
+  model.forward(ids, 1, ids.length);
+  const T = ids.length;
+  const maps = model.selectionPlans().flatMap((plan, l) =>
+    plan!.sel.map((f, h) => ({
+      title: `layer ${l} · KV head ${h}`,
+      T,
+      window: run.model.window,
+      rows: Array.from({ length: T }, (_, i) => f.sel.subarray(i * plan!.K, i * plan!.K + f.count[i])),
+    })),
+  );
+  await writePlot(out, selectionMap(maps, { title: `SparseK selection, K=${run.model.k}, W=${run.model.window}`, columns: run.model.kvHeads }));
+}
+
+async function cmdPlot(argv: string[]): Promise<void> {
+  const o = parseOptions('plot', argv, {
+    runs: { kind: 'strings', help: 'run folders whose loss curves to draw' },
+    selection: { kind: 'string', help: 'a sparsek run folder: draw its selection map for --text' },
+    text: { kind: 'string', help: 'text for the selection map' },
+    out: { kind: 'string', help: 'FILE.svg or FILE.png' },
+  });
+  const out = need(o, 'out', 'plot');
+  if (o.selection !== undefined) await plotSelection(o.selection as string, need(o, 'text', 'plot'), out);
+  else await plotRuns(need(o, 'runs', 'plot') as unknown as string[], out);
+  console.log(out);
+}
+
+async function cmdDoctor(): Promise<void> {
+  const cpu = os.cpus();
+  console.log(`node      ${process.version} on ${os.platform()} ${os.arch()}`);
+  console.log(`cpu       ${cpu[0]?.model ?? 'unknown'}, ${cpu.length} cores: used (the CPU backend)`);
+  const dirs = [process.env.CUDA_HOME && path.join(process.env.CUDA_HOME, 'lib64'), '/usr/lib/x86_64-linux-gnu', '/usr/local/cuda/lib64', '/usr/lib64', ...(process.env.LD_LIBRARY_PATH ?? '').split(':')].filter(Boolean) as string[];
+  const found = (lib: string) => dirs.map((d) => path.join(d, lib)).find((p) => fs.existsSync(p));
+  for (const lib of ['libcuda.so.1', 'libnvrtc.so', 'libcublas.so']) {
+    const p = found(lib);
+    console.log(`${lib.padEnd(13)} ${p ? `found at ${p}` : `not found (searched ${dirs.join(', ')})`}`);
+  }
+  console.log('cuda      not used: this build has no CUDA backend yet');
+  console.log('webgpu    not used: this build has no WebGPU backend yet');
+}
+
+async function cmdDemo(argv: string[]): Promise<void> {
+  const o = parseOptions('demo', argv, {
+    minutes: { kind: 'number', help: 'training time budget (default 3)' },
+    out: { kind: 'string', help: 'run folder (default runs/demo)' },
+    seed: TRAIN_FLAGS.seed,
+    quiet: TRAIN_FLAGS.quiet,
+  });
+  const out = (o.out as string) ?? 'runs/demo';
+  const minutes = (o.minutes as number) ?? 3;
+  const t0 = Date.now();
+  const mc = PRESETS.demo;
+  console.log(`sparsek demo: a ${mc.layers}-layer SparseK + window model (K=${mc.k}, W=${mc.window}, context ${mc.context}) on the State of the Union corpus, ${minutes} minutes on the CPU\n`);
+  if (fs.existsSync(path.join(out, 'config.json'))) fs.rmSync(out, { recursive: true });
+  const r = await train(mc, { ...DEFAULT_TRAIN, minutes, seed: (o.seed as number) ?? DEFAULT_TRAIN.seed, evalEvery: 25, checkpointEvery: 1_000_000 }, out, { quiet: o.quiet === true });
+  const ev = await evalRun(out, undefined, undefined, 32);
+  await plotRuns([out], path.join(out, 'loss.svg'));
+  await plotRuns([out], path.join(out, 'loss.png'));
+  const run = await loadRun(out);
+  const prompt = 'Fellow citizens, the state of the Union';
+  const g = generate(run.model, run.params, run.tokenizer.encode(prompt), { tokens: 120, temperature: 0.8, topP: 0.95, seed: 1 });
+  const sample = prompt + run.tokenizer.decode(g.ids);
+  await plotSelection(out, sample, path.join(out, 'selection.png'));
+  await plotSelection(out, sample, path.join(out, 'selection.svg'));
+  fs.writeFileSync(path.join(out, 'sample.txt'), sample + '\n');
+  const summary = {
+    steps: r.steps, trainLoss: r.finalLoss, valLoss: ev.loss, valPerplexity: ev.perplexity,
+    trainTokensPerSecond: Math.round(r.tokensPerSecond), generateTokensPerSecond: Number(g.stats.tokensPerSecond.toFixed(1)),
+    cacheBytes: g.stats.cacheBytesFinal,
+  };
+  fs.writeFileSync(path.join(out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+  console.log(`
+── sample (temperature 0.8) ─────────────────────────────
+${sample}
+─────────────────────────────────────────────────────────
+trained     ${r.steps} steps in ${formatTime(r.seconds)} (${formatCount(r.tokensPerSecond)} tokens/s)
+validation  loss ${ev.loss.toFixed(3)}, perplexity ${ev.perplexity.toFixed(1)} (${ev.tokens} tokens, context ${ev.context})
+generation  ${g.stats.tokensPerSecond.toFixed(1)} tokens/s, K/V cache ${(g.stats.cacheBytesFinal / 1024).toFixed(1)} KiB (fixed: W + K entries per head)
+written     ${out}/  model.safetensors, metrics.jsonl, loss.png, selection.png, sample.txt, summary.json
+total       ${formatTime((Date.now() - t0) / 1000)}
+`);
+}
+
+const COMMANDS: Record<string, { help: string; run: (argv: string[]) => Promise<void> }> = {
+  demo: { help: 'train, evaluate, generate and plot a small SparseK model (the main job)', run: cmdDemo },
+  train: { help: 'train a model: ' + Object.keys({ ...MODEL_FLAGS, ...TRAIN_FLAGS }).map((k) => '--' + k).join(' '), run: cmdTrain },
+  eval: { help: 'validation loss and perplexity of a run: --checkpoint DIR [--data D] [--context T]', run: cmdEval },
+  generate: { help: 'sample text with the constant-memory cache: --checkpoint DIR --prompt TEXT [--tokens N] [--stats]', run: cmdGenerate },
+  plot: { help: 'loss curves (--runs DIR... --out F) or a selection map (--selection DIR --text T --out F)', run: cmdPlot },
+  doctor: { help: 'what devices and libraries were found', run: cmdDoctor },
+};
+
+function usage(): string {
+  const w = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  return `usage: sparsek <command> [--option value ...]\n\n${Object.entries(COMMANDS).map(([c, x]) => `  ${c.padEnd(w)}  ${x.help}`).join('\n')}\n\ntrain options:\n${formatHelp({ ...MODEL_FLAGS, ...TRAIN_FLAGS })}\n`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === 'help') {
+    process.stdout.write(usage());
+    return command ? 0 : 2;
+  }
+  const c = COMMANDS[command];
+  try {
+    if (!c) throw new OptionError(`unknown command '${command}'; expected one of ${Object.keys(COMMANDS).join(', ')}`);
+    await c.run(rest);
+    return 0;
+  } catch (e) {
+    if (e instanceof SparsekError) {
+      process.stderr.write(`sparsek: error: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+const isMain = process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(new URL(import.meta.url).pathname);
+if (isMain) main(process.argv.slice(2)).then((code) => process.exit(code));

@@ -1,0 +1,274 @@
+// Token-by-token decoding with a per-layer, per-KV-head cache (SPEC.md section 5).
+//
+// sparsek: a ring of the last W positions' K/V, the selected set (at most K entries of K/V, score
+//   and position) and the CausalSelector's scalar support list. When position i - W leaves the
+//   window it becomes a candidate; if the selector takes it, its K/V move from the ring into the
+//   slot of the entry it evicted. Evicted entries never return (tau only rises), so K/V memory is
+//   (W + K) entries at any length, allocated once here.
+// window: the ring alone.  dense: K/V for every position (grows, for comparison).
+// Other kinds have no cache form: Generator recomputes the full forward for them.
+//
+// Equivalence with the full forward (same logits up to float32 rounding) is a test, not a hope.
+
+import { matmulForward } from '../cpu/kernels/matmul.js';
+import { rmsnormForward } from '../cpu/kernels/norm.js';
+import { ropeForward } from '../cpu/kernels/rope.js';
+import { swigluForward } from '../cpu/kernels/activation.js';
+import { CausalSelector } from '../cpu/kernels/selection.js';
+import { ModelConfig, headSize } from './config.js';
+import { Params } from './params.js';
+
+/** K/V storage of one (layer, KV head): slot-addressed vectors with positions. */
+class KvSlots {
+  k: Float32Array; // (capacity, HS)
+  v: Float32Array; // (capacity, HS)
+  pos: Int32Array; // (capacity)
+  u: Float32Array; // (capacity) scores (sparsek selected set only)
+  constructor(public capacity: number, readonly HS: number) {
+    this.k = new Float32Array(capacity * HS);
+    this.v = new Float32Array(capacity * HS);
+    this.pos = new Int32Array(capacity);
+    this.u = new Float32Array(capacity);
+  }
+  /** Doubles the capacity: dense attention only. */
+  grow(): void {
+    const n = new KvSlots(this.capacity * 2, this.HS);
+    n.k.set(this.k);
+    n.v.set(this.v);
+    n.pos.set(this.pos);
+    n.u.set(this.u);
+    Object.assign(this, { capacity: n.capacity, k: n.k, v: n.v, pos: n.pos, u: n.u });
+  }
+  write(slot: number, pos: number, k: ArrayLike<number>, kOff: number, v: ArrayLike<number>, vOff: number, u = 0): void {
+    const HS = this.HS;
+    for (let d = 0; d < HS; d++) {
+      this.k[slot * HS + d] = k[kOff + d];
+      this.v[slot * HS + d] = v[vOff + d];
+    }
+    this.pos[slot] = pos;
+    this.u[slot] = u;
+  }
+  get bytes(): number {
+    return this.k.byteLength + this.v.byteLength + this.pos.byteLength + this.u.byteLength;
+  }
+}
+
+interface HeadCache {
+  ring: KvSlots | null; // window (sparsek, window) or everything (dense)
+  sel: KvSlots | null; // selected set (sparsek)
+  selCount: number;
+  selector: CausalSelector | null;
+}
+
+export interface CacheStats {
+  bytes: number; // K/V, positions, scores and selector state, summed over layers and heads
+  capHits: number; // times a support list hit supportCap (0 means decoding is exact)
+}
+
+/** Decodes one token at a time; step() returns the logits (V) for the next token. */
+export class Decoder {
+  private readonly heads: HeadCache[][]; // [layer][kv head]
+  private pos = 0;
+  // One-token scratch: x, norms, projections, MLP.
+  private readonly x: Float32Array;
+  private readonly ln: Float32Array;
+  private readonly rstd = new Float32Array(1);
+  private readonly q: Float32Array;
+  private readonly qr: Float32Array;
+  private readonly k: Float32Array;
+  private readonly kr: Float32Array;
+  private readonly v: Float32Array;
+  private readonly u: Float32Array;
+  private readonly att: Float32Array;
+  private readonly tmp: Float32Array;
+  private readonly gate: Float32Array;
+  private readonly up: Float32Array;
+  private readonly h: Float32Array;
+  private readonly scores: Float64Array;
+  readonly logits: Float32Array;
+
+  constructor(readonly config: ModelConfig, readonly params: Params, opts: { supportCap?: number } = {}) {
+    const c = config;
+    if (!Decoder.supports(c)) throw new Error(`no cached decoding for ${c.attention} attention`);
+    const HS = headSize(c);
+    const supportCap = opts.supportCap ?? 4 * c.k;
+    this.heads = [];
+    for (let l = 0; l < c.layers; l++) {
+      const row: HeadCache[] = [];
+      for (let h = 0; h < c.kvHeads; h++) {
+        switch (c.attention) {
+          case 'sparsek':
+            row.push({
+              ring: c.window > 0 ? new KvSlots(c.window, HS) : null,
+              sel: c.k > 0 ? new KvSlots(c.k, HS) : null,
+              selCount: 0,
+              selector: new CausalSelector(c.k, Math.max(supportCap, c.k + 1)),
+            });
+            break;
+          case 'window':
+            row.push({ ring: new KvSlots(c.window, HS), sel: null, selCount: 0, selector: null });
+            break;
+          default: // dense
+            row.push({ ring: new KvSlots(256, HS), sel: null, selCount: 0, selector: null });
+        }
+      }
+      this.heads.push(row);
+    }
+    const f = (n: number) => new Float32Array(n);
+    this.x = f(c.dim);
+    this.ln = f(c.dim);
+    this.q = f(c.heads * HS);
+    this.qr = f(c.heads * HS);
+    this.k = f(c.kvHeads * HS);
+    this.kr = f(c.kvHeads * HS);
+    this.v = f(c.kvHeads * HS);
+    this.u = f(c.kvHeads);
+    this.att = f(c.heads * HS);
+    this.tmp = f(c.dim);
+    this.gate = f(c.ffnDim);
+    this.up = f(c.ffnDim);
+    this.h = f(c.ffnDim);
+    this.scores = new Float64Array(c.window + c.k + 1);
+    this.logits = f(c.vocabSize);
+  }
+
+  static supports(c: ModelConfig): boolean {
+    return c.attention === 'sparsek' || c.attention === 'window' || c.attention === 'dense';
+  }
+
+  /** Tokens consumed so far. */
+  get length(): number {
+    return this.pos;
+  }
+
+  stats(): CacheStats {
+    let bytes = 0;
+    let capHits = 0;
+    for (const row of this.heads) {
+      for (const hc of row) {
+        bytes += (hc.ring?.bytes ?? 0) + (hc.sel?.bytes ?? 0) + (hc.selector?.bytes ?? 0);
+        capHits += hc.selector?.capHits ?? 0;
+      }
+    }
+    return { bytes, capHits };
+  }
+
+  /** Consumes token id at the next position; returns logits (V) for the token after it. */
+  step(id: number): Float32Array {
+    const c = this.config;
+    const p = this.params;
+    const C = c.dim;
+    const HS = headSize(c);
+    const NH = c.heads;
+    const NKV = c.kvHeads;
+    const F = c.ffnDim;
+    const i = this.pos;
+    this.x.set(p.wte.subarray(id * C, (id + 1) * C));
+    for (let l = 0; l < c.layers; l++) {
+      const w = p.layers[l];
+      rmsnormForward(this.ln, this.rstd, this.x, w.ln1, 1, C, c.normEps);
+      matmulForward(this.q, this.ln, w.wq, null, 1, C, NH * HS);
+      matmulForward(this.k, this.ln, w.wk, null, 1, C, NKV * HS);
+      matmulForward(this.v, this.ln, w.wv, null, 1, C, NKV * HS);
+      // With T = 1 the (T, NH*HS) and (NH, T, HS) layouts coincide.
+      ropeForward(this.qr, this.q, 1, NH, 1, HS, c.ropeTheta, i);
+      ropeForward(this.kr, this.k, 1, NKV, 1, HS, c.ropeTheta, i);
+      if (w.wscore) {
+        matmulForward(this.u, this.ln, w.wscore, null, 1, C, NKV);
+        for (let h = 0; h < NKV; h++) this.u[h] = this.u[h] + c.scoreSlope * i;
+      }
+      for (let h = 0; h < NKV; h++) this.admit(this.heads[l][h], h, i);
+      for (let hq = 0; hq < NH; hq++) this.attend(this.heads[l][Math.floor(hq / (NH / NKV))], hq, i);
+      matmulForward(this.tmp, this.att, w.wo, null, 1, NH * HS, C);
+      for (let d = 0; d < C; d++) this.x[d] += this.tmp[d];
+      rmsnormForward(this.ln, this.rstd, this.x, w.ln2, 1, C, c.normEps);
+      matmulForward(this.gate, this.ln, w.wgate, null, 1, C, F);
+      matmulForward(this.up, this.ln, w.wup, null, 1, C, F);
+      swigluForward(this.h, this.gate, this.up, F);
+      matmulForward(this.tmp, this.h, w.wdown, null, 1, F, C);
+      for (let d = 0; d < C; d++) this.x[d] += this.tmp[d];
+    }
+    rmsnormForward(this.ln, this.rstd, this.x, p.lnf, 1, C, c.normEps);
+    matmulForward(this.logits, this.ln, p.wte, null, 1, C, c.vocabSize);
+    this.pos++;
+    return this.logits;
+  }
+
+  /** Brings position i's K/V into the cache of KV head h, and lets position i - W become a candidate. */
+  private admit(hc: HeadCache, h: number, i: number): void {
+    const c = this.config;
+    const HS = headSize(c);
+    const W = c.window;
+    if (c.attention === 'dense') {
+      if (i === hc.ring!.capacity) hc.ring!.grow();
+      hc.ring!.write(i, i, this.kr, h * HS, this.v, h * HS);
+      return;
+    }
+    if (hc.selector) {
+      const j = W > 0 ? i - W : i; // the new candidate
+      if (j >= 0) {
+        const uj = W > 0 ? hc.ring!.u[j % W] : this.u[h];
+        hc.selector.push(uj, j);
+        if (hc.selector.lastAccepted) {
+          const sel = hc.sel!;
+          let slot = hc.selCount;
+          if (hc.selector.lastEvicted >= 0) {
+            slot = 0;
+            while (sel.pos[slot] !== hc.selector.lastEvicted) slot++;
+          } else hc.selCount++;
+          if (W > 0) sel.write(slot, j, hc.ring!.k, (j % W) * HS, hc.ring!.v, (j % W) * HS, uj);
+          else sel.write(slot, j, this.kr, h * HS, this.v, h * HS, uj);
+        }
+      }
+    }
+    if (W > 0) hc.ring!.write(i % W, i, this.kr, h * HS, this.v, h * HS, hc.selector ? this.u[h] : 0);
+  }
+
+  /** att[hq] = softmax-weighted, gated sum over the window and the selected set. */
+  private attend(hc: HeadCache, hq: number, i: number): void {
+    const c = this.config;
+    const HS = headSize(c);
+    const scale = 1 / Math.sqrt(HS);
+    const qOff = hq * HS;
+    const s = this.scores;
+    const ring = hc.ring;
+    const sel = hc.sel;
+    const nRing = c.attention === 'dense' ? i + 1 : Math.min(c.window, i + 1);
+    const nSel = hc.selCount;
+    const tau = hc.selector ? hc.selector.tau : -Infinity;
+    let max = -Infinity;
+    const dot = (kk: Float32Array, slot: number) => {
+      let acc = 0;
+      for (let d = 0; d < HS; d++) acc += this.qr[qOff + d] * kk[slot * HS + d];
+      return acc * scale;
+    };
+    const scores = s.length >= nRing + nSel ? s : new Float64Array(nRing + nSel);
+    for (let r = 0; r < nRing; r++) {
+      scores[r] = dot(ring!.k, r);
+      if (scores[r] > max) max = scores[r];
+    }
+    for (let r = 0; r < nSel; r++) {
+      scores[nRing + r] = dot(sel!.k, r);
+      if (scores[nRing + r] > max) max = scores[nRing + r];
+    }
+    let sum = 0;
+    for (let r = 0; r < nRing + nSel; r++) {
+      scores[r] = Math.exp(scores[r] - max);
+      sum += scores[r];
+    }
+    const out = this.att;
+    for (let d = 0; d < HS; d++) out[qOff + d] = 0;
+    const acc = new Float64Array(HS);
+    for (let r = 0; r < nRing; r++) {
+      const a = scores[r] / sum;
+      for (let d = 0; d < HS; d++) acc[d] += a * ring!.v[r * HS + d];
+    }
+    for (let r = 0; r < nSel; r++) {
+      const gd = sel!.u[r] - tau;
+      const g = gd <= 0 ? 0 : gd >= 1 ? 1 : gd;
+      const a = (scores[nRing + r] / sum) * g;
+      for (let d = 0; d < HS; d++) acc[d] += a * sel!.v[r * HS + d];
+    }
+    for (let d = 0; d < HS; d++) out[qOff + d] = acc[d];
+  }
+}

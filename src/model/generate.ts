@@ -1,0 +1,106 @@
+// Sampling text from a model (SPEC.md section 7, `sparsek generate`): temperature and nucleus
+// (top-p) sampling with a seeded generator. sparsek, window and dense models decode with the
+// cache of decode.ts; other attention kinds have no cached form and recompute the forward pass
+// over the last `context` tokens for every new token (correct, and slow by design).
+
+import { Rng } from '../core/random.js';
+import { ArgumentError } from '../core/errors.js';
+import { ModelConfig } from './config.js';
+import { Params } from './params.js';
+import { Decoder } from './decode.js';
+import { Gpt } from './gpt.js';
+
+export interface SampleOptions {
+  tokens: number;
+  temperature: number; // 0 = greedy
+  topP: number; // 1 = no truncation
+  seed: number;
+  supportCap?: number;
+  onToken?: (id: number) => void;
+}
+
+export interface GenerationStats {
+  tokens: number;
+  tokensPerSecond: number; // new tokens only, prompt excluded
+  cacheBytesMax: number;
+  cacheBytesFinal: number;
+  capHits: number;
+}
+
+/** Draws an index from logits with temperature and top-p. */
+export function sampleLogits(logits: ArrayLike<number>, temperature: number, topP: number, rng: Rng): number {
+  const V = logits.length;
+  if (temperature === 0) {
+    let best = 0;
+    for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) if (logits[i] > max) max = logits[i];
+  const probs = new Float64Array(V);
+  let sum = 0;
+  for (let i = 0; i < V; i++) {
+    probs[i] = Math.exp((logits[i] - max) / temperature);
+    sum += probs[i];
+  }
+  let order: number[] | null = null;
+  let total = sum;
+  if (topP < 1) {
+    // Keep the smallest set of most likely tokens whose mass reaches topP.
+    order = Array.from({ length: V }, (_, i) => i).sort((a, b) => probs[b] - probs[a]);
+    let acc = 0;
+    let keep = 0;
+    while (keep < V && acc < topP * sum) acc += probs[order[keep++]];
+    order = order.slice(0, keep);
+    total = acc;
+  }
+  let r = rng.uniform() * total;
+  const ids = order ?? Array.from({ length: V }, (_, i) => i);
+  for (const i of ids) {
+    r -= probs[i];
+    if (r <= 0) return i;
+  }
+  return ids[ids.length - 1];
+}
+
+/** Continues `prompt` (token ids) by opts.tokens tokens; returns the new ids and statistics. */
+export function generate(config: ModelConfig, params: Params, prompt: number[], opts: SampleOptions): { ids: number[]; stats: GenerationStats } {
+  if (!Number.isInteger(opts.tokens) || opts.tokens < 0) throw new ArgumentError('tokens', 'an integer >= 0', opts.tokens);
+  if (!(opts.temperature >= 0)) throw new ArgumentError('temperature', 'a number >= 0', opts.temperature);
+  if (!(opts.topP > 0 && opts.topP <= 1)) throw new ArgumentError('topP', 'a number in (0, 1]', opts.topP);
+  if (prompt.length === 0) throw new ArgumentError('prompt', 'at least one token', '[]');
+  const rng = new Rng(opts.seed);
+  const out: number[] = [];
+  if (Decoder.supports(config)) {
+    const dec = new Decoder(config, params, { supportCap: opts.supportCap });
+    let logits: Float32Array = new Float32Array(0);
+    for (const id of prompt) logits = dec.step(id);
+    let maxBytes = dec.stats().bytes;
+    const t0 = performance.now();
+    for (let n = 0; n < opts.tokens; n++) {
+      const id = sampleLogits(logits, opts.temperature, opts.topP, rng);
+      out.push(id);
+      opts.onToken?.(id);
+      if (n + 1 < opts.tokens) logits = dec.step(id);
+      maxBytes = Math.max(maxBytes, dec.stats().bytes);
+    }
+    const secs = (performance.now() - t0) / 1000;
+    const st = dec.stats();
+    return { ids: out, stats: { tokens: out.length, tokensPerSecond: out.length / Math.max(secs, 1e-9), cacheBytesMax: maxBytes, cacheBytesFinal: st.bytes, capHits: st.capHits } };
+  }
+  const model = new Gpt(config);
+  model.params.flat.set(params.flat);
+  const ids = [...prompt];
+  const t0 = performance.now();
+  for (let n = 0; n < opts.tokens; n++) {
+    const ctx = ids.slice(-config.context);
+    model.forward(ctx, 1, ctx.length);
+    const V = config.vocabSize;
+    const id = sampleLogits(model.logits.subarray((ctx.length - 1) * V, ctx.length * V), opts.temperature, opts.topP, rng);
+    ids.push(id);
+    out.push(id);
+    opts.onToken?.(id);
+  }
+  const secs = (performance.now() - t0) / 1000;
+  return { ids: out, stats: { tokens: out.length, tokensPerSecond: out.length / Math.max(secs, 1e-9), cacheBytesMax: 0, cacheBytesFinal: 0, capHits: 0 } };
+}

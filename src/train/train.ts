@@ -1,0 +1,212 @@
+// The training loop (SPEC.md sections 7-8): data → tokenizer → model → AdamW steps with warm-up,
+// cosine decay and clipping → metrics, validation and checkpoints in a run folder.
+// Deterministic on the CPU: the seed fixes init and batch order, and a checkpoint holds the
+// sampler's state, so `--resume` continues with exactly the losses of an uninterrupted run.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { Rng } from '../core/random.js';
+import { ModelConfig, checkConfig } from '../model/config.js';
+import { Gpt } from '../model/gpt.js';
+import { initParams } from '../model/params.js';
+import { loadCorpus, splitDocuments } from '../data/corpus.js';
+import { Tokenizer, ByteTokenizer, trainBpe } from '../tokenizer/index.js';
+import { adamwStep, clipGradients, learningRate } from './optim.js';
+import { Batch, encodeDocuments, evalBatches, sampleBatch } from './data.js';
+import { Progress, formatCount } from './progress.js';
+import { RunState, loadRun, saveRun } from '../io/checkpoint.js';
+import { checkInt } from '../core/check.js';
+import { ArgumentError } from '../core/errors.js';
+
+export interface TrainConfig {
+  data: string; // sotu | brown | a file or folder
+  tokenizer: 'bpe' | 'byte';
+  batch: number; // B
+  steps: number; // total optimizer steps (fixed up front, so the schedule and --resume agree)
+  minutes: number | null; // when set, steps is derived from the measured speed of the first steps
+  lr: number;
+  minLr: number;
+  warmup: number;
+  weightDecay: number;
+  gradClip: number;
+  seed: number;
+  evalEvery: number;
+  evalRows: number;
+  checkpointEvery: number;
+  valFraction: number;
+}
+
+export const DEFAULT_TRAIN: TrainConfig = {
+  data: 'sotu', tokenizer: 'bpe', batch: 8, steps: 300, minutes: null, lr: 3e-3, minLr: 3e-4, warmup: 20,
+  weightDecay: 0.1, gradClip: 1, seed: 1, evalEvery: 50, evalRows: 32, checkpointEvery: 100, valFraction: 0.1,
+};
+
+export interface Metric {
+  step: number;
+  loss?: number;
+  valLoss?: number;
+  lr?: number;
+  gradNorm?: number;
+  tokensPerSecond?: number;
+  elapsedSeconds?: number;
+}
+
+export interface TrainResult {
+  out: string;
+  steps: number;
+  finalLoss: number;
+  valLoss: number;
+  tokensPerSecond: number;
+  seconds: number;
+}
+
+export function checkTrainConfig(t: TrainConfig): TrainConfig {
+  checkInt('batch', t.batch, 1);
+  checkInt('steps', t.steps, 1);
+  checkInt('seed', t.seed, 0);
+  checkInt('warmup', t.warmup, 0);
+  checkInt('evalEvery', t.evalEvery, 1);
+  checkInt('evalRows', t.evalRows, 1);
+  checkInt('checkpointEvery', t.checkpointEvery, 1);
+  if (t.minutes !== null && !(t.minutes > 0)) throw new ArgumentError('minutes', 'a positive number', t.minutes);
+  if (!(t.lr > 0)) throw new ArgumentError('lr', 'a positive learning rate', t.lr);
+  if (t.tokenizer !== 'bpe' && t.tokenizer !== 'byte') throw new ArgumentError('tokenizer', "'bpe' or 'byte'", t.tokenizer);
+  return t;
+}
+
+/** Data ready to train on: the tokenizer and both splits as token streams. */
+export interface Prepared {
+  tokenizer: Tokenizer;
+  train: Int32Array;
+  val: Int32Array;
+}
+
+export async function prepareData(t: TrainConfig, vocabSize: number, tokenizer?: Tokenizer): Promise<Prepared> {
+  const docs = await loadCorpus(t.data);
+  const split = splitDocuments(docs, { valFraction: t.valFraction, seed: 0 });
+  const tok = tokenizer ?? (t.tokenizer === 'byte' ? new ByteTokenizer() : trainBpe(split.train.map((d) => d.text), vocabSize, { maxBytes: 3_000_000 }));
+  return {
+    tokenizer: tok,
+    train: encodeDocuments(split.train.map((d) => d.text), (s) => tok.encode(s)),
+    val: encodeDocuments(split.val.map((d) => d.text), (s) => tok.encode(s)),
+  };
+}
+
+/** Mean loss over the fixed validation rows. */
+export function evaluate(model: Gpt, batches: Batch[], T: number): number {
+  let sum = 0;
+  let n = 0;
+  for (const b of batches) {
+    const rows = b.inputs.length / T;
+    sum += model.forward(b.inputs, rows, T, b.targets) * rows;
+    n += rows;
+  }
+  return sum / n;
+}
+
+export interface TrainHooks {
+  quiet?: boolean;
+  log?: (line: string) => void;
+}
+
+/**
+ * Trains a model into the run folder `out`. With resume, continues the run found there (its
+ * configs win over the ones passed in, except steps/minutes which may extend it).
+ */
+export async function train(
+  modelConfig: ModelConfig, trainConfig: TrainConfig, out: string, opts: { resume?: boolean } & TrainHooks = {},
+): Promise<TrainResult> {
+  const log = opts.log ?? ((s: string) => process.stderr.write(s + '\n'));
+  let mc = checkConfig(modelConfig);
+  let tc = checkTrainConfig(trainConfig);
+  let state: RunState | null = null;
+  if (opts.resume) {
+    state = await loadRun(out, { optimizer: true });
+    mc = state.model;
+    tc = { ...state.train, steps: Math.max(state.train.steps, trainConfig.steps) };
+    log(`resuming ${out} at step ${state.step} of ${tc.steps}`);
+  }
+  const data = await prepareData(tc, mc.vocabSize, state?.tokenizer);
+  if (!state) mc = { ...mc, vocabSize: data.tokenizer.vocabSize };
+  const T = mc.context;
+  const B = tc.batch;
+  const model = new Gpt(mc);
+  const nParams = model.params.flat.length;
+  const m = state?.m ?? new Float32Array(nParams);
+  const v = state?.v ?? new Float32Array(nParams);
+  if (state) model.params.flat.set(state.params.flat);
+  else initParams(model.params, mc, tc.seed);
+  const rng = new Rng(tc.seed);
+  if (state) rng.state = state.rng;
+  let step = state?.step ?? 0;
+  let elapsed = state?.elapsedSeconds ?? 0;
+  const metrics: Metric[] = [];
+  const val = evalBatches(data.val, B, T, tc.evalRows);
+  const decay = model.params.specs.map((s) => s.decay);
+  const mViews = viewsLike(m, model.params.views);
+  const vViews = viewsLike(v, model.params.views);
+  log(`model: ${mc.layers} layers, width ${mc.dim}, ${mc.heads} heads (${mc.kvHeads} KV), ${mc.attention} attention` +
+    (mc.attention === 'sparsek' ? ` K=${mc.k} W=${mc.window}` : mc.window ? ` W=${mc.window}` : '') +
+    `, context ${T}, vocab ${mc.vocabSize}: ${(nParams / 1e6).toFixed(2)}M parameters`);
+  log(`data: ${tc.data}, ${formatCount(data.train.length)} training and ${formatCount(data.val.length)} validation tokens`);
+  const save = async () => {
+    await saveRun(out, { model: mc, train: tc, params: model.params, m, v, step, rng: rng.state, elapsedSeconds: elapsed, tokenizer: data.tokenizer }, metrics);
+    metrics.length = 0;
+  };
+  let progress = new Progress('train', tc.steps, opts.quiet);
+  const batch = { inputs: new Int32Array(B * T), targets: new Int32Array(B * T) };
+  let loss = NaN;
+  let valLoss = NaN;
+  let tokPerSec = 0;
+  const started = Date.now();
+  const startStep = step;
+  while (step < tc.steps) {
+    const t0 = performance.now();
+    sampleBatch(data.train, B, T, rng, batch);
+    loss = model.forward(batch.inputs, B, T, batch.targets);
+    model.zeroGrad();
+    model.backward();
+    const gradNorm = clipGradients(model.grads.views, tc.gradClip);
+    const lr = learningRate(step, { maxLr: tc.lr, minLr: tc.minLr, warmup: Math.min(tc.warmup, tc.steps), total: tc.steps });
+    adamwStep(model.params.views, model.grads.views, mViews, vViews, step + 1,
+      { lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: tc.weightDecay }, decay);
+    step++;
+    const dt = (performance.now() - t0) / 1000;
+    elapsed += dt;
+    tokPerSec = (B * T) / dt;
+    const metric: Metric = { step, loss, lr, gradNorm, tokensPerSecond: Math.round(tokPerSec), elapsedSeconds: Number(elapsed.toFixed(3)) };
+    if (tc.minutes !== null && step === startStep + 3 && !state) {
+      // Fix the schedule's length from measured speed, once; it is saved, so --resume agrees.
+      const perStep = (Date.now() - started) / 1000 / 3;
+      tc = { ...tc, steps: Math.max(step + 1, Math.floor((tc.minutes * 60) / perStep)) };
+      progress = new Progress('train', tc.steps, opts.quiet);
+    }
+    if (step % tc.evalEvery === 0 || step === tc.steps) {
+      valLoss = evaluate(model, val, T);
+      metric.valLoss = valLoss;
+    }
+    metrics.push(metric);
+    progress.update(step, {
+      loss: loss.toFixed(3),
+      ...(Number.isFinite(valLoss) ? { val: valLoss.toFixed(3) } : {}),
+      'tok/s': formatCount(tokPerSec),
+    });
+    if (!Number.isFinite(loss)) throw new Error(`training diverged at step ${step}: loss ${loss}`);
+    if (step % tc.checkpointEvery === 0 || step === tc.steps) await save();
+  }
+  return { out, steps: step, finalLoss: loss, valLoss, tokensPerSecond: tokPerSec, seconds: elapsed };
+}
+
+/** Views of a flat moment buffer matching the parameter views. */
+function viewsLike(flat: Float32Array, views: Float32Array[]): Float32Array[] {
+  let off = 0;
+  return views.map((w) => {
+    const s = flat.subarray(off, off + w.length);
+    off += w.length;
+    return s;
+  });
+}
+
+export function runExists(dir: string): boolean {
+  return fs.existsSync(path.join(dir, 'config.json'));
+}
