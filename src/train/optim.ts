@@ -4,6 +4,7 @@
 // with caller-owned gradient and moment buffers; math per element in float64. Not a parameter
 // registry: the model owns the list of tensors and passes one decay flag per tensor.
 // Checks are O(number of tensors) per call and throw the typed errors of core/errors.ts.
+// SPEC.md: section 8's `train` (--lr and the schedule behind it).
 
 import { ArgumentError, ShapeError } from '../core/errors.js';
 

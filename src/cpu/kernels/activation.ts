@@ -4,6 +4,7 @@
 // Not the projections around them (matmul.ts). Backward functions ACCUMULATE (+=) into input grads.
 // No validation here (the model checks shapes once); invariants: buffers at least N long, finite
 // inputs, outputs do not alias inputs.
+// SPEC.md: no section of its own; these are the model's layers, which section 8's trainer runs.
 
 /**
  * SwiGLU: out[i] = silu(gate[i]) * up[i],  silu(x) = x * sigmoid(x).

@@ -4,6 +4,7 @@
 // matmulBackward accumulates into the same dwte.
 // Backward ACCUMULATES (+=) into dwte. No validation here (the model checks ids once); invariants:
 // 0 <= ids[n] < V for the V rows of wte, buffers at least as long as their shapes.
+// SPEC.md: no section of its own; these are the model's layers, which section 8's trainer runs.
 
 let order = new Int32Array(0); // (N) positions sorted by token id
 let rowSum = new Float64Array(0); // (C) one token's gradient, summed in float64

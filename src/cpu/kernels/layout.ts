@@ -6,6 +6,7 @@
 // are the same moves but ACCUMULATE (+=), following the convention of every other backward here.
 // No validation here (the model checks shapes once); invariants: buffers at least B*T*NH*HS long,
 // out does not alias inp.
+// SPEC.md: the (B, NH, T, HS) layout of section 7 is what toHeads produces.
 
 /** out (B, NH, T, HS) = [out +] inp (B, T, NH*HS) regrouped by head. */
 function splitHeads(out: Float32Array, inp: Float32Array, B: number, T: number, NH: number, HS: number, accumulate: boolean): void {

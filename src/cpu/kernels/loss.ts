@@ -4,6 +4,7 @@
 // Not the mean over positions: the caller reduces losses and passes the matching dlosses or scale.
 // Backward ACCUMULATES (+=) into dlogits. No validation here (the model checks targets once);
 // invariants: targets[n] in [0, V) or -1, finite logits, buffers at least as long as their shapes.
+// SPEC.md: the loss that section 8's trainer and `sparsek eval` report (perplexity = exp(mean loss)).
 
 /**
  * probs[n, :] = softmax(logits[n, :]); losses[n] = logsumexp(logits[n]) - logits[n, targets[n]]

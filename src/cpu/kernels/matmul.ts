@@ -19,9 +19,10 @@
 // L2/L3: measured not to be the bottleneck, V8's scalar float64 code is).
 // No validation here (the model checks shapes once); invariants: every array is at least as long as
 // its shape says, N, C, OC >= 1, and outputs do not alias inputs.
+// SPEC.md: no section of its own; these are the model's layers, which section 8's trainer runs.
 
 let panelA = new Float64Array(0); // (3, K) interleaved: panelA[k * 3 + i] = A[m + i, k]
-let panelB = new Float64Array(0); // (ceil(N / 4), K, 4): panelB[(n / 4) * 4K + k * 4 + j] = B[n + j, k]
+let panelB = new Float64Array(0); // (ceil(NC / 4), K, 4): panelB[P * 4K + k * 4 + j] = B[n0 + 4P + j, k]
 const tile = new Float64Array(12); // one 3 x 4 tile of c, for the guarded edge store
 let biasSums = new Float64Array(0); // (OC) column sums of dout
 // Cap on the packed B scratch. Blocking B to fit L2 (64 KiB - 1 MiB panels) measured slower here

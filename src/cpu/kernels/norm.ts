@@ -5,6 +5,7 @@
 // Backward functions ACCUMULATE (+=) into dinp, dweight and dbias; the caller zeroes them once per step.
 // No validation here (the model checks shapes once); invariants: N, C >= 1, eps > 0, every buffer
 // at least as long as its shape, outputs do not alias inputs.
+// SPEC.md: no section of its own; these are the model's layers, which section 8's trainer runs.
 
 // (C) float64 sums of the weight (and bias) gradients over the N rows, added to dweight once per call
 // so that long batches do not accumulate rounding in float32.

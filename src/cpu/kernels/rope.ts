@@ -9,6 +9,8 @@
 // distinct buffers); no scaling variants (NTK, YaRN, Llama 3.1 rope_scaling).
 // No validation here (the model checks shapes once); invariants: HS even, T >= 1, theta > 0,
 // posOffset >= 0 an integer, buffers at least (B, NH, T, HS), tables built for the same T, HS.
+// SPEC.md: no section of its own; section 5's cached decoding relies on posOffset (one position
+// at offset p rotates exactly as row p of a full sequence).
 
 /** cos and sin of the rotation angles for positions posOffset .. posOffset + T - 1. */
 export interface RopeTables {

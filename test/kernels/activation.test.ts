@@ -1,0 +1,104 @@
+// Tests of src/cpu/kernels/activation.ts (SwiGLU, tanh-approximate GELU). Oracles: float64 formulas
+// written here (silu(g) = g / (1 + e^-g); gelu = 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))), plus
+// values of that formula computed with Python); backward against central finite
+// differences of those float64 formulas (h = 1e-5); accumulation; large |inputs| stay finite.
+
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { geluBackward, geluForward, swigluBackward, swigluForward } from '../../src/cpu/kernels/activation.js';
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
+    s = (s ^ (s >>> 12)) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+function randArray(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed), a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
+  return a;
+}
+function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  for (let i = 0; i < want.length; i++) {
+    const err = Math.abs(got[i] - want[i]);
+    if (!(err <= atol + rtol * Math.abs(want[i]))) {
+      assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (err ${err.toExponential(2)})`);
+    }
+  }
+}
+
+const silu = (g: number) => g / (1 + Math.exp(-g));
+const gelu = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+const central = (f: (x: number) => number, x: number, h = 1e-5) => (f(x + h) - f(x - h)) / (2 * h);
+
+// Values in the awkward places: 0, tiny, around the knee, and far out on both sides.
+function inputs(n: number, seed: number): Float32Array {
+  const a = randArray(n, seed, 6);
+  const special = [0, 1e-7, -1e-7, 1, -1, 2.5, -2.5, 20, -20, 88, -88, 1000, -1000];
+  for (let i = 0; i < Math.min(n, special.length); i++) a[i] = special[i];
+  return a;
+}
+
+describe('swiglu', () => {
+  for (const N of [1, 7, 13, 48]) {
+    test(`N=${N}: forward vs float64, backward vs finite differences, accumulation`, () => {
+      const gate = inputs(N, 1 + N), up = randArray(N, 2 + N, 3), dout = randArray(N, 3 + N);
+      const out = new Float32Array(N).fill(NaN);
+      swigluForward(out, gate, up, N);
+      assertClose(out, Array.from(gate, (g, i) => silu(g) * up[i]), 1e-7, 1e-6, 'out');
+      const dg0 = randArray(N, 4), du0 = randArray(N, 5);
+      const dg = dg0.slice(), du = du0.slice();
+      swigluBackward(dg, du, dout, gate, up, N);
+      // d/dgate of dout * silu(g) * u, and d/dup of the same, by central differences in float64
+      const dgRef = Array.from(gate, (g, i) => dg0[i] + dout[i] * up[i] * central(silu, g));
+      const duRef = Array.from(gate, (g, i) => du0[i] + dout[i] * silu(g));
+      assertClose(dg, dgRef, 1e-5, 1e-5, 'dgate');
+      assertClose(du, duRef, 1e-6, 1e-6, 'dup');
+      swigluBackward(dg, du, dout, gate, up, N);
+      assertClose(dg, dgRef.map((v, i) => 2 * v - dg0[i]), 2e-5, 1e-5, 'dgate after two calls');
+      assertClose(du, duRef.map((v, i) => 2 * v - du0[i]), 2e-6, 1e-6, 'dup after two calls');
+    });
+  }
+
+  test('saturation: silu(-1000) = 0 and silu(1000) = 1000 with finite gradients', () => {
+    const gate = Float32Array.of(-1000, 1000, -88, 88), up = Float32Array.of(1, 1, 1, 1);
+    const out = new Float32Array(4), dg = new Float32Array(4), du = new Float32Array(4);
+    swigluForward(out, gate, up, 4);
+    swigluBackward(dg, du, Float32Array.of(1, 1, 1, 1), gate, up, 4);
+    assert.equal(Math.abs(out[0]), 0);
+    assert.equal(out[1], 1000);
+    for (const v of [...out, ...dg, ...du]) assert.ok(Number.isFinite(v), `finite: ${v}`);
+    assertClose(dg, [0, 1, 0, 1], 1e-30, 1e-6, 'dgate at saturation');
+  });
+});
+
+describe('gelu (tanh approximation)', () => {
+  test('known values of the tanh formula (PyTorch gelu(approximate="tanh"), GPT-2 gelu_new)', () => {
+    // computed outside this project with Python's math module, rounded to 7 decimals
+    const x = Float32Array.of(-3, -1, 0, 0.5, 1, 2, 3);
+    const want = [-0.0036374, -0.158808, 0, 0.345714, 0.841192, 1.9545977, 2.9963626];
+    const out = new Float32Array(x.length);
+    geluForward(out, x, x.length);
+    assertClose(out, want, 1e-6, 1e-6, 'gelu');
+  });
+
+  for (const N of [1, 7, 13, 48]) {
+    test(`N=${N}: forward vs float64, backward vs finite differences, accumulation`, () => {
+      const x = inputs(N, 11 + N), dout = randArray(N, 12 + N);
+      const out = new Float32Array(N).fill(NaN);
+      geluForward(out, x, N);
+      assertClose(out, Array.from(x, gelu), 1e-7, 1e-6, 'out');
+      const d0 = randArray(N, 13);
+      const dx = d0.slice();
+      geluBackward(dx, dout, x, N);
+      const ref = Array.from(x, (v, i) => d0[i] + dout[i] * central(gelu, v));
+      assertClose(dx, ref, 1e-5, 1e-5, 'dinp');
+      geluBackward(dx, dout, x, N);
+      assertClose(dx, ref.map((v, i) => 2 * v - d0[i]), 2e-5, 1e-5, 'dinp after two calls');
+      for (const v of [...out, ...dx]) assert.ok(Number.isFinite(v));
+    });
+  }
+});
