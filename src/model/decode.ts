@@ -63,6 +63,7 @@ interface HeadCache {
 export interface CacheStats {
   bytes: number; // K/V, positions, scores and selector state, summed over layers and heads
   capHits: number; // times a support list hit supportCap (0 means decoding is exact)
+  keysLastStep: number; // (query head, key) pairs scored by the last step: the work per token
 }
 
 /** Decodes one token at a time; step() returns the logits (V) for the next token. */
@@ -84,7 +85,9 @@ export class Decoder {
   private readonly gate: Float32Array;
   private readonly up: Float32Array;
   private readonly h: Float32Array;
-  private readonly scores: Float64Array;
+  private scores: Float64Array;
+  private readonly acc: Float64Array;
+  private keysLastStep = 0;
   readonly logits: Float32Array;
 
   constructor(readonly config: ModelConfig, readonly params: Params, opts: { supportCap?: number } = {}) {
@@ -129,6 +132,7 @@ export class Decoder {
     this.up = f(c.ffnDim);
     this.h = f(c.ffnDim);
     this.scores = new Float64Array(c.window + c.k + 1);
+    this.acc = new Float64Array(HS);
     this.logits = f(c.vocabSize);
   }
 
@@ -150,7 +154,7 @@ export class Decoder {
         capHits += hc.selector?.capHits ?? 0;
       }
     }
-    return { bytes, capHits };
+    return { bytes, capHits, keysLastStep: this.keysLastStep };
   }
 
   /** Consumes token id at the next position; returns logits (V) for the token after it. */
@@ -163,6 +167,7 @@ export class Decoder {
     const NKV = c.kvHeads;
     const F = c.ffnDim;
     const i = this.pos;
+    this.keysLastStep = 0;
     this.x.set(p.wte.subarray(id * C, (id + 1) * C));
     for (let l = 0; l < c.layers; l++) {
       const w = p.layers[l];
@@ -230,7 +235,6 @@ export class Decoder {
     const HS = headSize(c);
     const scale = 1 / Math.sqrt(HS);
     const qOff = hq * HS;
-    const s = this.scores;
     const ring = hc.ring;
     const sel = hc.sel;
     const nRing = c.attention === 'dense' ? i + 1 : Math.min(c.window, i + 1);
@@ -242,7 +246,9 @@ export class Decoder {
       for (let d = 0; d < HS; d++) acc += this.qr[qOff + d] * kk[slot * HS + d];
       return acc * scale;
     };
-    const scores = s.length >= nRing + nSel ? s : new Float64Array(nRing + nSel);
+    if (this.scores.length < nRing + nSel) this.scores = new Float64Array(2 * (nRing + nSel)); // dense only
+    const scores = this.scores;
+    this.keysLastStep += nRing + nSel;
     for (let r = 0; r < nRing; r++) {
       scores[r] = dot(ring!.k, r);
       if (scores[r] > max) max = scores[r];
@@ -257,8 +263,7 @@ export class Decoder {
       sum += scores[r];
     }
     const out = this.att;
-    for (let d = 0; d < HS; d++) out[qOff + d] = 0;
-    const acc = new Float64Array(HS);
+    const acc = this.acc.fill(0);
     for (let r = 0; r < nRing; r++) {
       const a = scores[r] / sum;
       for (let d = 0; d < HS; d++) acc[d] += a * ring!.v[r * HS + d];
