@@ -243,7 +243,7 @@ async function cmdDemo(argv: string[]): Promise<void> {
   const minutes = (o.minutes as number) ?? 3;
   const t0 = Date.now();
   const mc = PRESETS.demo;
-  console.log(`sparsek demo: a ${mc.layers}-layer SparseK + window model (K=${mc.k}, W=${mc.window}, context ${mc.context}) on the State of the Union corpus, ${minutes} minutes on the CPU\n`);
+  console.log(`sparsek demo: a ${mc.layers}-layer SparseK + window model (K=${mc.k}, W=${mc.window}, context ${mc.context}) on the State of the Union corpus, ${minutes} minute${minutes === 1 ? '' : 's'} on the CPU\n`);
   if (fs.existsSync(path.join(out, 'config.json'))) fs.rmSync(out, { recursive: true });
   const r = await train(mc, { ...DEFAULT_TRAIN, minutes, seed: (o.seed as number) ?? DEFAULT_TRAIN.seed, evalEvery: 25, checkpointEvery: 1_000_000 }, out, { quiet: o.quiet === true });
   const ev = await evalRun(out, undefined, undefined, 32);

@@ -6,7 +6,12 @@ export class Progress {
   private lastDecile = -1;
   private readonly tty = process.stderr.isTTY === true;
 
-  constructor(private readonly label: string, private readonly total: number, private readonly quiet = false) {}
+  constructor(private readonly label: string, private total: number, private readonly quiet = false) {}
+
+  /** Changes the total (a time-budgeted run learns its step count after a few steps). */
+  setTotal(total: number): void {
+    this.total = total;
+  }
 
   update(done: number, fields: Record<string, string> = {}): void {
     if (this.quiet) return;

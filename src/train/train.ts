@@ -153,7 +153,8 @@ export async function train(
     await saveRun(out, { model: mc, train: tc, params: model.params, m, v, step, rng: rng.state, elapsedSeconds: elapsed, tokenizer: data.tokenizer }, metrics);
     metrics.length = 0;
   };
-  let progress = new Progress('train', tc.steps, opts.quiet);
+  const progress = new Progress('train', tc.steps, opts.quiet);
+  const timed = tc.minutes !== null && !state; // steps still to be fixed from measured speed
   const batch = { inputs: new Int32Array(B * T), targets: new Int32Array(B * T) };
   let loss = NaN;
   let valLoss = NaN;
@@ -175,18 +176,18 @@ export async function train(
     elapsed += dt;
     tokPerSec = (B * T) / dt;
     const metric: Metric = { step, loss, lr, gradNorm, tokensPerSecond: Math.round(tokPerSec), elapsedSeconds: Number(elapsed.toFixed(3)) };
-    if (tc.minutes !== null && step === startStep + 3 && !state) {
+    if (timed && step === startStep + 3) {
       // Fix the schedule's length from measured speed, once; it is saved, so --resume agrees.
       const perStep = (Date.now() - started) / 1000 / 3;
-      tc = { ...tc, steps: Math.max(step + 1, Math.floor((tc.minutes * 60) / perStep)) };
-      progress = new Progress('train', tc.steps, opts.quiet);
+      tc = { ...tc, steps: Math.max(step + 1, Math.floor((tc.minutes! * 60) / perStep)) };
+      progress.setTotal(tc.steps);
     }
     if (step % tc.evalEvery === 0 || step === tc.steps) {
       valLoss = evaluate(model, val, T);
       metric.valLoss = valLoss;
     }
     metrics.push(metric);
-    progress.update(step, {
+    if (!timed || step >= startStep + 3) progress.update(step, {
       loss: loss.toFixed(3),
       ...(Number.isFinite(valLoss) ? { val: valLoss.toFixed(3) } : {}),
       'tok/s': formatCount(tokPerSec),

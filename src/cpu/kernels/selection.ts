@@ -109,10 +109,17 @@ export class CausalSelector {
       const tU = this.upper.size > 0 ? this.upper.min() - 1 : Infinity;
       const next = tF <= tU ? tF : tU;
       const nF = this.free.size;
-      const fNext = this.upper.size + this.sumF.value - nF * next;
-      if (fNext <= K || next === Infinity) {
+      const nFnext = nF * next;
+      const fNext = this.upper.size + this.sumF.value - nFnext;
+      // Allow for rounding (the sum is compensated, so a few eps of the magnitudes involved):
+      // where f is flat at exactly K, a rounded f must not carry tau past the flat part's start.
+      const tol = 4 * Number.EPSILON * (this.upper.size + Math.abs(this.sumF.value) + Math.abs(nFnext));
+      if (fNext <= K + tol || next === Infinity) {
         const t = nF > 0 ? (this.sumF.value + this.upper.size - K) / nF : cur;
         this.tau = t > cur ? (t < next ? t : next) : cur;
+        // Members sitting exactly at tau have p = 0 and, tau never falling, are done for good.
+        while (this.free.size > 0 && this.free.min() <= this.tau) this.sumF.add(-this.free.pop());
+        if (this.free.size === 0) this.sumF.reset();
         return;
       }
       cur = next;

@@ -142,28 +142,43 @@ function projectRow(
  * at t = s_i item i enters F, at t = s_i - 1 it moves on to U. On the segment below the current
  * point f(t) = |U| + sum_F s - |F| t. Stops on the first segment whose lower end has f > k.
  * Requires 0 < k < n.
+ *
+ * The running sum carries rounding, so "f > k" allows for it: where f is flat at exactly k
+ * (F empty, |U| = k) a rounded f must not stop the walk early, or tau would be the flat
+ * interval's largest point instead of its smallest. The allowance is a running bound on the
+ * rounding actually committed (eps per operation, scaled by the magnitudes involved), so it
+ * vanishes for tiny inputs instead of swamping them. The solution is clamped to its segment.
  */
 function thresholdSorted(y: Float64Array, off: number, n: number, k: number): number {
   const s = Float64Array.from(y.subarray(off, off + n)).sort().reverse();
+  const eps = Number.EPSILON;
+  let sumErr = 0; // bound on the rounding error accumulated in sumF
   let iz = 0; // s[iz..] are still in Z
   let iu = 0; // s[..iu) are in U; F = s[iu..iz)
   let sumF = 0;
+  let prev = Infinity; // upper end of the current segment
   let next: number;
   for (;;) {
     const tz = iz < n ? s[iz] : -Infinity;
-    const tu = s[iu] - 1; // iu < n: k < n keeps U from taking every item before we stop
+    const tu = s[iu] - 1;
     next = tz >= tu ? tz : tu;
-    const nF = iz - iu;
-    if (iu + sumF - nF * next > k) break;
+    // Below the last breakpoint every p is 1 and f = n > k: the answer lies above it.
+    const last = iz === n && iu === n - 1;
+    const nFnext = (iz - iu) * next;
+    const tol = sumErr + 4 * eps * (iu + Math.abs(sumF) + Math.abs(nFnext));
+    if (last || iu + sumF - nFnext > k + tol) break;
     if (tz >= tu) sumF += s[iz++];
     else sumF -= s[iu++];
-    if (iz === iu) sumF = 0; // F emptied: drop the running sum's rounding residue
+    sumErr += eps * Math.abs(sumF);
+    if (iz === iu) sumF = sumErr = 0; // F emptied: drop the running sum's rounding residue
+    prev = next;
   }
+  if (iz === iu) return next; // f flat at k on this whole segment: its lower end is the smallest tau
   // Sum F afresh: the running sum only chose the segment.
-  if (iz === iu) return next; // f flat at k down to a breakpoint: only reachable through rounding
   let sum = 0;
   for (let i = iu; i < iz; i++) sum += s[i];
-  return (sum + iu - k) / (iz - iu);
+  const tau = (sum + iu - k) / (iz - iu);
+  return tau < next ? next : tau > prev ? prev : tau;
 }
 
 /**
