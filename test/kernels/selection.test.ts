@@ -149,37 +149,64 @@ describe('selectCausal', () => {
 });
 
 describe('CausalSelector', () => {
-  // KNOWN BUG (src/cpu/kernels/selection.ts): supportSize also counts a candidate whose score equals tau
-  // exactly (p = 0), which the walk in pushThreshold leaves in the free heap when f reaches K right at that
-  // breakpoint: K = 0, u = [-1] gives tau = -1 and supportSize 1 (expected 0); K = 1, u = [0, 1] gives
-  // tau = 0 and supportSize 2 (expected 1).
-  test('supportSize = #{pushed candidates with u > tau}; tau and the selection match the brute force', () => {
-    fc.assert(fc.property(
-      fc.array(scoreArb, { minLength: 1, maxLength: 50 }),
-      fc.integer({ min: 0, max: 12 }),
-      (u, K) => {
-        const s = new CausalSelector(K);
-        let scale = 0;
-        for (let j = 0; j < u.length; j++) {
-          const before = new Set(s.selected());
-          s.push(u[j], j);
-          scale = Math.max(scale, Math.abs(u[j]));
-          const pushed = u.slice(0, j + 1);
-          assert.equal(s.candidates, j + 1);
-          let support = 0;
-          for (const x of pushed) if (x > s.tau) support++;
-          assert.equal(s.supportSize, support, `after ${j + 1} pushes of ${JSON.stringify(u)}, K = ${K}, tau = ${s.tau}`);
-          assertTauClose(s.tau, bisectTau(pushed, Math.min(K, j + 1)), scale, `tau after ${j + 1} pushes`);
-          // Selection after this push = the brute force's Sel for a query whose candidates are 0..j.
-          const ref = selectCausalRef(pushed, K, 0);
-          assert.deepEqual(Array.from(s.selected()), ref.sel[j]);
-          assert.ok(s.theta === ref.theta[j], `theta: expected ${ref.theta[j]}, got ${s.theta}`);
-          // lastEvicted: the one position that left, or -1.
-          const now = new Set(s.selected());
-          const left = [...before].filter((p) => !now.has(p));
-          assert.deepEqual(left, s.lastEvicted >= 0 ? [s.lastEvicted] : []);
-        }
-      },
-    ), { numRuns: 300 });
+  /** Pushes u[0..] one at a time and calls check after each push. */
+  function stream(u: number[], K: number, check: (s: CausalSelector, j: number, before: Set<number>) => void): void {
+    const s = new CausalSelector(K);
+    for (let j = 0; j < u.length; j++) {
+      const before = new Set(s.selected());
+      s.push(u[j], j);
+      check(s, j, before);
+    }
+  }
+  const streamArb = fc.tuple(fc.array(scoreArb, { minLength: 1, maxLength: 50 }), fc.integer({ min: 0, max: 12 }));
+
+  test('after each push: tau, Sel, theta and lastEvicted match the brute force', () => {
+    fc.assert(fc.property(streamArb, ([u, K]) => {
+      let scale = 0;
+      stream(u, K, (s, j, before) => {
+        scale = Math.max(scale, Math.abs(u[j]));
+        const pushed = u.slice(0, j + 1);
+        assert.equal(s.candidates, j + 1);
+        assertTauClose(s.tau, bisectTau(pushed, Math.min(K, j + 1)), scale, `tau after ${j + 1} pushes`);
+        // Selection after this push = the brute force's Sel for a query whose candidates are 0..j.
+        const ref = selectCausalRef(pushed, K, 0);
+        assert.deepEqual(Array.from(s.selected()), ref.sel[j]);
+        assert.ok(s.theta === ref.theta[j], `theta: expected ${ref.theta[j]}, got ${s.theta}`);
+        // lastEvicted: the one position that left the selection, or -1.
+        const now = new Set(s.selected());
+        const left = [...before].filter((p) => !now.has(p));
+        assert.deepEqual(left, s.lastEvicted >= 0 ? [s.lastEvicted] : []);
+      });
+    }), { numRuns: 300 });
+  });
+
+  // Regression: the walk in pushThreshold once left a candidate with u = tau exactly (p = 0) in the free
+  // heap when f reached K right at its breakpoint, so supportSize over-counted (K = 1, u = [0, 1]: 2, not 1)
+  // and a supportCap could report a hit that lost nothing.
+  test('supportSize = #{pushed candidates with u > tau}', () => {
+    fc.assert(fc.property(streamArb, ([u, K]) => {
+      stream(u, K, (s, j) => {
+        let support = 0;
+        for (let i = 0; i <= j; i++) if (u[i] > s.tau) support++;
+        assert.equal(s.supportSize, support, `after ${j + 1} pushes of ${JSON.stringify(u)}, K = ${K}, tau = ${s.tau}`);
+      });
+    }), { numRuns: 300 });
+  });
+
+  test('supportSize, hand-derived: K = 1, u = [0, 1] has tau = 0 and support {1}', () => {
+    const s = new CausalSelector(1);
+    s.push(0, 0);
+    s.push(1, 1);
+    assert.equal(s.tau, 0); // f(t) = clip(-t) + clip(1 - t) = 1 exactly for t = 0, and > 1 below
+    assert.equal(s.supportSize, 1);
+  });
+
+  test('supportCap: no cap hit while the true support fits (K = 1, cap 1, u = [0, 1])', () => {
+    const s = new CausalSelector(1, 1);
+    s.push(0, 0);
+    s.push(1, 1);
+    assert.equal(s.tau, 0);
+    assert.equal(s.supportSize, 1);
+    assert.equal(s.capHits, 0);
   });
 });

@@ -283,14 +283,17 @@ export function sparsekAttentionBackwardInto(
   patternAttentionBackward(dq, dk, dv, dout, x, s, sparsekPattern(plan, NKV), K > 0 ? sink : undefined);
   du.fill(0);
   if (K === 0) return;
+  // du gathers contributions from many queries: accumulate in float64, round once.
+  const du64 = new Float64Array(du.length);
   for (let bh = 0; bh < B * NKV; bh++) {
-    scoreGradient(du, x.u, bh * T, T, K, W, plan.sel[bh], dgSel, bh * T * K);
+    scoreGradient(du64, x.u, bh * T, T, K, W, plan.sel[bh], dgSel, bh * T * K);
   }
+  du.set(du64);
 }
 
 /** du for one score row u[off .. off+T) from the selected-slot gradients (see above). */
 function scoreGradient(
-  du: FloatArray, u: ArrayLike<number>, off: number, T: number, K: number, W: number,
+  du: Float64Array, u: ArrayLike<number>, off: number, T: number, K: number, W: number,
   f: FlatSelection, dgSel: Float64Array, dgOff: number,
 ): void {
   const tau = f.tau;
