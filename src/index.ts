@@ -7,7 +7,7 @@ export { selectCausal, CausalSelector } from './cpu/kernels/selection.js';
 export { sparsekAttention, sparsekAttentionBackward } from './cpu/kernels/attention.js';
 export type { AttentionShape, SelectOptions } from './core/check.js';
 export {
-  SparsekError, ShapeError, ArgumentError, NonFiniteError, OptionError, CheckpointError, DataError, DeviceError,
+  SparsekError, ShapeError, ArgumentError, NonFiniteError, OptionError, CheckpointError, DataError, DeviceError, DivergenceError,
 } from './core/errors.js';
 export {
   attentionForward, attentionBackward, baselinePattern, baselineKinds, checkBaselineOptions,

@@ -52,6 +52,13 @@ export class DataError extends SparsekError {
   }
 }
 
+/** Training produced a non-finite loss or gradient. */
+export class DivergenceError extends SparsekError {
+  constructor(readonly step: number, detail: string) {
+    super('E_DIVERGED', `training diverged at step ${step}: ${detail} (try a lower --lr or a smaller model)`);
+  }
+}
+
 /** A device that was asked for but cannot be used here. */
 export class DeviceError extends SparsekError {
   constructor(readonly device: string, detail: string) {

@@ -36,6 +36,16 @@ export interface RunState {
 }
 
 export async function saveRun(dir: string, s: RunState, newMetrics: Metric[]): Promise<void> {
+  try {
+    await writeRunFiles(dir, s, newMetrics);
+  } catch (e) {
+    if (e instanceof CheckpointError) throw e;
+    const err = e as NodeJS.ErrnoException;
+    throw new CheckpointError(err.path ?? dir, `cannot write the run folder: ${err.code ?? ''} ${err.message}`.trim());
+  }
+}
+
+async function writeRunFiles(dir: string, s: RunState, newMetrics: Metric[]): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify({ format: FORMAT, version: VERSION, model: s.model, train: s.train }, null, 2) + '\n');
   const meta = { format: FORMAT, step: String(s.step) };

@@ -28,7 +28,7 @@ export const PRESETS: Record<string, ModelConfig> = {
   /** The `sparsek demo` model: trains in a few minutes on two CPU cores. */
   demo: {
     vocabSize: 1024, layers: 4, dim: 128, heads: 4, kvHeads: 2, ffnDim: 352, context: 256,
-    attention: 'sparsek', k: 32, window: 32, scoreSlope: 0, hashBuckets: 8, ropeTheta: 10000, normEps: 1e-5,
+    attention: 'sparsek', k: 32, window: 32, scoreSlope: 0.05, hashBuckets: 8, ropeTheta: 10000, normEps: 1e-5,
   },
   /** GPT-2 small's shape (12 layers, width 768, 12 heads) for GPU runs. */
   gpt2small: {

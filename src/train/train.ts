@@ -16,7 +16,7 @@ import { Batch, encodeDocuments, evalBatches, sampleBatch } from './data.js';
 import { Progress, formatCount } from './progress.js';
 import { RunState, loadRun, saveRun } from '../io/checkpoint.js';
 import { checkInt } from '../core/check.js';
-import { ArgumentError } from '../core/errors.js';
+import { ArgumentError, DivergenceError } from '../core/errors.js';
 
 export interface TrainConfig {
   data: string; // sotu | brown | a file or folder
@@ -107,6 +107,8 @@ export function evaluate(model: Gpt, batches: Batch[], T: number): number {
 export interface TrainHooks {
   quiet?: boolean;
   log?: (line: string) => void;
+  /** Called after every step, once its metric is recorded (tests interrupt runs here). */
+  onStep?: (step: number, metric: Metric) => void;
 }
 
 /**
@@ -192,8 +194,9 @@ export async function train(
       ...(Number.isFinite(valLoss) ? { val: valLoss.toFixed(3) } : {}),
       'tok/s': formatCount(tokPerSec),
     });
-    if (!Number.isFinite(loss)) throw new Error(`training diverged at step ${step}: loss ${loss}`);
+    if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) throw new DivergenceError(step, `loss ${loss}, gradient norm ${gradNorm}`);
     if (step % tc.checkpointEvery === 0 || step === tc.steps) await save();
+    opts.onStep?.(step, metric);
   }
   return { out, steps: step, finalLoss: loss, valLoss, tokensPerSecond: tokPerSec, seconds: elapsed };
 }
