@@ -5,7 +5,8 @@
 //
 //   node --import tsx dev/matmul/bench.ts [--repeats R] [--only NAME,NAME,...]
 //
-// Single-threaded on purpose: the library runs the kernels on the main thread. Variants are timed
+// Single-threaded on purpose: the arrays here are plain (not SharedArrayBuffer), so src's kernel
+// runs inline; dev/matmul/threads.ts times the split over worker threads. Variants are timed
 // round-robin, so on a shared machine the load from other processes falls on all of them alike;
 // the "best" column is the fastest single run, for a quieter-machine estimate.
 

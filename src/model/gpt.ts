@@ -17,6 +17,7 @@ import { swigluForward, swigluBackward } from '../cpu/kernels/activation.js';
 import { embeddingForward, embeddingBackward } from '../cpu/kernels/embedding.js';
 import { crossEntropyForward, crossEntropyBackward } from '../cpu/kernels/loss.js';
 import { toHeads, fromHeads } from '../cpu/kernels/layout.js';
+import { allocF32 } from '../cpu/threads.js';
 import { AttentionShape } from '../core/check.js';
 import type { SparsekPlan } from '../cpu/kernels/attention.js';
 import { ModelConfig, headSize } from './config.js';
@@ -74,13 +75,13 @@ export class Gpt {
   private g: LayerGrads | null = null;
   private ids = new Int32Array(0);
   private targets = new Int32Array(0);
-  private xf = new Float32Array(0); // (B*T, C) final residual
-  private lnf = new Float32Array(0); // (B*T, C)
-  private rstdf = new Float32Array(0); // (B*T)
-  logits = new Float32Array(0); // (B*T, V)
-  private probs = new Float32Array(0); // (B*T, V)
-  private losses = new Float32Array(0); // (B*T)
-  private dlogits = new Float32Array(0); // (B*T, V)
+  private xf = allocF32(0); // (B*T, C) final residual
+  private lnf = allocF32(0); // (B*T, C)
+  private rstdf = allocF32(0); // (B*T)
+  logits = allocF32(0); // (B*T, V)
+  private probs = allocF32(0); // (B*T, V)
+  private losses = allocF32(0); // (B*T)
+  private dlogits = allocF32(0); // (B*T, V)
 
   constructor(readonly config: ModelConfig) {
     this.params = allocParams(config);
@@ -97,7 +98,7 @@ export class Gpt {
     const NH = c.heads;
     const NKV = c.kvHeads;
     const F = c.ffnDim;
-    const f = (n: number) => new Float32Array(n);
+    const f = allocF32; // SharedArrayBuffer-backed when the kernels run on several threads
     const shape: AttentionShape = { B, T, NH, NKV, HS };
     const scored = c.attention === 'sparsek';
     this.acts = [];

@@ -3,6 +3,7 @@
 // Names follow Hugging Face Llama, so exported folders read like the models users know.
 
 import { Rng } from '../core/random.js';
+import { allocF32 } from '../cpu/threads.js';
 import { ModelConfig, headSize } from './config.js';
 
 export interface ParamSpec {
@@ -69,7 +70,7 @@ export function numel(shape: number[]): number {
 /** Allocates the parameters (zeros) and their named views. */
 export function allocParams(c: ModelConfig): Params {
   const specs = paramSpecs(c);
-  const flat = new Float32Array(specs.reduce((n, s) => n + numel(s.shape), 0));
+  const flat = allocF32(specs.reduce((n, s) => n + numel(s.shape), 0)); // shared with the kernel threads
   const views: Float32Array[] = [];
   let off = 0;
   for (const s of specs) {

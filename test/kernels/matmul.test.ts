@@ -3,11 +3,17 @@
 // enough to take the chunked-panel path), bias null and non-null; backward against the analytic
 // float64 gradients of that reference AND against central finite differences of a float64 loss
 // sum(dout * forward) (linear in each argument, so differences are exact up to rounding);
-// accumulation semantics (grads start non-zero; two calls add twice).
+// accumulation semantics (grads start non-zero; two calls add twice). Then the threaded split:
+// bit-identical to the single-threaded kernel (see the block at the end).
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { matmulBackward, matmulForward } from '../../src/cpu/kernels/matmul.js';
+import { spawnSync } from 'node:child_process';
+import {
+  MatmulBackwardTask, MatmulForwardTask, matmulBackward, matmulBackwardPart, matmulBackwardSerial, matmulForward,
+  matmulForwardPart, matmulForwardSerial,
+} from '../../src/cpu/kernels/matmul.js';
+import { allocF32, partsFor, threadCount, whenReady } from '../../src/cpu/threads.js';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0;
@@ -163,5 +169,107 @@ describe('matmulBackward', () => {
     }
     assertClose(dx, dxRef, 1e-4, 1e-6, 'dinp');
     assertClose(dw, dwRef, 1e-5, 1e-6, 'dweight');
+  });
+});
+
+// Threads (src/cpu/threads.ts): a split call must equal the single-threaded kernel bit for bit, on
+// shapes above the hand-off threshold whose N and OC do not divide into the parts evenly. The
+// oracle is matmul*Serial (the calling thread alone), itself checked against float64 above.
+describe('matmul on worker threads', () => {
+  const threaded = threadCount() > 1;
+  const skip = threaded ? false : 'one thread (SPARSEK_THREADS=1 or a 1-core machine)';
+  // N C OC: N*C*OC >= 1e6; N = 1001 and 7 leave partial 3-row tiles, N = 2 gives one part no rows
+  const big: [number, number, number][] = [[257, 67, 131], [1001, 33, 61], [7, 300, 997], [2, 700, 1001]];
+  const shared = (n: number, seed: number): Float32Array => {
+    const a = allocF32(n);
+    a.set(randArray(n, seed));
+    return a;
+  };
+  const sameBits = (got: Float32Array, want: Float32Array, what: string) => {
+    assert.equal(got.length, want.length, `${what}: length`);
+    for (let i = 0; i < want.length; i++) {
+      if (!Object.is(got[i], want[i])) assert.fail(`${what}[${i}]: threaded ${got[i]}, single-threaded ${want[i]}`);
+    }
+  };
+
+  test('workers start', { skip }, async () => {
+    assert.equal(await whenReady(), threadCount());
+  });
+
+  for (const [N, C, OC] of big) {
+    for (const withBias of [false, true]) {
+      test(`forward N=${N} C=${C} OC=${OC} bias=${withBias}: bit-identical to one thread`, { skip }, async () => {
+        await whenReady();
+        const x = shared(N * C, 71), w = shared(OC * C, 72), b = withBias ? shared(OC, 73) : null;
+        const out = allocF32(N * OC).fill(NaN), want = new Float32Array(N * OC).fill(NaN);
+        if (N >= 6) assert.ok(partsFor(N * C * OC, Math.ceil(N / 3), [out, x, w, b]) > 1, 'this call is split');
+        matmulForward(out, x, w, b, N, C, OC);
+        matmulForwardSerial(want, x, w, b, N, C, OC);
+        sameBits(out, want, 'out');
+      });
+      test(`backward N=${N} C=${C} OC=${OC} bias=${withBias}: bit-identical to one thread, accumulating`, { skip }, async () => {
+        await whenReady();
+        const x = shared(N * C, 81), w = shared(OC * C, 82), dout = shared(N * OC, 83);
+        // gradients start non-zero and take two calls: the split must add, not overwrite
+        const dx = shared(N * C, 84), dw = shared(OC * C, 85), db = withBias ? shared(OC, 86) : null;
+        const dxWant = dx.slice(), dwWant = dw.slice(), dbWant = db ? db.slice() : null;
+        assert.ok(partsFor(N * C * OC, Math.max(Math.ceil(N / 3), Math.ceil(OC / 3)), [dx, dw, db, dout, x, w]) > 1, 'this call is split');
+        for (let r = 0; r < 2; r++) {
+          matmulBackward(dx, dw, db, dout, x, w, N, C, OC);
+          matmulBackwardSerial(dxWant, dwWant, dbWant, dout, x, w, N, C, OC);
+        }
+        sameBits(dx, dxWant, 'dinp');
+        sameBits(dw, dwWant, 'dweight');
+        if (db && dbWant) sameBits(db, dbWant, 'dbias');
+      });
+    }
+  }
+
+  // More parts than this machine has cores: every part run in turn on this thread must tile the
+  // outputs exactly (no element missed, none written twice: accumulation would show a double add).
+  for (const parts of [2, 3, 5, 8]) {
+    test(`${parts} parts run in turn tile the outputs exactly`, () => {
+      for (const [N, C, OC] of [[7, 5, 13], [13, 48, 7], [1, 9, 10], [29, 31, 37]] as [number, number, number][]) {
+        const x = randArray(N * C, 91), w = randArray(OC * C, 92), b = randArray(OC, 93), dout = randArray(N * OC, 94);
+        const out = new Float32Array(N * OC).fill(NaN), outWant = new Float32Array(N * OC);
+        const fwd: MatmulForwardTask = { op: 'matmulForward', out, inp: x, weight: w, bias: b, N, C, OC };
+        for (let p = 0; p < parts; p++) matmulForwardPart(fwd, p, parts);
+        matmulForwardSerial(outWant, x, w, b, N, C, OC);
+        sameBits(out, outWant, `out (${N}, ${C}, ${OC})`);
+        const dx = randArray(N * C, 95), dw = randArray(OC * C, 96), db = randArray(OC, 97);
+        const dxWant = dx.slice(), dwWant = dw.slice(), dbWant = db.slice();
+        const bwd: MatmulBackwardTask = { op: 'matmulBackward', dinp: dx, dweight: dw, dbias: db, dout, inp: x, weight: w, N, C, OC };
+        for (let p = 0; p < parts; p++) matmulBackwardPart(bwd, p, parts);
+        matmulBackwardSerial(dxWant, dwWant, dbWant, dout, x, w, N, C, OC);
+        sameBits(dx, dxWant, `dinp (${N}, ${C}, ${OC})`);
+        sameBits(dw, dwWant, `dweight (${N}, ${C}, ${OC})`);
+        sameBits(db, dbWant, `dbias (${N}, ${C}, ${OC})`);
+      }
+    });
+  }
+
+  test('small calls, decoding (N = 1) and plain arrays run inline', { skip }, () => {
+    const sab = allocF32(4);
+    assert.ok(sab.buffer instanceof SharedArrayBuffer, 'allocF32 shares memory when threads > 1');
+    assert.equal(partsFor(999_999, 100, [sab]), 1, 'below the threshold');
+    assert.equal(partsFor(1e8, 1, [sab]), 1, 'one row tile (N = 1)');
+    assert.equal(partsFor(1e8, 100, [sab, new Float32Array(4)]), 1, 'a plain ArrayBuffer operand');
+  });
+
+  test('SPARSEK_THREADS: 1 means no workers and plain arrays; a bad value is an OptionError', () => {
+    const run = (env: string, code: string) =>
+      spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+        env: { ...process.env, SPARSEK_THREADS: env }, encoding: 'utf8', timeout: 20_000,
+      });
+    const threadsUrl = new URL('../../src/cpu/threads.ts', import.meta.url).href;
+    const one = run('1', `import { allocF32, threadCount } from ${JSON.stringify(threadsUrl)};
+      const a = allocF32(3);
+      console.log(threadCount(), a.buffer instanceof SharedArrayBuffer, a.length);`);
+    assert.equal(one.status, 0, one.stderr);
+    assert.equal(one.stdout.trim(), '1 false 3');
+    const bad = run('two', `import { threadCount } from ${JSON.stringify(threadsUrl)};
+      try { threadCount(); } catch (e) { console.log(e.name, e.message); }`);
+    assert.equal(bad.status, 0, bad.stderr);
+    assert.equal(bad.stdout.trim(), 'OptionError SPARSEK_THREADS: expected a positive integer, got "two"');
   });
 });

@@ -1,9 +1,16 @@
 // Matrix multiply for the CPU trainer: the linear layer out = inp @ weight^T + bias and its backward
 // (llm.c's matmul_forward / matmul_backward). It is the hot spot of CPU training: the projections,
-// the MLP and the LM head are nearly all of a step's FLOPs. Not a general BLAS, and no threads
-// (dev/matmul holds the experiments and the variants that lost; `node --import tsx
-// dev/matmul/bench.ts` times them: about 6 GFLOP/s here against 1.7 for a naive triple loop
-// forward and 1.0-1.3 backward, single-threaded on the 2-core AMD EPYC development VM).
+// the MLP and the LM head are nearly all of a step's FLOPs. Not a general BLAS (dev/matmul holds
+// the experiments and the variants that lost; `node --import tsx dev/matmul/bench.ts` times them:
+// about 6 GFLOP/s per thread here against 1.7 for a naive triple loop forward and 1.0-1.3
+// backward, on the 2-core AMD EPYC development VM).
+//
+// Threads (../threads.ts): a large call on SharedArrayBuffer-backed arrays is split into parts,
+// forward and dinp over rows N, dweight and dbias over output channels OC. Every output element is
+// then computed by exactly one thread with the same float64 sum over the same k order as one
+// thread computes it, so results are bit-identical for any thread count (the 3 x 4 tiling does not
+// matter: a tile's full and guarded stores round the same float64 value). Small calls (decoding,
+// N = 1) and plain arrays run inline.
 //
 // All three products are one strided kernel, gemm: c (M, N) (+)= A (M, K) @ B (N, K)^T, where
 // A[m, k] = a[m * am + k * ak] and B[n, k] = b[n * bn + k * bk], so the backward needs no transposed
@@ -21,6 +28,9 @@
 // its shape says, N, C, OC >= 1, and outputs do not alias inputs.
 // SPEC.md: no section of its own; these are the model's layers, which section 8's trainer runs.
 
+import { forkJoin, partsFor } from '../threads.js';
+
+// Scratch, one set per thread: each worker loads its own copy of this module.
 let panelA = new Float64Array(0); // (3, K) interleaved: panelA[k * 3 + i] = A[m + i, k]
 let panelB = new Float64Array(0); // (ceil(NC / 4), K, 4): panelB[P * 4K + k * 4 + j] = B[n0 + 4P + j, k]
 const tile = new Float64Array(12); // one 3 x 4 tile of c, for the guarded edge store
@@ -127,6 +137,29 @@ function gemmColumns(
   }
 }
 
+
+/** A forward call as plain data, for a worker thread (threads.ts). */
+export interface MatmulForwardTask {
+  op: 'matmulForward';
+  out: Float32Array; // (N, OC)
+  inp: Float32Array; // (N, C)
+  weight: Float32Array; // (OC, C)
+  bias: Float32Array | null; // (OC)
+  N: number; C: number; OC: number;
+}
+
+/** A backward call as plain data, for a worker thread (threads.ts). */
+export interface MatmulBackwardTask {
+  op: 'matmulBackward';
+  dinp: Float32Array; // (N, C)
+  dweight: Float32Array; // (OC, C)
+  dbias: Float32Array | null; // (OC)
+  dout: Float32Array; // (N, OC)
+  inp: Float32Array; // (N, C)
+  weight: Float32Array; // (OC, C)
+  N: number; C: number; OC: number;
+}
+
 /**
  * Linear layer forward: out[n, o] = bias[o] + sum_c inp[n, c] * weight[o, c].
  * @example
@@ -139,7 +172,9 @@ export function matmulForward(
   bias: Float32Array | null, // (OC) or null
   N: number, C: number, OC: number,
 ): void {
-  gemm(out, inp, C, 1, weight, C, 1, bias, N, OC, C, false);
+  const parts = partsFor(N * C * OC, Math.ceil(N / 3), [out, inp, weight, bias]);
+  if (parts === 1) matmulForwardSerial(out, inp, weight, bias, N, C, OC);
+  else forkJoin({ op: 'matmulForward', out, inp, weight, bias, N, C, OC }, parts, matmulForwardPart);
 }
 
 /**
@@ -159,19 +194,72 @@ export function matmulBackward(
   weight: Float32Array, // (OC, C)
   N: number, C: number, OC: number,
 ): void {
+  const parts = partsFor(N * C * OC, Math.max(Math.ceil(N / 3), Math.ceil(OC / 3)), [dinp, dweight, dbias, dout, inp, weight]);
+  if (parts === 1) matmulBackwardSerial(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+  else forkJoin({ op: 'matmulBackward', dinp, dweight, dbias, dout, inp, weight, N, C, OC }, parts, matmulBackwardPart);
+}
+
+/** matmulForward on the calling thread alone (the kernel every part runs; the tests' oracle). */
+export function matmulForwardSerial(
+  out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array | null, N: number, C: number, OC: number,
+): void {
+  matmulForwardRows(out, inp, weight, bias, C, OC, 0, N);
+}
+
+/** matmulBackward on the calling thread alone (the kernel every part runs; the tests' oracle). */
+export function matmulBackwardSerial(
+  dinp: Float32Array, dweight: Float32Array, dbias: Float32Array | null, dout: Float32Array, inp: Float32Array,
+  weight: Float32Array, N: number, C: number, OC: number,
+): void {
+  matmulBackwardRanges(dinp, dweight, dbias, dout, inp, weight, N, C, OC, 0, N, 0, OC);
+}
+
+/** Part `part` of `parts` of a forward: rows [n0, n1) of out, in whole 3-row tiles. */
+export function matmulForwardPart(t: MatmulForwardTask, part: number, parts: number): void {
+  matmulForwardRows(t.out, t.inp, t.weight, t.bias, t.C, t.OC, share(t.N, 3, part, parts), share(t.N, 3, part + 1, parts));
+}
+
+/** Part `part` of `parts` of a backward: rows [n0, n1) of dinp and channels [o0, o1) of dweight and dbias. */
+export function matmulBackwardPart(t: MatmulBackwardTask, part: number, parts: number): void {
+  matmulBackwardRanges(
+    t.dinp, t.dweight, t.dbias, t.dout, t.inp, t.weight, t.N, t.C, t.OC,
+    share(t.N, 3, part, parts), share(t.N, 3, part + 1, parts), share(t.OC, 3, part, parts), share(t.OC, 3, part + 1, parts),
+  );
+}
+
+/** Start of part `part` of `parts` of [0, total), cut at multiples of `align` (part = parts gives total). */
+function share(total: number, align: number, part: number, parts: number): number {
+  return Math.min(total, Math.floor((Math.ceil(total / align) * part) / parts) * align);
+}
+
+/** Rows [n0, n1) of out (N, OC) = inp (N, C) @ weight (OC, C)^T + bias. */
+function matmulForwardRows(
+  out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array | null, C: number, OC: number, n0: number, n1: number,
+): void {
+  if (n1 <= n0) return;
+  gemm(out.subarray(n0 * OC), inp.subarray(n0 * C), C, 1, weight, C, 1, bias, n1 - n0, OC, C, false);
+}
+
+/** Rows [n0, n1) of dinp, rows [o0, o1) of dweight and entries [o0, o1) of dbias, accumulated into. */
+function matmulBackwardRanges(
+  dinp: Float32Array, dweight: Float32Array, dbias: Float32Array | null, dout: Float32Array, inp: Float32Array,
+  weight: Float32Array, N: number, C: number, OC: number, n0: number, n1: number, o0: number, o1: number,
+): void {
   // dinp (N, C) += dout (N, OC) @ weight (OC, C): B[c, o] = weight[o * C + c]
-  gemm(dinp, dout, OC, 1, weight, 1, C, null, N, C, OC, true);
+  if (n1 > n0) gemm(dinp.subarray(n0 * C), dout.subarray(n0 * OC), OC, 1, weight, 1, C, null, n1 - n0, C, OC, true);
+  if (o1 <= o0) return;
   // dweight (OC, C) += dout^T (OC, N) @ inp (N, C): A[o, n] = dout[n * OC + o], B[c, n] = inp[n * C + c]
-  gemm(dweight, dout, 1, OC, inp, 1, C, null, OC, C, N, true);
+  gemm(dweight.subarray(o0 * C), dout.subarray(o0), 1, OC, inp, 1, C, null, o1 - o0, C, N, true);
   if (dbias !== null) {
     // dbias (OC) += column sums of dout, walked row by row (contiguous) into float64 sums
-    if (biasSums.length < OC) biasSums = new Float64Array(OC);
+    const W = o1 - o0;
+    if (biasSums.length < W) biasSums = new Float64Array(W);
     const sums = biasSums;
-    sums.fill(0, 0, OC);
+    sums.fill(0, 0, W);
     for (let n = 0; n < N; n++) {
-      const row = n * OC;
-      for (let o = 0; o < OC; o++) sums[o] += dout[row + o];
+      const row = n * OC + o0;
+      for (let o = 0; o < W; o++) sums[o] += dout[row + o];
     }
-    for (let o = 0; o < OC; o++) dbias[o] += sums[o];
+    for (let o = 0; o < W; o++) dbias[o0 + o] += sums[o];
   }
 }
