@@ -11,6 +11,7 @@ import { Decoder } from '../src/model/decode.js';
 import { initParams } from '../src/model/params.js';
 import { ModelConfig, PRESETS } from '../src/model/config.js';
 import { Rng } from '../src/core/random.js';
+import { threadCount, whenReady } from '../src/cpu/threads.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: string) => {
@@ -42,7 +43,8 @@ const commit = (() => {
     return 'unknown';
   }
 })();
-console.log(`# model benchmark: ${os.cpus()[0]?.model}, 1 thread, Node ${process.version}, commit ${commit}, ${new Date().toISOString().slice(0, 10)}`);
+await whenReady();
+console.log(`# model benchmark: ${os.cpus()[0]?.model}, ${threadCount()} threads for matmul (SPARSEK_THREADS), Node ${process.version}, commit ${commit}, ${new Date().toISOString().slice(0, 10)}`);
 const d = PRESETS.demo;
 console.log(`# demo model: ${d.layers} layers, width ${d.dim}, ${d.heads} heads (${d.kvHeads} KV), vocab ${d.vocabSize}; sparsek K=${d.k} W=${d.window}\n`);
 

@@ -158,7 +158,9 @@ function startPool(): Pool {
   let warned = false;
   for (let i = 0; i < n; i++) {
     const init: WorkerInit = { ctl, error, index: i };
-    const w = new Worker(entry, { workerData: init, name: `sparsek-kernels-${i}` });
+    // execArgv: [] — the worker needs none of the parent's flags (its entry registers tsx itself
+    // when running from source), and inheriting --import of a .ts file would fail to load.
+    const w = new Worker(entry, { workerData: init, name: `sparsek-kernels-${i}`, execArgv: [] });
     // A worker that fails to start or dies gets no more parts; the caller does its share. Events
     // only arrive between the caller's synchronous runs, never while it waits on a fork-join.
     const retire = (why: string) => {
