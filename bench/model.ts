@@ -24,7 +24,7 @@ const kinds = ['sparsek', 'dense'] as const;
 
 function model(attention: ModelConfig['attention']): { c: ModelConfig; m: Gpt } {
   const c: ModelConfig = { ...PRESETS.demo, attention };
-  const m = new Gpt(c);
+  const m = Gpt.cpu(c);
   initParams(m.params, c, 1);
   // Non-zero scores, so SparseK selects by content as a trained model would.
   if (attention === 'sparsek') for (const l of m.params.layers) for (let i = 0; i < l.wscore!.length; i++) l.wscore![i] = 0.5 * Math.sin(i);

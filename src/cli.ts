@@ -107,7 +107,7 @@ async function evalRun(dir: string, data: string | undefined, context: number | 
   const limit = 16 * run.model.context;
   if (T > limit) throw new ArgumentError('--context', `at most ${limit} (16 x the training context ${run.model.context}; docs/decisions.md)`, T);
   const d = await prepareData({ ...run.train, data: data ?? run.train.data }, run.model.vocabSize, run.tokenizer);
-  const model = new Gpt(run.model);
+  const model = Gpt.cpu(run.model);
   model.params.flat.set(run.params.flat);
   const batches = evalBatches(d.val, 1, T, maxRows);
   const loss = evaluate(model, batches, T);
@@ -190,17 +190,12 @@ async function plotSelection(dir: string, text: string, out: string): Promise<vo
   if (run.model.attention !== 'sparsek') throw new OptionError(`sparsek plot: --selection needs a sparsek run, ${dir} uses ${run.model.attention} attention`);
   const ids = run.tokenizer.encode(text).slice(0, run.model.context);
   if (ids.length < 2) throw new OptionError('sparsek plot: --text must encode to at least 2 tokens');
-  const model = new Gpt(run.model);
+  const model = Gpt.cpu(run.model);
   model.params.flat.set(run.params.flat);
   model.forward(ids, 1, ids.length);
   const T = ids.length;
-  const maps = model.selectionPlans().flatMap((plan, l) =>
-    plan!.sel.map((f, h) => ({
-      title: `layer ${l} · KV head ${h}`,
-      T,
-      window: run.model.window,
-      rows: Array.from({ length: T }, (_, i) => f.sel.subarray(i * plan!.K, i * plan!.K + f.count[i])),
-    })),
+  const maps = model.selections().flatMap((sel, l) =>
+    (sel ?? []).map((s, h) => ({ title: `layer ${l} · KV head ${h}`, T, window: run.model.window, rows: s.rows })),
   );
   await writePlot(out, selectionMap(maps, { title: `SparseK selection, K=${run.model.k}, W=${run.model.window}`, columns: run.model.kvHeads }));
 }

@@ -26,7 +26,7 @@ function median(xs: number[]): number {
 
 const c = PRESETS.demo;
 const B = 8, T = c.context, N = B * T;
-const m = new Gpt(c);
+const m = Gpt.cpu(c);
 initParams(m.params, c, 1);
 for (const l of m.params.layers) for (let i = 0; i < l.wscore!.length; i++) l.wscore![i] = 0.5 * Math.sin(i);
 await whenReady();

@@ -88,7 +88,7 @@ export function generate(config: ModelConfig, params: Params, prompt: number[], 
     const st = dec.stats();
     return { ids: out, stats: { tokens: out.length, tokensPerSecond: out.length / Math.max(secs, 1e-9), cacheBytesMax: maxBytes, cacheBytesFinal: st.bytes, capHits: st.capHits } };
   }
-  const model = new Gpt(config);
+  const model = Gpt.cpu(config);
   model.params.flat.set(params.flat);
   const ids = [...prompt];
   const t0 = performance.now();

@@ -1,5 +1,5 @@
-// The decoder language model on the CPU: a flat list of layer calls, forward then backward, over
-// buffers allocated once for a (B, T) batch shape. Llama-style blocks:
+// The decoder language model: a flat list of layer calls on a backend (src/backend.ts), forward
+// then backward, over buffers allocated once for a (B, T) batch shape. Llama-style blocks:
 //
 //   x = wte[ids]
 //   per layer:  a = rmsnorm(x) ; q, k, v = a Wq, a Wk, a Wv ; rope(q, k) ; u = a Wscore + eps t
@@ -7,128 +7,158 @@
 //               m = rmsnorm(x) ; x = x + (silu(m Wgate) * (m Wup)) Wdown
 //   logits = rmsnorm(x) wte^T ; loss = cross-entropy(logits, targets)
 //
-// No autograd: backward() replays the list in reverse with explicit derivative calls.
+// No autograd: backward() replays the list in reverse with explicit derivative calls. The model
+// never touches device memory itself; F and I are the backend's float and int buffers.
 // Not here: decoding with a cache (decode.ts), training loop (train/), checkpoints (io/).
 
-import { matmulForward, matmulBackward } from '../cpu/kernels/matmul.js';
-import { rmsnormForward, rmsnormBackward } from '../cpu/kernels/norm.js';
-import { ropeForward, ropeBackward } from '../cpu/kernels/rope.js';
-import { swigluForward, swigluBackward } from '../cpu/kernels/activation.js';
-import { embeddingForward, embeddingBackward } from '../cpu/kernels/embedding.js';
-import { crossEntropyForward, crossEntropyBackward } from '../cpu/kernels/loss.js';
-import { toHeads, fromHeads } from '../cpu/kernels/layout.js';
-import { allocF32 } from '../cpu/threads.js';
+import type { AttentionLayer, Backend, Selection } from '../backend.js';
+import { cpuBackend } from '../cpu/backend.js';
 import { AttentionShape } from '../core/check.js';
-import type { SparsekPlan } from '../cpu/kernels/attention.js';
 import { ModelConfig, headSize } from './config.js';
-import { Params, allocParams } from './params.js';
-import { AttentionLayer, makeAttention } from './attention.js';
+import { Params, allocParamsOn } from './params.js';
 
 /** Activations of one layer, kept from forward for backward. */
-interface LayerActs {
-  x: Float32Array; // (B*T, C) input to the layer (residual stream)
-  ln1: Float32Array; // (B*T, C)
-  rstd1: Float32Array; // (B*T)
-  qkvFlat: { q: Float32Array; k: Float32Array; v: Float32Array }; // (B*T, NH*HS), (B*T, NKV*HS) x2
-  q: Float32Array; // (B, NH, T, HS) after rope
-  k: Float32Array; // (B, NKV, T, HS) after rope
-  v: Float32Array; // (B, NKV, T, HS)
-  uFlat: Float32Array | null; // (B*T, NKV)
-  u: Float32Array | null; // (B, NKV, T) with the slope
-  att: Float32Array; // (B, NH, T, HS)
-  attFlat: Float32Array; // (B*T, NH*HS)
-  x2: Float32Array; // (B*T, C) after the attention residual
-  ln2: Float32Array; // (B*T, C)
-  rstd2: Float32Array; // (B*T)
-  gate: Float32Array; // (B*T, F)
-  up: Float32Array; // (B*T, F)
-  h: Float32Array; // (B*T, F)
-  attention: AttentionLayer;
+interface LayerActs<F> {
+  x: F; // (B*T, C) input to the layer (residual stream)
+  ln1: F; // (B*T, C)
+  rstd1: F; // (B*T)
+  qFlat: F; // (B*T, NH*HS)
+  kFlat: F; // (B*T, NKV*HS)
+  vFlat: F; // (B*T, NKV*HS)
+  q: F; // (B, NH, T, HS) after rope
+  k: F; // (B, NKV, T, HS) after rope
+  v: F; // (B, NKV, T, HS)
+  uFlat: F | null; // (B*T, NKV)
+  u: F | null; // (B, NKV, T) with the slope
+  att: F; // (B, NH, T, HS)
+  attFlat: F; // (B*T, NH*HS)
+  x2: F; // (B*T, C) after the attention residual
+  ln2: F; // (B*T, C)
+  rstd2: F; // (B*T)
+  gate: F; // (B*T, F)
+  up: F; // (B*T, F)
+  h: F; // (B*T, F)
+  attention: AttentionLayer<F>;
 }
 
-/** Gradient scratch for one layer, reused by every layer in backward. */
-interface LayerGrads {
-  dx: Float32Array; // (B*T, C)
-  dln: Float32Array; // (B*T, C)
-  dh: Float32Array; // (B*T, F)
-  dgate: Float32Array; // (B*T, F)
-  dup: Float32Array; // (B*T, F)
-  dattFlat: Float32Array; // (B*T, NH*HS)
-  datt: Float32Array; // (B, NH, T, HS)
-  dq: Float32Array; // (B, NH, T, HS)
-  dk: Float32Array; // (B, NKV, T, HS)
-  dv: Float32Array; // (B, NKV, T, HS)
-  dqPre: Float32Array; // (B, NH, T, HS) before rope
-  dkPre: Float32Array; // (B, NKV, T, HS)
-  dqFlat: Float32Array; // (B*T, NH*HS)
-  dkFlat: Float32Array; // (B*T, NKV*HS)
-  dvFlat: Float32Array; // (B*T, NKV*HS)
-  du: Float32Array; // (B, NKV, T)
-  duFlat: Float32Array; // (B*T, NKV)
+/** Gradient scratch, reused by every layer in backward. */
+interface Scratch<F> {
+  dx: F; // (B*T, C)
+  dln: F; // (B*T, C)
+  dh: F; // (B*T, F)
+  dgate: F; // (B*T, F)
+  dup: F; // (B*T, F)
+  dattFlat: F; // (B*T, NH*HS)
+  datt: F; // (B, NH, T, HS)
+  dq: F; // (B, NH, T, HS)
+  dk: F; // (B, NKV, T, HS)
+  dv: F; // (B, NKV, T, HS)
+  dqPre: F; // (B, NH, T, HS) before rope
+  dkPre: F; // (B, NKV, T, HS)
+  dqFlat: F; // (B*T, NH*HS)
+  dkFlat: F; // (B*T, NKV*HS)
+  dvFlat: F; // (B*T, NKV*HS)
+  du: F; // (B, NKV, T)
+  duFlat: F; // (B*T, NKV)
+  tmp: F; // (B, NH, T, HS) pre-rope heads
 }
 
-export class Gpt {
-  readonly params: Params;
-  readonly grads: Params;
-  private batch = { B: 0, T: 0 };
-  private acts: LayerActs[] = [];
-  private g: LayerGrads | null = null;
-  private ids = new Int32Array(0);
-  private targets = new Int32Array(0);
-  private xf = allocF32(0); // (B*T, C) final residual
-  private lnf = allocF32(0); // (B*T, C)
-  private rstdf = allocF32(0); // (B*T)
-  logits = allocF32(0); // (B*T, V)
-  private probs = allocF32(0); // (B*T, V)
-  private losses = allocF32(0); // (B*T)
-  private dlogits = allocF32(0); // (B*T, V)
+interface Batch<F, I> {
+  B: number;
+  T: number;
+  acts: LayerActs<F>[];
+  g: Scratch<F>;
+  ids: I; // (B*T)
+  targets: I; // (B*T)
+  hostTargets: Int32Array; // (B*T)
+  xf: F; // (B*T, C) final residual
+  lnf: F; // (B*T, C)
+  rstdf: F; // (B*T)
+  logits: F; // (B*T, V)
+  probs: F; // (B*T, V)
+  losses: F; // (B*T)
+  dlogits: F; // (B*T, V)
+}
 
-  constructor(readonly config: ModelConfig) {
-    this.params = allocParams(config);
-    this.grads = allocParams(config);
+export class Gpt<F = Float32Array, I = Int32Array> {
+  readonly params: Params<F>;
+  readonly grads: Params<F>;
+  private batch: Batch<F, I> | null = null;
+
+  constructor(readonly config: ModelConfig, readonly be: Backend<F, I>) {
+    this.params = allocParamsOn(config, be);
+    this.grads = allocParamsOn(config, be);
+  }
+
+  /** A model on the CPU backend. */
+  static cpu(config: ModelConfig): Gpt<Float32Array, Int32Array> {
+    return new Gpt(config, cpuBackend);
+  }
+
+  /** Logits (B*T, V) of the last forward. */
+  get logits(): F {
+    if (!this.batch) throw new Error('Gpt.logits read before any forward');
+    return this.batch.logits;
   }
 
   /** (Re)allocates activations for a batch shape; a no-op when the shape is unchanged. */
-  private ensure(B: number, T: number): void {
-    if (this.batch.B === B && this.batch.T === T) return;
+  private ensure(B: number, T: number): Batch<F, I> {
+    if (this.batch && this.batch.B === B && this.batch.T === T) return this.batch;
+    if (this.batch) this.release(this.batch);
     const c = this.config;
+    const be = this.be;
     const N = B * T;
     const C = c.dim;
     const HS = headSize(c);
     const NH = c.heads;
     const NKV = c.kvHeads;
-    const F = c.ffnDim;
-    const f = allocF32; // SharedArrayBuffer-backed when the kernels run on several threads
+    const Fw = c.ffnDim;
+    const f = (n: number) => be.alloc(n);
     const shape: AttentionShape = { B, T, NH, NKV, HS };
     const scored = c.attention === 'sparsek';
-    this.acts = [];
+    const acts: LayerActs<F>[] = [];
     for (let l = 0; l < c.layers; l++) {
-      this.acts.push({
+      acts.push({
         x: f(N * C), ln1: f(N * C), rstd1: f(N),
-        qkvFlat: { q: f(N * NH * HS), k: f(N * NKV * HS), v: f(N * NKV * HS) },
+        qFlat: f(N * NH * HS), kFlat: f(N * NKV * HS), vFlat: f(N * NKV * HS),
         q: f(N * NH * HS), k: f(N * NKV * HS), v: f(N * NKV * HS),
         uFlat: scored ? f(N * NKV) : null, u: scored ? f(N * NKV) : null,
         att: f(N * NH * HS), attFlat: f(N * NH * HS),
-        x2: f(N * C), ln2: f(N * C), rstd2: f(N), gate: f(N * F), up: f(N * F), h: f(N * F),
-        attention: makeAttention(c, shape),
+        x2: f(N * C), ln2: f(N * C), rstd2: f(N), gate: f(N * Fw), up: f(N * Fw), h: f(N * Fw),
+        attention: be.attention(c, shape),
       });
     }
-    this.g = {
-      dx: f(N * C), dln: f(N * C), dh: f(N * F), dgate: f(N * F), dup: f(N * F),
+    const g: Scratch<F> = {
+      dx: f(N * C), dln: f(N * C), dh: f(N * Fw), dgate: f(N * Fw), dup: f(N * Fw),
       dattFlat: f(N * NH * HS), datt: f(N * NH * HS), dq: f(N * NH * HS), dk: f(N * NKV * HS), dv: f(N * NKV * HS),
       dqPre: f(N * NH * HS), dkPre: f(N * NKV * HS),
       dqFlat: f(N * NH * HS), dkFlat: f(N * NKV * HS), dvFlat: f(N * NKV * HS), du: f(N * NKV), duFlat: f(N * NKV),
+      tmp: f(N * NH * HS),
     };
-    this.ids = new Int32Array(N);
-    this.targets = new Int32Array(N);
-    this.xf = f(N * C);
-    this.lnf = f(N * C);
-    this.rstdf = f(N);
-    this.logits = f(N * c.vocabSize);
-    this.probs = f(N * c.vocabSize);
-    this.losses = f(N);
-    this.dlogits = f(N * c.vocabSize);
-    this.batch = { B, T };
+    this.batch = {
+      B, T, acts, g,
+      ids: be.allocInt(N), targets: be.allocInt(N), hostTargets: new Int32Array(N),
+      xf: f(N * C), lnf: f(N * C), rstdf: f(N),
+      logits: f(N * c.vocabSize), probs: f(N * c.vocabSize), losses: f(N), dlogits: f(N * c.vocabSize),
+    };
+    return this.batch;
+  }
+
+  private release(b: Batch<F, I>): void {
+    const free = (x: F | I | null) => x !== null && this.be.free(x);
+    for (const a of b.acts) {
+      for (const x of [a.x, a.ln1, a.rstd1, a.qFlat, a.kFlat, a.vFlat, a.q, a.k, a.v, a.uFlat, a.u, a.att, a.attFlat, a.x2, a.ln2, a.rstd2, a.gate, a.up, a.h]) free(x);
+    }
+    for (const x of Object.values(b.g)) free(x);
+    for (const x of [b.ids, b.targets, b.xf, b.lnf, b.rstdf, b.logits, b.probs, b.losses, b.dlogits]) free(x);
+  }
+
+  /** Frees every buffer this model allocated (device memory is not garbage-collected). */
+  dispose(): void {
+    if (this.batch) this.release(this.batch);
+    this.batch = null;
+    this.be.free(this.params.flat);
+    this.be.free(this.grads.flat);
   }
 
   /**
@@ -136,7 +166,8 @@ export class Gpt {
    * that are not -1, else NaN. Logits stay in `this.logits` (B*T, V).
    */
   forward(ids: ArrayLike<number>, B: number, T: number, targets?: ArrayLike<number>): number {
-    this.ensure(B, T);
+    const bt = this.ensure(B, T);
+    const be = this.be;
     const c = this.config;
     const p = this.params;
     const N = B * T;
@@ -144,137 +175,127 @@ export class Gpt {
     const HS = headSize(c);
     const NH = c.heads;
     const NKV = c.kvHeads;
-    const F = c.ffnDim;
+    const Fw = c.ffnDim;
     const V = c.vocabSize;
-    this.ids.set(ids);
-    embeddingForward(this.acts[0].x, this.ids, p.wte, N, C);
+    be.uploadInt(bt.ids, Int32Array.from(ids));
+    be.embeddingForward(bt.acts[0].x, bt.ids, p.wte, N, C);
     for (let l = 0; l < c.layers; l++) {
-      const a = this.acts[l];
+      const a = bt.acts[l];
       const w = p.layers[l];
-      rmsnormForward(a.ln1, a.rstd1, a.x, w.ln1, N, C, c.normEps);
-      matmulForward(a.qkvFlat.q, a.ln1, w.wq, null, N, C, NH * HS);
-      matmulForward(a.qkvFlat.k, a.ln1, w.wk, null, N, C, NKV * HS);
-      matmulForward(a.qkvFlat.v, a.ln1, w.wv, null, N, C, NKV * HS);
-      toHeads(a.att, a.qkvFlat.q, B, T, NH, HS); // a.att as scratch for pre-rope q
-      ropeForward(a.q, a.att, B, NH, T, HS, c.ropeTheta, 0);
-      toHeads(a.att, a.qkvFlat.k, B, T, NKV, HS);
-      ropeForward(a.k, a.att, B, NKV, T, HS, c.ropeTheta, 0);
-      toHeads(a.v, a.qkvFlat.v, B, T, NKV, HS);
+      be.rmsnormForward(a.ln1, a.rstd1, a.x, w.ln1, N, C, c.normEps);
+      be.matmulForward(a.qFlat, a.ln1, w.wq, null, N, C, NH * HS);
+      be.matmulForward(a.kFlat, a.ln1, w.wk, null, N, C, NKV * HS);
+      be.matmulForward(a.vFlat, a.ln1, w.wv, null, N, C, NKV * HS);
+      be.toHeads(bt.g.tmp, a.qFlat, B, T, NH, HS);
+      be.ropeForward(a.q, bt.g.tmp, B, NH, T, HS, c.ropeTheta, 0);
+      be.toHeads(bt.g.tmp, a.kFlat, B, T, NKV, HS);
+      be.ropeForward(a.k, bt.g.tmp, B, NKV, T, HS, c.ropeTheta, 0);
+      be.toHeads(a.v, a.vFlat, B, T, NKV, HS);
       if (w.wscore && a.uFlat && a.u) {
-        matmulForward(a.uFlat, a.ln1, w.wscore, null, N, C, NKV);
-        scoresToHeads(a.u, a.uFlat, B, T, NKV, c.scoreSlope);
+        be.matmulForward(a.uFlat, a.ln1, w.wscore, null, N, C, NKV);
+        be.scoresToHeads(a.u, a.uFlat, B, T, NKV, c.scoreSlope);
       }
       a.attention.forward(a.att, a.q, a.k, a.v, a.u);
-      fromHeads(a.attFlat, a.att, B, T, NH, HS);
-      matmulForward(a.x2, a.attFlat, w.wo, null, N, NH * HS, C);
-      for (let i = 0; i < N * C; i++) a.x2[i] += a.x[i];
-      rmsnormForward(a.ln2, a.rstd2, a.x2, w.ln2, N, C, c.normEps);
-      matmulForward(a.gate, a.ln2, w.wgate, null, N, C, F);
-      matmulForward(a.up, a.ln2, w.wup, null, N, C, F);
-      swigluForward(a.h, a.gate, a.up, N * F);
-      const next = l + 1 < c.layers ? this.acts[l + 1].x : this.xf;
-      matmulForward(next, a.h, w.wdown, null, N, F, C);
-      for (let i = 0; i < N * C; i++) next[i] += a.x2[i];
+      be.fromHeads(a.attFlat, a.att, B, T, NH, HS);
+      be.matmulForward(a.x2, a.attFlat, w.wo, null, N, NH * HS, C);
+      be.addInPlace(a.x2, a.x, N * C);
+      be.rmsnormForward(a.ln2, a.rstd2, a.x2, w.ln2, N, C, c.normEps);
+      be.matmulForward(a.gate, a.ln2, w.wgate, null, N, C, Fw);
+      be.matmulForward(a.up, a.ln2, w.wup, null, N, C, Fw);
+      be.swigluForward(a.h, a.gate, a.up, N * Fw);
+      const next = l + 1 < c.layers ? bt.acts[l + 1].x : bt.xf;
+      be.matmulForward(next, a.h, w.wdown, null, N, Fw, C);
+      be.addInPlace(next, a.x2, N * C);
     }
-    rmsnormForward(this.lnf, this.rstdf, this.xf, p.lnf, N, C, c.normEps);
-    matmulForward(this.logits, this.lnf, p.wte, null, N, C, V);
+    be.rmsnormForward(bt.lnf, bt.rstdf, bt.xf, p.lnf, N, C, c.normEps);
+    be.matmulForward(bt.logits, bt.lnf, p.wte, null, N, C, V);
     if (!targets) return NaN;
-    this.targets.set(targets);
-    crossEntropyForward(this.losses, this.probs, this.logits, this.targets, N, V);
+    bt.hostTargets.set(targets);
+    be.uploadInt(bt.targets, bt.hostTargets);
+    be.crossEntropyForward(bt.losses, bt.probs, bt.logits, bt.targets, N, V);
+    const losses = be.download(bt.losses);
     let sum = 0;
     let count = 0;
     for (let i = 0; i < N; i++) {
-      if (this.targets[i] >= 0) {
-        sum += this.losses[i];
+      if (bt.hostTargets[i] >= 0) {
+        sum += losses[i];
         count++;
       }
     }
     return count > 0 ? sum / count : NaN;
   }
 
-  /** Per layer, SparseK's selection plan from the last forward (null for other attention kinds). */
-  selectionPlans(): (SparsekPlan | null)[] {
-    return this.acts.map((a) => a.attention.lastPlan());
+  /** Per layer, the selected positions of SparseK from the last forward (null for other kinds). */
+  selections(): (Selection[] | null)[] {
+    return (this.batch?.acts ?? []).map((a) => a.attention.selections());
   }
 
   zeroGrad(): void {
-    this.grads.flat.fill(0);
+    this.be.zero(this.grads.flat);
   }
 
   /** Accumulates d(mean loss)/d(params) into grads; call after forward() with targets. */
   backward(): void {
-    const { B, T } = this.batch;
+    const bt = this.batch;
+    if (!bt) throw new Error('Gpt.backward called before forward');
+    const { B, T, g } = bt;
+    const be = this.be;
     const c = this.config;
     const p = this.params;
     const gp = this.grads;
-    const g = this.g!;
     const N = B * T;
     const C = c.dim;
     const HS = headSize(c);
     const NH = c.heads;
     const NKV = c.kvHeads;
-    const F = c.ffnDim;
+    const Fw = c.ffnDim;
     const V = c.vocabSize;
     let count = 0;
-    for (let i = 0; i < N; i++) if (this.targets[i] >= 0) count++;
-    this.dlogits.fill(0);
-    crossEntropyBackward(this.dlogits, count > 0 ? 1 / count : 0, this.probs, this.targets, N, V);
+    for (let i = 0; i < N; i++) if (bt.hostTargets[i] >= 0) count++;
+    be.zero(bt.dlogits);
+    be.crossEntropyBackward(bt.dlogits, count > 0 ? 1 / count : 0, bt.probs, bt.targets, N, V);
     // logits = lnf wte^T
-    g.dln.fill(0);
-    matmulBackward(g.dln, gp.wte, null, this.dlogits, this.lnf, p.wte, N, C, V);
+    be.zero(g.dln);
+    be.matmulBackward(g.dln, gp.wte, null, bt.dlogits, bt.lnf, p.wte, N, C, V);
     // lnf = rmsnorm(xf): dx is the gradient flowing down the residual stream.
-    g.dx.fill(0);
-    rmsnormBackward(g.dx, gp.lnf, g.dln, this.xf, p.lnf, this.rstdf, N, C);
+    be.zero(g.dx);
+    be.rmsnormBackward(g.dx, gp.lnf, g.dln, bt.xf, p.lnf, bt.rstdf, N, C);
     for (let l = c.layers - 1; l >= 0; l--) {
-      const a = this.acts[l];
+      const a = bt.acts[l];
       const w = p.layers[l];
       const gw = gp.layers[l];
       // x_next = x2 + h Wdown: dx2 = dx (kept in g.dx), dh = dx Wdown
-      g.dh.fill(0);
-      matmulBackward(g.dh, gw.wdown, null, g.dx, a.h, w.wdown, N, F, C);
-      g.dgate.fill(0);
-      g.dup.fill(0);
-      swigluBackward(g.dgate, g.dup, g.dh, a.gate, a.up, N * F);
-      g.dln.fill(0);
-      matmulBackward(g.dln, gw.wgate, null, g.dgate, a.ln2, w.wgate, N, C, F);
-      matmulBackward(g.dln, gw.wup, null, g.dup, a.ln2, w.wup, N, C, F);
-      rmsnormBackward(g.dx, gw.ln2, g.dln, a.x2, w.ln2, a.rstd2, N, C); // dx += d(ln2)/dx2
+      be.zero(g.dh);
+      be.matmulBackward(g.dh, gw.wdown, null, g.dx, a.h, w.wdown, N, Fw, C);
+      be.zero(g.dgate);
+      be.zero(g.dup);
+      be.swigluBackward(g.dgate, g.dup, g.dh, a.gate, a.up, N * Fw);
+      be.zero(g.dln);
+      be.matmulBackward(g.dln, gw.wgate, null, g.dgate, a.ln2, w.wgate, N, C, Fw);
+      be.matmulBackward(g.dln, gw.wup, null, g.dup, a.ln2, w.wup, N, C, Fw);
+      be.rmsnormBackward(g.dx, gw.ln2, g.dln, a.x2, w.ln2, a.rstd2, N, C); // dx += d(ln2)/dx2
       // x2 = x + attFlat Wo: dx stays, dattFlat = dx Wo
-      g.dattFlat.fill(0);
-      matmulBackward(g.dattFlat, gw.wo, null, g.dx, a.attFlat, w.wo, N, NH * HS, C);
-      toHeads(g.datt, g.dattFlat, B, T, NH, HS);
+      be.zero(g.dattFlat);
+      be.matmulBackward(g.dattFlat, gw.wo, null, g.dx, a.attFlat, w.wo, N, NH * HS, C);
+      be.toHeads(g.datt, g.dattFlat, B, T, NH, HS);
       a.attention.backward(g.dq, g.dk, g.dv, a.u ? g.du : null, g.datt);
-      g.dqPre.fill(0);
-      g.dkPre.fill(0);
-      ropeBackward(g.dqPre, g.dq, B, NH, T, HS, c.ropeTheta, 0);
-      ropeBackward(g.dkPre, g.dk, B, NKV, T, HS, c.ropeTheta, 0);
-      fromHeads(g.dqFlat, g.dqPre, B, T, NH, HS);
-      fromHeads(g.dkFlat, g.dkPre, B, T, NKV, HS);
-      fromHeads(g.dvFlat, g.dv, B, T, NKV, HS);
-      g.dln.fill(0);
-      matmulBackward(g.dln, gw.wq, null, g.dqFlat, a.ln1, w.wq, N, C, NH * HS);
-      matmulBackward(g.dln, gw.wk, null, g.dkFlat, a.ln1, w.wk, N, C, NKV * HS);
-      matmulBackward(g.dln, gw.wv, null, g.dvFlat, a.ln1, w.wv, N, C, NKV * HS);
+      be.zero(g.dqPre);
+      be.zero(g.dkPre);
+      be.ropeBackward(g.dqPre, g.dq, B, NH, T, HS, c.ropeTheta, 0);
+      be.ropeBackward(g.dkPre, g.dk, B, NKV, T, HS, c.ropeTheta, 0);
+      be.fromHeads(g.dqFlat, g.dqPre, B, T, NH, HS);
+      be.fromHeads(g.dkFlat, g.dkPre, B, T, NKV, HS);
+      be.fromHeads(g.dvFlat, g.dv, B, T, NKV, HS);
+      be.zero(g.dln);
+      be.matmulBackward(g.dln, gw.wq, null, g.dqFlat, a.ln1, w.wq, N, C, NH * HS);
+      be.matmulBackward(g.dln, gw.wk, null, g.dkFlat, a.ln1, w.wk, N, C, NKV * HS);
+      be.matmulBackward(g.dln, gw.wv, null, g.dvFlat, a.ln1, w.wv, N, C, NKV * HS);
       if (w.wscore && gw.wscore && a.u) {
-        scoresFromHeads(g.duFlat, g.du, B, T, NKV);
-        matmulBackward(g.dln, gw.wscore, null, g.duFlat, a.ln1, w.wscore, N, C, NKV);
+        be.scoresFromHeads(g.duFlat, g.du, B, T, NKV);
+        be.matmulBackward(g.dln, gw.wscore, null, g.duFlat, a.ln1, w.wscore, N, C, NKV);
       }
-      rmsnormBackward(g.dx, gw.ln1, g.dln, a.x, w.ln1, a.rstd1, N, C);
+      be.rmsnormBackward(g.dx, gw.ln1, g.dln, a.x, w.ln1, a.rstd1, N, C);
     }
-    embeddingBackward(gp.wte, g.dx, this.ids, N, C);
+    be.embeddingBackward(gp.wte, g.dx, bt.ids, N, C);
   }
-}
-
-/** u (B, NKV, T) = uFlat (B*T, NKV) transposed, plus the position slope eps * t (SPEC section 2). */
-export function scoresToHeads(u: Float32Array, uFlat: Float32Array, B: number, T: number, NKV: number, eps: number): void {
-  for (let b = 0; b < B; b++)
-    for (let t = 0; t < T; t++)
-      for (let h = 0; h < NKV; h++) u[(b * NKV + h) * T + t] = uFlat[(b * T + t) * NKV + h] + eps * t;
-}
-
-/** The transpose back; the slope is a constant and has no gradient. */
-function scoresFromHeads(duFlat: Float32Array, du: Float32Array, B: number, T: number, NKV: number): void {
-  for (let b = 0; b < B; b++)
-    for (let t = 0; t < T; t++)
-      for (let h = 0; h < NKV; h++) duFlat[(b * T + t) * NKV + h] = du[(b * NKV + h) * T + t];
 }

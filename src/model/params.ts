@@ -1,9 +1,11 @@
-// Parameter layout of the decoder: named tensors in one flat Float32Array, so the optimizer,
-// gradient clipping and checkpoints see a single buffer while layers see named views.
+// Parameter layout of the decoder: named tensors in one flat buffer, so the optimizer, gradient
+// clipping and checkpoints see a single buffer while layers see named views. The buffer type is
+// the backend's (Float32Array on the CPU, device memory on CUDA).
 // Names follow Hugging Face Llama, so exported folders read like the models users know.
 
 import { Rng } from '../core/random.js';
-import { allocF32 } from '../cpu/threads.js';
+import type { Backend } from '../backend.js';
+import { cpuBackend } from '../cpu/backend.js';
 import { ModelConfig, headSize } from './config.js';
 
 export interface ParamSpec {
@@ -13,26 +15,26 @@ export interface ParamSpec {
   decay: boolean; // AdamW weight decay applies to matrices only
 }
 
-export interface LayerParams {
-  ln1: Float32Array; // (C)
-  wq: Float32Array; // (NH*HS, C)
-  wk: Float32Array; // (NKV*HS, C)
-  wv: Float32Array; // (NKV*HS, C)
-  wscore: Float32Array | null; // (NKV, C), sparsek only: SPEC section 2
-  wo: Float32Array; // (C, NH*HS)
-  ln2: Float32Array; // (C)
-  wgate: Float32Array; // (F, C)
-  wup: Float32Array; // (F, C)
-  wdown: Float32Array; // (C, F)
+export interface LayerParams<Buf = Float32Array> {
+  ln1: Buf; // (C)
+  wq: Buf; // (NH*HS, C)
+  wk: Buf; // (NKV*HS, C)
+  wv: Buf; // (NKV*HS, C)
+  wscore: Buf | null; // (NKV, C), sparsek only: SPEC section 2
+  wo: Buf; // (C, NH*HS)
+  ln2: Buf; // (C)
+  wgate: Buf; // (F, C)
+  wup: Buf; // (F, C)
+  wdown: Buf; // (C, F)
 }
 
-export interface Params {
-  flat: Float32Array;
+export interface Params<Buf = Float32Array> {
+  flat: Buf;
   specs: ParamSpec[];
-  views: Float32Array[]; // views[i] is specs[i]'s slice of flat
-  wte: Float32Array; // (V, C), also the output head (tied)
-  layers: LayerParams[];
-  lnf: Float32Array; // (C)
+  views: Buf[]; // views[i] is specs[i]'s slice of flat
+  wte: Buf; // (V, C), also the output head (tied)
+  layers: LayerParams<Buf>[];
+  lnf: Buf; // (C)
 }
 
 export function paramSpecs(c: ModelConfig): ParamSpec[] {
@@ -67,19 +69,24 @@ export function numel(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-/** Allocates the parameters (zeros) and their named views. */
+/** Allocates the parameters (zeros) on the CPU, with their named views. */
 export function allocParams(c: ModelConfig): Params {
+  return allocParamsOn(c, cpuBackend);
+}
+
+/** Allocates the parameters (zeros) in a backend's memory, with their named views. */
+export function allocParamsOn<Buf>(c: ModelConfig, be: Pick<Backend<Buf, unknown>, 'alloc' | 'view'>): Params<Buf> {
   const specs = paramSpecs(c);
-  const flat = allocF32(specs.reduce((n, s) => n + numel(s.shape), 0)); // shared with the kernel threads
-  const views: Float32Array[] = [];
+  const flat = be.alloc(specs.reduce((n, s) => n + numel(s.shape), 0));
+  const views: Buf[] = [];
   let off = 0;
   for (const s of specs) {
-    views.push(flat.subarray(off, off + numel(s.shape)));
+    views.push(be.view(flat, off, numel(s.shape)));
     off += numel(s.shape);
   }
   const byName = new Map(specs.map((s, i) => [s.name, views[i]]));
   const get = (name: string) => byName.get(name)!;
-  const layers: LayerParams[] = [];
+  const layers: LayerParams<Buf>[] = [];
   for (let l = 0; l < c.layers; l++) {
     const p = `model.layers.${l}.`;
     layers.push({

@@ -132,7 +132,7 @@ export async function train(
   if (!state) mc = { ...mc, vocabSize: data.tokenizer.vocabSize };
   const T = mc.context;
   const B = tc.batch;
-  const model = new Gpt(mc);
+  const model = Gpt.cpu(mc);
   const nParams = model.params.flat.length;
   const m = state?.m ?? new Float32Array(nParams);
   const v = state?.v ?? new Float32Array(nParams);

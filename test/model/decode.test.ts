@@ -21,7 +21,7 @@ import { fillParams, randomIds, tinyConfig } from './fixtures.js';
  * within 1 of tau) small, so the default support cap of 4K is not reached.
  */
 function assertDecodeMatchesForward(c: ModelConfig, T: number, seed: number, opts: { scoreScale?: number; supportCap?: number } = {}): Decoder {
-  const model = new Gpt(c);
+  const model = Gpt.cpu(c);
   fillParams(model.params, seed);
   for (const l of model.params.layers) l.wscore?.forEach((x, i, a) => (a[i] = x * (opts.scoreScale ?? 1)));
   const ids = randomIds(T, c.vocabSize, seed + 17);
@@ -67,7 +67,7 @@ describe('Decoder: cached decoding equals the full forward at every position', (
   test('the support cap: hits are reported; supportCap Infinity keeps decoding exact', () => {
     // Scores spread over about +-1 put many candidates within 1 of tau, more than 4K = 12.
     const c = tinyConfig({ k: 3, window: 2, kvHeads: 1 });
-    const model = new Gpt(c);
+    const model = Gpt.cpu(c);
     fillParams(model.params, 5);
     const capped = new Decoder(c, model.params);
     for (const id of randomIds(29, c.vocabSize, 22)) capped.step(id);
@@ -79,7 +79,7 @@ describe('Decoder: cached decoding equals the full forward at every position', (
   test('Decoder refuses kinds without a cache form', () => {
     const c = tinyConfig({ attention: 'fixed', window: 3 });
     assert.equal(Decoder.supports(c), false);
-    assert.throws(() => new Decoder(c, new Gpt(c).params), /fixed/);
+    assert.throws(() => new Decoder(c, Gpt.cpu(c).params), /fixed/);
   });
 });
 
@@ -88,7 +88,7 @@ describe('Decoder: constant memory and constant work per token (SPEC section 5)'
     // A position slope breaks the ties that layer 0's token-only scores would otherwise make (equal
     // scores all stay in SparseK's support and would fill the support list).
     const c = tinyConfig({ layers: 2, k: 5, window: 8, scoreSlope: 0.05 });
-    const model = new Gpt(c);
+    const model = Gpt.cpu(c);
     fillParams(model.params, 5);
     const dec = new Decoder(c, model.params);
     const ids = randomIds(2700, c.vocabSize, 3);
@@ -113,7 +113,7 @@ describe('Decoder: constant memory and constant work per token (SPEC section 5)'
 
   test('dense: cache bytes grow with the sequence and keys per step grow linearly', () => {
     const c = tinyConfig({ attention: 'dense' });
-    const model = new Gpt(c);
+    const model = Gpt.cpu(c);
     fillParams(model.params, 5);
     const dec = new Decoder(c, model.params);
     const ids = randomIds(700, c.vocabSize, 3);
@@ -151,7 +151,7 @@ describe('generate and sampleLogits', () => {
 
   test('temperature 0 is greedy, deterministic, and gives exactly `tokens` tokens (sparsek, cached)', () => {
     const c = tinyConfig({ k: 3, window: 2, context: 64 });
-    const model = new Gpt(c);
+    const model = Gpt.cpu(c);
     fillParams(model.params, 7);
     const prompt = randomIds(5, c.vocabSize, 1);
     const a = generate(c, model.params, prompt, { tokens: 25, temperature: 0, topP: 1, seed: 1, supportCap: Infinity });
@@ -173,7 +173,7 @@ describe('generate and sampleLogits', () => {
 
   test('temperature 0 without a cache form (fixed): recomputes over a sliding context', () => {
     const c = tinyConfig({ attention: 'fixed', window: 3, context: 9 });
-    const model = new Gpt(c);
+    const model = Gpt.cpu(c);
     fillParams(model.params, 7);
     const prompt = randomIds(4, c.vocabSize, 2);
     const a = generate(c, model.params, prompt, { tokens: 12, temperature: 0, topP: 1, seed: 1 });
@@ -183,7 +183,7 @@ describe('generate and sampleLogits', () => {
 
   test('sampling with a temperature is reproducible from the seed and respects `tokens`', () => {
     const c = tinyConfig({ k: 3, window: 2, context: 64 });
-    const model = new Gpt(c);
+    const model = Gpt.cpu(c);
     fillParams(model.params, 7);
     const prompt = randomIds(3, c.vocabSize, 1);
     const opts = { tokens: 40, temperature: 1.5, topP: 0.9, seed: 4 };
@@ -198,7 +198,7 @@ describe('generate and sampleLogits', () => {
 
   test('generate rejects bad options with ArgumentError naming them', () => {
     const c = tinyConfig();
-    const p = new Gpt(c).params;
+    const p = Gpt.cpu(c).params;
     assert.throws(() => generate(c, p, [1], { tokens: -1, temperature: 0, topP: 1, seed: 0 }), (e: unknown) => e instanceof ArgumentError && /tokens/.test(e.message));
     assert.throws(() => generate(c, p, [1], { tokens: 2, temperature: -1, topP: 1, seed: 0 }), (e: unknown) => e instanceof ArgumentError && /temperature/.test(e.message));
     assert.throws(() => generate(c, p, [1], { tokens: 2, temperature: 1, topP: 0, seed: 0 }), (e: unknown) => e instanceof ArgumentError && /topP/.test(e.message));

@@ -39,7 +39,7 @@ interface Entry {
 
 /** A model of the tiny config with filled parameters, and its batch (B = 2, T = 9). */
 function setup(c: ModelConfig, seed = 3) {
-  const model = new Gpt(c);
+  const model = Gpt.cpu(c);
   fillParams(model.params, seed);
   const B = 2;
   const T = c.context;
@@ -96,7 +96,7 @@ function checkedIndices(model: Gpt): number[] {
 
 function assertGradient(kind: AttentionKind, over: Partial<ModelConfig>, maxSkipFraction: number, seed = 3) {
   const c = tinyConfig({ attention: kind, ...over });
-  const indices = checkedIndices(new Gpt(c));
+  const indices = checkedIndices(Gpt.cpu(c));
   const { entries, model } = gradCheck(c, indices, seed);
   const skipped = entries.filter((e) => !e.smooth);
   assert.ok(skipped.length <= maxSkipFraction * entries.length,
@@ -133,19 +133,10 @@ describe('Gpt: whole-model gradient against central differences', () => {
     const { entries, model } = assertGradient('sparsek', { k: 3, window: 2 }, 0.05, 3);
     // The SparseK path is really exercised: in every layer some gate is strictly inside (0, 1), so
     // tau is finite and the scores get gradient through the free set (SPEC section 4).
-    const plans = model.selectionPlans();
-    plans.forEach((plan, l) => {
-      assert.ok(plan, `layer ${l}: no selection plan`);
+    model.selections().forEach((sel, l) => {
+      assert.ok(sel, `layer ${l}: no selection`);
       let free = 0;
-      for (let bh = 0; bh < plan.sel.length; bh++) {
-        const f = plan.sel[bh];
-        for (let i = 0; i < plan.T; i++) {
-          for (let c = 0; c < f.count[i]; c++) {
-            const d = plan.u[bh * plan.T + f.sel[i * plan.K + c]] - f.tau[i];
-            if (d > 0 && d < 1) free++;
-          }
-        }
-      }
+      for (const s of sel) for (const g of s.gates) for (const x of g) if (x > 0 && x < 1) free++;
       assert.ok(free > 0, `layer ${l}: no gate strictly between 0 and 1`);
     });
     assertScoreTeeth(entries, 2);
@@ -186,7 +177,7 @@ describe('Gpt: whole-model gradient against central differences', () => {
     // compared (as for the smooth kinds, at most 0.5% may be set aside for curvature). The
     // embeddings are tied to the output head but also feed layer 0's q and k: not in this set.
     const c = tinyConfig({ attention: 'hash', hashBuckets: 4 });
-    const names = flatNames(new Gpt(c).params);
+    const names = flatNames(Gpt.cpu(c).params);
     const last = `model.layers.${c.layers - 1}.`;
     const free = (n: string) =>
       n === 'model.norm.weight' ||
@@ -246,7 +237,7 @@ describe('Gpt: loss and gradient bookkeeping', () => {
 describe('Gpt: training behaviour', () => {
   test('a tiny sparsek model overfits one batch with AdamW', () => {
     const c: ModelConfig = { ...tinyConfig(), vocabSize: 29, dim: 32, heads: 4, kvHeads: 2, ffnDim: 64, context: 16, k: 3, window: 4 };
-    const model = new Gpt(c);
+    const model = Gpt.cpu(c);
     initParams(model.params, c, 3);
     const B = 4, T = 16;
     const ids = randomIds(B * T, c.vocabSize, 11);
@@ -275,7 +266,7 @@ describe('Gpt: training behaviour', () => {
   test('two runs from the same seed give bit-identical losses; another seed does not', () => {
     const run = (seed: number) => {
       const c = tinyConfig({ vocabSize: 31, context: 12, k: 2, window: 3 });
-      const model = new Gpt(c);
+      const model = Gpt.cpu(c);
       initParams(model.params, c, seed);
       const rng = new Rng(seed);
       const stream = Int32Array.from(randomIds(400, c.vocabSize, 5));

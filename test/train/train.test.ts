@@ -123,7 +123,7 @@ describe('train(): run folder, resume, reload', () => {
     const run = await loadRun(dirA);
     const ms = readMetrics(dirA);
     const d = await prepareData(run.train, run.model.vocabSize, run.tokenizer);
-    const model = new Gpt(run.model);
+    const model = Gpt.cpu(run.model);
     model.params.flat.set(run.params.flat);
     const T = run.model.context;
     const loss = evaluate(model, evalBatches(d.val, run.train.batch, T, run.train.evalRows), T);
@@ -137,7 +137,7 @@ describe('train(): run folder, resume, reload', () => {
   test('save -> load -> identical loss and identical next AdamW step', async () => {
     const mc = { ...tinyModel(), vocabSize: 256 };
     const T = mc.context;
-    const model = new Gpt(mc);
+    const model = Gpt.cpu(mc);
     initParams(model.params, mc, 9);
     const nP = model.params.flat.length;
     const mFlat = new Float32Array(nP);
@@ -165,7 +165,7 @@ describe('train(): run folder, resume, reload', () => {
     const run = await loadRun(dir, { optimizer: true });
     assert.equal(run.step, 3);
     assert.deepEqual(run.model, mc);
-    const loaded = new Gpt(run.model);
+    const loaded = Gpt.cpu(run.model);
     loaded.params.flat.set(run.params.flat);
     assert.ok(run.params.flat.every((x, i) => Object.is(x, model.params.flat[i])), 'parameters differ after the round trip');
     const rng2 = new Rng(0);

@@ -1,22 +1,13 @@
-// The model's attention layer: one exhaustive switch from the configured kind to the CPU kernels
-// (SparseK of SPEC section 4, or a baseline of section 6), holding whatever the forward pass
-// must leave for the backward pass (SparseK's selection plan).
+// The CPU backend's attention layer: one exhaustive switch from the configured kind to the CPU
+// kernels (SparseK of SPEC section 4, or a baseline of section 6), holding whatever the forward
+// pass must leave for the backward pass (SparseK's selection plan).
 
 import { AttentionShape } from '../core/check.js';
-import { patternAttentionBackward, patternAttentionForward, planSparsek, sparsekAttentionBackwardInto, sparsekAttentionForwardInto, SparsekPlan } from '../cpu/kernels/attention.js';
-import { BaselineOptions, baselinePattern } from '../cpu/kernels/baselines.js';
-import { ModelConfig } from './config.js';
+import { patternAttentionBackward, patternAttentionForward, planSparsek, sparsekAttentionBackwardInto, sparsekAttentionForwardInto, SparsekPlan } from './kernels/attention.js';
+import { BaselineOptions, baselinePattern } from './kernels/baselines.js';
+import type { AttentionConfig, AttentionLayer } from '../backend.js';
 
-export interface AttentionLayer {
-  /** out (B, NH, T, HS) from q (B, NH, T, HS), k, v (B, NKV, T, HS), u (B, NKV, T) or null. */
-  forward(out: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, u: Float32Array | null): void;
-  /** Overwrites dq, dk, dv (and du when scored) from dout, for the inputs of the last forward. */
-  backward(dq: Float32Array, dk: Float32Array, dv: Float32Array, du: Float32Array | null, dout: Float32Array): void;
-  /** SparseK's selection from the last forward (for selection maps), null for other kinds. */
-  lastPlan(): SparsekPlan | null;
-}
-
-export function baselineOptions(c: ModelConfig): BaselineOptions | null {
+export function baselineOptions(c: AttentionConfig): BaselineOptions | null {
   switch (c.attention) {
     case 'sparsek': return null;
     case 'dense': return { kind: 'dense' };
@@ -27,7 +18,7 @@ export function baselineOptions(c: ModelConfig): BaselineOptions | null {
   }
 }
 
-export function makeAttention(c: ModelConfig, shape: AttentionShape): AttentionLayer {
+export function makeAttention(c: AttentionConfig, shape: AttentionShape): AttentionLayer<Float32Array> {
   const opts = baselineOptions(c);
   let last: { q: Float32Array; k: Float32Array; v: Float32Array; u: Float32Array | null; plan: SparsekPlan | null } | null = null;
   const sel = { k: c.k, window: c.window };
@@ -41,8 +32,14 @@ export function makeAttention(c: ModelConfig, shape: AttentionShape): AttentionL
         last = { q, k, v, u, plan: null };
       }
     },
-    lastPlan() {
-      return last?.plan ?? null;
+    selections() {
+      const plan = last?.plan;
+      if (!plan) return null;
+      return plan.sel.map((f, bh) => {
+        const rows = Array.from({ length: plan.T }, (_, i) => f.sel.subarray(i * plan.K, i * plan.K + f.count[i]));
+        const gates = rows.map((row, i) => Float64Array.from(row, (j) => Math.min(1, Math.max(0, plan.u[bh * plan.T + j] - f.tau[i]))));
+        return { T: plan.T, rows, gates };
+      });
     },
     backward(dq, dk, dv, du, dout) {
       if (!last) throw new Error('attention backward called before forward');

@@ -1,0 +1,76 @@
+// The backend interface: every op the model runs, over buffers a device owns. One folder per
+// device implements it (src/cpu/, src/cuda/); the model calls only this interface, and a device
+// is chosen by an exhaustive switch over Device (src/device.ts). Signatures follow the CPU
+// kernels (llm.c order: outputs, inputs, weights, dims); backward ops ACCUMULATE into gradients
+// unless their comment says they overwrite.
+//
+// F is the device's float buffer, I its int32 buffer. A view (sub-buffer) aliases its parent.
+
+import type { AttentionShape } from './core/check.js';
+import type { AttentionKind } from './model/config.js';
+
+export type Device = 'cpu' | 'cuda';
+
+/** What an attention layer needs to know of the model config. */
+export interface AttentionConfig {
+  attention: AttentionKind;
+  k: number; // K
+  window: number; // W
+  hashBuckets: number;
+}
+
+/** The selected positions of every query of one (b, KV head), and their gates p. */
+export interface Selection {
+  T: number;
+  rows: Int32Array[]; // rows[i]: Sel_i, ascending
+  gates: Float64Array[]; // gates[i][c]: p of rows[i][c]
+}
+
+/** One layer's attention: forward, then backward for the inputs of the last forward. */
+export interface AttentionLayer<F> {
+  /** Overwrites out (B, NH, T, HS) from q (B, NH, T, HS), k, v (B, NKV, T, HS) and u (B, NKV, T) or null. */
+  forward(out: F, q: F, k: F, v: F, u: F | null): void;
+  /** Overwrites dq, dk, dv (and du when scored) from dout. */
+  backward(dq: F, dk: F, dv: F, du: F | null, dout: F): void;
+  /** SparseK's selection from the last forward, per (b, KV head): each query's selected positions and their gates; null for other kinds. */
+  selections(): Selection[] | null;
+}
+
+export interface Backend<F, I> {
+  readonly device: Device;
+  /** A zero-filled float buffer of n elements. */
+  alloc(n: number): F;
+  allocInt(n: number): I;
+  /** The n elements of b starting at offset, sharing b's memory. */
+  view(b: F, offset: number, n: number): F;
+  free(b: F | I): void;
+  length(b: F): number;
+  upload(dst: F, src: Float32Array): void;
+  uploadInt(dst: I, src: Int32Array): void;
+  download(src: F): Float32Array;
+  zero(b: F): void;
+  /** Waits for queued work (no-op on the CPU). */
+  synchronize(): void;
+
+  embeddingForward(out: F, ids: I, wte: F, N: number, C: number): void;
+  embeddingBackward(dwte: F, dout: F, ids: I, N: number, C: number): void;
+  rmsnormForward(out: F, rstd: F, inp: F, weight: F, N: number, C: number, eps: number): void;
+  rmsnormBackward(dinp: F, dweight: F, dout: F, inp: F, weight: F, rstd: F, N: number, C: number): void;
+  matmulForward(out: F, inp: F, weight: F, bias: F | null, N: number, C: number, OC: number): void;
+  matmulBackward(dinp: F, dweight: F, dbias: F | null, dout: F, inp: F, weight: F, N: number, C: number, OC: number): void;
+  /** Overwrites out (B, NH, T, HS) from inp (B, T, NH*HS); fromHeads is the inverse. */
+  toHeads(out: F, inp: F, B: number, T: number, NH: number, HS: number): void;
+  fromHeads(out: F, inp: F, B: number, T: number, NH: number, HS: number): void;
+  ropeForward(out: F, inp: F, B: number, NH: number, T: number, HS: number, theta: number, posOffset: number): void;
+  ropeBackward(dinp: F, dout: F, B: number, NH: number, T: number, HS: number, theta: number, posOffset: number): void;
+  /** Overwrites u (B, NKV, T) = transpose of uFlat (B*T, NKV) + eps * t; scoresFromHeads overwrites the transpose back. */
+  scoresToHeads(u: F, uFlat: F, B: number, T: number, NKV: number, eps: number): void;
+  scoresFromHeads(duFlat: F, du: F, B: number, T: number, NKV: number): void;
+  swigluForward(out: F, gate: F, up: F, n: number): void;
+  swigluBackward(dgate: F, dup: F, dout: F, gate: F, up: F, n: number): void;
+  /** out += a (n elements). */
+  addInPlace(out: F, a: F, n: number): void;
+  crossEntropyForward(losses: F, probs: F, logits: F, targets: I, N: number, V: number): void;
+  crossEntropyBackward(dlogits: F, scale: number, probs: F, targets: I, N: number, V: number): void;
+  attention(c: AttentionConfig, shape: AttentionShape): AttentionLayer<F>;
+}
