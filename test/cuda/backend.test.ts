@@ -1,0 +1,405 @@
+// Tests of src/cuda/backend.ts: every op of the Backend interface on the GPU against the CPU kernels
+// (src/cpu/kernels/*.ts, themselves tested against float64 references and finite differences), on
+// awkward shapes (N = 1, 7, 113; C = 48; odd V and OC), with accumulating backwards started from
+// non-zero gradients. Tolerances follow from fp32: moves and copies must be bit-exact; ops whose
+// CUDA kernel forms each value in double from the same operands (rmsnorm, rope, embedding backward,
+// scores) within 1e-6 relative; float-math ops (swiglu, softmax) within 1e-5 relative; cuBLAS
+// products within gamma_K = K * 2^-24 of sum |a_k b_k| (the classical bound of a K-term fp32 sum).
+// Also the arena (allocating and freeing in a loop leaves no net allocation), the kernel cache,
+// compile errors and the call checker. With no CUDA device the suite is SKIPPED, with the reason.
+
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ArgumentError, ShapeError } from '../../src/core/errors.js';
+import { cudaAvailability, CudaError, KernelCompileError } from '../../src/cuda/runtime.js';
+import { CudaBackend } from '../../src/cuda/backend.js';
+import type { CudaBuffer, CudaIntBuffer } from '../../src/cuda/backend.js';
+import { embeddingBackward, embeddingForward } from '../../src/cpu/kernels/embedding.js';
+import { rmsnormBackward, rmsnormForward } from '../../src/cpu/kernels/norm.js';
+import { matmulBackward, matmulForward } from '../../src/cpu/kernels/matmul.js';
+import { addInPlace, fromHeads, toHeads } from '../../src/cpu/kernels/layout.js';
+import { ropeBackward, ropeForward } from '../../src/cpu/kernels/rope.js';
+import { swigluBackward, swigluForward } from '../../src/cpu/kernels/activation.js';
+import { crossEntropyBackward, crossEntropyForward } from '../../src/cpu/kernels/loss.js';
+import { makeAttention } from '../../src/cpu/attention-layer.js';
+
+const avail = cudaAvailability();
+const skip = avail.available ? false : `no CUDA device: ${avail.reason}`;
+
+let cached: CudaBackend | null = null;
+function backend(): CudaBackend {
+  if (cached === null) cached = new CudaBackend();
+  return cached;
+}
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
+    s = (s ^ (s >>> 12)) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+function rand(n: number, seed: number, scale = 1, offset = 0): Float32Array {
+  const r = rng(seed), a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = offset + (r() * 2 - 1) * scale;
+  return a;
+}
+function randInts(n: number, seed: number, lo: number, hi: number): Int32Array {
+  const r = rng(seed), a = new Int32Array(n);
+  for (let i = 0; i < n; i++) a[i] = lo + Math.floor(r() * (hi - lo));
+  return a;
+}
+function abs(a: Float32Array): Float32Array {
+  return a.map(Math.abs);
+}
+
+/** |got - want| <= tol(i) everywhere, with the first failure named. */
+function assertWithin(got: ArrayLike<number>, want: ArrayLike<number>, tol: (i: number) => number, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  for (let i = 0; i < want.length; i++) {
+    const err = Math.abs(got[i] - want[i]);
+    if (!(err <= tol(i))) assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (err ${err.toExponential(2)}, tol ${tol(i).toExponential(2)})`);
+  }
+}
+function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number, what: string): void {
+  assertWithin(got, want, (i) => atol + rtol * Math.abs(want[i]), what);
+}
+function assertExact(got: Float32Array, want: Float32Array, what: string): void {
+  assertWithin(got, want, () => 0, what);
+}
+
+/** A device copy of a; freed by the caller through the backend (or left to the test's end). */
+function dev(a: Float32Array): CudaBuffer {
+  const be = backend();
+  const b = be.alloc(a.length);
+  be.upload(b, a);
+  return b;
+}
+function devInt(a: Int32Array): CudaIntBuffer {
+  const be = backend();
+  const b = be.allocInt(a.length);
+  be.uploadInt(b, a);
+  return b;
+}
+
+// Every test is skipped one by one when CUDA is absent, so the run's summary counts them as skipped.
+function gpuTest(name: string, fn: () => void): void {
+  test(name, { skip }, fn);
+}
+
+describe('CUDA backend against the CPU kernels', () => {
+  gpuTest('device and libraries are reported', () => {
+    if (!avail.available) return;
+    const rt = avail.runtime;
+    assert.match(rt.arch, /^sm_\d+$/);
+    assert.ok(rt.name.length > 0);
+    console.log(`# ${rt.name} (${rt.arch}), ${rt.multiprocessors} SMs, driver ${rt.driverVersion}, NVRTC ${rt.nvrtcVersion.join('.')}, cuBLAS ${rt.cublasVersion}`);
+    console.log(`# libraries: ${rt.libraries.lines.join('; ')}`);
+  });
+
+  gpuTest('memory: alloc is zero-filled; upload, download, views, zero, fill', () => {
+    const be = backend();
+    const b = be.alloc(113);
+    assert.deepEqual(Array.from(be.download(b)), new Array(113).fill(0));
+    const x = rand(113, 1);
+    be.upload(b, x);
+    assertExact(be.download(b), x, 'round trip');
+    const v = be.view(b, 7, 48);
+    assert.equal(be.length(v), 48);
+    assertExact(be.download(v), x.subarray(7, 55), 'view reads its parent');
+    be.zero(v);
+    const y = x.slice();
+    y.fill(0, 7, 55);
+    assertExact(be.download(b), y, 'zeroing a view zeroes the parent slice only');
+    be.fill(v, -2.5);
+    y.fill(-2.5, 7, 55);
+    assertExact(be.download(b), y, 'fill');
+    assert.throws(() => be.view(b, 100, 48), ShapeError);
+    be.free(v); // a view owns nothing: no-op, as on the CPU
+    assert.throws(() => be.upload(v, new Float32Array(49)), ShapeError);
+    be.free(b);
+    assert.throws(() => be.free(b), /freed twice/);
+  });
+
+  for (const N of [1, 7, 113]) {
+    gpuTest(`embedding forward and backward, N=${N}, C=48, V=37 (repeated ids)`, () => {
+      const be = backend();
+      const C = 48, V = 37;
+      const ids = randInts(N, 10 + N, 0, V), wte = rand(V * C, 11), dout = rand(N * C, 12), dwte0 = rand(V * C, 13);
+      const out = be.alloc(N * C), dIds = devInt(ids), dWte = dev(wte), dDout = dev(dout), dDwte = dev(dwte0);
+      be.embeddingForward(out, dIds, dWte, N, C);
+      const want = new Float32Array(N * C);
+      embeddingForward(want, ids, wte, N, C);
+      assertExact(be.download(out), want, 'out');
+      be.embeddingBackward(dDwte, dDout, dIds, N, C);
+      const dwte = dwte0.slice();
+      embeddingBackward(dwte, dout, ids, N, C);
+      // same float64 sums in the same order, rounded once: equal up to the last bit
+      assertClose(be.download(dDwte), dwte, 0, 1e-7, 'dwte');
+      for (const b of [out, dWte, dDout, dDwte]) be.free(b);
+      be.free(dIds);
+    });
+
+    gpuTest(`rmsnorm forward and backward, N=${N}, C=48`, () => {
+      const be = backend();
+      const C = 48, eps = 1e-5;
+      const x = rand(N * C, 20 + N, 2, 0.5), w = rand(C, 21, 1, 1), dout = rand(N * C, 22), dx0 = rand(N * C, 23), dw0 = rand(C, 24);
+      const out = be.alloc(N * C), rstd = be.alloc(N), dX = dev(x), dW = dev(w), dDout = dev(dout), dDx = dev(dx0), dDw = dev(dw0);
+      be.rmsnormForward(out, rstd, dX, dW, N, C, eps);
+      const wantOut = new Float32Array(N * C), wantRstd = new Float32Array(N);
+      rmsnormForward(wantOut, wantRstd, x, w, N, C, eps);
+      assertClose(be.download(rstd), wantRstd, 0, 1e-6, 'rstd');
+      assertClose(be.download(out), wantOut, 1e-7, 1e-6, 'out');
+      be.rmsnormBackward(dDx, dDw, dDout, dX, dW, rstd, N, C);
+      const dx = dx0.slice(), dw = dw0.slice();
+      rmsnormBackward(dx, dw, dout, x, w, wantRstd, N, C);
+      assertClose(be.download(dDx), dx, 1e-6, 1e-6, 'dinp');
+      assertClose(be.download(dDw), dw, 1e-6, 1e-6, 'dweight');
+      for (const b of [out, rstd, dX, dW, dDout, dDx, dDw]) be.free(b);
+    });
+
+    for (const [C, OC] of [[48, 37], [37, 113]]) {
+      gpuTest(`matmul forward and backward (cuBLAS), N=${N}, C=${C}, OC=${OC}, with and without bias`, () => {
+        const be = backend();
+        const inp = rand(N * C, 30 + N), w = rand(OC * C, 31), bias = rand(OC, 32), dout = rand(N * OC, 33);
+        const dinp0 = rand(N * C, 34), dw0 = rand(OC * C, 35), db0 = rand(OC, 36);
+        const u = 2 ** -24;
+        for (const withBias of [true, false]) {
+          const dInp = dev(inp), dW = dev(w), dB = dev(bias), out = be.alloc(N * OC);
+          const dDout = dev(dout), dDinp = dev(dinp0), dDw = dev(dw0), dDb = dev(db0);
+          be.matmulForward(out, dInp, dW, withBias ? dB : null, N, C, OC);
+          const want = new Float32Array(N * OC), mag = new Float32Array(N * OC);
+          matmulForward(want, inp, w, withBias ? bias : null, N, C, OC);
+          matmulForward(mag, abs(inp), abs(w), withBias ? abs(bias) : null, N, C, OC);
+          // gamma_K sum|a b| for the K = C term sum, + 1 ulp for the separate bias add and the reference's rounding
+          assertWithin(be.download(out), want, (i) => (C + 3) * u * mag[i], `out (bias ${withBias})`);
+          be.matmulBackward(dDinp, dDw, withBias ? dDb : null, dDout, dInp, dW, N, C, OC);
+          const dinp = dinp0.slice(), dw = dw0.slice(), db = db0.slice();
+          matmulBackward(dinp, dw, withBias ? db : null, dout, inp, w, N, C, OC);
+          const mDinp = abs(dinp0), mDw = abs(dw0), mDb = abs(db0);
+          matmulBackward(mDinp, mDw, withBias ? mDb : null, abs(dout), abs(inp), abs(w), N, C, OC);
+          assertWithin(be.download(dDinp), dinp, (i) => (OC + 2) * u * mDinp[i], 'dinp');
+          assertWithin(be.download(dDw), dw, (i) => (N + 2) * u * mDw[i], 'dweight');
+          // dbias: double column sums rounded once, against the CPU's float64 sums rounded once
+          assertWithin(be.download(dDb), withBias ? db : db0, (i) => 2 * u * mDb[i], withBias ? 'dbias' : 'dbias untouched');
+          for (const b of [dInp, dW, dB, out, dDout, dDinp, dDw, dDb]) be.free(b);
+        }
+      });
+    }
+  }
+
+  for (const [B, T, NH, HS] of [[1, 1, 1, 48], [2, 7, 3, 48], [1, 113, 2, 6]]) {
+    gpuTest(`toHeads and fromHeads are exact moves, B=${B} T=${T} NH=${NH} HS=${HS}`, () => {
+      const be = backend();
+      const n = B * T * NH * HS, x = rand(n, 40 + T);
+      const dX = dev(x), out = be.alloc(n), back = be.alloc(n);
+      be.toHeads(out, dX, B, T, NH, HS);
+      const want = new Float32Array(n);
+      toHeads(want, x, B, T, NH, HS);
+      assertExact(be.download(out), want, 'toHeads');
+      be.fromHeads(back, out, B, T, NH, HS);
+      const wantBack = new Float32Array(n);
+      fromHeads(wantBack, want, B, T, NH, HS);
+      assertExact(be.download(back), wantBack, 'fromHeads');
+      assertExact(wantBack, x, 'fromHeads inverts toHeads');
+      for (const b of [dX, out, back]) be.free(b);
+    });
+  }
+
+  for (const [T, HS, theta, pos] of [[1, 48, 10000, 0], [7, 48, 10000, 1000], [113, 48, 500000, 0], [113, 6, 10000, 4093]]) {
+    gpuTest(`rope forward and backward (rotate_half, float32 angles), T=${T} HS=${HS} theta=${theta} posOffset=${pos}`, () => {
+      const be = backend();
+      const B = 2, NH = 3, n = B * NH * T * HS;
+      const x = rand(n, 50 + T, 3), dout = rand(n, 51), dx0 = rand(n, 52);
+      const dX = dev(x), out = be.alloc(n), dDout = dev(dout), dDx = dev(dx0);
+      be.ropeForward(out, dX, B, NH, T, HS, theta, pos);
+      const want = new Float32Array(n);
+      ropeForward(want, x, B, NH, T, HS, theta, pos);
+      // the same float32 tables; one double rotation rounded once: a 1-ulp difference at most
+      assertClose(be.download(out), want, 1e-12, 2 ** -23, 'out');
+      be.ropeBackward(dDx, dDout, B, NH, T, HS, theta, pos);
+      const dx = dx0.slice();
+      ropeBackward(dx, dout, B, NH, T, HS, theta, pos);
+      assertClose(be.download(dDx), dx, 1e-12, 2 ** -23, 'dinp');
+      for (const b of [dX, out, dDout, dDx]) be.free(b);
+    });
+  }
+
+  for (const [B, T, NKV] of [[1, 1, 1], [2, 7, 3], [1, 113, 2]]) {
+    gpuTest(`scoresToHeads / scoresFromHeads, B=${B} T=${T} NKV=${NKV}`, () => {
+      const be = backend();
+      const n = B * T * NKV, eps = 1e-3;
+      const uFlat = rand(n, 60 + T), du = rand(n, 61);
+      const dU = be.alloc(n), dUFlat = dev(uFlat), dDu = dev(du), dDuFlat = be.alloc(n);
+      be.scoresToHeads(dU, dUFlat, B, T, NKV, eps);
+      be.scoresFromHeads(dDuFlat, dDu, B, T, NKV);
+      // plain loops of the definition: u[b, h, t] = uFlat[b*T + t, h] + eps * t (rounded once)
+      const want = new Float32Array(n), wantFlat = new Float32Array(n);
+      for (let b = 0; b < B; b++) {
+        for (let t = 0; t < T; t++) {
+          for (let h = 0; h < NKV; h++) {
+            want[(b * NKV + h) * T + t] = uFlat[(b * T + t) * NKV + h] + eps * t;
+            wantFlat[(b * T + t) * NKV + h] = du[(b * NKV + h) * T + t];
+          }
+        }
+      }
+      assertExact(be.download(dU), want, 'u');
+      assertExact(be.download(dDuFlat), wantFlat, 'duFlat');
+      for (const b of [dU, dUFlat, dDu, dDuFlat]) be.free(b);
+    });
+  }
+
+  for (const n of [1, 7, 113 * 48 + 5]) {
+    gpuTest(`swiglu forward and backward, and addInPlace, n=${n}`, () => {
+      const be = backend();
+      const gate = rand(n, 70 + n, 6), up = rand(n, 71), dout = rand(n, 72), dg0 = rand(n, 73), du0 = rand(n, 74);
+      if (n > 2) {
+        gate[0] = 100; // sigmoid saturates to 1
+        gate[1] = -100; // exp(-g) overflows to inf: silu = -0, no NaN
+      }
+      const dG = dev(gate), dU = dev(up), out = be.alloc(n), dDout = dev(dout), dDg = dev(dg0), dDu = dev(du0);
+      be.swigluForward(out, dG, dU, n);
+      const want = new Float32Array(n);
+      swigluForward(want, gate, up, n);
+      // float expf (<= 2 ulp) and 3 float roundings against float64 math rounded once
+      assertClose(be.download(out), want, 1e-7, 1e-6, 'out');
+      be.swigluBackward(dDg, dDu, dDout, dG, dU, n);
+      const dg = dg0.slice(), du = du0.slice();
+      swigluBackward(dg, du, dout, gate, up, n);
+      // silu'(g) = s (1 + g (1 - s)) cancels near g = -1.28: an absolute error of a few ulp of |d u|
+      assertClose(be.download(dDg), dg, 1e-6, 1e-5, 'dgate');
+      assertClose(be.download(dDu), du, 1e-6, 1e-5, 'dup');
+      const sum = be.download(dDg);
+      addInPlace(sum, be.download(dDu), n);
+      be.addInPlace(dDg, dDu, n);
+      // out += a: one correctly rounded float add on both devices
+      assertExact(be.download(dDg), sum, 'addInPlace');
+      for (const b of [dG, dU, out, dDout, dDg, dDu]) be.free(b);
+    });
+  }
+
+  for (const [N, V] of [[1, 37], [7, 1001], [113, 37]]) {
+    gpuTest(`cross-entropy forward and backward, N=${N} V=${V}, ignored targets, large logits`, () => {
+      const be = backend();
+      const logits = rand(N * V, 80 + N, 8);
+      for (let i = 0; i < N * V; i += 5) logits[i] += 80; // large: exp(l) alone would overflow float
+      const targets = randInts(N, 81, 0, V);
+      if (N > 1) targets[1] = -1;
+      const scale = 1 / N, dl0 = rand(N * V, 82, 1e-3);
+      const dLogits = dev(logits), dT = devInt(targets), losses = be.alloc(N), probs = be.alloc(N * V), dDl = dev(dl0);
+      be.crossEntropyForward(losses, probs, dLogits, dT, N, V);
+      const wantLoss = new Float32Array(N), wantProbs = new Float32Array(N * V);
+      crossEntropyForward(wantLoss, wantProbs, logits, targets, N, V);
+      assertClose(be.download(losses), wantLoss, 1e-6, 2e-6, 'losses');
+      assertClose(be.download(probs), wantProbs, 1e-12, 1e-5, 'probs');
+      be.crossEntropyBackward(dDl, scale, probs, dT, N, V);
+      const dl = dl0.slice();
+      crossEntropyBackward(dl, scale, wantProbs, targets, N, V);
+      assertClose(be.download(dDl), dl, 1e-8, 1e-5, 'dlogits');
+      for (const b of [dLogits, losses, probs, dDl]) be.free(b);
+      be.free(dT);
+    });
+  }
+
+  for (const attention of ['sparsek', 'window'] as const) {
+    gpuTest(`attention (${attention}, the announced CPU fallback) moves its data intact, B=2 T=7 NH=2 NKV=1 HS=48`, () => {
+      const be = backend();
+      const shape = { B: 2, T: 7, NH: 2, NKV: 1, HS: 48 }, c = { attention, k: 3, window: 2, hashBuckets: 4 };
+      const nq = 2 * 2 * 7 * 48, nkv = 2 * 7 * 48, nu = 2 * 7;
+      const q = rand(nq, 100), k = rand(nkv, 101), v = rand(nkv, 102), u = rand(nu, 103), dout = rand(nq, 104);
+      const cpu = makeAttention(c, shape);
+      const out = new Float32Array(nq), dq = new Float32Array(nq), dk = new Float32Array(nkv), dv = new Float32Array(nkv), du = new Float32Array(nu);
+      cpu.forward(out, q, k, v, u);
+      cpu.backward(dq, dk, dv, du, dout);
+      const layer = be.attention(c, shape);
+      const dOut = be.alloc(nq), dQ = be.alloc(nq), dK = be.alloc(nkv), dV = be.alloc(nkv), dU = be.alloc(nu);
+      layer.forward(dOut, dev(q), dev(k), dev(v), dev(u));
+      layer.backward(dQ, dK, dV, dU, dev(dout));
+      assertExact(be.download(dOut), out, 'out');
+      assertExact(be.download(dQ), dq, 'dq');
+      assertExact(be.download(dK), dk, 'dk');
+      assertExact(be.download(dV), dv, 'dv');
+      assertExact(be.download(dU), du, 'du');
+    });
+  }
+
+  gpuTest('backward ops are deterministic (no atomics): two runs agree bit for bit', () => {
+    const be = backend();
+    const N = 113, C = 48, V = 5; // V = 5: every id repeats ~23 times
+    const ids = devInt(randInts(N, 90, 0, V)), dout = dev(rand(N * C, 91)), x = dev(rand(N * C, 92)), w = dev(rand(C, 93));
+    const rstd = be.alloc(N), y = be.alloc(N * C);
+    be.rmsnormForward(y, rstd, x, w, N, C, 1e-5);
+    const wq = dev(rand(C * C, 94));
+    const runs: Float32Array[][] = [];
+    for (let r = 0; r < 2; r++) {
+      const dwte = be.alloc(V * C), dx = be.alloc(N * C), dw = be.alloc(C), db = be.alloc(C), dW = be.alloc(C * C), dI = be.alloc(N * C);
+      be.embeddingBackward(dwte, dout, ids, N, C);
+      be.rmsnormBackward(dx, dw, dout, x, w, rstd, N, C);
+      be.matmulBackward(dI, dW, db, dout, x, wq, N, C, C);
+      const outs = [dwte, dx, dw, db, dW, dI];
+      runs.push(outs.map((b) => be.download(b)));
+      for (const b of outs) be.free(b);
+    }
+    for (let i = 0; i < runs[0].length; i++) assertExact(runs[1][i], runs[0][i], `output ${i}`);
+    for (const b of [dout, x, w, rstd, y, wq]) be.free(b);
+    be.free(ids);
+  });
+
+  gpuTest('bad shapes raise ShapeError before anything is queued', () => {
+    const be = backend();
+    const a = be.alloc(10), b = be.alloc(10);
+    assert.throws(() => be.matmulForward(a, b, b, null, 2, 5, 3), (e: unknown) =>
+      e instanceof ShapeError && /^weight: expected at least 15 elements \(OC=3, C=5\), got 10$/.test(e.message));
+    assert.throws(() => be.addInPlace(a, b, 11), ShapeError);
+    assert.throws(() => be.ropeForward(a, b, 1, 1, 1, 5, 10000, 0), ArgumentError);
+    be.free(a);
+    be.free(b);
+  });
+
+  gpuTest('arena: allocating and freeing in a loop, and running ops with scratch, leaves no net allocation', () => {
+    const be = backend();
+    be.synchronize();
+    const before = be.counters();
+    const sizes = [1, 48, 113 * 48, 37 * 1001, 4096];
+    const x = be.alloc(113 * 48), w = be.alloc(48), r = be.alloc(113), g = be.alloc(113 * 48), dw = be.alloc(48);
+    let afterFirst = -1;
+    for (let iter = 0; iter < 50; iter++) {
+      const bufs = sizes.map((n) => be.alloc(n));
+      be.rmsnormBackward(g, dw, x, x, w, r, 113, 48); // takes and returns a scratch block
+      be.ropeForward(g, x, 1, 2, 113, 24, 10000, 0); // takes and returns its tables
+      for (const b of bufs.reverse()) be.free(b);
+      if (iter === 0) afterFirst = be.counters().driverAllocs;
+    }
+    for (const b of [x, w, r, g, dw]) be.free(b);
+    be.synchronize();
+    const after = be.counters();
+    assert.equal(after.inUseBytes, before.inUseBytes, 'bytes in use');
+    assert.equal(after.inUseCount, before.inUseCount, 'buffers in use');
+    assert.equal(after.driverAllocs, afterFirst, 'no cuMemAlloc after the first iteration: the cache serves every later one');
+    assert.ok(after.peakBytes >= after.inUseBytes);
+  });
+
+  gpuTest('kernel cache: a kernel compiles once; compile errors show the log and numbered source', () => {
+    if (!avail.available) return;
+    const rt = avail.runtime;
+    const src = { name: 'cache_probe', params: ['ptr'] as const, source: 'extern "C" __global__ void cache_probe(float* x) { x[threadIdx.x] = 1.5f; }' };
+    const k1 = rt.kernel(src);
+    const compiles = rt.compiles;
+    const k2 = rt.kernel(src);
+    assert.equal(k2, k1, 'second request served from memory');
+    assert.equal(rt.compiles, compiles, 'no second compile');
+    const bad = { name: 'broken', params: [] as const, source: 'extern "C" __global__ void broken() {\n  int x = undefined_name;\n}\n' };
+    assert.throws(() => rt.kernel(bad), (e: unknown) =>
+      e instanceof KernelCompileError && /undefined_name/.test(e.log) && /2 \|\s+int x = undefined_name;/.test(e.message));
+  });
+
+  gpuTest('the checker names the failing call and decodes its status', () => {
+    if (!avail.available) return;
+    const rt = avail.runtime;
+    assert.throws(() => rt.arena.take(2 ** 52), (e: unknown) =>
+      e instanceof CudaError && /^cuMemAlloc_v2 failed: CUDA_ERROR_[A-Z_]+/.test(e.message));
+    assert.throws(() => rt.cu('cuDeviceGet', new Int32Array(1), 9999), (e: unknown) =>
+      e instanceof CudaError && e.message === 'cuDeviceGet failed: CUDA_ERROR_INVALID_DEVICE');
+  });
+});
