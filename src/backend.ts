@@ -73,4 +73,20 @@ export interface Backend<F, I> {
   crossEntropyForward(losses: F, probs: F, logits: F, targets: I, N: number, V: number): void;
   crossEntropyBackward(dlogits: F, scale: number, probs: F, targets: I, N: number, V: number): void;
   attention(c: AttentionConfig, shape: AttentionShape): AttentionLayer<F>;
+
+  /** sum of x^2 over the whole buffer, on the host (a synchronisation point). */
+  sumSquares(x: F): number;
+  /** One AdamW step on one tensor (src/train/optim.ts), its gradient first scaled by gradScale. */
+  adamw(p: F, g: F, m: F, v: F, o: AdamwStep): void;
+}
+
+/** The scalars of one AdamW step. */
+export interface AdamwStep {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number; // 0 for tensors without decay
+  step: number; // from 1
+  gradScale: number; // clipping factor (1 when not clipped)
 }

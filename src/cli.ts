@@ -7,6 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { OptionTable, ParsedValue, formatHelp, parseOptions } from './cli/args.js';
 import { SparsekError, OptionError, DeviceError, ArgumentError } from './core/errors.js';
+import type { Device } from './backend.js';
+import { bestDevice, cudaUnavailable, parseDevice, withBackend } from './device.js';
 import { ATTENTION_KINDS, ModelConfig, PRESETS } from './model/config.js';
 import { DEFAULT_TRAIN, TrainConfig, Metric, train, evaluate, prepareData } from './train/train.js';
 import { evalBatches } from './train/data.js';
@@ -79,10 +81,17 @@ function trainConfigFrom(o: Opts, base: TrainConfig): TrainConfig {
   };
 }
 
-/** The CPU is the only backend in this build; say so plainly for the others. */
-function checkDevice(device: ParsedValue | undefined): void {
-  if (device === undefined || device === 'cpu') return;
-  throw new DeviceError(String(device), 'this build of sparsek runs on the CPU only (use --device cpu); `sparsek doctor` shows what was found');
+/** The device a command asked for; CUDA is checked up front so the error comes before any work. */
+async function deviceFrom(o: Opts, allowed: readonly Device[] = ['cpu', 'cuda']): Promise<Device> {
+  const name = (o.device as string | undefined) ?? 'cpu';
+  if (name === 'webgpu') throw new DeviceError('webgpu', 'this build has no WebGPU backend yet (use --device cpu or cuda)');
+  const device = parseDevice(name);
+  if (!allowed.includes(device)) throw new DeviceError(device, `this command runs on ${allowed.join(' or ')} in this build`);
+  if (device === 'cuda') {
+    const why = await cudaUnavailable();
+    if (why !== null) throw new DeviceError('cuda', `${why}; \`sparsek doctor\` shows what was found`);
+  }
+  return device;
 }
 
 function need(o: Opts, key: string, command: string): string {
@@ -92,25 +101,31 @@ function need(o: Opts, key: string, command: string): string {
 
 async function cmdTrain(argv: string[]): Promise<void> {
   const o = parseOptions('train', argv, { ...MODEL_FLAGS, ...TRAIN_FLAGS });
-  checkDevice(o.device);
+  const device = await deviceFrom(o);
   const out = need(o, 'out', 'train');
   const mc = modelConfigFrom(o, PRESETS.demo);
-  const tc = trainConfigFrom(o, DEFAULT_TRAIN);
+  const tc = { ...trainConfigFrom(o, DEFAULT_TRAIN), device };
   const r = await train(mc, tc, out, { resume: o.resume === true, quiet: o.quiet === true });
   await plotRuns([out], path.join(out, 'loss.svg'));
   console.log(JSON.stringify({ out: r.out, steps: r.steps, loss: r.finalLoss, valLoss: r.valLoss, tokensPerSecond: Math.round(r.tokensPerSecond) }));
 }
 
-async function evalRun(dir: string, data: string | undefined, context: number | undefined, maxRows = 64) {
+async function evalRun(dir: string, data: string | undefined, context: number | undefined, maxRows = 64, device: Device = 'cpu') {
   const run = await loadRun(dir);
   const T = context ?? run.model.context;
   const limit = 16 * run.model.context;
   if (T > limit) throw new ArgumentError('--context', `at most ${limit} (16 x the training context ${run.model.context}; docs/decisions.md)`, T);
   const d = await prepareData({ ...run.train, data: data ?? run.train.data }, run.model.vocabSize, run.tokenizer);
-  const model = Gpt.cpu(run.model);
-  model.params.flat.set(run.params.flat);
   const batches = evalBatches(d.val, 1, T, maxRows);
-  const loss = evaluate(model, batches, T);
+  const loss = await withBackend(device, {
+    run: async (be) => {
+      const model = new Gpt(run.model, be);
+      be.upload(model.params.flat, run.params.flat);
+      const l = evaluate(model, batches, T);
+      model.dispose();
+      return l;
+    },
+  });
   return { loss, perplexity: Math.exp(loss), tokens: batches.length * T, context: T };
 }
 
@@ -122,8 +137,8 @@ async function cmdEval(argv: string[]): Promise<void> {
     rows: { kind: 'int', help: 'validation sequences to score (default 64)' },
     device: TRAIN_FLAGS.device,
   });
-  checkDevice(o.device);
-  const r = await evalRun(need(o, 'checkpoint', 'eval'), o.data as string | undefined, o.context as number | undefined, (o.rows as number) ?? 64);
+  const device = await deviceFrom(o);
+  const r = await evalRun(need(o, 'checkpoint', 'eval'), o.data as string | undefined, o.context as number | undefined, (o.rows as number) ?? 64, device);
   console.log(JSON.stringify(r));
 }
 
@@ -138,7 +153,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     stats: { kind: 'boolean', help: 'print a JSON line of speed and cache memory' },
     device: TRAIN_FLAGS.device,
   });
-  checkDevice(o.device);
+  await deviceFrom(o, ['cpu']); // the constant-memory decoder runs on the CPU in this build
   const run = await loadRun(need(o, 'checkpoint', 'generate'));
   const prompt = run.tokenizer.encode(need(o, 'prompt', 'generate'));
   process.stdout.write(o.prompt as string);
@@ -215,16 +230,20 @@ async function cmdPlot(argv: string[]): Promise<void> {
 
 async function cmdDoctor(): Promise<void> {
   const cpu = os.cpus();
-  console.log(`node      ${process.version} on ${os.platform()} ${os.arch()}`);
-  console.log(`cpu       ${cpu[0]?.model ?? 'unknown'}, ${cpu.length} cores: used (the CPU backend)`);
-  const dirs = [process.env.CUDA_HOME && path.join(process.env.CUDA_HOME, 'lib64'), '/usr/lib/x86_64-linux-gnu', '/usr/local/cuda/lib64', '/usr/lib64', ...(process.env.LD_LIBRARY_PATH ?? '').split(':')].filter(Boolean) as string[];
-  const found = (lib: string) => dirs.map((d) => path.join(d, lib)).find((p) => fs.existsSync(p));
-  for (const lib of ['libcuda.so.1', 'libnvrtc.so', 'libcublas.so']) {
-    const p = found(lib);
-    console.log(`${lib.padEnd(13)} ${p ? `found at ${p}` : `not found (searched ${dirs.join(', ')})`}`);
+  const { threadCount } = await import('./cpu/threads.js');
+  console.log(`node     ${process.version} on ${os.platform()} ${os.arch()}`);
+  console.log(`cpu      ${cpu[0]?.model ?? 'unknown'}, ${cpu.length} cores, ${threadCount()} used for matmul (SPARSEK_THREADS): available`);
+  const { findCudaLibraries } = await import('./cuda/find.js');
+  for (const line of findCudaLibraries().lines) console.log(`         ${line}`);
+  const why = await cudaUnavailable();
+  if (why === null) {
+    const { cudaRuntime } = await import('./cuda/runtime.js');
+    const rt = cudaRuntime();
+    console.log(`cuda     ${rt.name} (sm_${rt.computeCapability.join('')}, ${(rt.totalMemory / 2 ** 30).toFixed(0)} GiB): available (--device cuda)`);
+  } else {
+    console.log(`cuda     not available: ${why}`);
   }
-  console.log('cuda      not used: this build has no CUDA backend yet');
-  console.log('webgpu    not used: this build has no WebGPU backend yet');
+  console.log('webgpu   not available: this build has no WebGPU backend yet');
 }
 
 async function cmdDemo(argv: string[]): Promise<void> {
@@ -238,10 +257,11 @@ async function cmdDemo(argv: string[]): Promise<void> {
   const minutes = (o.minutes as number) ?? 3;
   const t0 = Date.now();
   const mc = PRESETS.demo;
-  console.log(`sparsek demo: a ${mc.layers}-layer SparseK + window model (K=${mc.k}, W=${mc.window}, context ${mc.context}) on the State of the Union corpus, ${minutes} minute${minutes === 1 ? '' : 's'} on the CPU\n`);
+  const device = await bestDevice((line) => console.log(line));
+  console.log(`sparsek demo: a ${mc.layers}-layer SparseK + window model (K=${mc.k}, W=${mc.window}, context ${mc.context}) on the State of the Union corpus, ${minutes} minute${minutes === 1 ? '' : 's'} on the ${device === 'cuda' ? 'GPU' : 'CPU'}\n`);
   if (fs.existsSync(path.join(out, 'config.json'))) fs.rmSync(out, { recursive: true });
-  const r = await train(mc, { ...DEFAULT_TRAIN, minutes, seed: (o.seed as number) ?? DEFAULT_TRAIN.seed, evalEvery: 25, checkpointEvery: 1_000_000 }, out, { quiet: o.quiet === true });
-  const ev = await evalRun(out, undefined, undefined, 32);
+  const r = await train(mc, { ...DEFAULT_TRAIN, device, minutes, seed: (o.seed as number) ?? DEFAULT_TRAIN.seed, evalEvery: 25, checkpointEvery: 1_000_000 }, out, { quiet: o.quiet === true });
+  const ev = await evalRun(out, undefined, undefined, 32, device);
   await plotRuns([out], path.join(out, 'loss.svg'));
   await plotRuns([out], path.join(out, 'loss.png'));
   const run = await loadRun(out);

@@ -12,6 +12,7 @@ import { embeddingForward, embeddingBackward } from './kernels/embedding.js';
 import { crossEntropyForward, crossEntropyBackward } from './kernels/loss.js';
 import { toHeads, fromHeads, addInPlace } from './kernels/layout.js';
 import { makeAttention } from './attention-layer.js';
+import { adamwStep } from '../train/optim.js';
 
 export const cpuBackend: Backend<Float32Array, Int32Array> = {
   device: 'cpu',
@@ -51,4 +52,13 @@ export const cpuBackend: Backend<Float32Array, Int32Array> = {
   crossEntropyForward,
   crossEntropyBackward,
   attention: makeAttention,
+  sumSquares(x) {
+    let ss = 0;
+    for (let i = 0; i < x.length; i++) ss += x[i] * x[i];
+    return ss;
+  },
+  adamw(p, g, m, v, o) {
+    if (o.gradScale !== 1) for (let i = 0; i < g.length; i++) g[i] *= o.gradScale;
+    adamwStep([p], [g], [m], [v], o.step, o, [o.weightDecay > 0]);
+  },
 };

@@ -9,7 +9,7 @@
 // the GPU would otherwise corrupt memory silently, which on the CPU would throw a RangeError.
 // SPEC.md: section 7 (`--device cuda`).
 
-import type { AttentionConfig, AttentionLayer, Backend } from '../backend.js';
+import type { AdamwStep, AttentionConfig, AttentionLayer, Backend } from '../backend.js';
 import type { AttentionShape } from '../core/check.js';
 import { ArgumentError, ShapeError } from '../core/errors.js';
 import { makeAttention } from '../cpu/attention-layer.js';
@@ -24,6 +24,7 @@ import { swigluBackwardSource, swigluForwardSource } from './kernels/activation.
 import { crossEntropyBackwardSource, crossEntropyForwardSource } from './kernels/loss.js';
 import { columnFinishSource, columnPartialsSource, COLUMN_ROWS } from './kernels/reduce.js';
 import { addBiasSource } from './kernels/matmul.js';
+import { adamwSource, sumSquaresSource, OPTIM_BLOCK, SUMSQ_BLOCKS } from './kernels/optim.js';
 
 /** A float32 buffer in device memory: `length` floats at address `ptr`. */
 export class CudaBuffer {
@@ -344,6 +345,33 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       },
       selections: () => cpu.selections(),
     };
+  }
+
+  /** sum of x^2: per-block double partials on the GPU, added on the host in block order. */
+  sumSquares(x: CudaBuffer): number {
+    const n = checkCount('x.length', x.length);
+    const partials = this.rt.arena.take(SUMSQ_BLOCKS * 8);
+    try {
+      this.launch('sum_squares', sumSquaresSource, SUMSQ_BLOCKS, OPTIM_BLOCK, [partials.ptr, x.ptr, n]);
+      const host = new Float64Array(SUMSQ_BLOCKS);
+      this.rt.cu('cuMemcpyDtoHAsync_v2', host, partials.ptr, SUMSQ_BLOCKS * 8, this.rt.stream);
+      this.rt.synchronize();
+      let ss = 0;
+      for (let b = 0; b < SUMSQ_BLOCKS; b++) ss += host[b];
+      return ss;
+    } finally {
+      this.rt.arena.give(partials);
+    }
+  }
+
+  adamw(p: CudaBuffer, g: CudaBuffer, m: CudaBuffer, v: CudaBuffer, o: AdamwStep): void {
+    const n = p.length;
+    for (const [name, b] of [['g', g], ['m', m], ['v', v]] as const) need(name, b, n, `(n=${n}, as p)`);
+    if (!Number.isInteger(o.step) || o.step < 1) throw new ArgumentError('step', 'an integer >= 1', o.step);
+    const bc1 = 1 - Math.pow(o.beta1, o.step);
+    const bc2 = 1 - Math.pow(o.beta2, o.step);
+    this.launch('adamw', adamwSource, Math.ceil(n / OPTIM_BLOCK), OPTIM_BLOCK,
+      [p.ptr, g.ptr, m.ptr, v.ptr, n, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, bc1, bc2, o.gradScale]);
   }
 
   // ---- helpers ------------------------------------------------------------------------------

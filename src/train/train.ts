@@ -8,10 +8,12 @@ import path from 'node:path';
 import { Rng } from '../core/random.js';
 import { ModelConfig, checkConfig } from '../model/config.js';
 import { Gpt } from '../model/gpt.js';
-import { initParams } from '../model/params.js';
+import { allocParams, allocParamsOn, initParams } from '../model/params.js';
+import type { Backend, Device } from '../backend.js';
+import { withBackend } from '../device.js';
 import { loadCorpus, splitDocuments } from '../data/corpus.js';
 import { Tokenizer, ByteTokenizer, trainBpe } from '../tokenizer/index.js';
-import { adamwStep, clipGradients, learningRate } from './optim.js';
+import { learningRate } from './optim.js';
 import { Batch, encodeDocuments, evalBatches, sampleBatch } from './data.js';
 import { Progress, formatCount } from './progress.js';
 import { RunState, loadRun, saveRun } from '../io/checkpoint.js';
@@ -34,11 +36,13 @@ export interface TrainConfig {
   evalRows: number;
   checkpointEvery: number;
   valFraction: number;
+  device: Device;
 }
 
 export const DEFAULT_TRAIN: TrainConfig = {
   data: 'sotu', tokenizer: 'bpe', batch: 8, steps: 300, minutes: null, lr: 3e-3, minLr: 3e-4, warmup: 20,
   weightDecay: 0.1, gradClip: 1, seed: 1, evalEvery: 50, evalRows: 32, checkpointEvery: 100, valFraction: 0.1,
+  device: 'cpu',
 };
 
 export interface Metric {
@@ -93,7 +97,7 @@ export async function prepareData(t: TrainConfig, vocabSize: number, tokenizer?:
 }
 
 /** Mean loss over the fixed validation rows. */
-export function evaluate(model: Gpt, batches: Batch[], T: number): number {
+export function evaluate<F, I>(model: Gpt<F, I>, batches: Batch[], T: number): number {
   let sum = 0;
   let n = 0;
   for (const b of batches) {
@@ -125,34 +129,59 @@ export async function train(
   if (opts.resume) {
     state = await loadRun(out, { optimizer: true });
     mc = state.model;
-    tc = { ...state.train, steps: Math.max(state.train.steps, trainConfig.steps) };
+    tc = { ...state.train, steps: Math.max(state.train.steps, trainConfig.steps), device: trainConfig.device };
     log(`resuming ${out} at step ${state.step} of ${tc.steps}`);
   }
   const data = await prepareData(tc, mc.vocabSize, state?.tokenizer);
   if (!state) mc = { ...mc, vocabSize: data.tokenizer.vocabSize };
+  const setup = { mc, tc, state, data, out, opts, log };
+  return withBackend(tc.device, { run: (be) => trainOn(be, setup) });
+}
+
+interface Setup {
+  mc: ModelConfig;
+  tc: TrainConfig;
+  state: RunState | null;
+  data: Prepared;
+  out: string;
+  opts: TrainHooks;
+  log: (line: string) => void;
+}
+
+/** The step loop on one backend: everything lives in its memory; checkpoints copy to the host. */
+async function trainOn<F, I>(be: Backend<F, I>, s: Setup): Promise<TrainResult> {
+  const { mc, state, data, out, opts, log } = s;
+  let tc = s.tc;
   const T = mc.context;
   const B = tc.batch;
-  const model = Gpt.cpu(mc);
-  const nParams = model.params.flat.length;
-  const m = state?.m ?? new Float32Array(nParams);
-  const v = state?.v ?? new Float32Array(nParams);
-  if (state) model.params.flat.set(state.params.flat);
-  else initParams(model.params, mc, tc.seed);
+  const model = new Gpt(mc, be);
+  const host = allocParams(mc); // parameters on the host: init, checkpoints
+  if (state) host.flat.set(state.params.flat);
+  else initParams(host, mc, tc.seed);
+  be.upload(model.params.flat, host.flat);
+  const m = allocParamsOn(mc, be); // AdamW moments, laid out like the parameters
+  const v = allocParamsOn(mc, be);
+  if (state?.m && state.v) {
+    be.upload(m.flat, state.m);
+    be.upload(v.flat, state.v);
+  }
   const rng = new Rng(tc.seed);
   if (state) rng.state = state.rng;
   let step = state?.step ?? 0;
   let elapsed = state?.elapsedSeconds ?? 0;
   const metrics: Metric[] = [];
   const val = evalBatches(data.val, B, T, tc.evalRows);
-  const decay = model.params.specs.map((s) => s.decay);
-  const mViews = viewsLike(m, model.params.views);
-  const vViews = viewsLike(v, model.params.views);
+  const decay = model.params.specs.map((sp) => sp.decay);
+  const nParams = host.flat.length;
   log(`model: ${mc.layers} layers, width ${mc.dim}, ${mc.heads} heads (${mc.kvHeads} KV), ${mc.attention} attention` +
     (mc.attention === 'sparsek' ? ` K=${mc.k} W=${mc.window}` : mc.window ? ` W=${mc.window}` : '') +
-    `, context ${T}, vocab ${mc.vocabSize}: ${(nParams / 1e6).toFixed(2)}M parameters`);
+    `, context ${T}, vocab ${mc.vocabSize}: ${(nParams / 1e6).toFixed(2)}M parameters, on ${be.device}`);
   log(`data: ${tc.data}, ${formatCount(data.train.length)} training and ${formatCount(data.val.length)} validation tokens`);
   const save = async () => {
-    await saveRun(out, { model: mc, train: tc, params: model.params, m, v, step, rng: rng.state, elapsedSeconds: elapsed, tokenizer: data.tokenizer }, metrics);
+    host.flat.set(be.download(model.params.flat));
+    const hm = Float32Array.from(be.download(m.flat));
+    const hv = Float32Array.from(be.download(v.flat));
+    await saveRun(out, { model: mc, train: tc, params: host, m: hm, v: hv, step, rng: rng.state, elapsedSeconds: elapsed, tokenizer: data.tokenizer }, metrics);
     metrics.length = 0;
   };
   const progress = new Progress('train', tc.steps, opts.quiet);
@@ -169,10 +198,15 @@ export async function train(
     loss = model.forward(batch.inputs, B, T, batch.targets);
     model.zeroGrad();
     model.backward();
-    const gradNorm = clipGradients(model.grads.views, tc.gradClip);
+    // Clip by the global norm, folded into the AdamW step as a gradient scale.
+    const gradNorm = Math.sqrt(be.sumSquares(model.grads.flat));
+    const gradScale = gradNorm > tc.gradClip ? tc.gradClip / gradNorm : 1;
     const lr = learningRate(step, { maxLr: tc.lr, minLr: tc.minLr, warmup: Math.min(tc.warmup, tc.steps), total: tc.steps });
-    adamwStep(model.params.views, model.grads.views, mViews, vViews, step + 1,
-      { lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: tc.weightDecay }, decay);
+    model.params.views.forEach((p, i) => {
+      be.adamw(p, model.grads.views[i], m.views[i], v.views[i],
+        { lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: decay[i] ? tc.weightDecay : 0, step: step + 1, gradScale });
+    });
+    be.synchronize();
     step++;
     const dt = (performance.now() - t0) / 1000;
     elapsed += dt;
@@ -198,17 +232,9 @@ export async function train(
     if (step % tc.checkpointEvery === 0 || step === tc.steps) await save();
     opts.onStep?.(step, metric);
   }
+  model.dispose();
+  for (const b of [m.flat, v.flat]) be.free(b);
   return { out, steps: step, finalLoss: loss, valLoss, tokensPerSecond: tokPerSec, seconds: elapsed };
-}
-
-/** Views of a flat moment buffer matching the parameter views. */
-function viewsLike(flat: Float32Array, views: Float32Array[]): Float32Array[] {
-  let off = 0;
-  return views.map((w) => {
-    const s = flat.subarray(off, off + w.length);
-    off += w.length;
-    return s;
-  });
 }
 
 export function runExists(dir: string): boolean {
