@@ -1,0 +1,64 @@
+// GPU training benchmark (issue 4): the GPT-2-small-shaped model (12 layers, width 768, 12 heads)
+// at T = 4096 on the CUDA backend, fp32, SparseK (K = 256, W = 256) and dense attention:
+// forward + backward + AdamW tokens/s, median of timed steps after warm-up. Run it on the GPU
+// machine next to scripts/train_gpt2_torch.py (the PyTorch SDPA peer, same shapes, same run).
+//
+//   node --import tsx bench/gpu.ts [--T 4096] [--B 1] [--steps 5] [--kinds sparsek,dense]
+
+import { execSync } from 'node:child_process';
+import { CudaBackend } from '../src/cuda/backend.js';
+import { Gpt } from '../src/model/gpt.js';
+import { ModelConfig, PRESETS } from '../src/model/config.js';
+import { allocParams, allocParamsOn, initParams } from '../src/model/params.js';
+import { Rng } from '../src/core/random.js';
+
+const args = process.argv.slice(2);
+const flag = (name: string, fallback: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const T = Number(flag('T', '4096'));
+const B = Number(flag('B', '1'));
+const steps = Number(flag('steps', '5'));
+const kinds = flag('kinds', 'sparsek,dense').split(',') as ModelConfig['attention'][];
+
+const be = new CudaBackend();
+const rt = be.rt;
+const commit = (() => {
+  try {
+    return execSync('git rev-parse --short HEAD', { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return 'unknown';
+  }
+})();
+console.log(`# GPU training benchmark: ${rt.name}, driver ${rt.driverVersion}, fp32, commit ${commit}, ${new Date().toISOString().slice(0, 10)}`);
+for (const attention of kinds) {
+  const c: ModelConfig = { ...PRESETS.gpt2small, attention, context: T, scoreSlope: 0.01 };
+  const host = allocParams(c);
+  initParams(host, c, 1);
+  const model = new Gpt(c, be);
+  be.upload(model.params.flat, host.flat);
+  const m = allocParamsOn(c, be);
+  const v = allocParamsOn(c, be);
+  const rng = new Rng(0);
+  const ids = Array.from({ length: B * T }, () => rng.int(c.vocabSize));
+  const times: number[] = [];
+  for (let s = 0; s < steps + 2; s++) {
+    be.synchronize();
+    const t0 = performance.now();
+    model.forward(ids, B, T, ids);
+    model.zeroGrad();
+    model.backward();
+    const norm = Math.sqrt(be.sumSquares(model.grads.flat));
+    model.params.views.forEach((p, i) =>
+      be.adamw(p, model.grads.views[i], m.views[i], v.views[i], { lr: 3e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: s + 1, gradScale: norm > 1 ? 1 / norm : 1 }));
+    be.synchronize();
+    if (s >= 2) times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  const ms = times[Math.floor(times.length / 2)];
+  console.log(JSON.stringify({ peer: 'sparsek-cuda', attention, dtype: 'fp32', T, B, params: host.flat.length, ms_per_step: Number(ms.toFixed(2)), tokens_per_s: Math.round((B * T) / (ms / 1000)) }));
+  model.dispose();
+  be.free(m.flat);
+  be.free(v.flat);
+}
