@@ -3,8 +3,6 @@
 // Deterministic on the CPU: the seed fixes init and batch order, and a checkpoint holds the
 // sampler's state, so `--resume` continues with exactly the losses of an uninterrupted run.
 
-import fs from 'node:fs';
-import path from 'node:path';
 import { Rng } from '../core/random.js';
 import { ModelConfig, checkConfig } from '../model/config.js';
 import { Gpt } from '../model/gpt.js';
@@ -235,8 +233,4 @@ async function trainOn<F, I>(be: Backend<F, I>, s: Setup): Promise<TrainResult> 
   model.dispose();
   for (const b of [m.flat, v.flat]) be.free(b);
   return { out, steps: step, finalLoss: loss, valLoss, tokensPerSecond: tokPerSec, seconds: elapsed };
-}
-
-export function runExists(dir: string): boolean {
-  return fs.existsSync(path.join(dir, 'config.json'));
 }
