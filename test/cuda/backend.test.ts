@@ -22,6 +22,7 @@ import { ropeBackward, ropeForward } from '../../src/cpu/kernels/rope.js';
 import { swigluBackward, swigluForward } from '../../src/cpu/kernels/activation.js';
 import { crossEntropyBackward, crossEntropyForward } from '../../src/cpu/kernels/loss.js';
 import { makeAttention } from '../../src/cpu/attention-layer.js';
+import { rng } from '../helpers.js';
 
 const avail = cudaAvailability();
 const skip = avail.available ? false : `no CUDA device: ${avail.reason}`;
@@ -32,14 +33,6 @@ function backend(): CudaBackend {
   return cached;
 }
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-    s = (s ^ (s >>> 12)) >>> 0;
-    return s / 2 ** 32;
-  };
-}
 function rand(n: number, seed: number, scale = 1, offset = 0): Float32Array {
   const r = rng(seed), a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = offset + (r() * 2 - 1) * scale;

@@ -6,29 +6,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { geluBackward, geluForward, swigluBackward, swigluForward } from '../../src/cpu/kernels/activation.js';
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-    s = (s ^ (s >>> 12)) >>> 0;
-    return s / 2 ** 32;
-  };
-}
-function randArray(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed), a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
-  return a;
-}
-function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number, what: string): void {
-  assert.equal(got.length, want.length, `${what}: length`);
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i] - want[i]);
-    if (!(err <= atol + rtol * Math.abs(want[i]))) {
-      assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (err ${err.toExponential(2)})`);
-    }
-  }
-}
+import { rng, randArray, assertClose } from '../helpers.js';
 
 const silu = (g: number) => g / (1 + Math.exp(-g));
 const gelu = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));

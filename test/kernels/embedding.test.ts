@@ -6,20 +6,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { embeddingBackward, embeddingForward } from '../../src/cpu/kernels/embedding.js';
+import { rng, randArray, assertClose } from '../helpers.js';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-    s = (s ^ (s >>> 12)) >>> 0;
-    return s / 2 ** 32;
-  };
-}
-function randArray(n: number, seed: number): Float32Array {
-  const r = rng(seed), a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = r() * 2 - 1;
-  return a;
-}
 function randIds(n: number, V: number, seed: number): Int32Array {
   const r = rng(seed), ids = new Int32Array(n);
   for (let i = 0; i < n; i++) ids[i] = Math.floor(r() * V);
@@ -29,15 +17,6 @@ function randIds(n: number, V: number, seed: number): Int32Array {
     ids[n - 1] = ids[0]; // a repeat, at the far end
   }
   return ids;
-}
-function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number, what: string): void {
-  assert.equal(got.length, want.length, `${what}: length`);
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i] - want[i]);
-    if (!(err <= atol + rtol * Math.abs(want[i]))) {
-      assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (err ${err.toExponential(2)})`);
-    }
-  }
 }
 
 const shapes: [number, number, number][] = [[1, 5, 1], [7, 5, 3], [13, 48, 11], [113, 5, 7]];

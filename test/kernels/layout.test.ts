@@ -8,20 +8,8 @@ import assert from 'node:assert/strict';
 import {
   addInPlace, fromHeads, fromHeadsBackward, residualBackward, residualForward, toHeads, toHeadsBackward,
 } from '../../src/cpu/kernels/layout.js';
+import { rng, randArray } from '../helpers.js';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-    s = (s ^ (s >>> 12)) >>> 0;
-    return s / 2 ** 32;
-  };
-}
-function randArray(n: number, seed: number): Float32Array {
-  const r = rng(seed), a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = r() * 2 - 1;
-  return a;
-}
 function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];

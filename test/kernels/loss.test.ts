@@ -6,29 +6,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { crossEntropyBackward, crossEntropyForward } from '../../src/cpu/kernels/loss.js';
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-    s = (s ^ (s >>> 12)) >>> 0;
-    return s / 2 ** 32;
-  };
-}
-function randArray(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed), a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
-  return a;
-}
-function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number, what: string): void {
-  assert.equal(got.length, want.length, `${what}: length`);
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i] - want[i]);
-    if (!(err <= atol + rtol * Math.abs(want[i]))) {
-      assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (err ${err.toExponential(2)})`);
-    }
-  }
-}
+import { rng, randArray, assertClose } from '../helpers.js';
 
 /** float64 per-position losses: log(sum_v exp(l_v)) - l_t, with the max shifted out. */
 function refLosses(logits: ArrayLike<number>, targets: Int32Array, N: number, V: number): Float64Array {

@@ -14,29 +14,7 @@ import {
   matmulForwardPart, matmulForwardSerial,
 } from '../../src/cpu/kernels/matmul.js';
 import { allocF32, partsFor, threadCount, whenReady } from '../../src/cpu/threads.js';
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-    s = (s ^ (s >>> 12)) >>> 0;
-    return s / 2 ** 32;
-  };
-}
-function randArray(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed), a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
-  return a;
-}
-function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number, what: string): void {
-  assert.equal(got.length, want.length, `${what}: length`);
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i] - want[i]);
-    if (!(err <= atol + rtol * Math.abs(want[i]))) {
-      assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (err ${err.toExponential(2)})`);
-    }
-  }
-}
+import { rng, randArray, assertClose } from '../helpers.js';
 
 /** float64 reference: out[n, o] = b[o] + sum_c x[n, c] w[o, c]. */
 function refForward(x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<number> | null, N: number, C: number, OC: number): Float64Array {

@@ -9,29 +9,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ropeBackward, ropeForward, ropeTables } from '../../src/cpu/kernels/rope.js';
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-    s = (s ^ (s >>> 12)) >>> 0;
-    return s / 2 ** 32;
-  };
-}
-function randArray(n: number, seed: number): Float32Array {
-  const r = rng(seed), a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = r() * 2 - 1;
-  return a;
-}
-function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number, what: string): void {
-  assert.equal(got.length, want.length, `${what}: length`);
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i] - want[i]);
-    if (!(err <= atol + rtol * Math.abs(want[i]))) {
-      assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (err ${err.toExponential(2)})`);
-    }
-  }
-}
+import { rng, randArray, assertClose } from '../helpers.js';
 
 /** transformers' apply_rotary_pos_emb for one (B, NH, T, HS) tensor, all in float64. */
 function refRope(x: ArrayLike<number>, B: number, NH: number, T: number, HS: number, theta: number, posOffset: number): Float64Array {
