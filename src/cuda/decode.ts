@@ -1,0 +1,272 @@
+// Token-by-token decoding on the GPU with the constant-memory cache (SPEC.md section 5): the CUDA
+// counterpart of src/model/decode.ts, with the same cache logic. K/V vectors live in device
+// memory, allocated once: per layer, a ring of W slots and K selected slots per KV head (dense:
+// every position, grown by doubling, for comparison). The scalar side (scores, positions and the
+// CausalSelector that decides admissions and evictions) stays on the host: it is a few numbers per
+// head and step, and each step downloads only the NKV new scores per layer.
+// Not here: prefill in one batched pass (the prompt goes token by token), bf16.
+
+import { CausalSelector } from '../cpu/kernels/selection.js';
+import { ArgumentError } from '../core/errors.js';
+import type { ModelConfig } from '../model/config.js';
+import { headSize } from '../model/config.js';
+import type { Params } from '../model/params.js';
+import { allocParamsOn } from '../model/params.js';
+import type { CacheStats } from '../model/decode.js';
+import { CudaBackend, CudaBuffer, CudaIntBuffer } from './backend.js';
+import { decodeAttentionSource, DECODE_BLOCK } from './kernels/decode.js';
+import type { Kernel } from './runtime.js';
+
+/** One layer's device cache and its host-side bookkeeping. */
+interface LayerCache {
+  kRing: CudaBuffer; // (NKV, ringCap, HS)
+  vRing: CudaBuffer; // (NKV, ringCap, HS)
+  kSel: CudaBuffer; // (NKV, K, HS)
+  vSel: CudaBuffer; // (NKV, K, HS)
+  gates: CudaBuffer; // (NKV, K)
+  ringU: Float32Array; // (NKV, ringCap) scores of the ring's positions (sparsek)
+  selPos: Int32Array; // (NKV, K)
+  selU: Float32Array; // (NKV, K)
+  selectors: CausalSelector[]; // (NKV)
+}
+
+export class CudaDecoder {
+  private readonly p: Params<CudaBuffer>;
+  private readonly layers: LayerCache[] = [];
+  private ringCap: number;
+  private selCount = 0;
+  private pos = 0;
+  private keysLastStep = 0;
+  private readonly kernel: Kernel;
+  private scores: CudaBuffer;
+  private readonly id: CudaIntBuffer;
+  private readonly hostId = new Int32Array(1);
+  private readonly x: CudaBuffer;
+  private readonly ln: CudaBuffer;
+  private readonly rstd: CudaBuffer;
+  private readonly q: CudaBuffer;
+  private readonly qr: CudaBuffer;
+  private readonly k: CudaBuffer;
+  private readonly kr: CudaBuffer;
+  private readonly v: CudaBuffer;
+  private readonly u: CudaBuffer;
+  private readonly att: CudaBuffer;
+  private readonly tmp: CudaBuffer;
+  private readonly gate: CudaBuffer;
+  private readonly up: CudaBuffer;
+  private readonly h: CudaBuffer;
+  private readonly logits: CudaBuffer;
+  private readonly hostGates: Float32Array;
+
+  constructor(readonly config: ModelConfig, host: Params, readonly be: CudaBackend, opts: { supportCap?: number } = {}) {
+    const c = config;
+    if (!CudaDecoder.supports(c)) throw new ArgumentError('config.attention', 'sparsek, window or dense for cached decoding', c.attention);
+    const HS = headSize(c);
+    const NKV = c.kvHeads;
+    const K = c.attention === 'sparsek' ? c.k : 0;
+    this.p = allocParamsOn(c, be);
+    be.upload(this.p.flat, host.flat);
+    this.ringCap = c.attention === 'dense' ? 256 : c.window;
+    const supportCap = Math.max(opts.supportCap ?? 4 * c.k, c.k + 1);
+    for (let l = 0; l < c.layers; l++) {
+      this.layers.push({
+        kRing: be.alloc(Math.max(1, NKV * this.ringCap * HS)),
+        vRing: be.alloc(Math.max(1, NKV * this.ringCap * HS)),
+        kSel: be.alloc(Math.max(1, NKV * K * HS)),
+        vSel: be.alloc(Math.max(1, NKV * K * HS)),
+        gates: be.alloc(Math.max(1, NKV * K)),
+        ringU: new Float32Array(NKV * this.ringCap),
+        selPos: new Int32Array(NKV * K),
+        selU: new Float32Array(NKV * K),
+        selectors: c.attention === 'sparsek' ? Array.from({ length: NKV }, () => new CausalSelector(c.k, supportCap)) : [],
+      });
+    }
+    this.hostGates = new Float32Array(NKV * K);
+    this.kernel = be.rt.kernel(decodeAttentionSource());
+    this.scores = be.alloc(c.heads * (this.ringCap + K + 1));
+    this.id = be.allocInt(1);
+    const f = (n: number) => be.alloc(n);
+    this.x = f(c.dim);
+    this.ln = f(c.dim);
+    this.rstd = f(1);
+    this.q = f(c.heads * HS);
+    this.qr = f(c.heads * HS);
+    this.k = f(NKV * HS);
+    this.kr = f(NKV * HS);
+    this.v = f(NKV * HS);
+    this.u = f(NKV);
+    this.att = f(c.heads * HS);
+    this.tmp = f(c.dim);
+    this.gate = f(c.ffnDim);
+    this.up = f(c.ffnDim);
+    this.h = f(c.ffnDim);
+    this.logits = f(c.vocabSize);
+  }
+
+  static supports(c: ModelConfig): boolean {
+    return c.attention === 'sparsek' || c.attention === 'window' || c.attention === 'dense';
+  }
+
+  get length(): number {
+    return this.pos;
+  }
+
+  /** Device bytes of the K/V cache plus the host selectors' scalar state. */
+  stats(): CacheStats {
+    let bytes = 0;
+    let capHits = 0;
+    for (const L of this.layers) {
+      bytes += 4 * (L.kRing.length + L.vRing.length + L.kSel.length + L.vSel.length + L.gates.length);
+      bytes += L.ringU.byteLength + L.selPos.byteLength + L.selU.byteLength;
+      for (const s of L.selectors) {
+        bytes += s.bytes;
+        capHits += s.capHits;
+      }
+    }
+    return { bytes, capHits, keysLastStep: this.keysLastStep };
+  }
+
+  /** Consumes token id at the next position; returns the logits (V) for the token after it. */
+  step(id: number): Float32Array {
+    const c = this.config;
+    const be = this.be;
+    const p = this.p;
+    const C = c.dim;
+    const HS = headSize(c);
+    const NH = c.heads;
+    const NKV = c.kvHeads;
+    const F = c.ffnDim;
+    const i = this.pos;
+    if (c.attention === 'dense' && i === this.ringCap) this.growRing();
+    this.hostId[0] = id;
+    be.uploadInt(this.id, this.hostId);
+    be.embeddingForward(this.x, this.id, p.wte, 1, C);
+    this.keysLastStep = 0;
+    for (let l = 0; l < c.layers; l++) {
+      const w = p.layers[l];
+      const L = this.layers[l];
+      be.rmsnormForward(this.ln, this.rstd, this.x, w.ln1, 1, C, c.normEps);
+      be.matmulForward(this.q, this.ln, w.wq, null, 1, C, NH * HS);
+      be.matmulForward(this.k, this.ln, w.wk, null, 1, C, NKV * HS);
+      be.matmulForward(this.v, this.ln, w.wv, null, 1, C, NKV * HS);
+      // With T = 1 the (T, NH*HS) and (NH, T, HS) layouts coincide.
+      be.ropeForward(this.qr, this.q, 1, NH, 1, HS, c.ropeTheta, i);
+      be.ropeForward(this.kr, this.k, 1, NKV, 1, HS, c.ropeTheta, i);
+      let u: Float32Array | null = null;
+      if (w.wscore) {
+        be.matmulForward(this.u, this.ln, w.wscore, null, 1, C, NKV);
+        u = Float32Array.from(be.download(this.u), (x) => x + c.scoreSlope * i); // rounded to float32 as on the CPU
+      }
+      for (let h = 0; h < NKV; h++) this.admit(L, h, i, u);
+      const nRing = c.attention === 'dense' ? i + 1 : Math.min(c.window, i + 1);
+      const nSel = this.selCount;
+      if (nSel > 0) {
+        for (let h = 0; h < NKV; h++) {
+          const tau = L.selectors[h].tau;
+          for (let s = 0; s < nSel; s++) {
+            const d = L.selU[h * c.k + s] - tau;
+            this.hostGates[h * c.k + s] = d <= 0 ? 0 : d >= 1 ? 1 : d;
+          }
+        }
+        be.upload(L.gates, this.hostGates);
+      }
+      const maxKeys = this.scores.length / NH;
+      be.rt.launch(this.kernel, NH, DECODE_BLOCK, 0, [
+        this.att.ptr, this.qr.ptr, L.kRing.ptr, L.vRing.ptr, nRing, this.ringCap,
+        L.kSel.ptr, L.vSel.ptr, L.gates.ptr, nSel, Math.max(1, c.attention === 'sparsek' ? c.k : 1),
+        this.scores.ptr, maxKeys, NH, NKV, HS, 1 / Math.sqrt(HS),
+      ]);
+      this.keysLastStep += NH * (nRing + nSel);
+      be.matmulForward(this.tmp, this.att, w.wo, null, 1, NH * HS, C);
+      be.addInPlace(this.x, this.tmp, C);
+      be.rmsnormForward(this.ln, this.rstd, this.x, w.ln2, 1, C, c.normEps);
+      be.matmulForward(this.gate, this.ln, w.wgate!, null, 1, C, F); // SwiGLU: supports() admits Llama-style models only
+      be.matmulForward(this.up, this.ln, w.wup, null, 1, C, F);
+      be.swigluForward(this.h, this.gate, this.up, F);
+      be.matmulForward(this.tmp, this.h, w.wdown, null, 1, F, C);
+      be.addInPlace(this.x, this.tmp, C);
+    }
+    be.rmsnormForward(this.ln, this.rstd, this.x, p.lnf, 1, C, c.normEps);
+    be.matmulForward(this.logits, this.ln, p.wte, null, 1, C, c.vocabSize);
+    this.pos++;
+    return be.download(this.logits);
+  }
+
+  /** As the CPU decoder's admit(): candidate i - W may enter the selection, then i enters the ring. */
+  private admit(L: LayerCache, h: number, i: number, u: Float32Array | null): void {
+    const c = this.config;
+    const HS = headSize(c);
+    const W = c.window;
+    if (c.attention === 'dense') {
+      this.copy(L.kRing, (h * this.ringCap + i) * HS, this.kr, h * HS, HS);
+      this.copy(L.vRing, (h * this.ringCap + i) * HS, this.v, h * HS, HS);
+      return;
+    }
+    if (c.attention === 'sparsek') {
+      const sel = L.selectors[h];
+      const j = W > 0 ? i - W : i;
+      if (j >= 0) {
+        const uj = W > 0 ? L.ringU[h * W + (j % W)] : u![h];
+        sel.push(uj, j);
+        if (sel.lastAccepted) {
+          let slot = sel.lastEvicted >= 0 ? L.selPos.subarray(h * c.k, (h + 1) * c.k).indexOf(sel.lastEvicted) : sel.selected().length - 1;
+          if (slot < 0) slot = 0; // unreachable: the evicted position is always in the table
+          L.selPos[h * c.k + slot] = j;
+          L.selU[h * c.k + slot] = uj;
+          const dst = (h * c.k + slot) * HS;
+          if (W > 0) {
+            this.copy(L.kSel, dst, L.kRing, (h * W + (j % W)) * HS, HS);
+            this.copy(L.vSel, dst, L.vRing, (h * W + (j % W)) * HS, HS);
+          } else {
+            this.copy(L.kSel, dst, this.kr, h * HS, HS);
+            this.copy(L.vSel, dst, this.v, h * HS, HS);
+          }
+        }
+        if (h === 0) this.selCount = sel.selected().length;
+      }
+    }
+    if (W > 0) {
+      const slot = i % W;
+      this.copy(L.kRing, (h * W + slot) * HS, this.kr, h * HS, HS);
+      this.copy(L.vRing, (h * W + slot) * HS, this.v, h * HS, HS);
+      if (u) L.ringU[h * W + slot] = u[h];
+    }
+  }
+
+  /** dst[dstOff .. +n) = src[srcOff .. +n), on the stream. */
+  private copy(dst: CudaBuffer, dstOff: number, src: CudaBuffer, srcOff: number, n: number): void {
+    this.be.rt.cu('cuMemcpyDtoDAsync_v2', dst.ptr + BigInt(dstOff * 4), src.ptr + BigInt(srcOff * 4), n * 4, this.be.rt.stream);
+  }
+
+  /** Dense only: doubles the per-head capacity, keeping each head's prefix. */
+  private growRing(): void {
+    const c = this.config;
+    const HS = headSize(c);
+    const NKV = c.kvHeads;
+    const cap = this.ringCap * 2;
+    for (const L of this.layers) {
+      const k = this.be.alloc(NKV * cap * HS);
+      const v = this.be.alloc(NKV * cap * HS);
+      for (let h = 0; h < NKV; h++) {
+        this.copy(k, h * cap * HS, L.kRing, h * this.ringCap * HS, this.ringCap * HS);
+        this.copy(v, h * cap * HS, L.vRing, h * this.ringCap * HS, this.ringCap * HS);
+      }
+      this.be.free(L.kRing);
+      this.be.free(L.vRing);
+      L.kRing = k;
+      L.vRing = v;
+    }
+    this.be.free(this.scores);
+    this.scores = this.be.alloc(c.heads * (cap + 1));
+    this.ringCap = cap;
+  }
+
+  /** Frees the device memory. */
+  dispose(): void {
+    const be = this.be;
+    for (const L of this.layers) for (const b of [L.kRing, L.vRing, L.kSel, L.vSel, L.gates]) be.free(b);
+    for (const b of [this.scores, this.x, this.ln, this.rstd, this.q, this.qr, this.k, this.kr, this.v, this.u, this.att, this.tmp, this.gate, this.up, this.h, this.logits]) be.free(b);
+    be.free(this.id);
+    be.free(this.p.flat);
+  }
+}

@@ -1,0 +1,70 @@
+// Decoding on the GPU (SPEC section 5, issue 4): CudaDecoder's logits equal the CPU Decoder's at
+// every position (fp32 on both, different summation order: 1e-4 of the row's largest logit), its
+// memory stops growing after W + K positions, and a decode step makes no device allocation.
+// Skipped visibly without a CUDA device.
+
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cudaAvailability } from '../../src/cuda/runtime.js';
+import { CudaBackend } from '../../src/cuda/backend.js';
+import { CudaDecoder } from '../../src/cuda/decode.js';
+import { Decoder } from '../../src/model/decode.js';
+import { Gpt } from '../../src/model/gpt.js';
+import { fillParams, randomIds, tinyConfig } from '../model/fixtures.js';
+
+const avail = cudaAvailability();
+const skip = avail.available ? false : `no CUDA device: ${avail.reason}`;
+
+function model(over: Parameters<typeof tinyConfig>[0]) {
+  const c = tinyConfig({ dim: 32, heads: 4, kvHeads: 2, ffnDim: 48, scoreSlope: 0.05, ...over });
+  const p = Gpt.cpu(c).params;
+  fillParams(p, 11, 0.5);
+  return { c, p };
+}
+
+describe('CudaDecoder', { skip }, () => {
+  const cases = [
+    { name: 'sparsek K 5 W 4', over: { attention: 'sparsek' as const, k: 5, window: 4 }, T: 60 },
+    { name: 'sparsek K 6 W 0', over: { attention: 'sparsek' as const, k: 6, window: 0 }, T: 40 },
+    { name: 'window W 8', over: { attention: 'window' as const, k: 0, window: 8 }, T: 40 },
+    { name: 'dense, past the first growth (256)', over: { attention: 'dense' as const, k: 0, window: 0, context: 300 }, T: 300 },
+  ];
+  for (const { name, over, T } of cases) {
+    test(`${name}: logits equal the CPU decoder's at every position`, () => {
+      const { c, p } = model(over);
+      const be = new CudaBackend();
+      const gpu = new CudaDecoder(c, p, be);
+      const cpu = new Decoder(c, p);
+      const ids = randomIds(T, c.vocabSize, 5);
+      for (let t = 0; t < T; t++) {
+        const want = cpu.step(ids[t]);
+        const got = gpu.step(ids[t]);
+        const scale = want.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
+        for (let v = 0; v < want.length; v++) {
+          assert.ok(Math.abs(got[v] - want[v]) <= 1e-4 * scale, `position ${t}, logit ${v}: ${got[v]} vs ${want[v]}`);
+        }
+        assert.equal(gpu.stats().keysLastStep, cpu.stats().keysLastStep, `keys scored at position ${t}`);
+      }
+      gpu.dispose();
+    });
+  }
+
+  test('sparsek: cache bytes constant after W + K positions, no device allocation per step', () => {
+    const { c, p } = model({ attention: 'sparsek', k: 5, window: 4 });
+    const be = new CudaBackend();
+    const dec = new CudaDecoder(c, p, be);
+    const ids = randomIds(700, c.vocabSize, 9);
+    for (let t = 0; t < 100; t++) dec.step(ids[t]);
+    const bytes = dec.stats().bytes;
+    const before = be.counters();
+    for (let t = 100; t < 700; t++) {
+      dec.step(ids[t]);
+      assert.equal(dec.stats().bytes, bytes, `cache bytes at step ${t}`);
+    }
+    const after = be.counters();
+    assert.equal(after.inUseBytes, before.inUseBytes, 'device bytes in use');
+    assert.equal(after.driverAllocs, before.driverAllocs, 'cuMemAlloc calls');
+    assert.equal(dec.stats().capHits, 0);
+    dec.dispose();
+  });
+});
