@@ -14,7 +14,7 @@ import { DEFAULT_TRAIN, TrainConfig, Metric, train, evaluate, prepareData } from
 import { evalBatches } from './train/data.js';
 import { loadRun } from './io/checkpoint.js';
 import { Gpt } from './model/gpt.js';
-import { generate } from './model/generate.js';
+import { generate, StepDecoder } from './model/generate.js';
 import { lossChart, selectionMap, writePlot } from './plot/index.js';
 import { formatCount, formatTime } from './train/progress.js';
 
@@ -153,8 +153,16 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     stats: { kind: 'boolean', help: 'print a JSON line of speed and cache memory' },
     device: TRAIN_FLAGS.device,
   });
-  await deviceFrom(o, ['cpu']); // the constant-memory decoder runs on the CPU in this build
+  const device = await deviceFrom(o);
   const run = await loadRun(need(o, 'checkpoint', 'generate'));
+  let decoder: (() => StepDecoder) | undefined;
+  if (device === 'cuda') {
+    const { CudaBackend } = await import('./cuda/backend.js');
+    const { CudaDecoder } = await import('./cuda/decode.js');
+    if (!CudaDecoder.supports(run.model)) throw new DeviceError('cuda', `cached decoding of ${run.model.attention} attention runs on the CPU only (use --device cpu)`);
+    const be = new CudaBackend();
+    decoder = () => new CudaDecoder(run.model, run.params, be, {});
+  }
   const prompt = run.tokenizer.encode(need(o, 'prompt', 'generate'));
   process.stdout.write(o.prompt as string);
   const pending: number[] = [];
@@ -163,6 +171,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     temperature: (o.temperature as number) ?? 0.8,
     topP: (o['top-p'] as number) ?? 0.95,
     seed: (o.seed as number) ?? 0,
+    decoder,
     onToken: (id) => {
       // Flush whole characters only: a BPE token can end inside a multi-byte character.
       pending.push(id);

@@ -7,7 +7,13 @@ import { Rng } from '../core/random.js';
 import { ArgumentError } from '../core/errors.js';
 import { ModelConfig } from './config.js';
 import { Params } from './params.js';
-import { Decoder } from './decode.js';
+import { CacheStats, Decoder } from './decode.js';
+
+/** What generate() needs of a cached decoder: the CPU's Decoder or the GPU's CudaDecoder. */
+export interface StepDecoder {
+  step(id: number): Float32Array;
+  stats(): CacheStats;
+}
 import { Gpt } from './gpt.js';
 
 export interface SampleOptions {
@@ -17,6 +23,8 @@ export interface SampleOptions {
   seed: number;
   supportCap?: number;
   onToken?: (id: number) => void;
+  /** Builds the cached decoder (default: the CPU Decoder); only called for kinds Decoder.supports(). */
+  decoder?: () => StepDecoder;
 }
 
 export interface GenerationStats {
@@ -72,7 +80,7 @@ export function generate(config: ModelConfig, params: Params, prompt: number[], 
   const rng = new Rng(opts.seed);
   const out: number[] = [];
   if (Decoder.supports(config)) {
-    const dec = new Decoder(config, params, { supportCap: opts.supportCap });
+    const dec = opts.decoder ? opts.decoder() : new Decoder(config, params, { supportCap: opts.supportCap });
     let logits: Float32Array = new Float32Array(0);
     for (const id of prompt) logits = dec.step(id);
     let maxBytes = dec.stats().bytes;
