@@ -1,9 +1,12 @@
-// GPU training benchmark (issue 4): the GPT-2-small-shaped model (12 layers, width 768, 12 heads)
-// at T = 4096 on the CUDA backend, fp32, SparseK (K = 256, W = 256) and dense attention:
-// forward + backward + AdamW tokens/s, median of timed steps after warm-up. Run it on the GPU
-// machine next to scripts/train_gpt2_torch.py (the PyTorch SDPA peer, same shapes, same run).
+// GPU benchmark (issue 4): the GPT-2-small-shaped model (12 layers, width 768, 12 heads) on the
+// CUDA backend, fp32, SparseK (K = 256, W = 256) and dense attention.
+//   training: forward + backward + AdamW tokens/s at T = 4096, median of timed steps after warm-up;
+//   generation: tokens/s of cached decoding (CudaDecoder) after 4K and 32K tokens of context.
+// Run it on the GPU machine next to scripts/train_gpt2_torch.py (the PyTorch SDPA peer, same
+// shapes, same run).
 //
 //   node --import tsx bench/gpu.ts [--T 4096] [--B 1] [--steps 5] [--kinds sparsek,dense]
+//        [--gen sparsek:4096,sparsek:32768,dense:4096] [--gen-tokens 64]
 
 import { execSync } from 'node:child_process';
 import { CudaBackend } from '../src/cuda/backend.js';
@@ -11,6 +14,7 @@ import { Gpt } from '../src/model/gpt.js';
 import { ModelConfig, PRESETS } from '../src/model/config.js';
 import { allocParams, allocParamsOn, initParams } from '../src/model/params.js';
 import { Rng } from '../src/core/random.js';
+import { CudaDecoder } from '../src/cuda/decode.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: string) => {
@@ -61,4 +65,26 @@ for (const attention of kinds) {
   model.dispose();
   be.free(m.flat);
   be.free(v.flat);
+}
+
+const gen = flag('gen', 'sparsek:4096,sparsek:32768,dense:4096').split(',').filter(Boolean).map((x) => x.split(':'));
+const genTokens = Number(flag('gen-tokens', '64'));
+for (const [attention, ctx] of gen) {
+  const context = Number(ctx);
+  const c: ModelConfig = { ...PRESETS.gpt2small, attention: attention as ModelConfig['attention'], context, scoreSlope: 0.01 };
+  const host = allocParams(c);
+  initParams(host, c, 1);
+  // Non-zero score weights, so selection depends on content as in a trained model.
+  for (const l of host.layers) if (l.wscore) for (let i = 0; i < l.wscore.length; i++) l.wscore[i] = 0.05 * Math.sin(i);
+  const dec = new CudaDecoder(c, host, be);
+  const rng = new Rng(1);
+  const t0 = performance.now();
+  for (let i = 0; i < context; i++) dec.step(rng.int(c.vocabSize));
+  const prefill = (performance.now() - t0) / 1000;
+  const t1 = performance.now();
+  for (let i = 0; i < genTokens; i++) dec.step(rng.int(c.vocabSize));
+  const ms = (performance.now() - t1) / genTokens;
+  const st = dec.stats();
+  console.log(JSON.stringify({ peer: 'sparsek-cuda', task: 'generate', attention, context, tokens_per_s: Number((1000 / ms).toFixed(1)), ms_per_token: Number(ms.toFixed(3)), cache_bytes: st.bytes, cap_hits: st.capHits, prefill_s: Number(prefill.toFixed(1)) }));
+  dec.dispose();
 }
