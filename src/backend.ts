@@ -11,6 +11,9 @@ import type { AttentionKind } from './model/config.js';
 
 export type Device = 'cpu' | 'cuda';
 
+/** The two GELU forms of imported checkpoints: exact x Phi(x), or the tanh approximation. */
+export type GeluForm = 'erf' | 'tanh';
+
 /** What an attention layer needs to know of the model config. */
 export interface AttentionConfig {
   attention: AttentionKind;
@@ -70,6 +73,15 @@ export interface Backend<F, I> {
   swigluBackward(dgate: F, dup: F, dout: F, gate: F, up: F, n: number): void;
   /** out += a (n elements). */
   addInPlace(out: F, a: F, n: number): void;
+  /** LayerNorm with weight and bias (GPT-2, NeoX imports); overwrites out, mean (N) and rstd (N). */
+  layernormForward(out: F, mean: F, rstd: F, inp: F, weight: F, bias: F, N: number, C: number, eps: number): void;
+  layernormBackward(dinp: F, dweight: F, dbias: F, dout: F, inp: F, weight: F, mean: F, rstd: F, N: number, C: number): void;
+  /** GELU of n elements: 'erf' exact (NeoX), 'tanh' the tanh approximation (GPT-2's gelu_new). */
+  geluForward(out: F, inp: F, n: number, form: GeluForm): void;
+  geluBackward(dinp: F, dout: F, inp: F, n: number, form: GeluForm): void;
+  /** RoPE on the first R of each head's HS features, the rest passed through (NeoX rotary_pct); R = HS is ropeForward. */
+  ropePartialForward(out: F, inp: F, B: number, NH: number, T: number, HS: number, R: number, theta: number, posOffset: number): void;
+  ropePartialBackward(dinp: F, dout: F, B: number, NH: number, T: number, HS: number, R: number, theta: number, posOffset: number): void;
   crossEntropyForward(losses: F, probs: F, logits: F, targets: I, N: number, V: number): void;
   crossEntropyBackward(dlogits: F, scale: number, probs: F, targets: I, N: number, V: number): void;
   attention(c: AttentionConfig, shape: AttentionShape): AttentionLayer<F>;

@@ -14,3 +14,5 @@ export {
 } from './cpu/kernels/baselines.js';
 export type { BaselineKind, BaselineOptions, BaselineParams } from './cpu/kernels/baselines.js';
 export type { KeyPattern } from './cpu/kernels/attention.js';
+export { loadModel } from './model/load.js';
+export type { Model, LoadModelOptions } from './model/load.js';

@@ -5,9 +5,9 @@
 import type { Backend } from '../backend.js';
 import { allocF32 } from './threads.js';
 import { matmulForward, matmulBackward } from './kernels/matmul.js';
-import { rmsnormForward, rmsnormBackward } from './kernels/norm.js';
-import { ropeForward, ropeBackward } from './kernels/rope.js';
-import { swigluForward, swigluBackward } from './kernels/activation.js';
+import { rmsnormForward, rmsnormBackward, layernormForward, layernormBackward } from './kernels/norm.js';
+import { ropeForward, ropeBackward, ropePartialForward, ropePartialBackward } from './kernels/rope.js';
+import { swigluForward, swigluBackward, geluForward, geluBackward, geluErfForward, geluErfBackward } from './kernels/activation.js';
 import { embeddingForward, embeddingBackward } from './kernels/embedding.js';
 import { crossEntropyForward, crossEntropyBackward } from './kernels/loss.js';
 import { toHeads, fromHeads, addInPlace } from './kernels/layout.js';
@@ -49,6 +49,12 @@ export const cpuBackend: Backend<Float32Array, Int32Array> = {
   swigluForward,
   swigluBackward,
   addInPlace,
+  layernormForward,
+  layernormBackward,
+  geluForward: (out, inp, n, form) => (form === 'erf' ? geluErfForward(out, inp, n) : geluForward(out, inp, n)),
+  geluBackward: (dinp, dout, inp, n, form) => (form === 'erf' ? geluErfBackward(dinp, dout, inp, n) : geluBackward(dinp, dout, inp, n)),
+  ropePartialForward: (out, inp, B, NH, T, HS, R, theta, posOffset) => ropePartialForward(out, inp, B, NH, T, HS, R, theta, posOffset),
+  ropePartialBackward: (dinp, dout, B, NH, T, HS, R, theta, posOffset) => ropePartialBackward(dinp, dout, B, NH, T, HS, R, theta, posOffset),
   crossEntropyForward,
   crossEntropyBackward,
   attention: makeAttention,

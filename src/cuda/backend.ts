@@ -2,8 +2,9 @@
 // semantics of the CPU kernels (src/cpu/kernels/*.ts), which the tests compare against. Kernels are
 // NVRTC-compiled from kernels/*.ts on first use; the linear layers are cuBLAS sgemm. All work is
 // queued on the runtime's one stream, so ops return before the GPU is done: download() and
-// synchronize() wait. Not bf16 (later), not multi-GPU. Attention has no CUDA kernels yet: attention()
-// runs the CPU layer on downloaded q, k, v, u and uploads the result, and says so once on stderr.
+// synchronize() wait. Not bf16 (later), not multi-GPU. Attention: sparsek, dense and window run on the
+// GPU (kernels/selection.ts, kernels/attention.ts); fixed, hash and qktopk still run the CPU layer on
+// downloaded q, k, v and upload the result, and say so once on stderr.
 // Buffers come from the runtime's caching arena; views alias their parent and own nothing.
 // Shapes are checked against buffer lengths on every call (a few comparisons): a wrong shape on
 // the GPU would otherwise corrupt memory silently, which on the CPU would throw a RangeError.
@@ -15,7 +16,13 @@ import { ArgumentError, ShapeError } from '../core/errors.js';
 import { makeAttention } from '../cpu/attention-layer.js';
 import { CUBLAS_OP_N, CUBLAS_OP_T } from './ffi.js';
 import { cudaRuntime } from './runtime.js';
-import type { ArenaStats, CudaRuntime, DeviceBlock, Kernel, KernelSource } from './runtime.js';
+import type { Arena, ArenaStats, CudaRuntime, DeviceBlock, Kernel, KernelSource } from './runtime.js';
+import {
+  attentionBackwardKeySource, attentionBackwardQuerySource, attentionForwardSource, attentionKernelName, keyOffsetsSource, meanPrefixSource,
+  scoreGradSource, ATTENTION_WARPS, PREFIX_BLOCK,
+} from './kernels/attention.js';
+import type { AttentionVariant } from './kernels/attention.js';
+import { keyIntervalsSource, selectGlobalSource, selectSharedSource, SELECT_BQ } from './kernels/selection.js';
 import { embeddingBackwardSource, embeddingForwardSource, EMBEDDING_BLOCK } from './kernels/embedding.js';
 import { rmsnormBackwardSource, rmsnormForwardSource, rmsnormWeightPartialsSource } from './kernels/norm.js';
 import { addInPlaceSource, fromHeadsSource, scoresFromHeadsSource, scoresToHeadsSource, toHeadsSource, LAYOUT_BLOCK } from './kernels/layout.js';
@@ -25,6 +32,10 @@ import { crossEntropyBackwardSource, crossEntropyForwardSource } from './kernels
 import { columnFinishSource, columnPartialsSource, COLUMN_ROWS } from './kernels/reduce.js';
 import { addBiasSource } from './kernels/matmul.js';
 import { adamwSource, sumSquaresSource, OPTIM_BLOCK, SUMSQ_BLOCKS } from './kernels/optim.js';
+import type { GeluForm } from '../backend.js';
+import { layernormBackward as cpuLayernormBackward, layernormForward as cpuLayernormForward } from '../cpu/kernels/norm.js';
+import { geluBackward as cpuGeluBackward, geluErfBackward as cpuGeluErfBackward, geluErfForward as cpuGeluErfForward, geluForward as cpuGeluForward } from '../cpu/kernels/activation.js';
+import { ropePartialBackward as cpuRopePartialBackward, ropePartialForward as cpuRopePartialForward } from '../cpu/kernels/rope.js';
 
 /** A float32 buffer in device memory: `length` floats at address `ptr`. */
 export class CudaBuffer {
@@ -52,6 +63,37 @@ const ELEM_BLOCK = LAYOUT_BLOCK; // one thread per element
 const INT32_MAX = 2147483647;
 
 let attentionFallbackAnnounced = false;
+
+// cuda.h enums used by attention() alone (the others live in ffi.ts).
+const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
+const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+
+/** A GPU attention layer; plan() exposes SparseK's last selection for tests. */
+export interface CudaAttentionLayer extends AttentionLayer<CudaBuffer> {
+  /**
+   * The last forward's selection as the device holds it, rows (B*NKV, T): tau, count and sel
+   * (B*NKV, T, K), of which row i's first count[i] entries are Sel_i ascending. null for kinds other
+   * than sparsek and before a forward. Synchronises.
+   */
+  plan(): { tau: Float64Array; count: Int32Array; sel: Int32Array; K: number } | null;
+}
+
+/** What a device attention layer's forward keeps for its backward (SparseK's fields are null for dense and window). */
+interface AttentionState {
+  lse: DeviceBlock; // (B, NH, T) float
+  tau: DeviceBlock | null; // (B, NKV, T) double
+  thk: DeviceBlock | null; // (B, NKV, T) u64: key of Sel_i's weakest member
+  count: DeviceBlock | null; // (B, NKV, T) int: |Sel_i|
+  nfree: DeviceBlock | null; // (B, NKV, T) int: |F_i|
+  sel: DeviceBlock | null; // (B, NKV, T, K) int
+  e: DeviceBlock | null; // (B, NKV, T) int: key j is attended by queries [j, e_j)
+}
+
+/** The kernel variant for head size HS: float4 loads when HS allows and every row buffer is 16-byte aligned. */
+function attentionVariant(HS: number, SEL: boolean, bufs: CudaBuffer[]): AttentionVariant {
+  const VEC = HS % 4 === 0 && bufs.every((b) => b.ptr % 16n === 0n) ? 4 : 1;
+  return { HS, VEC, SEL };
+}
 
 const ONE = new Float32Array([1]);
 const ZERO = new Float32Array([0]);
@@ -305,14 +347,207 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
   }
 
   /**
-   * The attention layer, for now the CPU's (src/cpu/attention-layer.ts) on host copies: forward
-   * downloads q, k, v, u and uploads out; backward downloads dout and uploads dq, dk, dv, du. Each
-   * call synchronises the stream. The fallback is announced once per process.
+   * The attention layer. sparsek, dense and window run on the GPU: SparseK's selection
+   * (kernels/selection.ts), then attention over the window and the selected keys
+   * (kernels/attention.ts), forward and backward, all queued on the stream. fixed, hash and qktopk
+   * have no CUDA kernels yet: they run the CPU layer (src/cpu/attention-layer.ts) on host copies,
+   * synchronising each call, announced once per process.
+   * The forward keeps what the backward needs (lse; for SparseK the selection and each key's
+   * interval of attending queries) in device memory owned by the layer, returned to the arena when
+   * the layer is garbage-collected; q, k, v, u and out must stay unchanged until the backward.
    */
-  attention(c: AttentionConfig, shape: AttentionShape): AttentionLayer<CudaBuffer> {
+  attention(c: AttentionConfig, shape: AttentionShape): CudaAttentionLayer {
+    switch (c.attention) {
+      case 'sparsek':
+      case 'dense':
+      case 'window':
+        return this.deviceAttention(c, shape);
+      case 'fixed':
+      case 'hash':
+      case 'qktopk':
+        return this.hostAttention(c, shape);
+    }
+  }
+
+  /** attention() for sparsek, dense (W = T) and window: see kernels/attention.ts for the passes. */
+  private deviceAttention(c: AttentionConfig, shape: AttentionShape): CudaAttentionLayer {
+    const { B, T, NH, NKV, HS } = shape;
+    for (const [name, x] of [['B', B], ['T', T], ['NH', NH], ['NKV', NKV], ['HS', HS]] as const) {
+      if (!Number.isInteger(x) || x < 1) throw new ArgumentError(`shape.${name}`, 'an integer >= 1', x);
+    }
+    if (NH % NKV !== 0) throw new ArgumentError('shape.NH', `a multiple of shape.NKV (${NKV})`, NH);
+    if (HS > 1024) throw new ArgumentError('shape.HS', 'at most 1024 on CUDA', HS);
+    if (NH > 65535) throw new ArgumentError('shape.NH', 'at most 65535 on CUDA (a grid dimension)', NH);
+    if (B * NKV > 65535) throw new ArgumentError('shape.B', `B * NKV <= 65535 on CUDA (a grid dimension; NKV = ${NKV})`, B);
+    const sparse = c.attention === 'sparsek';
+    const K = sparse ? c.k : 0;
+    const W = c.attention === 'dense' ? T : c.window;
+    if (!Number.isInteger(K) || K < 0) throw new ArgumentError('k', 'an integer >= 0', K);
+    if (!Number.isInteger(W) || W < 0) throw new ArgumentError('window', 'an integer >= 0', W);
+    if (T * K > INT32_MAX) throw new ArgumentError('k', `T * K <= ${INT32_MAX} on CUDA (T = ${T})`, K);
+    const BH = B * NKV, nq = B * NH * T * HS, nkv = BH * T * HS, nu = BH * T;
+    const dims = `(B=${B}, NH=${NH}, NKV=${NKV}, T=${T}, HS=${HS})`;
+    const scale = 1 / Math.sqrt(HS);
+    const rows = Math.ceil(T / ATTENTION_WARPS);
+    const cap = this.selectCapacity();
+    // Device memory the forward leaves for the backward, taken on the first forward.
+    const held: DeviceBlock[] = [];
+    const own = (bytes: number): DeviceBlock => {
+      const b = this.rt.arena.take(Math.max(4, bytes));
+      held.push(b);
+      return b;
+    };
+    let st: AttentionState | null = null;
+    let last: { out: CudaBuffer; q: CudaBuffer; k: CudaBuffer; v: CudaBuffer; u: CudaBuffer | null } | null = null;
+    const nothing = 0n; // the pointer passed for a SEL-only argument of a window kernel, which never reads it
+    const plan = (): { tau: Float64Array; count: Int32Array; sel: Int32Array; K: number } | null => {
+      if (st === null || st.tau === null || st.count === null || st.sel === null) return null;
+      return { tau: this.downloadRaw(st.tau, new Float64Array(nu)), count: this.downloadRaw(st.count, new Int32Array(nu)),
+        sel: this.downloadRaw(st.sel, new Int32Array(nu * K)), K };
+    };
+    const layer: CudaAttentionLayer = {
+      forward: (out, q, k, v, u) => {
+        need('out', out, nq, dims);
+        need('q', q, nq, dims);
+        need('k', k, nkv, dims);
+        need('v', v, nkv, dims);
+        if (sparse) {
+          if (u === null) throw new ArgumentError('u', `the scores (B, NKV, T) ${dims} of SparseK attention`, null);
+          need('u', u, nu, dims);
+        }
+        if (st === null) {
+          st = { lse: own(B * NH * T * 4), tau: null, thk: null, count: null, nfree: null, sel: null, e: null };
+          if (sparse) {
+            st.tau = own(nu * 8);
+            st.thk = own(nu * 8);
+            st.count = own(nu * 4);
+            st.nfree = own(nu * 4);
+            st.sel = own(nu * K * 4);
+            st.e = own(nu * 4);
+          }
+        }
+        const s = st;
+        if (sparse && u !== null) this.sparsekSelect(s, u, BH, T, K, W, cap);
+        const o = attentionVariant(HS, sparse, [q, k, v]);
+        this.launch(attentionKernelName('attention_forward', o), () => attentionForwardSource(o), [rows, NH, B], 32 * ATTENTION_WARPS,
+          [out.ptr, s.lse.ptr, q.ptr, k.ptr, v.ptr, u?.ptr ?? nothing, s.tau?.ptr ?? nothing, s.count?.ptr ?? nothing, s.sel?.ptr ?? nothing,
+            T, NH, NKV, K, W, scale]);
+        last = { out, q, k, v, u };
+      },
+      backward: (dq, dk, dv, du, dout) => {
+        if (last === null || st === null) throw new Error('attention backward called before forward');
+        need('dq', dq, nq, dims);
+        need('dk', dk, nkv, dims);
+        need('dv', dv, nkv, dims);
+        need('dout', dout, nq, dims);
+        if (du !== null) need('du', du, nu, dims);
+        const { out, q, k, v, u } = last;
+        const s = st;
+        const o = attentionVariant(HS, sparse, [q, k, v, dout]);
+        const scratch: DeviceBlock[] = [];
+        const take = (bytes: number): DeviceBlock => {
+          const b = this.rt.arena.take(Math.max(4, bytes));
+          scratch.push(b);
+          return b;
+        };
+        const D = take(B * NH * T * 4);
+        const off = sparse ? take(BH * (T + 1) * 4) : null;
+        const dgk = sparse ? take(nu * K * 4) : null;
+        const mean = sparse ? take(nu * 8) : null;
+        if (off !== null && s.e !== null) this.launch('sparsek_key_offsets', keyOffsetsSource, BH, PREFIX_BLOCK, [off.ptr, s.e.ptr, T, W]);
+        // pass 1: dq, D, gate gradients; pass 2: dk, dv
+        this.launch(attentionKernelName('attention_backward_query', o), () => attentionBackwardQuerySource(o), [rows, NKV, B], 32 * ATTENTION_WARPS,
+          [dq.ptr, D.ptr, mean?.ptr ?? nothing, dgk?.ptr ?? nothing, dout.ptr, out.ptr, s.lse.ptr, q.ptr, k.ptr, v.ptr, u?.ptr ?? nothing,
+            s.tau?.ptr ?? nothing, s.count?.ptr ?? nothing, s.sel?.ptr ?? nothing, s.nfree?.ptr ?? nothing, off?.ptr ?? nothing, T, NH, NKV, K, W, scale]);
+        this.launch(attentionKernelName('attention_backward_key', o), () => attentionBackwardKeySource(o), [rows, NKV, B], 32 * ATTENTION_WARPS,
+          [dk.ptr, dv.ptr, dout.ptr, s.lse.ptr, D.ptr, q.ptr, k.ptr, v.ptr, u?.ptr ?? nothing, s.tau?.ptr ?? nothing, s.e?.ptr ?? nothing,
+            T, NH, NKV, W, scale]);
+        if (du !== null && u !== null && mean !== null && off !== null && dgk !== null && s.tau !== null && s.e !== null) {
+          const P = take(BH * (T + 1) * 8);
+          this.launch('sparsek_mean_prefix', meanPrefixSource, BH, PREFIX_BLOCK, [P.ptr, mean.ptr, T]);
+          this.launch('sparsek_score_grad', scoreGradSource, blocks(nu), ELEM_BLOCK,
+            [du.ptr, u.ptr, s.tau.ptr, s.e.ptr, off.ptr, dgk.ptr, P.ptr, BH, T, K, W]);
+        }
+        for (const b of scratch) this.rt.arena.give(b); // reusable at once: later work on the stream runs after these kernels
+      },
+      selections: () => {
+        const p = plan();
+        const uh = last?.u ? this.download(last.u) : null;
+        if (p === null || uh === null) return null;
+        return Array.from({ length: BH }, (_, bh) => {
+          const rowsOf = Array.from({ length: T }, (_, i) => p.sel.subarray((bh * T + i) * K, (bh * T + i) * K + p.count[bh * T + i]));
+          const gates = rowsOf.map((row, i) => Float64Array.from(row, (j) => Math.min(1, Math.max(0, uh[bh * T + j] - p.tau[bh * T + i]))));
+          return { T, rows: rowsOf, gates };
+        });
+      },
+      plan,
+    };
+    CudaBackend.layerMemory.register(layer, { arena: this.rt.arena, blocks: held });
+    return layer;
+  }
+
+  /**
+   * SparseK's selection of every (b, KV head) row into s (kernels/selection.ts): pass 1 all tiles
+   * with S in shared memory, pass 2 the tiles flagged as too large for it, then each key's interval.
+   */
+  private sparsekSelect(s: AttentionState, u: CudaBuffer, BH: number, T: number, K: number, W: number, cap: number): void {
+    if (s.tau === null || s.thk === null || s.count === null || s.nfree === null || s.sel === null || s.e === null) return;
+    const ntiles = Math.ceil(T / SELECT_BQ);
+    const jbits = T > 1 ? 32 - Math.clz32(T - 1) : 0;
+    const flags = this.rt.arena.take(BH * ntiles * 4);
+    this.launchShared(`sparsek_select_shared_c${cap}`, () => selectSharedSource({ CAP: cap }), [ntiles, BH, 1], SELECT_BQ, 16 * cap,
+      [s.tau.ptr, s.thk.ptr, s.count.ptr, s.nfree.ptr, s.sel.ptr, flags.ptr, u.ptr, T, K, W, jbits]);
+    let capG = 1;
+    while (capG < T) capG *= 2;
+    const G = Math.min(this.rt.multiprocessors, ntiles * BH);
+    const scratch = this.rt.arena.take(G * 2 * capG * 8);
+    this.launch('sparsek_select_global', selectGlobalSource, G, SELECT_BQ,
+      [s.tau.ptr, s.thk.ptr, s.count.ptr, s.nfree.ptr, s.sel.ptr, flags.ptr, scratch.ptr, u.ptr, T, K, W, jbits, ntiles, BH, capG]);
+    this.launch('sparsek_key_intervals', keyIntervalsSource, blocks(BH * T), ELEM_BLOCK, [s.e.ptr, u.ptr, s.thk.ptr, BH, T, W]);
+    this.rt.arena.give(flags);
+    this.rt.arena.give(scratch);
+  }
+
+  /** Entries of the selection's shared-memory set S: 4096 (64 KiB) where the device lets a block opt in to that much, else 2048. */
+  private selectCapacity(): number {
+    const out = new Int32Array(1);
+    this.rt.cu('cuDeviceGetAttribute', out, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, 0);
+    return out[0] >= 16 * 4096 + 8192 ? 4096 : 2048;
+  }
+
+  /** launch() with dynamic shared memory, raising the kernel's limit past the default 48 KiB on first use. */
+  private launchShared(name: string, make: () => KernelSource, grid: [number, number, number], block: number, sharedBytes: number,
+    args: (bigint | number)[]): void {
+    let k = this.kernels.get(name);
+    if (k === undefined) {
+      k = this.rt.kernel(make());
+      if (sharedBytes > 48 * 1024) this.rt.cu('cuFuncSetAttribute', k.fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
+      this.kernels.set(name, k);
+    }
+    this.rt.launch(k, grid, block, sharedBytes, args);
+  }
+
+  /** The contents of a raw device block (doubles, ints) into host, after the queued work. */
+  private downloadRaw<A extends Float64Array | Int32Array>(src: DeviceBlock, host: A): A {
+    if (host.byteLength > 0) this.rt.cu('cuMemcpyDtoHAsync_v2', host, src.ptr, host.byteLength, this.rt.stream);
+    this.rt.synchronize();
+    return host;
+  }
+
+  /** Device blocks of attention layers, returned to their arena when the layer is collected. */
+  private static readonly layerMemory = new FinalizationRegistry<{ arena: Arena; blocks: DeviceBlock[] }>(({ arena, blocks }) => {
+    for (const b of blocks) arena.give(b);
+  });
+
+  /**
+   * attention() for fixed, hash and qktopk, the CPU's (src/cpu/attention-layer.ts) on host copies:
+   * forward downloads q, k, v, u and uploads out; backward downloads dout and uploads dq, dk, dv, du.
+   * Each call synchronises the stream. The fallback is announced once per process.
+   */
+  private hostAttention(c: AttentionConfig, shape: AttentionShape): CudaAttentionLayer {
     if (!attentionFallbackAnnounced) {
       attentionFallbackAnnounced = true;
-      console.warn('sparsek: CUDA has no attention kernels yet; attention runs on the CPU (q, k, v copied each layer)');
+      console.warn(`sparsek: CUDA has no ${c.attention} attention kernels yet; it runs on the CPU (q, k, v copied each layer)`);
     }
     const cpu = makeAttention(c, shape);
     const { B, T, NH, NKV, HS } = shape;
@@ -344,6 +579,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         if (du !== null && hu !== null) this.upload(du, hu);
       },
       selections: () => cpu.selections(),
+      plan: () => null,
     };
   }
 
@@ -410,6 +646,92 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     }
     this.rt.launch(k, grid, block, 0, args);
   }
+
+  // ---- imported architectures (GPT-2, GPT-NeoX; issue 6) ------------------------------------
+  // LayerNorm, GELU and partial RoPE have no CUDA kernels yet: like attention(), they run the CPU
+  // kernels on host copies (download the inputs, and the gradients they accumulate into; compute;
+  // upload), synchronising the stream each call, announced once per process. Llama-family models
+  // never call them.
+
+  layernormForward(out: CudaBuffer, mean: CudaBuffer, rstd: CudaBuffer, inp: CudaBuffer, weight: CudaBuffer, bias: CudaBuffer, N: number, C: number, eps: number): void {
+    const dims = `(N=${N}, C=${C})`;
+    need('out', out, N * C, dims);
+    need('mean', mean, N, dims);
+    need('rstd', rstd, N, dims);
+    hostFallback('LayerNorm');
+    const o = new Float32Array(N * C), m = new Float32Array(N), r = new Float32Array(N);
+    cpuLayernormForward(o, m, r, this.host('inp', inp, N * C, dims), this.host('weight', weight, C, dims), this.host('bias', bias, C, dims), N, C, eps);
+    this.upload(out, o);
+    this.upload(mean, m);
+    this.upload(rstd, r);
+  }
+
+  layernormBackward(dinp: CudaBuffer, dweight: CudaBuffer, dbias: CudaBuffer, dout: CudaBuffer, inp: CudaBuffer, weight: CudaBuffer, mean: CudaBuffer, rstd: CudaBuffer, N: number, C: number): void {
+    const dims = `(N=${N}, C=${C})`;
+    hostFallback('LayerNorm');
+    const di = this.host('dinp', dinp, N * C, dims), dw = this.host('dweight', dweight, C, dims), db = this.host('dbias', dbias, C, dims);
+    cpuLayernormBackward(di, dw, db, this.host('dout', dout, N * C, dims), this.host('inp', inp, N * C, dims), this.host('weight', weight, C, dims),
+      this.host('mean', mean, N, dims), this.host('rstd', rstd, N, dims), N, C);
+    this.upload(dinp, di);
+    this.upload(dweight, dw);
+    this.upload(dbias, db);
+  }
+
+  geluForward(out: CudaBuffer, inp: CudaBuffer, n: number, form: GeluForm): void {
+    const dims = `(n=${n})`;
+    need('out', out, n, dims);
+    hostFallback('GELU');
+    const o = new Float32Array(n);
+    (form === 'erf' ? cpuGeluErfForward : cpuGeluForward)(o, this.host('inp', inp, n, dims), n);
+    this.upload(out, o);
+  }
+
+  geluBackward(dinp: CudaBuffer, dout: CudaBuffer, inp: CudaBuffer, n: number, form: GeluForm): void {
+    const dims = `(n=${n})`;
+    hostFallback('GELU');
+    const di = this.host('dinp', dinp, n, dims);
+    (form === 'erf' ? cpuGeluErfBackward : cpuGeluBackward)(di, this.host('dout', dout, n, dims), this.host('inp', inp, n, dims), n);
+    this.upload(dinp, di);
+  }
+
+  ropePartialForward(out: CudaBuffer, inp: CudaBuffer, B: number, NH: number, T: number, HS: number, R: number, theta: number, posOffset: number): void {
+    const n = B * NH * T * HS, dims = `(B=${B}, NH=${NH}, T=${T}, HS=${HS})`;
+    checkRotary(R, HS, posOffset);
+    need('out', out, n, dims);
+    hostFallback('partial RoPE');
+    const o = new Float32Array(n);
+    cpuRopePartialForward(o, this.host('inp', inp, n, dims), B, NH, T, HS, R, theta, posOffset);
+    this.upload(out, o);
+  }
+
+  ropePartialBackward(dinp: CudaBuffer, dout: CudaBuffer, B: number, NH: number, T: number, HS: number, R: number, theta: number, posOffset: number): void {
+    const n = B * NH * T * HS, dims = `(B=${B}, NH=${NH}, T=${T}, HS=${HS})`;
+    checkRotary(R, HS, posOffset);
+    hostFallback('partial RoPE');
+    const di = this.host('dinp', dinp, n, dims);
+    cpuRopePartialBackward(di, this.host('dout', dout, n, dims), B, NH, T, HS, R, theta, posOffset);
+    this.upload(dinp, di);
+  }
+
+  /** The first n elements of b, copied to the host after a shape check (a synchronisation point). */
+  private host(name: string, b: CudaBuffer, n: number, dims: string): Float32Array {
+    need(name, b, n, dims);
+    return this.download(b).subarray(0, n);
+  }
+}
+
+const hostFallbacks = new Set<string>();
+
+/** Says once per op family that it runs on the CPU through host copies. */
+function hostFallback(op: string): void {
+  if (hostFallbacks.has(op)) return;
+  hostFallbacks.add(op);
+  console.warn(`sparsek: CUDA has no ${op} kernel yet; it runs on the CPU (copied each call)`);
+}
+
+function checkRotary(R: number, HS: number, posOffset: number): void {
+  if (!Number.isInteger(R) || R < 2 || R > HS || R % 2 !== 0) throw new ArgumentError('R', `an even integer in [2, HS=${HS}] (rotated features per head)`, R);
+  if (!Number.isInteger(posOffset) || posOffset < 0) throw new ArgumentError('posOffset', 'an integer >= 0', posOffset);
 }
 
 function checkCount(name: string, n: number): number {

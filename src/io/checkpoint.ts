@@ -89,12 +89,16 @@ export async function loadRun(dir: string, opts: { optimizer?: boolean } = {}): 
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new CheckpointError(dir, 'not a folder (expected a run folder written by `sparsek train --out`)');
   const cfgFile = path.join(dir, 'config.json');
   const cfg = readJson(cfgFile) as { format?: string; version?: number; model?: ModelConfig; train?: TrainConfig };
+  if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) throw new CheckpointError(cfgFile, 'expected a JSON object');
   if (cfg.format !== FORMAT) {
-    throw new CheckpointError(cfgFile, `not a sparsek run (format ${JSON.stringify(cfg.format)}, expected "${FORMAT}"); Hugging Face folders are not supported yet`);
+    throw new CheckpointError(cfgFile, `not a sparsek run (format ${JSON.stringify(cfg.format)}, expected "${FORMAT}"); Hugging Face folders are read by loadModel`);
   }
   if (cfg.version !== VERSION) throw new CheckpointError(cfgFile, `format version ${cfg.version}, this sparsek reads version ${VERSION}`);
+  if (cfg.model === undefined) throw new CheckpointError(cfgFile, "missing field 'model' (the model config)");
   let model: ModelConfig;
   try {
+    // Runs written before the architecture fields existed lack them: checkConfig reads a missing
+    // field as the native model's choice (config.ts arch()).
     model = checkConfig(cfg.model as ModelConfig);
   } catch (e) {
     throw new CheckpointError(cfgFile, `invalid model config: ${(e as Error).message}`);

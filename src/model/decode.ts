@@ -6,7 +6,9 @@
 //   slot of the entry it evicted. Evicted entries never return (tau only rises), so K/V memory is
 //   (W + K) entries at any length, allocated once here.
 // window: the ring alone.  dense: K/V for every position (grows, for comparison).
-// Other kinds have no cache form: Generator recomputes the full forward for them.
+// Other kinds have no cache form: Generator recomputes the full forward for them. Only the Llama
+// block is decoded here (RMSNorm, SwiGLU, full RoPE; biases and an untied head allowed: Llama,
+// Qwen2, Mistral); GPT-2 and NeoX imports have no cached form yet and are recomputed too.
 //
 // Equivalence with the full forward (same logits up to float32 rounding) is a test, not a hope.
 
@@ -15,7 +17,8 @@ import { rmsnormForward } from '../cpu/kernels/norm.js';
 import { ropeForward } from '../cpu/kernels/rope.js';
 import { swigluForward } from '../cpu/kernels/activation.js';
 import { CausalSelector } from '../cpu/kernels/selection.js';
-import { ModelConfig, headSize } from './config.js';
+import { ArgumentError } from '../core/errors.js';
+import { ModelConfig, headSize, isLlamaBlock } from './config.js';
 import { Params } from './params.js';
 
 /** K/V storage of one (layer, KV head): slot-addressed vectors with positions. */
@@ -92,7 +95,10 @@ export class Decoder {
 
   constructor(readonly config: ModelConfig, readonly params: Params, opts: { supportCap?: number } = {}) {
     const c = config;
-    if (!Decoder.supports(c)) throw new Error(`no cached decoding for ${c.attention} attention`);
+    if (!isLlamaBlock(c)) {
+      throw new ArgumentError('config', 'a Llama-style block (RMSNorm, SwiGLU, full RoPE, sequential residual) for cached decoding; GPT-2 and GPT-NeoX models decode by recomputation (generate())', describeArch(c));
+    }
+    if (!Decoder.supports(c)) throw new ArgumentError('config.attention', 'sparsek, window or dense for cached decoding', c.attention);
     const HS = headSize(c);
     const supportCap = opts.supportCap ?? 4 * c.k;
     this.heads = [];
@@ -136,8 +142,9 @@ export class Decoder {
     this.logits = f(c.vocabSize);
   }
 
+  /** Whether this config has a cached form: a Llama-style block and sparsek, window or dense attention. */
   static supports(c: ModelConfig): boolean {
-    return c.attention === 'sparsek' || c.attention === 'window' || c.attention === 'dense';
+    return isLlamaBlock(c) && (c.attention === 'sparsek' || c.attention === 'window' || c.attention === 'dense');
   }
 
   /** Tokens consumed so far. */
@@ -172,9 +179,9 @@ export class Decoder {
     for (let l = 0; l < c.layers; l++) {
       const w = p.layers[l];
       rmsnormForward(this.ln, this.rstd, this.x, w.ln1, 1, C, c.normEps);
-      matmulForward(this.q, this.ln, w.wq, null, 1, C, NH * HS);
-      matmulForward(this.k, this.ln, w.wk, null, 1, C, NKV * HS);
-      matmulForward(this.v, this.ln, w.wv, null, 1, C, NKV * HS);
+      matmulForward(this.q, this.ln, w.wq, w.bq, 1, C, NH * HS);
+      matmulForward(this.k, this.ln, w.wk, w.bk, 1, C, NKV * HS);
+      matmulForward(this.v, this.ln, w.wv, w.bv, 1, C, NKV * HS);
       // With T = 1 the (T, NH*HS) and (NH, T, HS) layouts coincide.
       ropeForward(this.qr, this.q, 1, NH, 1, HS, c.ropeTheta, i);
       ropeForward(this.kr, this.k, 1, NKV, 1, HS, c.ropeTheta, i);
@@ -184,17 +191,17 @@ export class Decoder {
       }
       for (let h = 0; h < NKV; h++) this.admit(this.heads[l][h], h, i);
       for (let hq = 0; hq < NH; hq++) this.attend(this.heads[l][Math.floor(hq / (NH / NKV))], hq, i);
-      matmulForward(this.tmp, this.att, w.wo, null, 1, NH * HS, C);
+      matmulForward(this.tmp, this.att, w.wo, w.bo, 1, NH * HS, C);
       for (let d = 0; d < C; d++) this.x[d] += this.tmp[d];
       rmsnormForward(this.ln, this.rstd, this.x, w.ln2, 1, C, c.normEps);
-      matmulForward(this.gate, this.ln, w.wgate, null, 1, C, F);
-      matmulForward(this.up, this.ln, w.wup, null, 1, C, F);
+      matmulForward(this.gate, this.ln, w.wgate!, w.bgate, 1, C, F); // a Llama block has a gate (constructor)
+      matmulForward(this.up, this.ln, w.wup, w.bup, 1, C, F);
       swigluForward(this.h, this.gate, this.up, F);
-      matmulForward(this.tmp, this.h, w.wdown, null, 1, F, C);
+      matmulForward(this.tmp, this.h, w.wdown, w.bdown, 1, F, C);
       for (let d = 0; d < C; d++) this.x[d] += this.tmp[d];
     }
     rmsnormForward(this.ln, this.rstd, this.x, p.lnf, 1, C, c.normEps);
-    matmulForward(this.logits, this.ln, p.wte, null, 1, C, c.vocabSize);
+    matmulForward(this.logits, this.ln, p.lmHead ?? p.wte, null, 1, C, c.vocabSize);
     this.pos++;
     return this.logits;
   }
@@ -276,4 +283,9 @@ export class Decoder {
     }
     for (let d = 0; d < HS; d++) out[qOff + d] = acc[d];
   }
+}
+
+function describeArch(c: ModelConfig): string {
+  return `norm ${c.norm ?? 'rms'}, mlp ${c.mlp ?? 'swiglu'}, positions ${c.positions ?? 'rope'}` +
+    `${c.rotaryDims !== undefined ? `, rotaryDims ${c.rotaryDims}` : ''}${c.parallelResidual ? ', parallel residual' : ''}`;
 }

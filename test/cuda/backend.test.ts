@@ -295,7 +295,7 @@ describe('CUDA backend against the CPU kernels', () => {
     });
   }
 
-  for (const attention of ['sparsek', 'window'] as const) {
+  for (const attention of ['fixed', 'hash'] as const) {
     gpuTest(`attention (${attention}, the announced CPU fallback) moves its data intact, B=2 T=7 NH=2 NKV=1 HS=48`, () => {
       const be = backend();
       const shape = { B: 2, T: 7, NH: 2, NKV: 1, HS: 48 }, c = { attention, k: 3, window: 2, hashBuckets: 4 };

@@ -5,7 +5,7 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { geluBackward, geluForward, swigluBackward, swigluForward } from '../../src/cpu/kernels/activation.js';
+import { erf, geluBackward, geluErfBackward, geluErfForward, geluForward, swigluBackward, swigluForward } from '../../src/cpu/kernels/activation.js';
 import { rng, randArray, assertClose } from '../helpers.js';
 
 const silu = (g: number) => g / (1 + Math.exp(-g));
@@ -76,6 +76,49 @@ describe('gelu (tanh approximation)', () => {
       assertClose(dx, ref, 1e-5, 1e-5, 'dinp');
       geluBackward(dx, dout, x, N);
       assertClose(dx, ref.map((v, i) => 2 * v - d0[i]), 2e-5, 1e-5, 'dinp after two calls');
+      for (const v of [...out, ...dx]) assert.ok(Number.isFinite(v));
+    });
+  }
+});
+
+describe('erf and exact GELU (GPT-NeoX, transformers "gelu")', () => {
+  test('erf matches Python math.erf to 2e-15 across its range, and is odd', () => {
+    // computed outside this project with Python's math.erf
+    const table: [number, number][] = [
+      [0, 0], [1e-10, 1.1283791670955126e-10], [0.01, 0.011283415555849618], [0.5, 0.5204998778130465],
+      [1, 0.8427007929497149], [1.5, 0.9661051464753108], [1.9324, 0.9937206559326394], [2, 0.9953222650189527],
+      [2.5, 0.999593047982555], [3, 0.9999779095030014], [4, 0.9999999845827421], [5.9, 0.9999999999999999], [7, 1],
+    ];
+    for (const [x, want] of table) {
+      assert.ok(Math.abs(erf(x) - want) <= 2e-15, `erf(${x}) = ${erf(x)}, want ${want}`);
+      assert.ok(erf(-x) === -erf(x), `erf(-${x}) = ${erf(-x)}`);
+    }
+    assert.ok(Number.isNaN(erf(NaN)));
+    // the tail is where a series would fail: erfc(3) = 2.209049699858544e-05 to 1e-9 relative
+    assert.ok(Math.abs(1 - erf(3) - 2.209049699858544e-5) < 1e-9 * 2.2e-5 + 1e-16);
+  });
+
+  test('known values of x Phi(x) (PyTorch gelu(approximate="none"))', () => {
+    // computed outside this project with Python: 0.5 * x * (1 + math.erf(x / math.sqrt(2)))
+    const x = Float32Array.of(-3, -1, 0, 0.5, 1, 2, 3);
+    const want = [-0.0040497, -0.1586553, 0, 0.3457312, 0.8413447, 1.9544997, 2.9959503];
+    const out = new Float32Array(x.length);
+    geluErfForward(out, x, x.length);
+    assertClose(out, want, 1e-6, 1e-6, 'gelu');
+  });
+
+  const geluExact = (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2));
+  for (const N of [1, 7, 48]) {
+    test(`N=${N}: backward vs finite differences, accumulation, large inputs finite`, () => {
+      const x = inputs(N, 21 + N), dout = randArray(N, 22 + N);
+      const out = new Float32Array(N).fill(NaN);
+      geluErfForward(out, x, N);
+      assertClose(out, Array.from(x, geluExact), 1e-7, 1e-6, 'out');
+      const d0 = randArray(N, 23);
+      const dx = d0.slice();
+      geluErfBackward(dx, dout, x, N);
+      const ref = Array.from(x, (v, i) => d0[i] + dout[i] * central(geluExact, v));
+      assertClose(dx, ref, 1e-5, 1e-5, 'dinp');
       for (const v of [...out, ...dx]) assert.ok(Number.isFinite(v));
     });
   }

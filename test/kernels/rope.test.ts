@@ -8,7 +8,7 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ropeBackward, ropeForward, ropeTables } from '../../src/cpu/kernels/rope.js';
+import { ropeBackward, ropeForward, ropePartialBackward, ropePartialForward, ropeTables } from '../../src/cpu/kernels/rope.js';
 import { rng, randArray, assertClose } from '../helpers.js';
 
 /** transformers' apply_rotary_pos_emb for one (B, NH, T, HS) tensor, all in float64. */
@@ -166,4 +166,47 @@ describe('ropeForward / ropeBackward', () => {
       }
     }
   });
+});
+
+describe('ropePartialForward / ropePartialBackward (GPT-NeoX rotary_pct)', () => {
+  // Oracle: GPT-NeoX's formula, cat(rope_R(x[..., :R]), x[..., R:]), with rope_R the float64 formula
+  // above on heads of size R; the backward as the adjoint (the map is linear).
+  const partialCases = [
+    { B: 1, NH: 1, T: 1, HS: 6, R: 2, pos: 0 },
+    { B: 2, NH: 3, T: 7, HS: 16, R: 4, pos: 0 },
+    { B: 1, NH: 2, T: 13, HS: 48, R: 12, pos: 9 },
+    { B: 1, NH: 2, T: 5, HS: 10, R: 10, pos: 3 },
+  ];
+  for (const { B, NH, T, HS, R, pos } of partialCases) {
+    test(`B=${B} NH=${NH} T=${T} HS=${HS} R=${R} pos=${pos}: forward vs float64, backward is the adjoint`, () => {
+      const theta = 10000;
+      const n = B * NH * T * HS;
+      const x = randArray(n, 31 + HS, 2);
+      const rows = B * NH * T;
+      const head = new Float64Array(rows * R);
+      for (let r = 0; r < rows; r++) for (let d = 0; d < R; d++) head[r * R + d] = x[r * HS + d];
+      const rotated = refRope(head, B, NH, T, R, theta, pos);
+      const want = new Float64Array(n);
+      for (let r = 0; r < rows; r++) {
+        for (let d = 0; d < HS; d++) want[r * HS + d] = d < R ? rotated[r * R + d] : x[r * HS + d];
+      }
+      const out = new Float32Array(n).fill(NaN);
+      ropePartialForward(out, x, B, NH, T, HS, R, theta, pos);
+      assertClose(out, want, 1e-6, 1e-5, 'out');
+      for (let r = 0; r < rows; r++) for (let d = R; d < HS; d++) assert.equal(out[r * HS + d], x[r * HS + d], 'pass-through features are copied exactly');
+      if (R === HS) {
+        const full = new Float32Array(n);
+        ropeForward(full, x, B, NH, T, HS, theta, pos);
+        assert.deepEqual(out, full, 'R = HS is ropeForward');
+      }
+      // <P x, y> = <x, P^T y>; the backward accumulates onto d0.
+      const y = randArray(n, 77 + R);
+      const d0 = randArray(n, 78 + R);
+      const dx = d0.slice();
+      ropePartialBackward(dx, y, B, NH, T, HS, R, theta, pos);
+      const adj = Array.from(dx, (v, i) => v - d0[i]);
+      const lhs = dot(out, y), rhs = dot(x, adj);
+      assert.ok(Math.abs(lhs - rhs) <= 1e-4 * (1 + Math.abs(lhs)), `adjoint: ${lhs} vs ${rhs}`);
+    });
+  }
 });

@@ -57,12 +57,27 @@ describe('Decoder: cached decoding equals the full forward at every position', (
     { name: 'sparsek NKV = NH, slope 0.3, K 5, W 1', over: { k: 5, window: 1, kvHeads: 4, scoreSlope: 0.3 }, T: 31 },
     { name: 'window W 5', over: { attention: 'window', window: 5 }, T: 23 },
     { name: 'dense (GQA)', over: { attention: 'dense' }, T: 23 },
+    { name: 'Qwen2 style: dense, q/k/v biases, untied head', over: { attention: 'dense', qkvBias: true, tieEmbeddings: false }, T: 19 },
+    { name: 'Mistral style: window W 4, untied head, every bias', over: { attention: 'window', window: 4, qkvBias: true, outBias: true, mlpBias: true, tieEmbeddings: false }, T: 19 },
+    { name: 'sparsek K 3, W 2 on a biased, untied Llama block', over: { k: 3, window: 2, qkvBias: true, tieEmbeddings: false }, T: 29, scoreScale: 4 },
   ];
   for (const { name, over, T, scoreScale } of cases) {
     test(name, () => {
       assertDecodeMatchesForward(tinyConfig(over), T, 5, { scoreScale });
     });
   }
+
+  test('GPT-2 and GPT-NeoX blocks have no cached form: supports() says so, the constructor names the architecture', () => {
+    for (const over of [
+      { attention: 'dense', norm: 'layer', mlp: 'gelu_tanh', positions: 'learned' },
+      { attention: 'dense', norm: 'layer', mlp: 'gelu', rotaryDims: 2, parallelResidual: true },
+      { attention: 'window', window: 3, parallelResidual: true },
+    ] as const) {
+      const c = tinyConfig(over);
+      assert.equal(Decoder.supports(c), false, JSON.stringify(over));
+      assert.throws(() => new Decoder(c, Gpt.cpu(c).params), (e: Error) => e instanceof ArgumentError && /Llama-style block/.test(e.message));
+    }
+  });
 
   test('the support cap: hits are reported; supportCap Infinity keeps decoding exact', () => {
     // Scores spread over about +-1 put many candidates within 1 of tau, more than 4K = 12.

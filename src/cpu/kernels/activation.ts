@@ -81,3 +81,71 @@ export function geluBackward(
     dinp[i] += dout[i] * local;
   }
 }
+
+const TWO_OVER_SQRT_PI = 2 / Math.sqrt(Math.PI);
+const INV_SQRT_2 = Math.SQRT1_2;
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+/**
+ * The error function in float64 (JavaScript has none), to about 1e-15 absolute: the Maclaurin
+ * series below |x| = 2 (its largest term is under 30 there, so little cancels) and the continued
+ * fraction of erfc above, evaluated from a fixed depth of 60 (ample for x >= 2).
+ * @example
+ *   erf(1) // 0.8427007929497149
+ */
+export function erf(x: number): number {
+  const ax = Math.abs(x);
+  if (Number.isNaN(x)) return NaN;
+  if (ax < 2) {
+    // erf x = 2/sqrt(pi) sum_n (-1)^n x^(2n+1) / (n! (2n+1))
+    const x2 = x * x;
+    let term = x; // (-1)^n x^(2n+1) / n!
+    let sum = x;
+    for (let n = 1; n < 60; n++) {
+      term *= -x2 / n;
+      const add = term / (2 * n + 1);
+      sum += add;
+      if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
+    }
+    return TWO_OVER_SQRT_PI * sum;
+  }
+  if (ax > 6) return Math.sign(x); // erfc(6) = 2e-17
+  // erfc x = exp(-x^2)/sqrt(pi) / (x + (1/2)/(x + 1/(x + (3/2)/(x + 2/(x + ...)))))
+  let t = ax;
+  for (let n = 60; n >= 1; n--) t = ax + n / 2 / t;
+  const erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / t;
+  return Math.sign(x) * (1 - erfc);
+}
+
+/**
+ * GELU, exact form (PyTorch's default nn.GELU, Hugging Face's "gelu", GPT-NeoX/Pythia):
+ * out = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
+ * @example
+ *   geluErfForward(h, preact, B * T * 4 * C);
+ */
+export function geluErfForward(
+  out: Float32Array, // (N)
+  inp: Float32Array, // (N)
+  N: number,
+): void {
+  for (let i = 0; i < N; i++) {
+    const x = inp[i];
+    out[i] = 0.5 * x * (1 + erf(x * INV_SQRT_2));
+  }
+}
+
+/**
+ * Backward of y = x Phi(x):  dinp += dout (Phi(x) + x phi(x)),  phi(x) = exp(-x^2/2) / sqrt(2 pi).
+ */
+export function geluErfBackward(
+  dinp: Float32Array, // (N), accumulated into
+  dout: Float32Array, // (N)
+  inp: Float32Array, // (N)
+  N: number,
+): void {
+  for (let i = 0; i < N; i++) {
+    const x = inp[i];
+    const local = 0.5 * (1 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
+    dinp[i] += dout[i] * local;
+  }
+}

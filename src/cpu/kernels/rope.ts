@@ -96,3 +96,60 @@ export function ropeBackward(
     }
   }
 }
+
+/**
+ * Partial RoPE (GPT-NeoX's rotary_pct): the first R features of each head are rotated as a head of
+ * size R would be (inv_freq[i] = theta^(-2i/R), feature i pairs with i + R/2), the other HS - R
+ * pass through unchanged. R = HS is ropeForward. Invariant: R even, 2 <= R <= HS.
+ * @example
+ *   ropePartialForward(qRot, q, B, NH, T, 64, 16, 10000, 0); // Pythia: rotary_pct 0.25 of HS 64
+ */
+export function ropePartialForward(
+  out: Float32Array, // (B, NH, T, HS)
+  inp: Float32Array, // (B, NH, T, HS)
+  B: number, NH: number, T: number, HS: number, R: number, theta: number, posOffset: number,
+  tables: RopeTables = ropeTables(T, R, theta, posOffset),
+): void {
+  const half = R / 2;
+  const { cos, sin } = tables;
+  for (let bh = 0; bh < B * NH; bh++) {
+    for (let t = 0; t < T; t++) {
+      const row = (bh * T + t) * HS;
+      const tab = t * half;
+      for (let i = 0; i < half; i++) {
+        const c = cos[tab + i], s = sin[tab + i];
+        const x1 = inp[row + i], x2 = inp[row + half + i];
+        out[row + i] = x1 * c - x2 * s;
+        out[row + half + i] = x2 * c + x1 * s;
+      }
+      for (let i = R; i < HS; i++) out[row + i] = inp[row + i];
+    }
+  }
+}
+
+/**
+ * Backward of ropePartialForward: the rotated features as in ropeBackward, the others pass the
+ * gradient through (dx += dy). ACCUMULATES into dinp.
+ */
+export function ropePartialBackward(
+  dinp: Float32Array, // (B, NH, T, HS), accumulated into
+  dout: Float32Array, // (B, NH, T, HS)
+  B: number, NH: number, T: number, HS: number, R: number, theta: number, posOffset: number,
+  tables: RopeTables = ropeTables(T, R, theta, posOffset),
+): void {
+  const half = R / 2;
+  const { cos, sin } = tables;
+  for (let bh = 0; bh < B * NH; bh++) {
+    for (let t = 0; t < T; t++) {
+      const row = (bh * T + t) * HS;
+      const tab = t * half;
+      for (let i = 0; i < half; i++) {
+        const c = cos[tab + i], s = sin[tab + i];
+        const d1 = dout[row + i], d2 = dout[row + half + i];
+        dinp[row + i] += d1 * c + d2 * s;
+        dinp[row + half + i] += d2 * c - d1 * s;
+      }
+      for (let i = R; i < HS; i++) dinp[row + i] += dout[row + i];
+    }
+  }
+}

@@ -1,0 +1,102 @@
+// loadModel (SPEC.md section 7): a model folder -> { config, tokenizer, logits(ids) } on a device.
+// The folder is either a run written by `sparsek train --out` (src/io/checkpoint.ts) or a Hugging
+// Face model folder (src/io/hf.ts); config.json tells which. The model runs its full forward pass
+// for each call (no cache; generation is model/generate.ts). Not here: training, conversion.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Backend, Device } from '../backend.js';
+import { ArgumentError, CheckpointError, DeviceError } from '../core/errors.js';
+import { parseDevice, withBackend } from '../device.js';
+import { loadRun } from '../io/checkpoint.js';
+import { isHfFolder, loadHfFolder } from '../io/hf.js';
+import type { HfModelType } from '../io/hf.js';
+import { ModelConfig } from './config.js';
+import { Gpt } from './gpt.js';
+import { Params } from './params.js';
+
+export interface LoadModelOptions {
+  device?: 'cpu' | 'cuda' | 'webgpu';
+}
+
+/** A loaded model: its config, its tokenizer and a forward pass to logits. */
+export interface Model {
+  config: ModelConfig;
+  /** 'sparsek-run' for a run folder, else the Hugging Face model_type (llama, qwen2, mistral, gpt2, gpt_neox). */
+  source: 'sparsek-run' | HfModelType;
+  device: Device;
+  tokenizer: { encode(text: string): number[]; decode(ids: ArrayLike<number>): string };
+  /** Logits (T, V) of one sequence of T >= 1 token ids, row t predicting the token after ids[t]. */
+  logits(ids: ArrayLike<number>): Promise<Float32Array>;
+  /** Frees the device memory the model holds (a no-op on the CPU). */
+  dispose(): void;
+}
+
+/**
+ * Loads a run folder or a Hugging Face model folder onto a device (default 'cpu').
+ *   logits[t, v] = the model's score of token v following ids[0..t]
+ * @example
+ *   const m = await loadModel('runs/demo');            // or a folder with config.json, model.safetensors, tokenizer.json
+ *   const logits = await m.logits(m.tokenizer.encode('The state of the union'));  // (T, V)
+ */
+export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
+  const device = pickDevice(opts.device);
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new CheckpointError(dir, 'not a folder (expected a sparsek run folder or a Hugging Face model folder)');
+  const cfgFile = path.join(dir, 'config.json');
+  if (!fs.existsSync(cfgFile)) throw new CheckpointError(cfgFile, 'file not found (a model folder has a config.json)');
+  let config: ModelConfig;
+  let params: Params;
+  let tokenizer: Model['tokenizer'];
+  let source: Model['source'];
+  if (isHfFolder(dir)) {
+    const hf = await loadHfFolder(dir);
+    if (!hf.tokenizer) throw new CheckpointError(path.join(dir, 'tokenizer.json'), 'file not found (loadModel needs the tokenizer)');
+    ({ config, params, tokenizer } = { config: hf.config, params: hf.params, tokenizer: hf.tokenizer });
+    source = hf.modelType;
+  } else {
+    const run = await loadRun(dir);
+    ({ config, params, tokenizer } = { config: run.model, params: run.params, tokenizer: run.tokenizer });
+    source = 'sparsek-run';
+  }
+  const runner = await withBackend(device, {
+    run: async <F, I>(be: Backend<F, I>) => forwardRunner(be, config, params),
+  });
+  return { config, source, device, tokenizer, logits: async (ids) => runner.logits(ids), dispose: () => runner.dispose() };
+}
+
+function pickDevice(d: unknown): Device {
+  if (d === undefined) return 'cpu';
+  if (d === 'webgpu') throw new DeviceError('webgpu', 'WebGPU is not implemented yet in this build; use cpu or cuda');
+  return parseDevice(d);
+}
+
+interface Runner {
+  logits(ids: ArrayLike<number>): Float32Array;
+  dispose(): void;
+}
+
+/** A Gpt on backend be holding params; each logits() call is one forward over (1, T). */
+function forwardRunner<F, I>(be: Backend<F, I>, config: ModelConfig, params: Params): Runner {
+  const model = new Gpt(config, be);
+  be.upload(model.params.flat, params.flat);
+  const V = config.vocabSize;
+  let disposed = false;
+  return {
+    logits(ids) {
+      if (disposed) throw new ArgumentError('model', 'a model that was not disposed', 'disposed');
+      const T = ids?.length;
+      if (typeof T !== 'number' || T < 1) throw new ArgumentError('ids', 'at least one token id', T);
+      for (let t = 0; t < T; t++) {
+        const id = ids[t];
+        if (!Number.isInteger(id) || id < 0 || id >= V) throw new ArgumentError(`ids[${t}]`, `a token id in [0, ${V})`, id);
+      }
+      model.forward(ids, 1, T);
+      // The CPU's download is the live buffer: copy, so the next call cannot overwrite the result.
+      return be.download(model.logits).slice(0, T * V);
+    },
+    dispose() {
+      if (!disposed) model.dispose();
+      disposed = true;
+    },
+  };
+}
