@@ -37,6 +37,8 @@ export interface AttentionLayer<F> {
   backward(dq: F, dk: F, dv: F, du: F | null, dout: F): void;
   /** SparseK's selection from the last forward, per (b, KV head): each query's selected positions and their gates; null for other kinds. */
   selections(): Selection[] | null;
+  /** Returns the layer's own memory (selection lists, saved statistics) to the device. */
+  dispose(): void;
 }
 
 export interface Backend<F, I> {

@@ -32,6 +32,9 @@ export function makeAttention(c: AttentionConfig, shape: AttentionShape): Attent
         last = { q, k, v, u, plan: null };
       }
     },
+    dispose() {
+      last = null;
+    },
     selections() {
       const plan = last?.plan;
       if (!plan) return null;

@@ -481,8 +481,15 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         });
       },
       plan,
+      dispose: () => {
+        // Explicit release, so a training step is allocation-neutral; the registry below only
+        // covers layers dropped without dispose().
+        CudaBackend.layerMemory.unregister(layer);
+        for (const b of held) this.rt.arena.give(b);
+        held.length = 0;
+      },
     };
-    CudaBackend.layerMemory.register(layer, { arena: this.rt.arena, blocks: held });
+    CudaBackend.layerMemory.register(layer, { arena: this.rt.arena, blocks: held }, layer);
     return layer;
   }
 
@@ -580,6 +587,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       },
       selections: () => cpu.selections(),
       plan: () => null,
+      dispose: () => cpu.dispose(),
     };
   }
 

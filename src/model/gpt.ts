@@ -173,6 +173,7 @@ export class Gpt<F = Float32Array, I = Int32Array> {
     const free = (x: F | I | null) => x !== null && this.be.free(x);
     for (const a of b.acts) {
       for (const x of [a.x, a.ln1, a.mean1, a.rstd1, a.qFlat, a.kFlat, a.vFlat, a.q, a.k, a.v, a.uFlat, a.u, a.att, a.attFlat, a.x2, a.ln2, a.mean2, a.rstd2, a.gate, a.up, a.h]) free(x);
+      a.attention.dispose();
     }
     for (const x of Object.values(b.g)) free(x);
     for (const x of [b.ids, b.posIds, b.pos, b.targets, b.xf, b.lnf, b.meanf, b.rstdf, b.logits, b.probs, b.losses, b.dlogits]) free(x);

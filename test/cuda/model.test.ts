@@ -68,7 +68,12 @@ describe('the model on CUDA equals the model on the CPU', { skip }, () => {
         // Gradients are sums over B*T rows in a different order: fp32 rounding of about 1e-6 of the largest term.
         const gmax = cpu.grads.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
         close('grads', gpu.grads, cpu.grads, 1e-5 * gmax, 1e-3);
-        close('params after AdamW', gpu.params, cpu.params, 1e-5, 1e-4);
+        // AdamW's first step is lr * g / (|g| + eps): where |g| is near rounding level, fp32 noise in g
+        // moves it by up to lr. Compare the update where the gradient is well above that level.
+        const big = (i: number) => Math.abs(cpu.grads[i]) > 1e-3 * gmax;
+        const pick = (a: Float32Array) => Float32Array.from(a.filter((_, i) => big(i)));
+        assert.ok(pick(cpu.params).length > cpu.params.length / 4, 'enough parameters with a large gradient');
+        close('params after AdamW', pick(gpu.params), pick(cpu.params), 1e-5, 1e-4);
       });
     }
   }

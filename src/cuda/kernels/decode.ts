@@ -37,7 +37,7 @@ extern "C" __global__ void decode_attention(
   const float* g = gates + (size_t)h * selCap;
   float* s = scores + (size_t)hq * maxKeys;
   int n = nRing + nSel;
-  float m = -INFINITY;
+  float m = -__int_as_float(0x7f800000); // -inf: NVRTC has no math.h, hence no INFINITY
   for (int j = threadIdx.x; j < n; j += blockDim.x) {
     const float* kj = j < nRing ? kr + (size_t)j * HS : ks + (size_t)(j - nRing) * HS;
     float d = 0.0f;
