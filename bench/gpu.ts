@@ -28,7 +28,7 @@ const kinds = flag('kinds', 'sparsek,dense').split(',') as ModelConfig['attentio
 
 const be = new CudaBackend();
 const rt = be.rt;
-const commit = (() => {
+const commit = process.env.SPARSEK_COMMIT ?? (() => {
   try {
     return execSync('git rev-parse --short HEAD', { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
   } catch {
