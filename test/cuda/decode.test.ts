@@ -49,21 +49,24 @@ describe('CudaDecoder', { skip }, () => {
     });
   }
 
-  test('sparsek: cache bytes constant after W + K positions, no device allocation per step', () => {
+  test('sparsek: device memory constant after the first step, cache bytes constant over the last 2,000 of 2,700 steps', () => {
     const { c, p } = model({ attention: 'sparsek', k: 5, window: 4 });
     const be = new CudaBackend();
     const dec = new CudaDecoder(c, p, be);
-    const ids = randomIds(700, c.vocabSize, 9);
-    for (let t = 0; t < 100; t++) dec.step(ids[t]);
-    const bytes = dec.stats().bytes;
-    const before = be.counters();
-    for (let t = 100; t < 700; t++) {
+    const ids = randomIds(2700, c.vocabSize, 9);
+    dec.step(ids[0]);
+    const device = be.counters();
+    let bytes = 0;
+    for (let t = 1; t < 2700; t++) {
       dec.step(ids[t]);
-      assert.equal(dec.stats().bytes, bytes, `cache bytes at step ${t}`);
+      // K/V slots are allocated once: no step allocates device memory.
+      const now = be.counters();
+      assert.equal(now.inUseBytes, device.inUseBytes, `device bytes in use at step ${t}`);
+      assert.equal(now.driverAllocs, device.driverAllocs, `cuMemAlloc calls at step ${t}`);
+      // The host's scalar support list settles below supportCap (its heaps grow by doubling).
+      if (t === 700) bytes = dec.stats().bytes;
+      if (t > 700) assert.equal(dec.stats().bytes, bytes, `cache bytes at step ${t}`);
     }
-    const after = be.counters();
-    assert.equal(after.inUseBytes, before.inUseBytes, 'device bytes in use');
-    assert.equal(after.driverAllocs, before.driverAllocs, 'cuMemAlloc calls');
     assert.equal(dec.stats().capHits, 0);
     dec.dispose();
   });
