@@ -14,7 +14,7 @@ import type { Params } from '../model/params.js';
 import { allocParamsOn } from '../model/params.js';
 import type { CacheStats } from '../model/decode.js';
 import { CudaBackend, CudaBuffer, CudaIntBuffer } from './backend.js';
-import { decodeAttentionSource, DECODE_BLOCK } from './kernels/decode.js';
+import { decodeAttentionSource, kvWriteSource, DECODE_BLOCK } from './kernels/decode.js';
 import type { Kernel } from './runtime.js';
 
 /** One layer's device cache and its host-side bookkeeping. */
@@ -38,6 +38,7 @@ export class CudaDecoder {
   private pos = 0;
   private keysLastStep = 0;
   private readonly kernel: Kernel;
+  private readonly kvWrite: Kernel;
   private scores: CudaBuffer;
   private readonly id: CudaIntBuffer;
   private readonly hostId = new Int32Array(1);
@@ -83,6 +84,7 @@ export class CudaDecoder {
     }
     this.hostGates = new Float32Array(NKV * K);
     this.kernel = be.rt.kernel(decodeAttentionSource());
+    this.kvWrite = be.rt.kernel(kvWriteSource());
     this.scores = be.alloc(c.heads * (this.ringCap + K + 1));
     this.id = be.allocInt(1);
     const f = (n: number) => be.alloc(n);
@@ -158,6 +160,11 @@ export class CudaDecoder {
         u = Float32Array.from(be.download(this.u), (x) => x + c.scoreSlope * i); // rounded to float32 as on the CPU
       }
       for (let h = 0; h < NKV; h++) this.admit(L, h, i, u);
+      // Position i enters every head's ring (after admit() has read the slot it overwrites).
+      if (c.attention === 'dense' || c.window > 0) {
+        const slot = c.attention === 'dense' ? i : i % c.window;
+        be.rt.launch(this.kvWrite, NKV, Math.min(HS, 128), 0, [L.kRing.ptr, L.vRing.ptr, this.kr.ptr, this.v.ptr, slot, this.ringCap, HS]);
+      }
       const nRing = c.attention === 'dense' ? i + 1 : Math.min(c.window, i + 1);
       const nSel = this.selCount;
       if (nSel > 0) {
@@ -192,16 +199,12 @@ export class CudaDecoder {
     return be.download(this.logits);
   }
 
-  /** As the CPU decoder's admit(): candidate i - W may enter the selection, then i enters the ring. */
+  /** As the CPU decoder's admit(): candidate i - W may enter the selection (step() then writes i into the ring). */
   private admit(L: LayerCache, h: number, i: number, u: Float32Array | null): void {
     const c = this.config;
     const HS = headSize(c);
     const W = c.window;
-    if (c.attention === 'dense') {
-      this.copy(L.kRing, (h * this.ringCap + i) * HS, this.kr, h * HS, HS);
-      this.copy(L.vRing, (h * this.ringCap + i) * HS, this.v, h * HS, HS);
-      return;
-    }
+    if (c.attention === 'dense') return; // the ring write is one launch for all heads, in step()
     if (c.attention === 'sparsek') {
       const sel = L.selectors[h];
       const j = W > 0 ? i - W : i;
@@ -225,12 +228,7 @@ export class CudaDecoder {
         if (h === 0) this.selCount = sel.selected().length;
       }
     }
-    if (W > 0) {
-      const slot = i % W;
-      this.copy(L.kRing, (h * W + slot) * HS, this.kr, h * HS, HS);
-      this.copy(L.vRing, (h * W + slot) * HS, this.v, h * HS, HS);
-      if (u) L.ringU[h * W + slot] = u[h];
-    }
+    if (W > 0 && u) L.ringU[h * W + (i % W)] = u[h];
   }
 
   /** dst[dstOff .. +n) = src[srcOff .. +n), on the stream. */

@@ -64,3 +64,29 @@ extern "C" __global__ void decode_attention(
 `,
   };
 }
+
+/**
+ * The new position's K/V into every KV head's ring slot: kRing[h, slot, :] = k[h, :], same for v.
+ * One launch instead of 2 * NKV copies. Launch: grid NKV, block min(HS, 128).
+ */
+export function kvWriteSource(): KernelSource {
+  return {
+    name: 'kv_write',
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32'],
+    source: `
+extern "C" __global__ void kv_write(
+    float* kRing,          // (NKV, ringCap, HS)
+    float* vRing,          // (NKV, ringCap, HS)
+    const float* k,        // (NKV, HS)
+    const float* v,        // (NKV, HS)
+    int slot, int ringCap, int HS) {
+  int h = blockIdx.x;
+  size_t dst = ((size_t)h * ringCap + slot) * HS;
+  for (int d = threadIdx.x; d < HS; d += blockDim.x) {
+    kRing[dst + d] = k[(size_t)h * HS + d];
+    vRing[dst + d] = v[(size_t)h * HS + d];
+  }
+}
+`,
+  };
+}
