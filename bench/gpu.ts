@@ -24,7 +24,7 @@ const flag = (name: string, fallback: string) => {
 const T = Number(flag('T', '4096'));
 const B = Number(flag('B', '1'));
 const steps = Number(flag('steps', '5'));
-const kinds = flag('kinds', 'sparsek,dense').split(',') as ModelConfig['attention'][];
+const kinds = flag('kinds', 'sparsek,dense').split(',').filter(Boolean) as ModelConfig['attention'][];
 
 const be = new CudaBackend();
 const rt = be.rt;
