@@ -1,0 +1,428 @@
+// Lab version of a tiled, tensor-core SparseK attention FORWARD (SPEC.md sections 3 and 4) for Hopper
+// and Ampere (sm_80+): bf16 q, k, v; fp32 scores u; fp32 accumulation; output bf16 or fp32, plus the
+// log-sum-exp per row (what a backward needs). Not here: the selection (src/cuda/kernels/selection.ts
+// makes tau, the weakest selected key thk and the rows sel, which this reads), the backward, GQA
+// head sharing inside a block, or any Hopper-only feature (wgmma, TMA): mma.sync m16n8k16 through
+// inline PTX, so NVRTC needs no CUDA headers (the runtime passes no --include-path).
+//
+// One block per (BQ consecutive queries [i0, i0 + BQ), query head, batch); warp w owns the 16 rows
+// i0 + 16w .. i0 + 16w + 15. SPEC section 3's block property gives the block's key set:
+//   selected  Sel_{i0}, the first query's row (<= K positions, all <= i0 - W), gathered by index;
+//   range     [max(0, i0 - W + 1), min(T, i0 + BQ)), contiguous: every window key of the block, and
+//             the BQ - 1 newer candidates (i0 - W, i0 + BQ - 1 - W], which later queries may select.
+// Since Sel_{i+1} is a subset of Sel_i plus the new candidate, this covers every query's Win ∪ Sel
+// with no duplicates. Keys go through shared memory in tiles of BK = 64 (cp.async, STAGES deep,
+// zero-filled past the end) and each tile is an FA2 step: S = Q K^T on tensor cores, the mask and
+// gate rebuilt per (query i, key j) from per-key (u_j, j) and per-query (tau_i, thk_i):
+//   j selected by i  <=>  j <= i - W  and  key(u_j, j) >= thk_i   (the CPU's lexicographic order;
+//                         thk_i = 0 when every candidate is selected)
+//   j in Win_i       <=>  i - W < j <= i                            gate 1
+//   gate of a selected key  clip(u_j - tau_i, 0, 1)                 (fp32: tau_i rounded to float)
+// then online softmax in the exp2 domain; the softmax sums every attended key's p, the value
+// product takes p * gate (the gate is not renormalised, SPEC section 4), as bf16 for P V.
+// Range tiles that every query of the block sees whole as window keys skip the mask entirely.
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16, g = lane / 4, t = lane % 4): A (16x16 row) regs
+// {(g, 2t), (g+8, 2t), (g, 2t+8), (g+8, 2t+8)} pairs; B (16x8 col) {(2t, g), (2t+8, g)} pairs;
+// C (16x8 fp32) {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}. K's B operand comes from ldmatrix,
+// V's from ldmatrix.trans; shared rows are padded to HS + 8 bf16, so the 8 rows an ldmatrix phase
+// reads start 4 banks apart (conflict-free).
+
+import type { KernelSource } from '../../src/cuda/runtime.js';
+
+export interface FastForwardVariant {
+  HS: 64 | 128;
+  /** Queries per block: 16 per warp. */
+  BQ: 64 | 128;
+  OUT: 'bf16' | 'f32';
+  /**
+   * Where each tile's per-key data (j, u_j, key) comes from. 'tile': loaded by the block while it
+   * issues the tile's copies (two dependent global loads, sel row then u, on the critical path of
+   * every tile; the first version). 'all': every key of the block loaded into shared memory once,
+   * at the start, in batches of independent loads. Default 'all'.
+   */
+  META?: 'tile' | 'all';
+  /** cp.async pipeline depth (K/V tiles in flight); 'tile' supports 2 only. Default 2. */
+  STAGES?: 2 | 3;
+  /** exp2 as ex2.approx.ftz (FlashAttention's choice) instead of exp2f. Default true. */
+  FASTEXP?: boolean;
+  /** __launch_bounds__ minimum blocks per SM (0: none): caps registers to raise occupancy. */
+  MINB?: number;
+}
+
+function full(o: FastForwardVariant): Required<FastForwardVariant> {
+  return { META: 'all', STAGES: 2, FASTEXP: true, MINB: 0, ...o };
+}
+
+export const BK = 64;
+
+export function fastForwardName(v: FastForwardVariant): string {
+  const o = full(v);
+  return `spk_fwd_tc_hs${o.HS}_bq${o.BQ}_${o.OUT}_${o.META}_s${o.STAGES}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}`;
+}
+
+/** Tiles of BK keys a block may have: Sel_{i0} (<= K) and the range (<= W + BQ - 1). */
+export function fastForwardMaxTiles(v: FastForwardVariant, K: number, W: number): number {
+  return Math.ceil(K / BK) + Math.ceil((W + v.BQ - 1) / BK);
+}
+
+/** Dynamic shared memory bytes: the stages of K and V tiles plus per-key data (16 bytes a key). */
+export function fastForwardShared(v: FastForwardVariant, K: number, W: number): number {
+  const o = full(v);
+  const tiles = o.STAGES * 2 * BK * (o.HS + 8) * 2;
+  return tiles + (o.META === 'tile' ? 2 * BK * 16 : fastForwardMaxTiles(o, K, W) * BK * 16);
+}
+
+/**
+ * Launch: grid (ceil(T / BQ), NH, B), block 32 * BQ / 16, dynamic shared fastForwardShared(o)
+ * (opt in above 48 KiB with cuFuncSetAttribute). Requires HS-aligned rows (16-byte) in q, k, v.
+ */
+export function fastForwardSource(v: FastForwardVariant): KernelSource {
+  const o = full(v);
+  if (o.META === 'tile' && o.STAGES !== 2) throw new Error('META tile supports STAGES 2 only');
+  const name = fastForwardName(o);
+  return {
+    name,
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'],
+    source: `
+typedef unsigned long long u64;
+typedef unsigned short bf16;
+typedef unsigned int u32;
+#define HS ${o.HS}
+#define BQ ${o.BQ}
+#define BK ${BK}
+#define NWARP (BQ / 16)
+#define NTHR (NWARP * 32)
+#define LDS (HS + 8)           // shared row stride in bf16
+#define KS (HS / 16)           // k-steps of Q K^T
+#define NT (BK / 8)            // n-tiles of S (keys)
+#define NO (HS / 8)            // n-tiles of O (head dims)
+#define CPR (HS / 8)           // 16-byte chunks per row
+#define OUT_BF16 ${o.OUT === 'bf16' ? 1 : 0}
+#define META_ALL ${o.META === 'all' ? 1 : 0}
+#define STAGES ${o.STAGES}
+#define FASTEXP ${o.FASTEXP ? 1 : 0}
+#define FULL 0xffffffffu
+#define FINF __int_as_float(0x7f800000)
+
+__device__ __forceinline__ unsigned ord_of(float x) {
+  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N)); }
+__device__ __forceinline__ void ldsm4(u32 a, u32& r0, u32& r1, u32& r2, u32& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+}
+__device__ __forceinline__ void ldsm4t(u32 a, u32& r0, u32& r1, u32& r2, u32& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+}
+__device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ float ex2(float x) {
+#if FASTEXP
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return exp2f(x);
+#endif
+}
+// two floats to bf16x2, lo in the low half (the lower address)
+__device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
+  u32 d;
+  asm("cvt.rn.bf16x2.f32 %0, %2, %1;" : "=r"(d) : "f"(lo), "f"(hi));
+  return d;
+}
+
+// A tile's per-key data: key (ord(u_j) << 32) | j, the selection's order (0 for padding); u_j; j (-1
+// for padding). With META_ALL these point into arrays over all the block's keys.
+struct Meta {
+  const u64* key;
+  const float* u;
+  const int* pos;
+};
+
+// Tile kinds: selected keys of Sel_{i0}; range keys needing the per-element mask; range keys that
+// are window keys of every query in the block.
+#define KIND_SEL 0
+#define KIND_EDGE 1
+#define KIND_WIN 2
+
+template <int KIND>
+__device__ __forceinline__ void tile_step(
+    float (&o)[NO][4], float (&m)[2], float (&l)[2], const u32 (&qa)[KS][4],
+    const bf16* Kst, const bf16* Vst, Meta mt,
+    const int (&qi)[2], const u64 (&qthk)[2], const float (&qtau)[2], int i0, int W, float sl) {
+  const int lane = threadIdx.x & 31, t4 = lane & 3;
+  float s[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  const int mi = lane >> 3, r8 = lane & 7;
+#pragma unroll
+  for (int ks = 0; ks < KS; ks++) {
+#pragma unroll
+    for (int n = 0; n < NT; n += 2) {
+      u32 b0, b1, b2, b3;
+      ldsm4(smem_addr(Kst + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), b0, b1, b2, b3);
+      mma(s[n], qa[ks], b0, b1);
+      mma(s[n + 1], qa[ks], b2, b3);
+    }
+  }
+  // mask and scale; row max
+  float mx[2] = {-FINF, -FINF};
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
+      float x = s[n][e] * sl;
+      if (KIND != KIND_WIN) {
+        const int j = mt.pos[c];
+        bool in;
+        if (KIND == KIND_SEL) {
+          in = j >= 0 && mt.key[c] >= qthk[rr];
+        } else {
+          const int i = qi[rr];
+          in = j >= 0 && j <= i && (j > i - W || (j > i0 - W && mt.key[c] >= qthk[rr]));
+        }
+        if (!in) x = -FINF;
+      }
+      s[n][e] = x;
+      mx[rr] = fmaxf(mx[rr], x);
+    }
+  }
+  float corr[2], mu[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 1));
+    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 2));
+    const float mn = fmaxf(m[rr], mx[rr]);
+    mu[rr] = mn == -FINF ? 0.f : mn;      // a row with no key yet: keep p = 0, corr = 1
+    corr[rr] = ex2(m[rr] - mu[rr]);     // m = -inf: 0, and o, l are 0 anyway
+    m[rr] = mn;
+    l[rr] *= corr[rr];
+  }
+#pragma unroll
+  for (int n = 0; n < NO; n++) {
+    o[n][0] *= corr[0]; o[n][1] *= corr[0];
+    o[n][2] *= corr[1]; o[n][3] *= corr[1];
+  }
+  u32 pa[BK / 16][4];
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+    float p[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      p[e] = ex2(s[n][e] - mu[e >> 1]);
+      l[e >> 1] += p[e];
+      if (KIND == KIND_SEL) p[e] *= fminf(fmaxf(mt.u[n * 8 + 2 * t4 + (e & 1)] - qtau[e >> 1], 0.f), 1.f);
+      if (KIND == KIND_EDGE && mt.pos[n * 8 + 2 * t4 + (e & 1)] <= qi[e >> 1] - W)
+        p[e] *= fminf(fmaxf(mt.u[n * 8 + 2 * t4 + (e & 1)] - qtau[e >> 1], 0.f), 1.f);
+    }
+    pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
+    pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
+  }
+  // O += (P * gate) V
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; kk++) {
+#pragma unroll
+    for (int n = 0; n < NO; n += 2) {
+      u32 b0, b1, b2, b3;
+      ldsm4t(smem_addr(Vst + (kk * 16 + (mi & 1) * 8 + r8) * LDS + (n + (mi >> 1)) * 8), b0, b1, b2, b3);
+      mma(o[n], pa[kk], b0, b1);
+      mma(o[n + 1], pa[kk], b2, b3);
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
+    void* out_,                       // (B, NH, T, HS) bf16 or fp32
+    float* lse,                       // (B, NH, T): natural log sum_j exp(s_ij); -inf for a row without keys
+    const bf16* __restrict__ q,       // (B, NH, T, HS)
+    const bf16* __restrict__ k,       // (B, NKV, T, HS)
+    const bf16* __restrict__ v,       // (B, NKV, T, HS)
+    const float* __restrict__ u,      // (B, NKV, T)
+    const double* __restrict__ tau,   // (B, NKV, T)
+    const u64* __restrict__ thk,      // (B, NKV, T)  key of Sel_i's weakest member, 0 when all are selected
+    const int* __restrict__ count,    // (B, NKV, T)
+    const int* __restrict__ sel,      // (B, NKV, T, K) ascending positions
+    int T, int NH, int NKV, int K, int W, float scale) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* Ks = reinterpret_cast<bf16*>(smem);        // [STAGES][BK][LDS]
+  bf16* Vs = Ks + STAGES * BK * LDS;               // [STAGES][BK][LDS]
+  // per-key data: [2 stages][BK] (tile) or [nT * BK] (all): keys, then u, then positions
+  u64* mkey = reinterpret_cast<u64*>(Vs + STAGES * BK * LDS);
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
+  const int i0 = blockIdx.x * BQ, hq = blockIdx.y, b = blockIdx.z;
+  const int h = hq / (NH / NKV);
+  const size_t qrow0 = ((size_t)b * NH + hq) * T;
+  const size_t kv0 = ((size_t)b * NKV + h) * T;
+  const bf16* kb = k + kv0 * HS;
+  const bf16* vb = v + kv0 * HS;
+  const float sl = scale * 1.4426950408889634f;
+
+  // the block's keys: nsel selected (row i0 of sel), then the range [lo, hi)
+  const int nsel = count[kv0 + i0];
+  const int* srow = sel + (kv0 + i0) * (size_t)K;
+  const int lo = max(0, i0 - W + 1), hi = min(T, i0 + BQ);
+  const int nselT = (nsel + BK - 1) / BK, nT = nselT + (hi - lo + BK - 1) / BK;
+  // position of the block's x-th key (x = tile * BK + row), -1 past the end of its part
+  auto key_pos = [&](int x) -> int {
+    const int t = x / BK, r = x % BK;
+    if (t < nselT) return x < nsel ? srow[x] : -1;
+    const int j = lo + (t - nselT) * BK + r;
+    return j < hi ? j : -1;
+  };
+#if META_ALL
+  const int nkeys = nT * BK;
+  float* mu_ = reinterpret_cast<float*>(mkey + nkeys);
+  int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
+  // all keys' data, 4 independent loads of sel then 4 of u per thread and batch
+  for (int base = 0; base < nkeys; base += 4 * NTHR) {
+    int j[4];
+    float uu[4];
+#pragma unroll
+    for (int a = 0; a < 4; a++) { const int x = base + a * NTHR + tid; j[a] = x < nkeys ? key_pos(x) : -1; }
+#pragma unroll
+    for (int a = 0; a < 4; a++) uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f;
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+      const int x = base + a * NTHR + tid;
+      if (x < nkeys) {
+        mpos[x] = j[a];
+        mu_[x] = uu[a];
+        mkey[x] = j[a] >= 0 ? (((u64)ord_of(uu[a]) << 32) | (unsigned)j[a]) : 0ull;
+      }
+    }
+  }
+  __syncthreads();
+  auto meta_of = [&](int t, int st) -> Meta { return Meta{mkey + t * BK, mu_ + t * BK, mpos + t * BK}; };
+#else
+  float* mu_ = reinterpret_cast<float*>(mkey + 2 * BK);
+  int* mpos = reinterpret_cast<int*>(mu_ + 2 * BK);
+  auto meta_of = [&](int t, int st) -> Meta { return Meta{mkey + st * BK, mu_ + st * BK, mpos + st * BK}; };
+#endif
+
+  auto issue = [&](int t, int st) {
+    bf16* kd = Ks + st * BK * LDS;
+    bf16* vd = Vs + st * BK * LDS;
+    for (int x = tid; x < BK * CPR; x += NTHR) {
+      const int r = x / CPR, cc = x % CPR;
+#if META_ALL
+      const int j = mpos[t * BK + r];
+#else
+      const int j = key_pos(t * BK + r);
+#endif
+      const int bytes = j >= 0 ? 16 : 0;
+      const size_t off = (size_t)(j >= 0 ? j : 0) * HS + cc * 8;
+      cp_async16(smem_addr(kd + r * LDS + cc * 8), kb + off, bytes);
+      cp_async16(smem_addr(vd + r * LDS + cc * 8), vb + off, bytes);
+    }
+#if !META_ALL
+    for (int r = tid; r < BK; r += NTHR) {
+      const int j = key_pos(t * BK + r);
+      const float uj = j >= 0 ? u[kv0 + j] : 0.f;
+      mpos[st * BK + r] = j;
+      mu_[st * BK + r] = uj;
+      mkey[st * BK + r] = j >= 0 ? (((u64)ord_of(uj) << 32) | (unsigned)j) : 0ull;
+    }
+#endif
+    cp_commit();
+  };
+
+  for (int t = 0; t < STAGES - 1 && t < nT; t++) issue(t, t);
+
+  // this thread's two query rows and their Q fragments
+  int qi[2];
+  u64 qthk[2];
+  float qtau[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    const int i = i0 + w * 16 + g8 + rr * 8;
+    qi[rr] = i;
+    const bool ok = i < T;
+    qthk[rr] = ok ? thk[kv0 + i] : ~0ull;
+    qtau[rr] = ok ? (float)tau[kv0 + i] : FINF;
+  }
+  u32 qa[KS][4];
+  {
+    const int r0 = min(i0 + w * 16 + g8, T - 1), r1 = min(i0 + w * 16 + g8 + 8, T - 1);
+    const u32* q0 = reinterpret_cast<const u32*>(q + (qrow0 + r0) * HS);
+    const u32* q1 = reinterpret_cast<const u32*>(q + (qrow0 + r1) * HS);
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+      qa[ks][0] = q0[ks * 8 + t4];
+      qa[ks][1] = q1[ks * 8 + t4];
+      qa[ks][2] = q0[ks * 8 + 4 + t4];
+      qa[ks][3] = q1[ks * 8 + 4 + t4];
+    }
+  }
+  float o[NO][4];
+#pragma unroll
+  for (int n = 0; n < NO; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[2] = {-FINF, -FINF}, l[2] = {0.f, 0.f};
+
+  for (int t = 0, st = 0; t < nT; t++, st = st + 1 == STAGES ? 0 : st + 1) {
+    if (t + STAGES - 1 < nT) {
+      const int sn = st == 0 ? STAGES - 1 : st - 1; // (t + STAGES - 1) % STAGES
+      issue(t + STAGES - 1, sn);
+    }
+    const int pending = min(nT - 1 - t, STAGES - 1); // groups after tile t's that may be in flight
+    if (pending >= 2) cp_wait<2>();
+    else if (pending == 1) cp_wait<1>();
+    else cp_wait<0>();
+    __syncthreads();
+    const bf16* Kst = Ks + st * BK * LDS;
+    const bf16* Vst = Vs + st * BK * LDS;
+    if (t < nselT) {
+      tile_step<KIND_SEL>(o, m, l, qa, Kst, Vst, meta_of(t, st), qi, qthk, qtau, i0, W, sl);
+    } else {
+      const int a = lo + (t - nselT) * BK, z = a + BK - 1; // the tile's key range
+      // whole tile in Win_i of every query i of the block: z <= i0 and a > i0 + BQ - 1 - W, no padding
+      if (z <= i0 && a > i0 + BQ - 1 - W && z < hi) tile_step<KIND_WIN>(o, m, l, qa, Kst, Vst, meta_of(t, st), qi, qthk, qtau, i0, W, sl);
+      else tile_step<KIND_EDGE>(o, m, l, qa, Kst, Vst, meta_of(t, st), qi, qthk, qtau, i0, W, sl);
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    l[rr] += __shfl_xor_sync(FULL, l[rr], 1);
+    l[rr] += __shfl_xor_sync(FULL, l[rr], 2);
+  }
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    const int i = qi[rr];
+    if (i >= T) continue;
+    const float inv = l[rr] > 0.f ? 1.f / l[rr] : 0.f;
+    const size_t row = qrow0 + i;
+#pragma unroll
+    for (int n = 0; n < NO; n++) {
+      const float x0 = o[n][2 * rr] * inv, x1 = o[n][2 * rr + 1] * inv;
+      const int d = n * 8 + 2 * t4;
+#if OUT_BF16
+      reinterpret_cast<u32*>(out_)[(row * HS + d) >> 1] = pack_bf16(x0, x1);
+#else
+      float2 pr;
+      pr.x = x0;
+      pr.y = x1;
+      reinterpret_cast<float2*>(out_)[(row * HS + d) >> 1] = pr;
+#endif
+    }
+    if (t4 == 0) lse[row] = l[rr] > 0.f ? (m[rr] + log2f(l[rr])) * 0.6931471805599453f : -FINF;
+  }
+}
+`,
+  };
+}
