@@ -12,7 +12,10 @@ import { bestDevice, cudaUnavailable, parseDevice, withBackend } from './device.
 import { ATTENTION_KINDS, ModelConfig, PRESETS } from './model/config.js';
 import { DEFAULT_TRAIN, TrainConfig, Metric, train, evaluate, prepareData } from './train/train.js';
 import { evalBatches } from './train/data.js';
-import { loadRun } from './io/checkpoint.js';
+import { loadRun, saveRun } from './io/checkpoint.js';
+import { loadWeights } from './model/load.js';
+import { convertToSparsek, DEFAULT_CONVERT_SLOPE } from './model/convert.js';
+import { exportHf } from './io/export.js';
 import { Gpt } from './model/gpt.js';
 import { generate, StepDecoder } from './model/generate.js';
 import { lossChart, selectionMap, writePlot } from './plot/index.js';
@@ -111,7 +114,9 @@ async function cmdTrain(argv: string[]): Promise<void> {
 }
 
 async function evalRun(dir: string, data: string | undefined, context: number | undefined, maxRows = 64, device: Device = 'cpu') {
-  const run = await loadRun(dir);
+  // A run folder or a Hugging Face folder (SPEC section 7); the latter has no training config.
+  const w = await loadWeights(dir);
+  const run = { model: w.config, params: w.params, tokenizer: w.tokenizer, train: w.train ?? DEFAULT_TRAIN };
   const T = context ?? run.model.context;
   const limit = 16 * run.model.context;
   if (T > limit) throw new ArgumentError('--context', `at most ${limit} (16 x the training context ${run.model.context}; docs/decisions.md)`, T);
@@ -131,7 +136,7 @@ async function evalRun(dir: string, data: string | undefined, context: number | 
 
 async function cmdEval(argv: string[]): Promise<void> {
   const o = parseOptions('eval', argv, {
-    checkpoint: { kind: 'string', help: 'run folder' },
+    checkpoint: { kind: 'string', help: 'run folder or Hugging Face model folder' },
     data: TRAIN_FLAGS.data,
     context: { kind: 'int', help: 'T: evaluation context' },
     rows: { kind: 'int', help: 'validation sequences to score (default 64)' },
@@ -144,7 +149,7 @@ async function cmdEval(argv: string[]): Promise<void> {
 
 async function cmdGenerate(argv: string[]): Promise<void> {
   const o = parseOptions('generate', argv, {
-    checkpoint: { kind: 'string', help: 'run folder' },
+    checkpoint: { kind: 'string', help: 'run folder or Hugging Face model folder' },
     prompt: { kind: 'string', help: 'text to continue' },
     tokens: { kind: 'int', help: 'tokens to generate (default 200)' },
     temperature: { kind: 'number', help: 'sampling temperature, 0 = greedy (default 0.8)' },
@@ -154,7 +159,8 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     device: TRAIN_FLAGS.device,
   });
   const device = await deviceFrom(o);
-  const run = await loadRun(need(o, 'checkpoint', 'generate'));
+  const w = await loadWeights(need(o, 'checkpoint', 'generate'));
+  const run = { model: w.config, params: w.params, tokenizer: w.tokenizer };
   let decoder: (() => StepDecoder) | undefined;
   if (device === 'cuda') {
     const { CudaBackend } = await import('./cuda/backend.js');
@@ -188,6 +194,59 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     const s = r.stats;
     console.log(JSON.stringify({ tokens: s.tokens, tokensPerSecond: Number(s.tokensPerSecond.toFixed(2)), cacheBytesMax: s.cacheBytesMax, cacheBytesFinal: s.cacheBytesFinal, capHits: s.capHits }));
   }
+}
+
+async function cmdConvert(argv: string[]): Promise<void> {
+  const o = parseOptions('convert', argv, {
+    from: { kind: 'string', help: 'run folder or Hugging Face model folder' },
+    attention: { kind: 'string', help: 'attention kind of the result', choices: ['sparsek'] },
+    k: MODEL_FLAGS.k,
+    window: MODEL_FLAGS.window,
+    'score-slope': { kind: 'number', help: `eps: position slope of the SparseK scores (default ${DEFAULT_CONVERT_SLOPE})` },
+    out: { kind: 'string', help: 'run folder to write' },
+  });
+  const from = need(o, 'from', 'convert');
+  const out = need(o, 'out', 'convert');
+  need(o, 'attention', 'convert');
+  const k = need(o, 'k', 'convert') as unknown as number;
+  const window = need(o, 'window', 'convert') as unknown as number;
+  const w = await loadWeights(from);
+  const c = convertToSparsek(w.config, w.params, { k, window, scoreSlope: (o['score-slope'] as number) ?? DEFAULT_CONVERT_SLOPE });
+  await saveRun(out, { model: c.config, train: w.train ?? DEFAULT_TRAIN, params: c.params, m: null, v: null, step: 0, rng: [1, 2, 3, 4], elapsedSeconds: 0, tokenizer: w.tokenizer }, []);
+  console.log(JSON.stringify({ out, from: w.source, attention: c.config.attention, k, window, scoreSlope: c.config.scoreSlope }));
+}
+
+async function cmdFinetune(argv: string[]): Promise<void> {
+  const o = parseOptions('finetune', argv, {
+    checkpoint: { kind: 'string', help: 'run folder or Hugging Face model folder to start from' },
+    context: { kind: 'int', help: 'T: training context (at most the model\'s)' },
+    ...TRAIN_FLAGS,
+  });
+  if (o.resume !== undefined) throw new OptionError('sparsek finetune: --resume is not supported (use `sparsek train --resume --out DIR` on the finetune run folder)');
+  const device = await deviceFrom(o);
+  const out = need(o, 'out', 'finetune');
+  const w = await loadWeights(need(o, 'checkpoint', 'finetune'));
+  let mc = w.config;
+  if (o.context !== undefined) {
+    const T = o.context as number;
+    if (T > mc.context) throw new ArgumentError('--context', `at most the model's context ${mc.context}`, T);
+    if ((mc.positions ?? 'rope') === 'learned' && T !== mc.context) throw new ArgumentError('--context', `the model's context ${mc.context} (its position table has that many rows)`, T);
+    mc = { ...mc, context: T };
+  }
+  const tc = { ...trainConfigFrom(o, { ...(w.train ?? DEFAULT_TRAIN), data: DEFAULT_TRAIN.data, minutes: null }), device };
+  const r = await train(mc, tc, out, { quiet: o.quiet === true, init: { params: w.params, tokenizer: w.tokenizer } });
+  console.log(JSON.stringify({ out: r.out, steps: r.steps, loss: r.finalLoss, valLoss: r.valLoss, tokensPerSecond: Math.round(r.tokensPerSecond) }));
+}
+
+async function cmdExport(argv: string[]): Promise<void> {
+  const o = parseOptions('export', argv, {
+    checkpoint: { kind: 'string', help: 'run folder (or Hugging Face folder) to export' },
+    out: { kind: 'string', help: 'Hugging Face-style folder to write' },
+  });
+  const w = await loadWeights(need(o, 'checkpoint', 'export'));
+  const out = need(o, 'out', 'export');
+  await exportHf(out, w.config, w.params, w.tokenizer);
+  console.log(out);
 }
 
 function readMetrics(dir: string): Metric[] {
@@ -303,6 +362,9 @@ const COMMANDS: Record<string, { help: string; run: (argv: string[]) => Promise<
   train: { help: 'train a model: ' + Object.keys({ ...MODEL_FLAGS, ...TRAIN_FLAGS }).map((k) => '--' + k).join(' '), run: cmdTrain },
   eval: { help: 'validation loss and perplexity of a run: --checkpoint DIR [--data D] [--context T]', run: cmdEval },
   generate: { help: 'sample text with the constant-memory cache: --checkpoint DIR --prompt TEXT [--tokens N] [--stats]', run: cmdGenerate },
+  convert: { help: 'add SparseK scoring to a model: --from DIR --attention sparsek --k K --window W [--score-slope E] --out DIR', run: cmdConvert },
+  finetune: { help: 'train from a checkpoint\'s weights: --checkpoint DIR --data D --steps N --out DIR [train options]', run: cmdFinetune },
+  export: { help: 'write a Hugging Face-style folder (Llama family): --checkpoint DIR --out DIR', run: cmdExport },
   plot: { help: 'loss curves (--runs DIR... --out F) or a selection map (--selection DIR --text T --out F)', run: cmdPlot },
   doctor: { help: 'what devices and libraries were found', run: cmdDoctor },
 };

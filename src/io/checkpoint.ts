@@ -5,6 +5,8 @@
 //   optimizer.safetensors  AdamW moments m.<name>, v.<name>
 //   trainer.json           step, sampler state, elapsed seconds: written last, the commit point
 //   tokenizer.json         Hugging Face format
+//   tokenizer_config.json  only for a Hugging Face model's own tokenizer (a converted model): its
+//                          presence makes the reader run tokenizer.json with @huggingface/tokenizers
 //   metrics.jsonl          one JSON object per step
 //
 // Each file is written atomically; a reader validates names, shapes and the step agreement of
@@ -19,6 +21,7 @@ import { Tokenizer, loadTokenizer, saveTokenizer } from '../tokenizer/index.js';
 import type { TrainConfig, Metric } from '../train/train.js';
 import { SafeTensor, readSafetensors, toFloat32, writeSafetensors } from './safetensors.js';
 import { writeFileAtomic } from './atomic.js';
+import { HfTokenizer, loadHfTokenizer } from './hf.js';
 
 const FORMAT = 'sparsek-run';
 const VERSION = 1;
@@ -54,6 +57,9 @@ async function writeRunFiles(dir: string, s: RunState, newMetrics: Metric[]): Pr
     await writeSafetensors(path.join(dir, 'optimizer.safetensors'), { ...namedTensors(s.params, s.m, 'm.'), ...namedTensors(s.params, s.v, 'v.') }, meta);
   }
   await saveTokenizer(path.join(dir, 'tokenizer.json'), s.tokenizer);
+  if (s.tokenizer instanceof HfTokenizer) {
+    await writeFileAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify(s.tokenizer.config, null, 2) + '\n');
+  }
   if (newMetrics.length > 0) {
     const file = path.join(dir, 'metrics.jsonl');
     const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
@@ -123,7 +129,11 @@ export async function loadRun(dir: string, opts: { optimizer?: boolean } = {}): 
     fillFlat(optFile, o.tensors, params, m, 'm.');
     fillFlat(optFile, o.tensors, params, v, 'v.');
   }
-  const tokenizer = await loadTokenizer(path.join(dir, 'tokenizer.json'));
+  // Our own BPE reads byte-level files only; a Hugging Face model's tokenizer (stored with its
+  // tokenizer_config.json by convert) runs in @huggingface/tokenizers.
+  const tokenizer = fs.existsSync(path.join(dir, 'tokenizer_config.json'))
+    ? loadHfTokenizer(dir) ?? (await loadTokenizer(path.join(dir, 'tokenizer.json')))
+    : await loadTokenizer(path.join(dir, 'tokenizer.json'));
   if (tokenizer.vocabSize > model.vocabSize) {
     throw new CheckpointError(path.join(dir, 'tokenizer.json'), `vocabulary of ${tokenizer.vocabSize} tokens exceeds the model's ${model.vocabSize}`);
   }

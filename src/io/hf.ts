@@ -19,7 +19,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizerImpl } from '@huggingface/tokenizers';
 import { CheckpointError } from '../core/errors.js';
-import { ModelConfig, checkConfig, headSize } from '../model/config.js';
+import { ATTENTION_KINDS, ModelConfig, checkConfig, headSize } from '../model/config.js';
 import { Params, allocParams } from '../model/params.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import { SafeTensor, readSafetensors, toFloat32 } from './safetensors.js';
@@ -292,12 +292,29 @@ export function hfConfig(raw: unknown, file = 'config.json'): { modelType: HfMod
       break;
     }
   }
+  // Folders written by `sparsek export` (src/io/export.ts) carry the attention in a "sparsek" block.
+  if (f.has('sparsek')) config = { ...config, ...sparsekFields(f) };
   try {
     checkConfig(config);
   } catch (e) {
     throw new CheckpointError(file, `the model it describes is not valid here: ${(e as Error).message}`);
   }
   return { modelType: mt, config };
+}
+
+/** The "sparsek" block of an exported config.json: { attention, k, window, scoreSlope }. */
+function sparsekFields(f: Fields): Pick<ModelConfig, 'attention' | 'k' | 'window' | 'scoreSlope'> {
+  const v = f.raw.sparsek;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) f.unsupported('sparsek', 'expected an object { attention, k, window, scoreSlope }');
+  const b = new Fields(v as Json, `${f.file} (field 'sparsek')`);
+  const attention = b.str('attention', 'dense');
+  if (!(ATTENTION_KINDS as readonly string[]).includes(attention)) b.unsupported('attention', `expected one of ${ATTENTION_KINDS.join(', ')}`);
+  return {
+    attention: attention as ModelConfig['attention'],
+    k: b.optInt(['k'], 0, 0),
+    window: b.optInt(['window'], 0, 0),
+    scoreSlope: b.num(['scoreSlope'], 0),
+  };
 }
 
 // ---- weights ------------------------------------------------------------------------------------
@@ -505,7 +522,7 @@ export class HfTokenizer implements Tokenizer {
   readonly vocabSize: number;
   private readonly tok: HfTokenizerImpl;
 
-  constructor(private readonly json: object, config: object = {}) {
+  constructor(private readonly json: object, readonly config: object = {}) {
     this.tok = new HfTokenizerImpl(json, config);
     let max = -1;
     for (const id of this.tok.get_vocab(true).values()) max = Math.max(max, id);

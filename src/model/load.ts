@@ -14,6 +14,8 @@ import type { HfModelType } from '../io/hf.js';
 import { ModelConfig } from './config.js';
 import { Gpt } from './gpt.js';
 import { Params } from './params.js';
+import type { Tokenizer } from '../tokenizer/index.js';
+import type { TrainConfig } from '../train/train.js';
 
 export interface LoadModelOptions {
   device?: 'cpu' | 'cuda' | 'webgpu';
@@ -62,6 +64,32 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
     run: async <F, I>(be: Backend<F, I>) => forwardRunner(be, config, params),
   });
   return { config, source, device, tokenizer, logits: async (ids) => runner.logits(ids), dispose: () => runner.dispose() };
+}
+
+/** A model folder's contents on the host: what eval, generate, convert, finetune and export read. */
+export interface LoadedWeights {
+  config: ModelConfig;
+  params: Params;
+  tokenizer: Tokenizer;
+  source: Model['source'];
+  /** The run's training config; null for a Hugging Face folder. */
+  train: TrainConfig | null;
+}
+
+/**
+ * Reads a run folder or a Hugging Face model folder into host memory (no device).
+ * @example
+ *   const w = await loadWeights('test/fixtures/hf/llama'); w.config.attention  // 'dense'
+ */
+export async function loadWeights(dir: string): Promise<LoadedWeights> {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new CheckpointError(dir, 'not a folder (expected a sparsek run folder or a Hugging Face model folder)');
+  if (isHfFolder(dir)) {
+    const hf = await loadHfFolder(dir);
+    if (!hf.tokenizer) throw new CheckpointError(path.join(dir, 'tokenizer.json'), 'file not found (the model folder needs its tokenizer)');
+    return { config: hf.config, params: hf.params, tokenizer: hf.tokenizer, source: hf.modelType, train: null };
+  }
+  const run = await loadRun(dir);
+  return { config: run.model, params: run.params, tokenizer: run.tokenizer, source: 'sparsek-run', train: run.train };
 }
 
 function pickDevice(d: unknown): Device {

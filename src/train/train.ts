@@ -6,7 +6,7 @@
 import { Rng } from '../core/random.js';
 import { ModelConfig, checkConfig } from '../model/config.js';
 import { Gpt } from '../model/gpt.js';
-import { allocParams, allocParamsOn, initParams } from '../model/params.js';
+import { Params, allocParams, allocParamsOn, initParams } from '../model/params.js';
 import type { Backend, Device } from '../backend.js';
 import { withBackend } from '../device.js';
 import { loadCorpus, splitDocuments } from '../data/corpus.js';
@@ -118,7 +118,7 @@ export interface TrainHooks {
  * configs win over the ones passed in, except steps/minutes which may extend it).
  */
 export async function train(
-  modelConfig: ModelConfig, trainConfig: TrainConfig, out: string, opts: { resume?: boolean } & TrainHooks = {},
+  modelConfig: ModelConfig, trainConfig: TrainConfig, out: string, opts: { resume?: boolean; init?: TrainInit } & TrainHooks = {},
 ): Promise<TrainResult> {
   const log = opts.log ?? ((s: string) => process.stderr.write(s + '\n'));
   let mc = checkConfig(modelConfig);
@@ -130,16 +130,27 @@ export async function train(
     tc = { ...state.train, steps: Math.max(state.train.steps, trainConfig.steps), device: trainConfig.device };
     log(`resuming ${out} at step ${state.step} of ${tc.steps}`);
   }
-  const data = await prepareData(tc, mc.vocabSize, state?.tokenizer);
-  if (!state) mc = { ...mc, vocabSize: data.tokenizer.vocabSize };
-  const setup = { mc, tc, state, data, out, opts, log };
+  const init = state ? undefined : opts.init;
+  if (init && init.params.flat.length !== allocParams(mc).flat.length) {
+    throw new ArgumentError('init.params', `parameters of the model config (${allocParams(mc).flat.length} numbers)`, init.params.flat.length);
+  }
+  const data = await prepareData(tc, mc.vocabSize, state?.tokenizer ?? init?.tokenizer);
+  if (!state && !init) mc = { ...mc, vocabSize: data.tokenizer.vocabSize };
+  const setup = { mc, tc, state, init, data, out, opts, log };
   return withBackend(tc.device, { run: (be) => trainOn(be, setup) });
+}
+
+/** Fine-tuning: start from these weights and tokenizer (fresh optimizer, step 0) instead of an init. */
+export interface TrainInit {
+  params: Params;
+  tokenizer: Tokenizer;
 }
 
 interface Setup {
   mc: ModelConfig;
   tc: TrainConfig;
   state: RunState | null;
+  init?: TrainInit;
   data: Prepared;
   out: string;
   opts: TrainHooks;
@@ -155,6 +166,7 @@ async function trainOn<F, I>(be: Backend<F, I>, s: Setup): Promise<TrainResult> 
   const model = new Gpt(mc, be);
   const host = allocParams(mc); // parameters on the host: init, checkpoints
   if (state) host.flat.set(state.params.flat);
+  else if (s.init) host.flat.set(s.init.params.flat);
   else initParams(host, mc, tc.seed);
   be.upload(model.params.flat, host.flat);
   const m = allocParamsOn(mc, be); // AdamW moments, laid out like the parameters
