@@ -43,23 +43,11 @@ export interface Model {
  */
 export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
   const device = pickDevice(opts.device);
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new CheckpointError(dir, 'not a folder (expected a sparsek run folder or a Hugging Face model folder)');
   const cfgFile = path.join(dir, 'config.json');
-  if (!fs.existsSync(cfgFile)) throw new CheckpointError(cfgFile, 'file not found (a model folder has a config.json)');
-  let config: ModelConfig;
-  let params: Params;
-  let tokenizer: Model['tokenizer'];
-  let source: Model['source'];
-  if (isHfFolder(dir)) {
-    const hf = await loadHfFolder(dir);
-    if (!hf.tokenizer) throw new CheckpointError(path.join(dir, 'tokenizer.json'), 'file not found (loadModel needs the tokenizer)');
-    ({ config, params, tokenizer } = { config: hf.config, params: hf.params, tokenizer: hf.tokenizer });
-    source = hf.modelType;
-  } else {
-    const run = await loadRun(dir);
-    ({ config, params, tokenizer } = { config: run.model, params: run.params, tokenizer: run.tokenizer });
-    source = 'sparsek-run';
+  if (fs.existsSync(dir) && fs.statSync(dir).isDirectory() && !fs.existsSync(cfgFile)) {
+    throw new CheckpointError(cfgFile, 'file not found (a model folder has a config.json)');
   }
+  const { config, params, tokenizer, source } = await loadWeights(dir);
   const runner = await withBackend(device, {
     run: async <F, I>(be: Backend<F, I>) => forwardRunner(be, config, params),
   });
