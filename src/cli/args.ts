@@ -21,11 +21,25 @@ export function parseOptions(command: string, argv: string[], table: OptionTable
   for (const [name, spec] of Object.entries(table)) {
     options[name] = spec.kind === 'boolean' ? { type: 'boolean' } : spec.kind === 'strings' ? { type: 'string', multiple: true } : { type: 'string' };
   }
+  // A 'strings' option takes every value up to the next flag (`--runs a b c`), as SPEC writes it.
+  const args: string[] = [];
+  let many: string | null = null;
+  for (const a of argv) {
+    if (a.startsWith('--')) {
+      const name = a.slice(2).split('=')[0];
+      many = table[name]?.kind === 'strings' && !a.includes('=') ? a : null;
+      args.push(a);
+    } else if (many !== null && args[args.length - 1] !== many) {
+      args.push(many, a);
+    } else {
+      args.push(a);
+    }
+  }
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: false });
   } catch (e) {
-    const msg = (e as Error).message.replace(/\. To specify.*$/s, '');
+    const msg = (e as Error).message.replace(/\s*To specify.*$/s, '').replace(/\s+/g, ' ').replace(/\.$/, '');
     throw new OptionError(`sparsek ${command}: ${msg}. Options: ${Object.keys(table).map((k) => '--' + k).join(' ')}`);
   }
   const out: Record<string, ParsedValue> = {};
