@@ -24,18 +24,18 @@ import {
 import type { AttentionVariant } from './kernels/attention.js';
 import { keyIntervalsSource, selectGlobalSource, selectSharedSource, SELECT_BQ } from './kernels/selection.js';
 import { embeddingBackwardSource, embeddingForwardSource, EMBEDDING_BLOCK } from './kernels/embedding.js';
-import { rmsnormBackwardSource, rmsnormForwardSource, rmsnormWeightPartialsSource } from './kernels/norm.js';
+import {
+  layernormBackwardSource, layernormForwardSource, layernormWeightPartialsSource,
+  rmsnormBackwardSource, rmsnormForwardSource, rmsnormWeightPartialsSource,
+} from './kernels/norm.js';
 import { addInPlaceSource, fromHeadsSource, scoresFromHeadsSource, scoresToHeadsSource, toHeadsSource, LAYOUT_BLOCK } from './kernels/layout.js';
-import { ropeRotateSource, ropeTablesSource } from './kernels/rope.js';
-import { swigluBackwardSource, swigluForwardSource } from './kernels/activation.js';
+import { ropePartialRotateSource, ropeRotateSource, ropeTablesSource } from './kernels/rope.js';
+import { geluBackwardSource, geluForwardSource, swigluBackwardSource, swigluForwardSource } from './kernels/activation.js';
 import { crossEntropyBackwardSource, crossEntropyForwardSource } from './kernels/loss.js';
 import { columnFinishSource, columnPartialsSource, COLUMN_ROWS } from './kernels/reduce.js';
 import { addBiasSource } from './kernels/matmul.js';
 import { adamwSource, sumSquaresSource, OPTIM_BLOCK, SUMSQ_BLOCKS } from './kernels/optim.js';
 import type { GeluForm } from '../backend.js';
-import { layernormBackward as cpuLayernormBackward, layernormForward as cpuLayernormForward } from '../cpu/kernels/norm.js';
-import { geluBackward as cpuGeluBackward, geluErfBackward as cpuGeluErfBackward, geluErfForward as cpuGeluErfForward, geluForward as cpuGeluForward } from '../cpu/kernels/activation.js';
-import { ropePartialBackward as cpuRopePartialBackward, ropePartialForward as cpuRopePartialForward } from '../cpu/kernels/rope.js';
 
 /** A float32 buffer in device memory: `length` floats at address `ptr`. */
 export class CudaBuffer {
@@ -656,85 +656,85 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
   }
 
   // ---- imported architectures (GPT-2, GPT-NeoX; issue 6) ------------------------------------
-  // LayerNorm, GELU and partial RoPE have no CUDA kernels yet: like attention(), they run the CPU
-  // kernels on host copies (download the inputs, and the gradients they accumulate into; compute;
-  // upload), synchronising the stream each call, announced once per process. Llama-family models
-  // never call them.
+  // LayerNorm, GELU and partial RoPE: kernels in the same files and conventions as RMSNorm, SwiGLU
+  // and RoPE. Llama-family models never call them.
 
   layernormForward(out: CudaBuffer, mean: CudaBuffer, rstd: CudaBuffer, inp: CudaBuffer, weight: CudaBuffer, bias: CudaBuffer, N: number, C: number, eps: number): void {
     const dims = `(N=${N}, C=${C})`;
     need('out', out, N * C, dims);
     need('mean', mean, N, dims);
     need('rstd', rstd, N, dims);
-    hostFallback('LayerNorm');
-    const o = new Float32Array(N * C), m = new Float32Array(N), r = new Float32Array(N);
-    cpuLayernormForward(o, m, r, this.host('inp', inp, N * C, dims), this.host('weight', weight, C, dims), this.host('bias', bias, C, dims), N, C, eps);
-    this.upload(out, o);
-    this.upload(mean, m);
-    this.upload(rstd, r);
+    need('inp', inp, N * C, dims);
+    need('weight', weight, C, dims);
+    need('bias', bias, C, dims);
+    this.launch('layernorm_forward', () => layernormForwardSource({ BLOCK: NORM_BLOCK }), N, NORM_BLOCK,
+      [out.ptr, mean.ptr, rstd.ptr, inp.ptr, weight.ptr, bias.ptr, N, C, eps]);
   }
 
   layernormBackward(dinp: CudaBuffer, dweight: CudaBuffer, dbias: CudaBuffer, dout: CudaBuffer, inp: CudaBuffer, weight: CudaBuffer, mean: CudaBuffer, rstd: CudaBuffer, N: number, C: number): void {
     const dims = `(N=${N}, C=${C})`;
-    hostFallback('LayerNorm');
-    const di = this.host('dinp', dinp, N * C, dims), dw = this.host('dweight', dweight, C, dims), db = this.host('dbias', dbias, C, dims);
-    cpuLayernormBackward(di, dw, db, this.host('dout', dout, N * C, dims), this.host('inp', inp, N * C, dims), this.host('weight', weight, C, dims),
-      this.host('mean', mean, N, dims), this.host('rstd', rstd, N, dims), N, C);
-    this.upload(dinp, di);
-    this.upload(dweight, dw);
-    this.upload(dbias, db);
+    need('dinp', dinp, N * C, dims);
+    need('dweight', dweight, C, dims);
+    need('dbias', dbias, C, dims);
+    need('dout', dout, N * C, dims);
+    need('inp', inp, N * C, dims);
+    need('weight', weight, C, dims);
+    need('mean', mean, N, dims);
+    need('rstd', rstd, N, dims);
+    this.launch('layernorm_backward', () => layernormBackwardSource({ BLOCK: NORM_BLOCK }), N, NORM_BLOCK,
+      [dinp.ptr, dout.ptr, inp.ptr, weight.ptr, mean.ptr, rstd.ptr, N, C]);
+    // dweight: partial column sums of dy * xhat per chunk of rows, then their ordered sum; dbias: column sums of dy
+    const P = Math.ceil(N / COLUMN_ROWS);
+    const partial = this.rt.arena.take(P * C * 8);
+    this.launch('layernorm_weight_partials', layernormWeightPartialsSource, [P, Math.ceil(C / ROW_BLOCK), 1], ROW_BLOCK,
+      [partial.ptr, dout.ptr, inp.ptr, mean.ptr, rstd.ptr, N, C]);
+    this.launch('column_finish', columnFinishSource, Math.ceil(C / ROW_BLOCK), ROW_BLOCK, [dweight.ptr, partial.ptr, P, C]);
+    this.rt.arena.give(partial); // reusable at once: later work on the stream runs after these kernels
+    this.columnSums(dbias, dout, N, C);
   }
 
   geluForward(out: CudaBuffer, inp: CudaBuffer, n: number, form: GeluForm): void {
-    const dims = `(n=${n})`;
-    need('out', out, n, dims);
-    hostFallback('GELU');
-    const o = new Float32Array(n);
-    (form === 'erf' ? cpuGeluErfForward : cpuGeluForward)(o, this.host('inp', inp, n, dims), n);
-    this.upload(out, o);
+    checkGeluForm(form);
+    need('out', out, n, `(n=${n})`);
+    need('inp', inp, n, `(n=${n})`);
+    this.launch(`gelu_${form}_forward`, () => geluForwardSource({ form }), blocks(n), ELEM_BLOCK, [out.ptr, inp.ptr, n]);
   }
 
   geluBackward(dinp: CudaBuffer, dout: CudaBuffer, inp: CudaBuffer, n: number, form: GeluForm): void {
-    const dims = `(n=${n})`;
-    hostFallback('GELU');
-    const di = this.host('dinp', dinp, n, dims);
-    (form === 'erf' ? cpuGeluErfBackward : cpuGeluBackward)(di, this.host('dout', dout, n, dims), this.host('inp', inp, n, dims), n);
-    this.upload(dinp, di);
+    checkGeluForm(form);
+    for (const [name, b] of [['dinp', dinp], ['dout', dout], ['inp', inp]] as const) need(name, b, n, `(n=${n})`);
+    this.launch(`gelu_${form}_backward`, () => geluBackwardSource({ form }), blocks(n), ELEM_BLOCK, [dinp.ptr, dout.ptr, inp.ptr, n]);
   }
 
   ropePartialForward(out: CudaBuffer, inp: CudaBuffer, B: number, NH: number, T: number, HS: number, R: number, theta: number, posOffset: number): void {
-    const n = B * NH * T * HS, dims = `(B=${B}, NH=${NH}, T=${T}, HS=${HS})`;
-    checkRotary(R, HS, posOffset);
-    need('out', out, n, dims);
-    hostFallback('partial RoPE');
-    const o = new Float32Array(n);
-    cpuRopePartialForward(o, this.host('inp', inp, n, dims), B, NH, T, HS, R, theta, posOffset);
-    this.upload(out, o);
+    this.ropePartial(false, out, inp, B, NH, T, HS, R, theta, posOffset);
   }
 
   ropePartialBackward(dinp: CudaBuffer, dout: CudaBuffer, B: number, NH: number, T: number, HS: number, R: number, theta: number, posOffset: number): void {
-    const n = B * NH * T * HS, dims = `(B=${B}, NH=${NH}, T=${T}, HS=${HS})`;
-    checkRotary(R, HS, posOffset);
-    hostFallback('partial RoPE');
-    const di = this.host('dinp', dinp, n, dims);
-    cpuRopePartialBackward(di, this.host('dout', dout, n, dims), B, NH, T, HS, R, theta, posOffset);
-    this.upload(dinp, di);
+    this.ropePartial(true, dinp, dout, B, NH, T, HS, R, theta, posOffset);
   }
 
-  /** The first n elements of b, copied to the host after a shape check (a synchronisation point). */
-  private host(name: string, b: CudaBuffer, n: number, dims: string): Float32Array {
-    need(name, b, n, dims);
-    return this.download(b).subarray(0, n);
+  /** Partial RoPE: rope_tables for a head of size R, then the pass that rotates R features and passes the rest. */
+  private ropePartial(
+    backward: boolean, out: CudaBuffer, inp: CudaBuffer, B: number, NH: number, T: number, HS: number, R: number, theta: number, posOffset: number,
+  ): void {
+    checkRotary(R, HS, posOffset);
+    const n = B * NH * T * HS, dims = `(B=${B}, NH=${NH}, T=${T}, HS=${HS})`;
+    need(backward ? 'dinp' : 'out', out, n, dims);
+    need(backward ? 'dout' : 'inp', inp, n, dims);
+    const half = R / 2;
+    const tables = this.rt.arena.take(2 * T * half * 4);
+    const cosT = tables.ptr, sinT = tables.ptr + BigInt(T * half * 4);
+    this.launch('rope_tables', ropeTablesSource, blocks(T * half), ELEM_BLOCK, [cosT, sinT, T, R, theta, posOffset]);
+    this.launch(backward ? 'rope_partial_backward' : 'rope_partial_forward', () => ropePartialRotateSource({ backward }),
+      blocks(B * NH * T * (HS - half)), ELEM_BLOCK, [out.ptr, inp.ptr, cosT, sinT, B * NH, T, HS, R]);
+    this.rt.arena.give(tables);
   }
 }
 
-const hostFallbacks = new Set<string>();
-
-/** Says once per op family that it runs on the CPU through host copies. */
-function hostFallback(op: string): void {
-  if (hostFallbacks.has(op)) return;
-  hostFallbacks.add(op);
-  console.warn(`sparsek: CUDA has no ${op} kernel yet; it runs on the CPU (copied each call)`);
+/** The form names a kernel (and its cache entry): anything but the two known ones is refused. */
+function checkGeluForm(form: GeluForm): void {
+  if (form !== 'erf' && form !== 'tanh') throw new ArgumentError('form', "'erf' or 'tanh'", form);
 }
 
 function checkRotary(R: number, HS: number, posOffset: number): void {

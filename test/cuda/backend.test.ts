@@ -15,11 +15,11 @@ import { cudaAvailability, CudaError, KernelCompileError } from '../../src/cuda/
 import { CudaBackend } from '../../src/cuda/backend.js';
 import type { CudaBuffer, CudaIntBuffer } from '../../src/cuda/backend.js';
 import { embeddingBackward, embeddingForward } from '../../src/cpu/kernels/embedding.js';
-import { rmsnormBackward, rmsnormForward } from '../../src/cpu/kernels/norm.js';
+import { layernormBackward, layernormForward, rmsnormBackward, rmsnormForward } from '../../src/cpu/kernels/norm.js';
 import { matmulBackward, matmulForward } from '../../src/cpu/kernels/matmul.js';
 import { addInPlace, fromHeads, toHeads } from '../../src/cpu/kernels/layout.js';
-import { ropeBackward, ropeForward } from '../../src/cpu/kernels/rope.js';
-import { swigluBackward, swigluForward } from '../../src/cpu/kernels/activation.js';
+import { ropeBackward, ropeForward, ropePartialBackward, ropePartialForward } from '../../src/cpu/kernels/rope.js';
+import { geluBackward, geluErfBackward, geluErfForward, geluForward, swigluBackward, swigluForward } from '../../src/cpu/kernels/activation.js';
 import { crossEntropyBackward, crossEntropyForward } from '../../src/cpu/kernels/loss.js';
 import { makeAttention } from '../../src/cpu/attention-layer.js';
 import { rng } from '../helpers.js';
@@ -272,6 +272,99 @@ describe('CUDA backend against the CPU kernels', () => {
     });
   }
 
+  // ---- imported architectures: LayerNorm, GELU, partial RoPE --------------------------------
+
+  for (const [N, C] of [[1, 48], [7, 48], [113, 48], [7, 37]]) {
+    gpuTest(`layernorm forward and backward (accumulating), N=${N}, C=${C}, |mean| >> std`, () => {
+      const be = backend();
+      const eps = 1e-5;
+      // offset 3, spread 0.5: a one-pass variance would cancel; weights around 1, bias nonzero
+      const x = rand(N * C, 100 + N, 0.5, 3), w = rand(C, 101, 0.5, 1), bias = rand(C, 102), dout = rand(N * C, 103);
+      const dx0 = rand(N * C, 104), dw0 = rand(C, 105), db0 = rand(C, 106);
+      const out = be.alloc(N * C), mean = be.alloc(N), rstd = be.alloc(N), dX = dev(x), dW = dev(w), dB = dev(bias), dDout = dev(dout);
+      const dDx = dev(dx0), dDw = dev(dw0), dDb = dev(db0);
+      be.fill(out, NaN); // every element must be written
+      be.layernormForward(out, mean, rstd, dX, dW, dB, N, C, eps);
+      const wantOut = new Float32Array(N * C), wantMean = new Float32Array(N), wantRstd = new Float32Array(N);
+      layernormForward(wantOut, wantMean, wantRstd, x, w, bias, N, C, eps);
+      // double statistics on both sides, rounded once: a ulp or so apart
+      assertClose(be.download(mean), wantMean, 1e-7, 1e-6, 'mean');
+      assertClose(be.download(rstd), wantRstd, 0, 1e-6, 'rstd');
+      assertClose(be.download(out), wantOut, 1e-6, 1e-6, 'out');
+      be.layernormBackward(dDx, dDw, dDb, dDout, dX, dW, mean, rstd, N, C);
+      // the CPU backward from the same saved statistics the GPU used
+      const dx = dx0.slice(), dw = dw0.slice(), db = db0.slice();
+      layernormBackward(dx, dw, db, dout, x, w, be.download(mean), be.download(rstd), N, C);
+      assertClose(be.download(dDx), dx, 1e-6, 1e-6, 'dinp');
+      assertClose(be.download(dDw), dw, 1e-6, 1e-6, 'dweight');
+      assertClose(be.download(dDb), db, 1e-6, 1e-6, 'dbias');
+      for (const b of [out, mean, rstd, dX, dW, dB, dDout, dDx, dDw, dDb]) be.free(b);
+    });
+  }
+
+  for (const form of ['erf', 'tanh'] as const) {
+    for (const n of [1, 7, 113 * 48 + 5]) {
+      gpuTest(`gelu (${form}) forward and backward (accumulating), n=${n}, saturated tails`, () => {
+        const be = backend();
+        const x = rand(n, 110 + n, 6), dout = rand(n, 111), dx0 = rand(n, 112);
+        if (n > 5) {
+          x[0] = 0;
+          x[1] = 40; // erf and tanh saturate to 1: out = x, local = 1
+          x[2] = -40; // exp(-x^2/2) underflows to 0, 1 + erf cancels to 0: out = -0, local = 0
+          x[3] = -5; // 1 + erf(x / sqrt 2) ~ 6e-7: the cancellation the tolerance allows for
+          x[4] = 1e-3;
+        }
+        const dX = dev(x), out = be.alloc(n), dDout = dev(dout), dDx = dev(dx0);
+        be.fill(out, NaN);
+        be.geluForward(out, dX, n, form);
+        const want = new Float32Array(n);
+        (form === 'erf' ? geluErfForward : geluForward)(want, x, n);
+        // float erff/tanhf (a few ulp of 1) against float64: 1 + erf or 1 + tanh is off by a few
+        // ulp of 1, times 0.5 |x|; plus the final rounding
+        assertWithin(be.download(out), want, (i) => 1e-6 * (1 + Math.abs(x[i])) + 1e-6 * Math.abs(want[i]), 'out');
+        be.geluBackward(dDx, dDout, dX, n, form);
+        const dx = dx0.slice();
+        (form === 'erf' ? geluErfBackward : geluBackward)(dx, dout, x, n);
+        assertWithin(be.download(dDx), dx, (i) => 2e-6 * (1 + Math.abs(x[i])) + 1e-6 * Math.abs(dx[i]), 'dinp');
+        for (const b of [dX, out, dDout, dDx]) be.free(b);
+      });
+    }
+  }
+
+  for (const [T, HS, R, theta, pos] of [[1, 48, 12, 10000, 0], [7, 48, 16, 10000, 1000], [113, 48, 48, 500000, 0], [113, 7, 2, 10000, 4093], [7, 9, 6, 10000, 3]]) {
+    gpuTest(`partial rope forward and backward (accumulating), T=${T} HS=${HS} R=${R} theta=${theta} posOffset=${pos}`, () => {
+      const be = backend();
+      const B = 2, NH = 3, n = B * NH * T * HS;
+      const x = rand(n, 120 + T, 3), dout = rand(n, 121), dx0 = rand(n, 122);
+      const dX = dev(x), out = be.alloc(n), dDout = dev(dout), dDx = dev(dx0);
+      be.fill(out, NaN); // the passed-through features must be written too
+      be.ropePartialForward(out, dX, B, NH, T, HS, R, theta, pos);
+      const want = new Float32Array(n);
+      ropePartialForward(want, x, B, NH, T, HS, R, theta, pos);
+      // the same float32 tables; one double rotation rounded once: a 1-ulp difference at most
+      assertClose(be.download(out), want, 1e-12, 2 ** -23, 'out');
+      be.ropePartialBackward(dDx, dDout, B, NH, T, HS, R, theta, pos);
+      const dx = dx0.slice();
+      ropePartialBackward(dx, dout, B, NH, T, HS, R, theta, pos);
+      assertClose(be.download(dDx), dx, 1e-12, 2 ** -23, 'dinp');
+      for (const b of [dX, out, dDout, dDx]) be.free(b);
+    });
+  }
+
+  gpuTest('layernorm, gelu and partial rope check their arguments before anything is queued', () => {
+    const be = backend();
+    const a = be.alloc(10), b = be.alloc(10), s = be.alloc(2);
+    assert.throws(() => be.layernormForward(a, s, s, b, b, s, 2, 5, 1e-5), (e: unknown) =>
+      e instanceof ShapeError && /^bias: expected at least 5 elements \(N=2, C=5\), got 2$/.test(e.message));
+    assert.throws(() => be.layernormBackward(a, b, b, a, b, b, s, s, 2, 6), ShapeError);
+    assert.throws(() => be.geluBackward(a, b, s, 3, 'erf'), (e: unknown) => e instanceof ShapeError && /^inp: /.test(e.message));
+    assert.throws(() => be.geluForward(a, b, 3, 'none' as unknown as 'erf'), (e: unknown) => e instanceof ArgumentError && /form/.test(e.message));
+    assert.throws(() => be.ropePartialForward(a, b, 1, 1, 1, 10, 3, 10000, 0), (e: unknown) => e instanceof ArgumentError && /R/.test(e.message));
+    assert.throws(() => be.ropePartialForward(a, b, 1, 1, 1, 10, 12, 10000, 0), ArgumentError);
+    assert.throws(() => be.ropePartialBackward(a, b, 1, 1, 2, 10, 4, 10000, 0), (e: unknown) => e instanceof ShapeError && /^dinp: /.test(e.message));
+    for (const z of [a, b, s]) be.free(z);
+  });
+
   for (const [N, V] of [[1, 37], [7, 1001], [113, 37]]) {
     gpuTest(`cross-entropy forward and backward, N=${N} V=${V}, ignored targets, large logits`, () => {
       const be = backend();
@@ -321,8 +414,9 @@ describe('CUDA backend against the CPU kernels', () => {
     const be = backend();
     const N = 113, C = 48, V = 5; // V = 5: every id repeats ~23 times
     const ids = devInt(randInts(N, 90, 0, V)), dout = dev(rand(N * C, 91)), x = dev(rand(N * C, 92)), w = dev(rand(C, 93));
-    const rstd = be.alloc(N), y = be.alloc(N * C);
+    const rstd = be.alloc(N), y = be.alloc(N * C), lnMean = be.alloc(N), lnRstd = be.alloc(N);
     be.rmsnormForward(y, rstd, x, w, N, C, 1e-5);
+    be.layernormForward(y, lnMean, lnRstd, x, w, w, N, C, 1e-5);
     const wq = dev(rand(C * C, 94));
     const runs: Float32Array[][] = [];
     for (let r = 0; r < 2; r++) {
@@ -330,12 +424,14 @@ describe('CUDA backend against the CPU kernels', () => {
       be.embeddingBackward(dwte, dout, ids, N, C);
       be.rmsnormBackward(dx, dw, dout, x, w, rstd, N, C);
       be.matmulBackward(dI, dW, db, dout, x, wq, N, C, C);
-      const outs = [dwte, dx, dw, db, dW, dI];
+      const lnDx = be.alloc(N * C), lnDw = be.alloc(C), lnDb = be.alloc(C);
+      be.layernormBackward(lnDx, lnDw, lnDb, dout, x, w, lnMean, lnRstd, N, C);
+      const outs = [dwte, dx, dw, db, dW, dI, lnDx, lnDw, lnDb];
       runs.push(outs.map((b) => be.download(b)));
       for (const b of outs) be.free(b);
     }
     for (let i = 0; i < runs[0].length; i++) assertExact(runs[1][i], runs[0][i], `output ${i}`);
-    for (const b of [dout, x, w, rstd, y, wq]) be.free(b);
+    for (const b of [dout, x, w, rstd, y, wq, lnMean, lnRstd]) be.free(b);
     be.free(ids);
   });
 
