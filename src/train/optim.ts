@@ -1,5 +1,5 @@
 // The optimizer of the trainer: AdamW (Loshchilov & Hutter, decoupled weight decay, PyTorch's
-// torch.optim.AdamW update), global gradient-norm clipping, and the learning-rate schedule (linear
+// torch.optim.AdamW update; the CPU backend's adamw op), the clipping factor, and the learning-rate schedule (linear
 // warm-up, then cosine decay to minLr, as llm.c and nanoGPT). Works on plain Float32Array tensors
 // with caller-owned gradient and moment buffers; math per element in float64. Not a parameter
 // registry: the model owns the list of tensors and passes one decay flag per tensor.
@@ -86,32 +86,16 @@ export function adamwStep(
   }
 }
 
-/** sqrt(sum over all tensors and elements of g^2), in float64. NaN or Infinity if any gradient is. */
-export function globalGradNorm(grads: readonly Float32Array[]): number {
-  let ss = 0;
-  for (const g of grads) {
-    for (let j = 0; j < g.length; j++) ss += g[j] * g[j];
-  }
-  return Math.sqrt(ss);
-}
-
 /**
- * Scales all gradients by maxNorm / norm when their global norm exceeds maxNorm; returns the norm
- * before clipping. A non-finite norm is returned as is and nothing is scaled: the trainer decides
- * whether to skip the step or stop (raise NonFiniteError).
+ * The factor that clips gradients of global norm `norm` to maxNorm: maxNorm / norm above the
+ * limit, else 1. A non-finite norm gives 1 (nothing to scale by): the trainer stops on it.
+ * The backend applies the factor inside its AdamW step (Backend.adamw's gradScale).
  * @example
- *   const norm = clipGradients(grads, 1.0);
+ *   clipScale(Math.sqrt(be.sumSquares(grads.flat)), 1.0);
  */
-export function clipGradients(grads: readonly Float32Array[], maxNorm: number): number {
+export function clipScale(norm: number, maxNorm: number): number {
   checkNumber('maxNorm', maxNorm, maxNorm > 0, 'a finite number > 0');
-  const norm = globalGradNorm(grads);
-  if (Number.isFinite(norm) && norm > maxNorm) {
-    const scale = maxNorm / norm;
-    for (const g of grads) {
-      for (let j = 0; j < g.length; j++) g[j] *= scale;
-    }
-  }
-  return norm;
+  return Number.isFinite(norm) && norm > maxNorm ? maxNorm / norm : 1;
 }
 
 /**

@@ -11,7 +11,7 @@ import type { Backend, Device } from '../backend.js';
 import { withBackend } from '../device.js';
 import { loadCorpus, splitDocuments } from '../data/corpus.js';
 import { Tokenizer, ByteTokenizer, trainBpe } from '../tokenizer/index.js';
-import { learningRate } from './optim.js';
+import { clipScale, learningRate } from './optim.js';
 import { Batch, encodeDocuments, evalBatches, sampleBatch } from './data.js';
 import { Progress, formatCount } from './progress.js';
 import { RunState, loadRun, saveRun } from '../io/checkpoint.js';
@@ -210,7 +210,7 @@ async function trainOn<F, I>(be: Backend<F, I>, s: Setup): Promise<TrainResult> 
     model.backward();
     // Clip by the global norm, folded into the AdamW step as a gradient scale.
     const gradNorm = Math.sqrt(be.sumSquares(model.grads.flat));
-    const gradScale = gradNorm > tc.gradClip ? tc.gradClip / gradNorm : 1;
+    const gradScale = clipScale(gradNorm, tc.gradClip);
     const lr = learningRate(step, { maxLr: tc.lr, minLr: tc.minLr, warmup: Math.min(tc.warmup, tc.steps), total: tc.steps });
     model.params.views.forEach((p, i) => {
       be.adamw(p, model.grads.views[i], m.views[i], v.views[i],

@@ -5,7 +5,8 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { adamwStep, clipGradients, globalGradNorm, learningRate } from '../../src/train/optim.js';
+import { adamwStep, clipScale, learningRate } from '../../src/train/optim.js';
+import { cpuBackend } from '../../src/cpu/backend.js';
 import { ArgumentError, ShapeError } from '../../src/core/errors.js';
 
 const close = (got: number, want: number, tol: number, what: string) =>
@@ -76,28 +77,25 @@ describe('adamwStep', () => {
   });
 });
 
-describe('globalGradNorm / clipGradients', () => {
-  test('norm over all tensors; clipping scales to maxNorm and returns the pre-clip norm', () => {
-    const g = [Float32Array.of(3, 0), Float32Array.of(0, 4, 0)]; // norm 5
-    assert.equal(globalGradNorm(g), 5);
-    assert.equal(clipGradients(g, 10), 5); // below the limit: untouched
-    assert.deepEqual(g[1], Float32Array.of(0, 4, 0));
-    assert.equal(clipGradients(g, 1), 5);
-    close(g[0][0], 0.6, 1e-7, 'g[0][0]');
-    close(g[1][1], 0.8, 1e-7, 'g[1][1]');
-    close(globalGradNorm(g), 1, 1e-7, 'norm after clipping');
+describe('clipping: sumSquares and clipScale', () => {
+  test('the CPU backend sums squares over the whole buffer; clipScale scales a norm above the limit to it', () => {
+    const g = Float32Array.of(3, 0, 0, 4, 0); // norm 5
+    assert.equal(cpuBackend.sumSquares(g), 25);
+    assert.equal(clipScale(5, 10), 1); // below the limit: untouched
+    assert.equal(clipScale(5, 1), 0.2);
+    // The scale reaches the update: AdamW's step 1 moves p by lr * sign(g) whatever the scale, so
+    // check the moments instead (m = (1 - b1) g', v = (1 - b2) g'^2 with g' = 0.2 g).
+    const p = new Float32Array(5), m = new Float32Array(5), v = new Float32Array(5);
+    cpuBackend.adamw(p, g, m, v, { lr: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0, step: 1, gradScale: 0.2 });
+    close(m[3], 0.1 * 0.8, 1e-7, 'm[3]');
+    close(v[0], 0.05 * 0.6 * 0.6, 1e-7, 'v[0]');
   });
 
-  test('non-finite gradients: norm reported as is, nothing scaled', () => {
-    const g = [Float32Array.of(1, NaN), Float32Array.of(2)];
-    assert.ok(Number.isNaN(clipGradients(g, 1)));
-    assert.equal(g[1][0], 2);
-    assert.equal(clipGradients([Float32Array.of(Infinity)], 1), Infinity);
-  });
-
-  test('bad maxNorm raises ArgumentError', () => {
-    assert.throws(() => clipGradients([], 0), (e: unknown) => e instanceof ArgumentError && /maxNorm/.test(e.message));
-    assert.throws(() => clipGradients([], NaN), ArgumentError);
+  test('non-finite norms are not scaled (the trainer stops on them); bad maxNorm raises ArgumentError', () => {
+    assert.equal(clipScale(NaN, 1), 1);
+    assert.equal(clipScale(Infinity, 1), 1);
+    assert.throws(() => clipScale(1, 0), (e: unknown) => e instanceof ArgumentError && /maxNorm/.test(e.message));
+    assert.throws(() => clipScale(1, NaN), ArgumentError);
   });
 });
 
