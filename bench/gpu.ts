@@ -1,15 +1,16 @@
 // GPU benchmark (issue 4): the GPT-2-small-shaped model (12 layers, width 768, 12 heads) on the
-// CUDA backend, fp32, SparseK (K = 256, W = 256) and dense attention.
+// CUDA backend, SparseK (K = 256, W = 256) and dense attention, in fp32 and in mixed precision (bf16).
 //   training: forward + backward + AdamW tokens/s at T = 4096, median of timed steps after warm-up;
 //   generation: tokens/s of cached decoding (CudaDecoder) after 4K and 32K tokens of context.
 // Run it on the GPU machine next to scripts/train_gpt2_torch.py (the PyTorch SDPA peer, same
 // shapes, same run).
 //
-//   node --import tsx bench/gpu.ts [--T 4096] [--B 1] [--steps 5] [--kinds sparsek,dense]
+//   node --import tsx bench/gpu.ts [--T 4096] [--B 1] [--steps 5] [--kinds sparsek,dense] [--precisions fp32,bf16]
 //        [--gen sparsek:4096,sparsek:32768,dense:4096] [--gen-tokens 64]
 
 import { execSync } from 'node:child_process';
 import { CudaBackend } from '../src/cuda/backend.js';
+import type { Precision } from '../src/backend.js';
 import { Gpt } from '../src/model/gpt.js';
 import { ModelConfig, PRESETS } from '../src/model/config.js';
 import { allocParams, allocParamsOn, initParams } from '../src/model/params.js';
@@ -25,6 +26,7 @@ const T = Number(flag('T', '4096'));
 const B = Number(flag('B', '1'));
 const steps = Number(flag('steps', '5'));
 const kinds = flag('kinds', 'sparsek,dense').split(',').filter(Boolean) as ModelConfig['attention'][];
+const precisions = flag('precisions', 'fp32,bf16').split(',').filter(Boolean) as Precision[];
 
 const be = new CudaBackend();
 const rt = be.rt;
@@ -35,8 +37,9 @@ const commit = process.env.SPARSEK_COMMIT ?? (() => {
     return 'unknown';
   }
 })();
-console.log(`# GPU training benchmark: ${rt.name}, driver ${rt.driverVersion}, fp32, commit ${commit}, ${new Date().toISOString().slice(0, 10)}`);
-for (const attention of kinds) {
+console.log(`# GPU training benchmark: ${rt.name}, driver ${rt.driverVersion}, commit ${commit}, ${new Date().toISOString().slice(0, 10)}`);
+for (const [attention, precision] of kinds.flatMap((k) => precisions.map((p) => [k, p] as const))) {
+  const be = new CudaBackend(rt, { precision });
   const c: ModelConfig = { ...PRESETS.gpt2small, attention, context: T, scoreSlope: 0.01 };
   const host = allocParams(c);
   initParams(host, c, 1);
@@ -61,7 +64,7 @@ for (const attention of kinds) {
   }
   times.sort((a, b) => a - b);
   const ms = times[Math.floor(times.length / 2)];
-  console.log(JSON.stringify({ peer: 'sparsek-cuda', attention, dtype: 'fp32', T, B, params: host.flat.length, ms_per_step: Number(ms.toFixed(2)), tokens_per_s: Math.round((B * T) / (ms / 1000)) }));
+  console.log(JSON.stringify({ peer: 'sparsek-cuda', attention, dtype: precision, T, B, params: host.flat.length, ms_per_step: Number(ms.toFixed(2)), tokens_per_s: Math.round((B * T) / (ms / 1000)) }));
   model.dispose();
   be.free(m.flat);
   be.free(v.flat);

@@ -11,6 +11,17 @@ import type { AttentionKind } from './model/config.js';
 
 export type Device = 'cpu' | 'cuda';
 
+/**
+ * How a float buffer is stored: 'f32' always float32; 'act' in the backend's activation precision
+ * (bfloat16 on CUDA with precision 'bf16', else float32). The model asks for 'act' for the tensors
+ * that feed and leave matrix products; parameters, gradients, optimizer state, statistics and
+ * SparseK's scores stay float32.
+ */
+export type Storage = 'f32' | 'act';
+
+/** A backend's activation precision: 'bf16' stores 'act' buffers as bfloat16, arithmetic stays fp32. */
+export type Precision = 'fp32' | 'bf16';
+
 /** The two GELU forms of imported checkpoints: exact x Phi(x), or the tanh approximation. */
 export type GeluForm = 'erf' | 'tanh';
 
@@ -43,8 +54,9 @@ export interface AttentionLayer<F> {
 
 export interface Backend<F, I> {
   readonly device: Device;
-  /** A zero-filled float buffer of n elements. */
-  alloc(n: number): F;
+  readonly precision: Precision;
+  /** A zero-filled float buffer of n elements, stored as `storage` says (default 'f32'). */
+  alloc(n: number, storage?: Storage): F;
   allocInt(n: number): I;
   /** The n elements of b starting at offset, sharing b's memory. */
   view(b: F, offset: number, n: number): F;

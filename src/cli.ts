@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { OptionTable, ParsedValue, formatHelp, parseOptions } from './cli/args.js';
 import { SparsekError, OptionError, DeviceError, ArgumentError } from './core/errors.js';
-import type { Device } from './backend.js';
+import type { Device, Precision } from './backend.js';
 import { bestDevice, cudaUnavailable, parseDevice, withBackend } from './device.js';
 import { ATTENTION_KINDS, ModelConfig, PRESETS } from './model/config.js';
 import { DEFAULT_TRAIN, TrainConfig, Metric, train, evaluate, prepareData } from './train/train.js';
@@ -45,6 +45,7 @@ const TRAIN_FLAGS: OptionTable = {
   lr: { kind: 'number', help: 'peak learning rate' },
   seed: { kind: 'int', help: 'random seed' },
   device: { kind: 'string', help: 'device', choices: ['cpu', 'cuda', 'webgpu'] },
+  precision: { kind: 'string', help: 'bf16 (mixed precision; the default on cuda) or fp32', choices: ['fp32', 'bf16'] },
   out: { kind: 'string', help: 'run folder to write' },
   resume: { kind: 'boolean', help: 'continue the run in --out' },
   'eval-every': { kind: 'int', help: 'validate every N steps' },
@@ -97,6 +98,13 @@ async function deviceFrom(o: Opts, allowed: readonly Device[] = ['cpu', 'cuda'])
   return device;
 }
 
+/** --precision, by default bf16 on CUDA (mixed precision, what GPU training is run with) and fp32 on the CPU. */
+function precisionFrom(o: Opts, device: Device): Precision {
+  const p = (o.precision as Precision | undefined) ?? (device === 'cuda' ? 'bf16' : 'fp32');
+  if (p === 'bf16' && device !== 'cuda') throw new OptionError(`--precision bf16 needs --device cuda (the CPU computes and stores fp32)`);
+  return p;
+}
+
 function need(o: Opts, key: string, command: string): string {
   if (o[key] === undefined) throw new OptionError(`sparsek ${command}: --${key} is required`);
   return o[key] as string;
@@ -107,7 +115,7 @@ async function cmdTrain(argv: string[]): Promise<void> {
   const device = await deviceFrom(o);
   const out = need(o, 'out', 'train');
   const mc = modelConfigFrom(o, PRESETS.demo);
-  const tc = { ...trainConfigFrom(o, DEFAULT_TRAIN), device };
+  const tc = { ...trainConfigFrom(o, DEFAULT_TRAIN), device, precision: precisionFrom(o, device) };
   const r = await train(mc, tc, out, { resume: o.resume === true, quiet: o.quiet === true });
   await plotRuns([out], path.join(out, 'loss.svg'));
   console.log(JSON.stringify({ out: r.out, steps: r.steps, loss: r.finalLoss, valLoss: r.valLoss, tokensPerSecond: Math.round(r.tokensPerSecond) }));
@@ -233,7 +241,7 @@ async function cmdFinetune(argv: string[]): Promise<void> {
     if ((mc.positions ?? 'rope') === 'learned' && T !== mc.context) throw new ArgumentError('--context', `the model's context ${mc.context} (its position table has that many rows)`, T);
     mc = { ...mc, context: T };
   }
-  const tc = { ...trainConfigFrom(o, { ...(w.train ?? DEFAULT_TRAIN), data: DEFAULT_TRAIN.data, minutes: null }), device };
+  const tc = { ...trainConfigFrom(o, { ...(w.train ?? DEFAULT_TRAIN), data: DEFAULT_TRAIN.data, minutes: null }), device, precision: precisionFrom(o, device) };
   const r = await train(mc, tc, out, { quiet: o.quiet === true, init: { params: w.params, tokenizer: w.tokenizer } });
   console.log(JSON.stringify({ out: r.out, steps: r.steps, loss: r.finalLoss, valLoss: r.valLoss, tokensPerSecond: Math.round(r.tokensPerSecond) }));
 }
@@ -328,7 +336,7 @@ async function cmdDemo(argv: string[]): Promise<void> {
   const device = await bestDevice((line) => console.log(line));
   console.log(`sparsek demo: a ${mc.layers}-layer SparseK + window model (K=${mc.k}, W=${mc.window}, context ${mc.context}) on the State of the Union corpus, ${minutes} minute${minutes === 1 ? '' : 's'} on the ${device === 'cuda' ? 'GPU' : 'CPU'}\n`);
   if (fs.existsSync(path.join(out, 'config.json'))) fs.rmSync(out, { recursive: true });
-  const r = await train(mc, { ...DEFAULT_TRAIN, device, minutes, seed: (o.seed as number) ?? DEFAULT_TRAIN.seed, evalEvery: 25, checkpointEvery: 1_000_000 }, out, { quiet: o.quiet === true });
+  const r = await train(mc, { ...DEFAULT_TRAIN, device, precision: precisionFrom({}, device), minutes, seed: (o.seed as number) ?? DEFAULT_TRAIN.seed, evalEvery: 25, checkpointEvery: 1_000_000 }, out, { quiet: o.quiet === true });
   const ev = await evalRun(out, undefined, undefined, 32, device);
   await plotRuns([out], path.join(out, 'loss.svg'));
   await plotRuns([out], path.join(out, 'loss.png'));

@@ -3,22 +3,25 @@
 // without a GPU) never load it. Asking for a device that cannot be used is a DeviceError, never a
 // silent fallback; `bestDevice` picks CUDA when it works and says once when it falls back.
 
-import type { Backend, Device } from './backend.js';
+import type { Backend, Device, Precision } from './backend.js';
 import { cpuBackend } from './cpu/backend.js';
-import { DeviceError } from './core/errors.js';
+import { DeviceError, OptionError } from './core/errors.js';
 
 /** Code that runs on whichever backend the device gives (TypeScript's way to say "for all F, I"). */
 export interface BackendUser<R> {
   run<F, I>(be: Backend<F, I>): Promise<R>;
 }
 
-export async function withBackend<R>(device: Device, user: BackendUser<R>): Promise<R> {
+/** Runs user on the device's backend; precision 'bf16' (mixed-precision training) is a CUDA option. */
+export async function withBackend<R>(device: Device, user: BackendUser<R>, opts: { precision?: Precision } = {}): Promise<R> {
+  const precision = opts.precision ?? 'fp32';
   switch (device) {
     case 'cpu':
+      if (precision !== 'fp32') throw new OptionError(`precision '${precision}' needs --device cuda (the CPU computes and stores fp32)`);
       return user.run(cpuBackend);
     case 'cuda': {
       const { CudaBackend } = await import('./cuda/backend.js');
-      return user.run(new CudaBackend());
+      return user.run(new CudaBackend(undefined, { precision }));
     }
   }
 }

@@ -16,6 +16,7 @@ import { adamwStep } from '../train/optim.js';
 
 export const cpuBackend: Backend<Float32Array, Int32Array> = {
   device: 'cpu',
+  precision: 'fp32', // every buffer is float32: 'act' storage is too
   alloc: (n) => allocF32(n),
   allocInt: (n) => new Int32Array(n),
   view: (b, offset, n) => b.subarray(offset, offset + n),

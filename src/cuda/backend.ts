@@ -14,7 +14,7 @@ import type { AdamwStep, AttentionConfig, AttentionLayer, Backend } from '../bac
 import type { AttentionShape } from '../core/check.js';
 import { ArgumentError, ShapeError } from '../core/errors.js';
 import { makeAttention } from '../cpu/attention-layer.js';
-import { CUBLAS_OP_N, CUBLAS_OP_T } from './ffi.js';
+import { CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT, CUBLAS_OP_N, CUBLAS_OP_T, CUDA_R_16BF, CUDA_R_32F } from './ffi.js';
 import { cudaRuntime } from './runtime.js';
 import type { Arena, ArenaStats, CudaRuntime, DeviceBlock, Kernel, KernelSource } from './runtime.js';
 import {
@@ -35,17 +35,30 @@ import { crossEntropyBackwardSource, crossEntropyForwardSource } from './kernels
 import { columnFinishSource, columnPartialsSource, COLUMN_ROWS } from './kernels/reduce.js';
 import { addBiasSource } from './kernels/matmul.js';
 import { adamwSource, sumSquaresSource, OPTIM_BLOCK, SUMSQ_BLOCKS } from './kernels/optim.js';
-import type { GeluForm } from '../backend.js';
+import { specialise, toBf16Source } from './kernels/storage.js';
+import type { GeluForm, Precision, Storage } from '../backend.js';
 
-/** A float32 buffer in device memory: `length` floats at address `ptr`. */
+/** A float buffer in device memory: `length` elements at address `ptr`, float32 or bfloat16. */
 export class CudaBuffer {
   constructor(
     readonly ptr: bigint,
     readonly length: number,
     /** The arena block this buffer owns; null for a view. */
     readonly block: DeviceBlock | null,
+    readonly dtype: 'f32' | 'bf16' = 'f32',
+    /** For a view, the buffer that owns the memory (weights' bf16 shadows are kept per root), and the view's offset in it. */
+    readonly root: CudaBuffer | null = null,
+    readonly offset: number = 0,
   ) {}
+
+  /** Bytes per element. */
+  get size(): 2 | 4 {
+    return this.dtype === 'bf16' ? 2 : 4;
+  }
 }
+
+/** What a kernel argument may be: a buffer (its address, and its storage type for bf16 kernels), a raw address, a number. */
+type KernelArg = CudaBuffer | CudaIntBuffer | DeviceBlock | bigint | number;
 
 /** An int32 buffer in device memory (token ids, targets). */
 export class CudaIntBuffer {
@@ -107,10 +120,18 @@ const ZERO = new Float32Array([0]);
 export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
   readonly device = 'cuda' as const;
   readonly rt: CudaRuntime;
+  readonly precision: Precision;
   private readonly kernels = new Map<string, Kernel>();
+  /**
+   * bf16 copies of float32 buffers used as matrix-product weights, per root buffer, with whether the
+   * root was written since (upload and adamw mark it stale; the next product re-copies it whole).
+   */
+  private readonly shadows = new Map<CudaBuffer, { copy: DeviceBlock; stale: boolean }>();
 
-  constructor(rt: CudaRuntime = cudaRuntime()) {
+  /** precision 'bf16' stores 'act' buffers as bfloat16 (mixed-precision training); 'fp32' (the default) stores every buffer as float32. */
+  constructor(rt: CudaRuntime = cudaRuntime(), opts: { precision?: Precision } = {}) {
     this.rt = rt;
+    this.precision = opts.precision ?? 'fp32';
   }
 
   /** Device memory counters (in use, peak, reserved, driver allocations). */
@@ -120,11 +141,12 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
 
   // ---- memory -------------------------------------------------------------------------------
 
-  alloc(n: number): CudaBuffer {
+  alloc(n: number, storage: Storage = 'f32'): CudaBuffer {
     checkCount('n', n);
-    const block = this.rt.arena.take(n * 4);
-    const buf = new CudaBuffer(block.ptr, n, block);
-    this.rt.cu('cuMemsetD32Async', buf.ptr, 0, n, this.rt.stream);
+    const dtype = storage === 'act' && this.precision === 'bf16' ? 'bf16' : 'f32';
+    const block = this.rt.arena.take(n * (dtype === 'bf16' ? 2 : 4));
+    const buf = new CudaBuffer(block.ptr, n, block, dtype);
+    this.zero(buf);
     return buf;
   }
 
@@ -140,12 +162,17 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     checkCount('offset', offset);
     checkCount('n', n);
     if (offset + n > b.length) throw new ShapeError('view', `offset + n <= ${b.length} (the buffer's length)`, `offset ${offset} + n ${n}`);
-    return new CudaBuffer(b.ptr + BigInt(offset * 4), n, null);
+    return new CudaBuffer(b.ptr + BigInt(offset * b.size), n, null, b.dtype, b.root ?? b, b.offset + offset);
   }
 
   /** Returns b's memory to the arena; a view owns none, so freeing one does nothing (as on the CPU). */
   free(b: CudaBuffer | CudaIntBuffer): void {
     if (b.block !== null) this.rt.arena.give(b.block); // a second free of the same buffer throws there
+    const shadow = b instanceof CudaBuffer ? this.shadows.get(b) : undefined;
+    if (shadow !== undefined) {
+      this.rt.arena.give(shadow.copy);
+      this.shadows.delete(b as CudaBuffer);
+    }
   }
 
   length(b: CudaBuffer): number {
@@ -154,7 +181,13 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
 
   upload(dst: CudaBuffer, src: Float32Array): void {
     if (src.length > dst.length) throw new ShapeError('upload(src)', `at most ${dst.length} elements (dst's length)`, `${src.length}`);
-    if (src.length > 0) this.rt.cu('cuMemcpyHtoDAsync_v2', dst.ptr, src, src.length * 4, this.rt.stream);
+    this.markWritten(dst);
+    if (src.length === 0) return;
+    const host = dst.dtype === 'bf16' ? toBf16(src) : src;
+    this.rt.cu('cuMemcpyHtoDAsync_v2', dst.ptr, host, host.byteLength, this.rt.stream);
+    // A pageable-memory copy may return before the device has read the host buffer: keep a
+    // converted temporary alive until the copy is done.
+    if (host !== src) this.rt.synchronize();
   }
 
   uploadInt(dst: CudaIntBuffer, src: Int32Array): void {
@@ -163,11 +196,11 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
   }
 
   download(src: CudaBuffer): Float32Array {
-    const out = new Float32Array(src.length);
+    const out = src.dtype === 'bf16' ? new Uint16Array(src.length) : new Float32Array(src.length);
     // From pageable memory the copy completes before the call returns; the sync orders it for sure.
-    if (src.length > 0) this.rt.cu('cuMemcpyDtoHAsync_v2', out, src.ptr, src.length * 4, this.rt.stream);
+    if (src.length > 0) this.rt.cu('cuMemcpyDtoHAsync_v2', out, src.ptr, out.byteLength, this.rt.stream);
     this.rt.synchronize();
-    return out;
+    return out instanceof Uint16Array ? fromBf16(out) : out;
   }
 
   /** The int32 contents of src (for tests and debugging). */
@@ -179,13 +212,15 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
   }
 
   zero(b: CudaBuffer): void {
-    if (b.length > 0) this.rt.cu('cuMemsetD32Async', b.ptr, 0, b.length, this.rt.stream);
+    this.fill(b, 0);
   }
 
-  /** Sets every element of b to value (a memset of its 32-bit pattern: no kernel). */
+  /** Sets every element of b to value (a memset of its bit pattern: no kernel). */
   fill(b: CudaBuffer, value: number): void {
-    const bits = new Uint32Array(new Float32Array([value]).buffer)[0];
-    if (b.length > 0) this.rt.cu('cuMemsetD32Async', b.ptr, bits, b.length, this.rt.stream);
+    this.markWritten(b);
+    if (b.length === 0) return;
+    if (b.dtype === 'bf16') this.rt.cu('cuMemsetD16Async', b.ptr, toBf16(new Float32Array([value]))[0], b.length, this.rt.stream);
+    else this.rt.cu('cuMemsetD32Async', b.ptr, new Uint32Array(new Float32Array([value]).buffer)[0], b.length, this.rt.stream);
   }
 
   synchronize(): void {
@@ -198,7 +233,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     need('out', out, N * C, `(N=${N}, C=${C})`);
     need('ids', ids, N, `(N=${N})`);
     need('wte', wte, C, `(V, C=${C})`);
-    this.launch('embedding_forward', embeddingForwardSource, N, ROW_BLOCK, [out.ptr, ids.ptr, wte.ptr, N, C, rows(wte, C)]);
+    this.launch('embedding_forward', embeddingForwardSource, N, ROW_BLOCK, [out, ids, wte, N, C, rows(wte, C)]);
   }
 
   embeddingBackward(dwte: CudaBuffer, dout: CudaBuffer, ids: CudaIntBuffer, N: number, C: number): void {
@@ -206,7 +241,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     need('dout', dout, N * C, `(N=${N}, C=${C})`);
     need('ids', ids, N, `(N=${N})`);
     this.launch('embedding_backward', embeddingBackwardSource, [N, Math.ceil(C / EMBEDDING_BLOCK), 1], EMBEDDING_BLOCK,
-      [dwte.ptr, dout.ptr, ids.ptr, N, C, rows(dwte, C)]);
+      [dwte, dout, ids, N, C, rows(dwte, C)]);
   }
 
   rmsnormForward(out: CudaBuffer, rstd: CudaBuffer, inp: CudaBuffer, weight: CudaBuffer, N: number, C: number, eps: number): void {
@@ -215,7 +250,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     need('inp', inp, N * C, `(N=${N}, C=${C})`);
     need('weight', weight, C, `(C=${C})`);
     this.launch('rmsnorm_forward', () => rmsnormForwardSource({ BLOCK: NORM_BLOCK }), N, NORM_BLOCK,
-      [out.ptr, rstd.ptr, inp.ptr, weight.ptr, N, C, eps]);
+      [out, rstd, inp, weight, N, C, eps]);
   }
 
   rmsnormBackward(
@@ -228,13 +263,13 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     need('weight', weight, C, `(C=${C})`);
     need('rstd', rstd, N, `(N=${N})`);
     this.launch('rmsnorm_backward', () => rmsnormBackwardSource({ BLOCK: NORM_BLOCK }), N, NORM_BLOCK,
-      [dinp.ptr, dout.ptr, inp.ptr, weight.ptr, rstd.ptr, N, C]);
+      [dinp, dout, inp, weight, rstd, N, C]);
     // dweight: pass 1 partial column sums of dy * x * r per chunk of rows, pass 2 their ordered sum
     const P = Math.ceil(N / COLUMN_ROWS);
     const partial = this.rt.arena.take(P * C * 8);
     this.launch('rmsnorm_weight_partials', rmsnormWeightPartialsSource, [P, Math.ceil(C / ROW_BLOCK), 1], ROW_BLOCK,
-      [partial.ptr, dout.ptr, inp.ptr, rstd.ptr, N, C]);
-    this.launch('column_finish', columnFinishSource, Math.ceil(C / ROW_BLOCK), ROW_BLOCK, [dweight.ptr, partial.ptr, P, C]);
+      [partial, dout, inp, rstd, N, C]);
+    this.launch('column_finish', columnFinishSource, Math.ceil(C / ROW_BLOCK), ROW_BLOCK, [dweight, partial, P, C]);
     this.rt.arena.give(partial); // reusable at once: later work on the stream runs after these kernels
   }
 
@@ -249,8 +284,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     need('inp', inp, N * C, `(N=${N}, C=${C})`);
     need('weight', weight, OC * C, `(OC=${OC}, C=${C})`);
     if (bias !== null) need('bias', bias, OC, `(OC=${OC})`);
-    this.rt.blas('cublasSgemm_v2', this.rt.cublas, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, ONE, weight.ptr, C, inp.ptr, C, ZERO, out.ptr, OC);
-    if (bias !== null) this.launch('add_bias', addBiasSource, blocks(N * OC), ELEM_BLOCK, [out.ptr, bias.ptr, N, OC]);
+    this.gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, weight, true, C, inp, C, ZERO, out, OC);
+    if (bias !== null) this.launch('add_bias', addBiasSource, blocks(N * OC), ELEM_BLOCK, [out, bias, N, OC]);
   }
 
   /**
@@ -269,9 +304,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     need('dout', dout, N * OC, `(N=${N}, OC=${OC})`);
     need('inp', inp, N * C, `(N=${N}, C=${C})`);
     need('weight', weight, OC * C, `(OC=${OC}, C=${C})`);
-    const h = this.rt.cublas;
-    this.rt.blas('cublasSgemm_v2', h, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, ONE, weight.ptr, C, dout.ptr, OC, ONE, dinp.ptr, C);
-    this.rt.blas('cublasSgemm_v2', h, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, ONE, inp.ptr, C, dout.ptr, OC, ONE, dweight.ptr, C);
+    this.gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, true, C, dout, OC, ONE, dinp, C);
+    this.gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, false, C, dout, OC, ONE, dweight, C);
     if (dbias !== null) this.columnSums(dbias, dout, N, OC);
   }
 
@@ -279,14 +313,14 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const n = B * T * NH * HS, dims = `(B=${B}, T=${T}, NH=${NH}, HS=${HS})`;
     need('out', out, n, dims);
     need('inp', inp, n, dims);
-    this.launch('to_heads', toHeadsSource, blocks(n), ELEM_BLOCK, [out.ptr, inp.ptr, B, T, NH, HS]);
+    this.launch('to_heads', toHeadsSource, blocks(n), ELEM_BLOCK, [out, inp, B, T, NH, HS]);
   }
 
   fromHeads(out: CudaBuffer, inp: CudaBuffer, B: number, T: number, NH: number, HS: number): void {
     const n = B * T * NH * HS, dims = `(B=${B}, T=${T}, NH=${NH}, HS=${HS})`;
     need('out', out, n, dims);
     need('inp', inp, n, dims);
-    this.launch('from_heads', fromHeadsSource, blocks(n), ELEM_BLOCK, [out.ptr, inp.ptr, B, T, NH, HS]);
+    this.launch('from_heads', fromHeadsSource, blocks(n), ELEM_BLOCK, [out, inp, B, T, NH, HS]);
   }
 
   ropeForward(out: CudaBuffer, inp: CudaBuffer, B: number, NH: number, T: number, HS: number, theta: number, posOffset: number): void {
@@ -301,32 +335,32 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const n = B * T * NKV, dims = `(B=${B}, T=${T}, NKV=${NKV})`;
     need('u', u, n, dims);
     need('uFlat', uFlat, n, dims);
-    this.launch('scores_to_heads', scoresToHeadsSource, blocks(n), ELEM_BLOCK, [u.ptr, uFlat.ptr, B, T, NKV, eps]);
+    this.launch('scores_to_heads', scoresToHeadsSource, blocks(n), ELEM_BLOCK, [u, uFlat, B, T, NKV, eps]);
   }
 
   scoresFromHeads(duFlat: CudaBuffer, du: CudaBuffer, B: number, T: number, NKV: number): void {
     const n = B * T * NKV, dims = `(B=${B}, T=${T}, NKV=${NKV})`;
     need('duFlat', duFlat, n, dims);
     need('du', du, n, dims);
-    this.launch('scores_from_heads', scoresFromHeadsSource, blocks(n), ELEM_BLOCK, [duFlat.ptr, du.ptr, B, T, NKV]);
+    this.launch('scores_from_heads', scoresFromHeadsSource, blocks(n), ELEM_BLOCK, [duFlat, du, B, T, NKV]);
   }
 
   swigluForward(out: CudaBuffer, gate: CudaBuffer, up: CudaBuffer, n: number): void {
     need('out', out, n, `(n=${n})`);
     need('gate', gate, n, `(n=${n})`);
     need('up', up, n, `(n=${n})`);
-    this.launch('swiglu_forward', swigluForwardSource, blocks(n), ELEM_BLOCK, [out.ptr, gate.ptr, up.ptr, n]);
+    this.launch('swiglu_forward', swigluForwardSource, blocks(n), ELEM_BLOCK, [out, gate, up, n]);
   }
 
   swigluBackward(dgate: CudaBuffer, dup: CudaBuffer, dout: CudaBuffer, gate: CudaBuffer, up: CudaBuffer, n: number): void {
     for (const [name, b] of [['dgate', dgate], ['dup', dup], ['dout', dout], ['gate', gate], ['up', up]] as const) need(name, b, n, `(n=${n})`);
-    this.launch('swiglu_backward', swigluBackwardSource, blocks(n), ELEM_BLOCK, [dgate.ptr, dup.ptr, dout.ptr, gate.ptr, up.ptr, n]);
+    this.launch('swiglu_backward', swigluBackwardSource, blocks(n), ELEM_BLOCK, [dgate, dup, dout, gate, up, n]);
   }
 
   addInPlace(out: CudaBuffer, a: CudaBuffer, n: number): void {
     need('out', out, n, `(n=${n})`);
     need('a', a, n, `(n=${n})`);
-    this.launch('add_in_place', addInPlaceSource, blocks(n), ELEM_BLOCK, [out.ptr, a.ptr, n]);
+    this.launch('add_in_place', addInPlaceSource, blocks(n), ELEM_BLOCK, [out, a, n]);
   }
 
   crossEntropyForward(losses: CudaBuffer, probs: CudaBuffer, logits: CudaBuffer, targets: CudaIntBuffer, N: number, V: number): void {
@@ -335,7 +369,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     need('logits', logits, N * V, `(N=${N}, V=${V})`);
     need('targets', targets, N, `(N=${N})`);
     this.launch('cross_entropy_forward', () => crossEntropyForwardSource({ BLOCK: LOSS_BLOCK }), N, LOSS_BLOCK,
-      [losses.ptr, probs.ptr, logits.ptr, targets.ptr, N, V]);
+      [losses, probs, logits, targets, N, V]);
   }
 
   crossEntropyBackward(dlogits: CudaBuffer, scale: number, probs: CudaBuffer, targets: CudaIntBuffer, N: number, V: number): void {
@@ -343,7 +377,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     need('probs', probs, N * V, `(N=${N}, V=${V})`);
     need('targets', targets, N, `(N=${N})`);
     this.launch('cross_entropy_backward', crossEntropyBackwardSource, blocks(N * V), ELEM_BLOCK,
-      [dlogits.ptr, probs.ptr, targets.ptr, scale, N, V]);
+      [dlogits, probs, targets, scale, N, V]);
   }
 
   /**
@@ -411,6 +445,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         need('q', q, nq, dims);
         need('k', k, nkv, dims);
         need('v', v, nkv, dims);
+        float32Only({ out, q, k, v, u });
         if (sparse) {
           if (u === null) throw new ArgumentError('u', `the scores (B, NKV, T) ${dims} of SparseK attention`, null);
           need('u', u, nu, dims);
@@ -430,7 +465,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         if (sparse && u !== null) this.sparsekSelect(s, u, BH, T, K, W, cap);
         const o = attentionVariant(HS, sparse, [q, k, v]);
         this.launch(attentionKernelName('attention_forward', o), () => attentionForwardSource(o), [rows, NH, B], 32 * ATTENTION_WARPS,
-          [out.ptr, s.lse.ptr, q.ptr, k.ptr, v.ptr, u?.ptr ?? nothing, s.tau?.ptr ?? nothing, s.count?.ptr ?? nothing, s.sel?.ptr ?? nothing,
+          [out, s.lse, q, k, v, u ?? nothing, s.tau ?? nothing, s.count ?? nothing, s.sel ?? nothing,
             T, NH, NKV, K, W, scale]);
         last = { out, q, k, v, u };
       },
@@ -441,6 +476,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         need('dv', dv, nkv, dims);
         need('dout', dout, nq, dims);
         if (du !== null) need('du', du, nu, dims);
+        float32Only({ dq, dk, dv, du, dout });
         const { out, q, k, v, u } = last;
         const s = st;
         const o = attentionVariant(HS, sparse, [q, k, v, dout]);
@@ -454,19 +490,19 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         const off = sparse ? take(BH * (T + 1) * 4) : null;
         const dgk = sparse ? take(nu * K * 4) : null;
         const mean = sparse ? take(nu * 8) : null;
-        if (off !== null && s.e !== null) this.launch('sparsek_key_offsets', keyOffsetsSource, BH, PREFIX_BLOCK, [off.ptr, s.e.ptr, T, W]);
+        if (off !== null && s.e !== null) this.launch('sparsek_key_offsets', keyOffsetsSource, BH, PREFIX_BLOCK, [off, s.e, T, W]);
         // pass 1: dq, D, gate gradients; pass 2: dk, dv
         this.launch(attentionKernelName('attention_backward_query', o), () => attentionBackwardQuerySource(o), [rows, NKV, B], 32 * ATTENTION_WARPS,
-          [dq.ptr, D.ptr, mean?.ptr ?? nothing, dgk?.ptr ?? nothing, dout.ptr, out.ptr, s.lse.ptr, q.ptr, k.ptr, v.ptr, u?.ptr ?? nothing,
-            s.tau?.ptr ?? nothing, s.count?.ptr ?? nothing, s.sel?.ptr ?? nothing, s.nfree?.ptr ?? nothing, off?.ptr ?? nothing, T, NH, NKV, K, W, scale]);
+          [dq, D, mean ?? nothing, dgk ?? nothing, dout, out, s.lse, q, k, v, u ?? nothing,
+            s.tau ?? nothing, s.count ?? nothing, s.sel ?? nothing, s.nfree ?? nothing, off ?? nothing, T, NH, NKV, K, W, scale]);
         this.launch(attentionKernelName('attention_backward_key', o), () => attentionBackwardKeySource(o), [rows, NKV, B], 32 * ATTENTION_WARPS,
-          [dk.ptr, dv.ptr, dout.ptr, s.lse.ptr, D.ptr, q.ptr, k.ptr, v.ptr, u?.ptr ?? nothing, s.tau?.ptr ?? nothing, s.e?.ptr ?? nothing,
+          [dk, dv, dout, s.lse, D, q, k, v, u ?? nothing, s.tau ?? nothing, s.e ?? nothing,
             T, NH, NKV, W, scale]);
         if (du !== null && u !== null && mean !== null && off !== null && dgk !== null && s.tau !== null && s.e !== null) {
           const P = take(BH * (T + 1) * 8);
-          this.launch('sparsek_mean_prefix', meanPrefixSource, BH, PREFIX_BLOCK, [P.ptr, mean.ptr, T]);
+          this.launch('sparsek_mean_prefix', meanPrefixSource, BH, PREFIX_BLOCK, [P, mean, T]);
           this.launch('sparsek_score_grad', scoreGradSource, blocks(nu), ELEM_BLOCK,
-            [du.ptr, u.ptr, s.tau.ptr, s.e.ptr, off.ptr, dgk.ptr, P.ptr, BH, T, K, W]);
+            [du, u, s.tau, s.e, off, dgk, P, BH, T, K, W]);
         }
         for (const b of scratch) this.rt.arena.give(b); // reusable at once: later work on the stream runs after these kernels
       },
@@ -503,14 +539,14 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const jbits = T > 1 ? 32 - Math.clz32(T - 1) : 0;
     const flags = this.rt.arena.take(BH * ntiles * 4);
     this.launchShared(`sparsek_select_shared_c${cap}`, () => selectSharedSource({ CAP: cap }), [ntiles, BH, 1], SELECT_BQ, 16 * cap,
-      [s.tau.ptr, s.thk.ptr, s.count.ptr, s.nfree.ptr, s.sel.ptr, flags.ptr, u.ptr, T, K, W, jbits]);
+      [s.tau, s.thk, s.count, s.nfree, s.sel, flags, u, T, K, W, jbits]);
     let capG = 1;
     while (capG < T) capG *= 2;
     const G = Math.min(this.rt.multiprocessors, ntiles * BH);
     const scratch = this.rt.arena.take(G * 2 * capG * 8);
     this.launch('sparsek_select_global', selectGlobalSource, G, SELECT_BQ,
-      [s.tau.ptr, s.thk.ptr, s.count.ptr, s.nfree.ptr, s.sel.ptr, flags.ptr, scratch.ptr, u.ptr, T, K, W, jbits, ntiles, BH, capG]);
-    this.launch('sparsek_key_intervals', keyIntervalsSource, blocks(BH * T), ELEM_BLOCK, [s.e.ptr, u.ptr, s.thk.ptr, BH, T, W]);
+      [s.tau, s.thk, s.count, s.nfree, s.sel, flags, scratch, u, T, K, W, jbits, ntiles, BH, capG]);
+    this.launch('sparsek_key_intervals', keyIntervalsSource, blocks(BH * T), ELEM_BLOCK, [s.e, u, s.thk, BH, T, W]);
     this.rt.arena.give(flags);
     this.rt.arena.give(scratch);
   }
@@ -524,14 +560,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
 
   /** launch() with dynamic shared memory, raising the kernel's limit past the default 48 KiB on first use. */
   private launchShared(name: string, make: () => KernelSource, grid: [number, number, number], block: number, sharedBytes: number,
-    args: (bigint | number)[]): void {
-    let k = this.kernels.get(name);
-    if (k === undefined) {
-      k = this.rt.kernel(make());
-      if (sharedBytes > 48 * 1024) this.rt.cu('cuFuncSetAttribute', k.fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
-      this.kernels.set(name, k);
-    }
-    this.rt.launch(k, grid, block, sharedBytes, args);
+    args: KernelArg[]): void {
+    this.launch(name, make, grid, block, args, sharedBytes);
   }
 
   /** The contents of a raw device block (doubles, ints) into host, after the queued work. */
@@ -596,7 +626,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const n = checkCount('x.length', x.length);
     const partials = this.rt.arena.take(SUMSQ_BLOCKS * 8);
     try {
-      this.launch('sum_squares', sumSquaresSource, SUMSQ_BLOCKS, OPTIM_BLOCK, [partials.ptr, x.ptr, n]);
+      this.launch('sum_squares', sumSquaresSource, SUMSQ_BLOCKS, OPTIM_BLOCK, [partials, x, n]);
       const host = new Float64Array(SUMSQ_BLOCKS);
       this.rt.cu('cuMemcpyDtoHAsync_v2', host, partials.ptr, SUMSQ_BLOCKS * 8, this.rt.stream);
       this.rt.synchronize();
@@ -610,15 +640,69 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
 
   adamw(p: CudaBuffer, g: CudaBuffer, m: CudaBuffer, v: CudaBuffer, o: AdamwStep): void {
     const n = p.length;
+    for (const [name, b] of [['p', p], ['g', g], ['m', m], ['v', v]] as const) {
+      if (b.dtype !== 'f32') throw new ArgumentError(name, 'a float32 buffer (parameters and optimizer state stay fp32)', 'bf16');
+    }
+    this.markWritten(p);
     for (const [name, b] of [['g', g], ['m', m], ['v', v]] as const) need(name, b, n, `(n=${n}, as p)`);
     if (!Number.isInteger(o.step) || o.step < 1) throw new ArgumentError('step', 'an integer >= 1', o.step);
     const bc1 = 1 - Math.pow(o.beta1, o.step);
     const bc2 = 1 - Math.pow(o.beta2, o.step);
     this.launch('adamw', adamwSource, Math.ceil(n / OPTIM_BLOCK), OPTIM_BLOCK,
-      [p.ptr, g.ptr, m.ptr, v.ptr, n, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, bc1, bc2, o.gradScale]);
+      [p, g, m, v, n, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, bc1, bc2, o.gradScale]);
   }
 
   // ---- helpers ------------------------------------------------------------------------------
+
+  /**
+   * Column-major C (m, n) = op(A) op(B) + beta C, cuBLAS's terms (the callers write down the
+   * row-major mapping). All float32: sgemm, true fp32. Otherwise a mixed-precision product: A and B
+   * in bf16 (a float32 weight through its bf16 shadow, any other float32 operand through a bf16
+   * copy), C in its own storage, accumulated in fp32 (cublasGemmEx, CUBLAS_COMPUTE_32F).
+   */
+  private gemm(ta: number, tb: number, m: number, n: number, k: number, A: CudaBuffer, aIsWeight: boolean, lda: number,
+    B: CudaBuffer, ldb: number, beta: Float32Array, Cm: CudaBuffer, ldc: number): void {
+    this.markWritten(Cm);
+    if (A.dtype === 'f32' && B.dtype === 'f32' && Cm.dtype === 'f32') {
+      this.rt.blas('cublasSgemm_v2', this.rt.cublas, ta, tb, m, n, k, ONE, A.ptr, lda, B.ptr, ldb, beta, Cm.ptr, ldc);
+      return;
+    }
+    const copies: DeviceBlock[] = [];
+    const bf16 = (x: CudaBuffer, weight: boolean): bigint => {
+      if (x.dtype === 'bf16') return x.ptr;
+      if (weight) return this.shadow(x);
+      const copy = this.rt.arena.take(x.length * 2);
+      copies.push(copy);
+      this.launch('to_bf16', toBf16Source, blocks(x.length), ELEM_BLOCK, [copy, x, x.length]);
+      return copy.ptr;
+    };
+    const a = bf16(A, aIsWeight), b = bf16(B, false);
+    const ct = Cm.dtype === 'bf16' ? CUDA_R_16BF : CUDA_R_32F;
+    this.rt.blas('cublasGemmEx', this.rt.cublas, ta, tb, m, n, k, ONE, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, beta, Cm.ptr, ct, ldc,
+      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    for (const c of copies) this.rt.arena.give(c); // reusable at once: later work on the stream runs after the product
+  }
+
+  /** The address of float32 weight w's bf16 copy, refreshing its root's copy when the root was written since. */
+  private shadow(w: CudaBuffer): bigint {
+    const root = w.root ?? w;
+    let sh = this.shadows.get(root);
+    if (sh === undefined) {
+      sh = { copy: this.rt.arena.take(root.length * 2), stale: true };
+      this.shadows.set(root, sh);
+    }
+    if (sh.stale) {
+      this.launch('to_bf16', toBf16Source, blocks(root.length), ELEM_BLOCK, [sh.copy, root, root.length]);
+      sh.stale = false;
+    }
+    return sh.copy.ptr + BigInt(w.offset * 2);
+  }
+
+  /** Marks b's root as written, so its bf16 shadow (if any) is refreshed before the next product reads it. */
+  private markWritten(b: CudaBuffer): void {
+    const sh = this.shadows.get(b.root ?? b);
+    if (sh !== undefined) sh.stale = true;
+  }
 
   /** Forward rotation (overwrites out) or backward (accumulates into out), through a (T, HS/2) cos/sin table. */
   private rope(backward: boolean, out: CudaBuffer, inp: CudaBuffer, B: number, NH: number, T: number, HS: number, theta: number, posOffset: number): void {
@@ -632,7 +716,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const cosT = tables.ptr, sinT = tables.ptr + BigInt(T * half * 4);
     this.launch('rope_tables', ropeTablesSource, blocks(T * half), ELEM_BLOCK, [cosT, sinT, T, HS, theta, posOffset]);
     this.launch(backward ? 'rope_backward' : 'rope_forward', () => ropeRotateSource({ backward }), blocks(n / 2), ELEM_BLOCK,
-      [out.ptr, inp.ptr, cosT, sinT, B * NH, T, HS]);
+      [out, inp, cosT, sinT, B * NH, T, HS]);
     this.rt.arena.give(tables);
   }
 
@@ -640,19 +724,27 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
   private columnSums(out: CudaBuffer, x: CudaBuffer, N: number, C: number): void {
     const P = Math.ceil(N / COLUMN_ROWS);
     const partial = this.rt.arena.take(P * C * 8);
-    this.launch('column_partials', columnPartialsSource, [P, Math.ceil(C / ROW_BLOCK), 1], ROW_BLOCK, [partial.ptr, x.ptr, N, C]);
-    this.launch('column_finish', columnFinishSource, Math.ceil(C / ROW_BLOCK), ROW_BLOCK, [out.ptr, partial.ptr, P, C]);
+    this.launch('column_partials', columnPartialsSource, [P, Math.ceil(C / ROW_BLOCK), 1], ROW_BLOCK, [partial, x, N, C]);
+    this.launch('column_finish', columnFinishSource, Math.ceil(C / ROW_BLOCK), ROW_BLOCK, [out, partial, P, C]);
     this.rt.arena.give(partial);
   }
 
-  /** Launches the kernel `name`, compiling it from `make()` on its first use. */
-  private launch(name: string, make: () => KernelSource, grid: number | [number, number, number], block: number, args: (bigint | number)[]): void {
-    let k = this.kernels.get(name);
+  /**
+   * Launches the kernel `name`, compiling it from `make()` on its first use, specialised to the
+   * storage of the buffers passed: each bf16 buffer makes its `float*` parameter `bf16*`
+   * (kernels/storage.ts), a variant compiled and cached under its own name.
+   */
+  private launch(name: string, make: () => KernelSource, grid: number | [number, number, number], block: number, args: KernelArg[],
+    sharedBytes = 0): void {
+    const bf16 = args.map((a) => a instanceof CudaBuffer && a.dtype === 'bf16');
+    const key = bf16.some(Boolean) ? `${name}@${bf16.map((b) => (b ? 'h' : '.')).join('')}` : name;
+    let k = this.kernels.get(key);
     if (k === undefined) {
-      k = this.rt.kernel(make());
-      this.kernels.set(name, k);
+      k = this.rt.kernel(specialise(make(), bf16));
+      if (sharedBytes > 48 * 1024) this.rt.cu('cuFuncSetAttribute', k.fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
+      this.kernels.set(key, k);
     }
-    this.rt.launch(k, grid, block, 0, args);
+    this.rt.launch(k, grid, block, sharedBytes, args.map((a) => (typeof a === 'object' ? a.ptr : a)));
   }
 
   // ---- imported architectures (GPT-2, GPT-NeoX; issue 6) ------------------------------------
@@ -668,7 +760,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     need('weight', weight, C, dims);
     need('bias', bias, C, dims);
     this.launch('layernorm_forward', () => layernormForwardSource({ BLOCK: NORM_BLOCK }), N, NORM_BLOCK,
-      [out.ptr, mean.ptr, rstd.ptr, inp.ptr, weight.ptr, bias.ptr, N, C, eps]);
+      [out, mean, rstd, inp, weight, bias, N, C, eps]);
   }
 
   layernormBackward(dinp: CudaBuffer, dweight: CudaBuffer, dbias: CudaBuffer, dout: CudaBuffer, inp: CudaBuffer, weight: CudaBuffer, mean: CudaBuffer, rstd: CudaBuffer, N: number, C: number): void {
@@ -682,13 +774,13 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     need('mean', mean, N, dims);
     need('rstd', rstd, N, dims);
     this.launch('layernorm_backward', () => layernormBackwardSource({ BLOCK: NORM_BLOCK }), N, NORM_BLOCK,
-      [dinp.ptr, dout.ptr, inp.ptr, weight.ptr, mean.ptr, rstd.ptr, N, C]);
+      [dinp, dout, inp, weight, mean, rstd, N, C]);
     // dweight: partial column sums of dy * xhat per chunk of rows, then their ordered sum; dbias: column sums of dy
     const P = Math.ceil(N / COLUMN_ROWS);
     const partial = this.rt.arena.take(P * C * 8);
     this.launch('layernorm_weight_partials', layernormWeightPartialsSource, [P, Math.ceil(C / ROW_BLOCK), 1], ROW_BLOCK,
-      [partial.ptr, dout.ptr, inp.ptr, mean.ptr, rstd.ptr, N, C]);
-    this.launch('column_finish', columnFinishSource, Math.ceil(C / ROW_BLOCK), ROW_BLOCK, [dweight.ptr, partial.ptr, P, C]);
+      [partial, dout, inp, mean, rstd, N, C]);
+    this.launch('column_finish', columnFinishSource, Math.ceil(C / ROW_BLOCK), ROW_BLOCK, [dweight, partial, P, C]);
     this.rt.arena.give(partial); // reusable at once: later work on the stream runs after these kernels
     this.columnSums(dbias, dout, N, C);
   }
@@ -697,13 +789,13 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     checkGeluForm(form);
     need('out', out, n, `(n=${n})`);
     need('inp', inp, n, `(n=${n})`);
-    this.launch(`gelu_${form}_forward`, () => geluForwardSource({ form }), blocks(n), ELEM_BLOCK, [out.ptr, inp.ptr, n]);
+    this.launch(`gelu_${form}_forward`, () => geluForwardSource({ form }), blocks(n), ELEM_BLOCK, [out, inp, n]);
   }
 
   geluBackward(dinp: CudaBuffer, dout: CudaBuffer, inp: CudaBuffer, n: number, form: GeluForm): void {
     checkGeluForm(form);
     for (const [name, b] of [['dinp', dinp], ['dout', dout], ['inp', inp]] as const) need(name, b, n, `(n=${n})`);
-    this.launch(`gelu_${form}_backward`, () => geluBackwardSource({ form }), blocks(n), ELEM_BLOCK, [dinp.ptr, dout.ptr, inp.ptr, n]);
+    this.launch(`gelu_${form}_backward`, () => geluBackwardSource({ form }), blocks(n), ELEM_BLOCK, [dinp, dout, inp, n]);
   }
 
   ropePartialForward(out: CudaBuffer, inp: CudaBuffer, B: number, NH: number, T: number, HS: number, R: number, theta: number, posOffset: number): void {
@@ -727,7 +819,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const cosT = tables.ptr, sinT = tables.ptr + BigInt(T * half * 4);
     this.launch('rope_tables', ropeTablesSource, blocks(T * half), ELEM_BLOCK, [cosT, sinT, T, R, theta, posOffset]);
     this.launch(backward ? 'rope_partial_backward' : 'rope_partial_forward', () => ropePartialRotateSource({ backward }),
-      blocks(B * NH * T * (HS - half)), ELEM_BLOCK, [out.ptr, inp.ptr, cosT, sinT, B * NH, T, HS, R]);
+      blocks(B * NH * T * (HS - half)), ELEM_BLOCK, [out, inp, cosT, sinT, B * NH, T, HS, R]);
     this.rt.arena.give(tables);
   }
 }
@@ -753,6 +845,16 @@ function need(name: string, b: CudaBuffer | CudaIntBuffer, n: number, dims: stri
   if (b.length < n) throw new ShapeError(name, `at least ${n} elements ${dims}`, `${b.length}`);
 }
 
+/**
+ * Throws unless every buffer given is float32: the attention kernels read rows with vector loads
+ * and keep their tensors in fp32 (the model allocates q, k, v and their gradients so).
+ */
+function float32Only(bufs: Record<string, CudaBuffer | null>): void {
+  for (const [name, b] of Object.entries(bufs)) {
+    if (b !== null && b.dtype !== 'f32') throw new ArgumentError(name, 'a float32 buffer (CUDA attention runs in fp32)', 'bf16');
+  }
+}
+
 /** Rows of a (rows, C) table held in b. */
 function rows(b: CudaBuffer, C: number): number {
   return C > 0 ? Math.floor(b.length / C) : 0;
@@ -760,4 +862,22 @@ function rows(b: CudaBuffer, C: number): number {
 
 function blocks(n: number): number {
   return Math.ceil(n / ELEM_BLOCK);
+}
+
+/** float32 -> bfloat16 bits, rounding to nearest even (NaN stays NaN), as kernels/storage.ts's bf16 does on the device. */
+export function toBf16(x: Float32Array): Uint16Array {
+  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const b = u[i];
+    out[i] = (b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+  }
+  return out;
+}
+
+/** bfloat16 bits -> float32 (exact). */
+export function fromBf16(h: Uint16Array): Float32Array {
+  const u = new Uint32Array(h.length);
+  for (let i = 0; i < h.length; i++) u[i] = h[i] << 16;
+  return new Float32Array(u.buffer);
 }

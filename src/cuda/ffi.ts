@@ -47,6 +47,8 @@ export function driverApi(lib: LibraryHandle) {
       (dst: Ptr, src: Ptr, bytes: number, stream: Ptr) => Status,
     cuMemsetD32Async: lib.func('int cuMemsetD32Async(uint64_t dst, unsigned int value, size_t n, void *stream)') as
       (dst: Ptr, value: number, n: number, stream: Ptr) => Status,
+    cuMemsetD16Async: lib.func('int cuMemsetD16Async(uint64_t dst, unsigned short value, size_t n, void *stream)') as
+      (dst: Ptr, value: number, n: number, stream: Ptr) => Status,
     cuStreamCreate: lib.func('int cuStreamCreate(void *stream, unsigned int flags)') as (stream: Out64, flags: number) => Status,
     cuStreamDestroy_v2: lib.func('int cuStreamDestroy_v2(void *stream)') as (stream: Ptr) => Status,
     cuStreamSynchronize: lib.func('int cuStreamSynchronize(void *stream)') as (stream: Ptr) => Status,
@@ -105,6 +107,14 @@ export function cublasApi(lib: LibraryHandle) {
         'uint64_t B, int ldb, const float *beta, uint64_t C, int ldc)',
     ) as (handle: Ptr, transa: number, transb: number, m: number, n: number, k: number, alpha: Float32Array, A: Ptr, lda: number,
       B: Ptr, ldb: number, beta: Float32Array, C: Ptr, ldc: number) => Status,
+    // The same product over typed operands (bf16 A and B, bf16 or fp32 C) with a compute type; alpha
+    // and beta are floats for CUBLAS_COMPUTE_32F.
+    cublasGemmEx: lib.func(
+      'int cublasGemmEx(void *handle, int transa, int transb, int m, int n, int k, const float *alpha, uint64_t A, int Atype, int lda, ' +
+        'uint64_t B, int Btype, int ldb, const float *beta, uint64_t C, int Ctype, int ldc, int computeType, int algo)',
+    ) as (handle: Ptr, transa: number, transb: number, m: number, n: number, k: number, alpha: Float32Array, A: Ptr, Atype: number,
+      lda: number, B: Ptr, Btype: number, ldb: number, beta: Float32Array, C: Ptr, Ctype: number, ldc: number, computeType: number,
+      algo: number) => Status,
   };
 }
 
@@ -129,3 +139,7 @@ export const CUBLAS_STATUS_SUCCESS = 0;
 export const CUBLAS_OP_N = 0;
 export const CUBLAS_OP_T = 1;
 export const CUBLAS_DEFAULT_MATH = 0; // true fp32: no TF32 tensor-core rounding of the inputs
+export const CUDA_R_32F = 0; // cudaDataType
+export const CUDA_R_16BF = 14;
+export const CUBLAS_COMPUTE_32F = 68;
+export const CUBLAS_GEMM_DEFAULT = -1;

@@ -127,7 +127,10 @@ export class Gpt<F = Float32Array, I = Int32Array> {
     const NH = c.heads;
     const NKV = c.kvHeads;
     const Fw = c.ffnDim;
+    // Storage: float32 for the residual stream, statistics, scores and attention's own tensors;
+    // 'act' (bf16 under mixed precision) for what enters and leaves the matrix products.
     const f = (n: number) => be.alloc(n);
+    const act = (n: number) => be.alloc(n, 'act');
     const shape: AttentionShape = { B, T, NH, NKV, HS };
     const scored = c.attention === 'sparsek';
     const layerNorm = this.arch.norm === 'layer';
@@ -136,13 +139,13 @@ export class Gpt<F = Float32Array, I = Int32Array> {
     const acts: LayerActs<F>[] = [];
     for (let l = 0; l < c.layers; l++) {
       acts.push({
-        x: f(N * C), ln1: f(N * C), mean1: layerNorm ? f(N) : null, rstd1: f(N),
-        qFlat: f(N * NH * HS), kFlat: f(N * NKV * HS), vFlat: f(N * NKV * HS),
+        x: f(N * C), ln1: act(N * C), mean1: layerNorm ? f(N) : null, rstd1: f(N),
+        qFlat: act(N * NH * HS), kFlat: act(N * NKV * HS), vFlat: act(N * NKV * HS),
         q: f(N * NH * HS), k: f(N * NKV * HS), v: f(N * NKV * HS),
         uFlat: scored ? f(N * NKV) : null, u: scored ? f(N * NKV) : null,
-        att: f(N * NH * HS), attFlat: f(N * NH * HS),
-        x2: f(N * C), ln2: f(N * C), mean2: layerNorm ? f(N) : null, rstd2: f(N),
-        gate: swiglu ? f(N * Fw) : null, up: f(N * Fw), h: f(N * Fw),
+        att: f(N * NH * HS), attFlat: act(N * NH * HS),
+        x2: f(N * C), ln2: act(N * C), mean2: layerNorm ? f(N) : null, rstd2: f(N),
+        gate: swiglu ? act(N * Fw) : null, up: act(N * Fw), h: act(N * Fw),
         attention: be.attention(c, shape),
       });
     }
@@ -154,17 +157,17 @@ export class Gpt<F = Float32Array, I = Int32Array> {
       be.uploadInt(posIds, host);
     }
     const g: Scratch<F> = {
-      dx: f(N * C), dln: f(N * C), dh: f(N * Fw), dgate: swiglu ? f(N * Fw) : null, dup: f(N * Fw),
-      dattFlat: f(N * NH * HS), datt: f(N * NH * HS), dq: f(N * NH * HS), dk: f(N * NKV * HS), dv: f(N * NKV * HS),
+      dx: f(N * C), dln: act(N * C), dh: act(N * Fw), dgate: swiglu ? act(N * Fw) : null, dup: act(N * Fw),
+      dattFlat: act(N * NH * HS), datt: f(N * NH * HS), dq: f(N * NH * HS), dk: f(N * NKV * HS), dv: f(N * NKV * HS),
       dqPre: f(N * NH * HS), dkPre: f(N * NKV * HS),
-      dqFlat: f(N * NH * HS), dkFlat: f(N * NKV * HS), dvFlat: f(N * NKV * HS), du: f(N * NKV), duFlat: f(N * NKV),
+      dqFlat: act(N * NH * HS), dkFlat: act(N * NKV * HS), dvFlat: act(N * NKV * HS), du: f(N * NKV), duFlat: f(N * NKV),
       tmp: f(N * NH * HS),
     };
     this.batch = {
       B, T, acts, g,
       ids: be.allocInt(N), posIds, pos: learned ? f(N * C) : null, targets: be.allocInt(N), hostTargets: new Int32Array(N),
-      xf: f(N * C), lnf: f(N * C), meanf: layerNorm ? f(N) : null, rstdf: f(N),
-      logits: f(N * c.vocabSize), probs: f(N * c.vocabSize), losses: f(N), dlogits: f(N * c.vocabSize),
+      xf: f(N * C), lnf: act(N * C), meanf: layerNorm ? f(N) : null, rstdf: f(N),
+      logits: act(N * c.vocabSize), probs: act(N * c.vocabSize), losses: f(N), dlogits: act(N * c.vocabSize),
     };
     return this.batch;
   }

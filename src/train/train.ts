@@ -7,7 +7,7 @@ import { Rng } from '../core/random.js';
 import { ModelConfig, checkConfig } from '../model/config.js';
 import { Gpt } from '../model/gpt.js';
 import { Params, allocParams, allocParamsOn, initParams } from '../model/params.js';
-import type { Backend, Device } from '../backend.js';
+import type { Backend, Device, Precision } from '../backend.js';
 import { withBackend } from '../device.js';
 import { loadCorpus, splitDocuments } from '../data/corpus.js';
 import { Tokenizer, ByteTokenizer, trainBpe } from '../tokenizer/index.js';
@@ -35,12 +35,14 @@ export interface TrainConfig {
   checkpointEvery: number;
   valFraction: number;
   device: Device;
+  /** 'bf16': mixed precision on CUDA (bf16 activations and product operands, fp32 accumulation, fp32 master weights and moments). */
+  precision: Precision;
 }
 
 export const DEFAULT_TRAIN: TrainConfig = {
   data: 'sotu', tokenizer: 'bpe', batch: 8, steps: 300, minutes: null, lr: 3e-3, minLr: 3e-4, warmup: 20,
   weightDecay: 0.1, gradClip: 1, seed: 1, evalEvery: 50, evalRows: 32, checkpointEvery: 100, valFraction: 0.1,
-  device: 'cpu',
+  device: 'cpu', precision: 'fp32',
 };
 
 export interface Metric {
@@ -137,7 +139,7 @@ export async function train(
   const data = await prepareData(tc, mc.vocabSize, state?.tokenizer ?? init?.tokenizer);
   if (!state && !init) mc = { ...mc, vocabSize: data.tokenizer.vocabSize };
   const setup = { mc, tc, state, init, data, out, opts, log };
-  return withBackend(tc.device, { run: (be) => trainOn(be, setup) });
+  return withBackend(tc.device, { run: (be) => trainOn(be, setup) }, { precision: tc.precision ?? 'fp32' }); // runs saved before precision existed were fp32
 }
 
 /** Fine-tuning: start from these weights and tokenizer (fresh optimizer, step 0) instead of an init. */

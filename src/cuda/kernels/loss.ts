@@ -27,7 +27,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) cross_entropy_forward(
     const int* targets,    // (N), in [0, V) or -1
     int N, int V) {
   size_t row = (size_t)blockIdx.x * V;
-  const float* l = logits + row;
+  const auto* l = logits + row;  // float or bf16 storage (storage.ts)
   // pass 1
   float mx = -__int_as_float(0x7f800000);  // -inf (NVRTC has no <math.h> macros)
   for (int v = threadIdx.x; v < V; v += BLOCK) mx = fmaxf(mx, l[v]);

@@ -27,7 +27,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) rmsnorm_forward(
     const float* weight,   // (C)
     int N, int C, double eps) {
   size_t row = (size_t)blockIdx.x * C;
-  const float* x = inp + row;
+  const auto* x = inp + row;  // float or bf16 storage (storage.ts)
   // pass 1
   double ss = 0.0;
   for (int c = threadIdx.x; c < C; c += BLOCK) ss += (double)x[c] * (double)x[c];
@@ -128,7 +128,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) layernorm_forward(
     const float* bias,     // (C)
     int N, int C, double eps) {
   size_t row = (size_t)blockIdx.x * C;
-  const float* x = inp + row;
+  const auto* x = inp + row;  // float or bf16 storage (storage.ts)
   // pass 1
   double s = 0.0;
   for (int c = threadIdx.x; c < C; c += BLOCK) s += (double)x[c];
