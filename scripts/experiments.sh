@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Issue 7's experiments, through the CLI, on one GPU (bash .device/run.sh scripts/experiments.sh PART):
+#   lm        language modelling on SOTU at T = 4096 for every attention kind, matched budgets
+#             (K + W = 512 keys per query for the sparse kinds), then evaluation at 4K, 8K and 16K
+#             (length extrapolation)
+#   slope     SparseK + window with eps = 0, 0.01 and 0.05, and with K:W = 128:384 and 384:128
+#   passkey   the passkey retrieval task (src/data/passkey.ts) at 4K characters with the byte tokenizer
+# Each run folder keeps config.json and metrics.jsonl; results.jsonl gathers one JSON line per
+# evaluation. Model: 6 layers, width 384, 6 heads (HS = 64), same steps and batch for all.
+# Environment: STEPS (default 300), BATCH (default 2), OUT (default runs/exp), COPY (a folder to copy
+# the small outputs to, e.g. $OUT of the device tool); for a quick check elsewhere, DEVICE (cuda),
+# MODEL (the model flags) and EVAL_T (the evaluation contexts of lm).
+set -euo pipefail
+part=${1:?usage: scripts/experiments.sh lm|slope|passkey}
+steps=${STEPS:-300}
+batch=${BATCH:-2}
+out=${OUT:-runs/exp}
+cli="node dist/cli.js"
+model=${MODEL:---layers 6 --dim 384 --heads 6 --kv-heads 6 --context 4096}
+device=${DEVICE:-cuda}
+lm_contexts=${EVAL_T:-4096 8192 16384}
+common="--batch $batch --steps $steps --device $device --quiet --eval-every 100"
+mkdir -p "$out"
+
+# name, then the attention flags
+lm_runs=(
+  "dense|--attention dense"
+  "window|--attention window --window 512"
+  "fixed|--attention fixed --window 480"
+  "hash|--attention hash --hash-buckets 4"
+  "qktopk|--attention qktopk --k 256 --window 256"
+  "sparsek|--attention sparsek --k 512 --window 0 --score-slope 0.05"
+  "sparsek-window|--attention sparsek --k 256 --window 256 --score-slope 0.05"
+)
+slope_runs=(
+  "sparsek-window-eps0|--attention sparsek --k 256 --window 256 --score-slope 0"
+  "sparsek-window-eps0.01|--attention sparsek --k 256 --window 256 --score-slope 0.01"
+  "sparsek-k128-w384|--attention sparsek --k 128 --window 384 --score-slope 0.05"
+  "sparsek-k384-w128|--attention sparsek --k 384 --window 128 --score-slope 0.05"
+)
+
+record() { # name, then a JSON line from eval or passkey
+  echo "{\"part\":\"$part\",\"run\":\"$1\",\"result\":$2}" | tee -a "$out/results.jsonl"
+}
+
+train_and_eval() { # name, data flags, attention flags, eval contexts
+  local name=$1 data=$2 flags=$3 contexts=$4 dir="$out/$part/$1"
+  rm -rf "$dir"
+  local t0=$SECONDS
+  $cli train $data $model $flags $common --out "$dir" | tail -1
+  echo "# $name trained in $((SECONDS - t0)) s"
+  for T in $contexts; do
+    record "$name" "$($cli eval --checkpoint "$dir" --context "$T" --device "$device" | tail -1)"
+  done
+}
+
+case "$part" in
+  lm)
+    for r in "${lm_runs[@]}"; do train_and_eval "${r%%|*}" "--data sotu --vocab 4096" "${r#*|}" "$lm_contexts"; done ;;
+  slope)
+    for r in "${slope_runs[@]}"; do train_and_eval "${r%%|*}" "--data sotu --vocab 4096" "${r#*|}" "${lm_contexts%% *}"; done ;;
+  passkey)
+    node --import tsx scripts/passkey.ts make --out "$out/passkey-data" --docs 3000 --length 3800 --seed 1
+    for r in "${lm_runs[@]}"; do
+      name=${r%%|*}
+      train_and_eval "$name" "--data $out/passkey-data --tokenizer byte" "${r#*|}" ""
+      record "$name" "$(node --import tsx scripts/passkey.ts eval --checkpoint "$out/$part/$name" --docs 100 --length 3800 --device "$device" | tail -1)"
+    done ;;
+  *) echo "unknown part $part (lm, slope or passkey)" >&2; exit 2 ;;
+esac
+
+if [ -n "${COPY:-}" ]; then
+  mkdir -p "$COPY"
+  cp "$out/results.jsonl" "$COPY/results-$part.jsonl"
+  for d in "$out/$part"/*/; do
+    n=$(basename "$d"); mkdir -p "$COPY/$part/$n"
+    cp "$d/config.json" "$d/metrics.jsonl" "$COPY/$part/$n/"
+  done
+fi
