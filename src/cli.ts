@@ -34,6 +34,7 @@ const MODEL_FLAGS: OptionTable = {
   context: { kind: 'int', help: 'T: training context length' },
   vocab: { kind: 'int', help: 'BPE vocabulary size' },
   'score-slope': { kind: 'number', help: 'eps: position slope of the SparseK scores' },
+  'hash-buckets': { kind: 'int', help: 'buckets of the hash baseline (even)' },
 };
 
 const TRAIN_FLAGS: OptionTable = {
@@ -52,6 +53,11 @@ const TRAIN_FLAGS: OptionTable = {
   quiet: { kind: 'boolean', help: 'no progress bar' },
 };
 
+// Flags of `train` alone (finetune shares TRAIN_FLAGS).
+const TRAIN_ONLY_FLAGS: OptionTable = {
+  gpus: { kind: 'int', help: 'N: data-parallel training on N GPUs, one process each, gradients averaged with NCCL (implies --device cuda)' },
+};
+
 function modelConfigFrom(o: Opts, base: ModelConfig): ModelConfig {
   const pick = <T>(key: string, fallback: T) => (o[key] === undefined ? fallback : (o[key] as T));
   return {
@@ -66,6 +72,7 @@ function modelConfigFrom(o: Opts, base: ModelConfig): ModelConfig {
     context: pick('context', base.context),
     vocabSize: pick('vocab', base.vocabSize),
     scoreSlope: pick('score-slope', base.scoreSlope),
+    hashBuckets: pick('hash-buckets', base.hashBuckets),
     ffnDim: o.dim !== undefined ? Math.ceil(((8 / 3) * (o.dim as number)) / 32) * 32 : base.ffnDim,
   };
 }
@@ -111,12 +118,21 @@ function need(o: Opts, key: string, command: string): string {
 }
 
 async function cmdTrain(argv: string[]): Promise<void> {
-  const o = parseOptions('train', argv, { ...MODEL_FLAGS, ...TRAIN_FLAGS });
+  const o = parseOptions('train', argv, { ...MODEL_FLAGS, ...TRAIN_FLAGS, ...TRAIN_ONLY_FLAGS });
+  const gpus = o.gpus as number | undefined;
+  if (gpus !== undefined) {
+    // Flag errors first, before CUDA is probed; --gpus implies --device cuda.
+    const { checkDataParallel } = await import('./train/distributed.js');
+    const t = trainConfigFrom(o, DEFAULT_TRAIN);
+    checkDataParallel({ gpus, device: (o.device as string | undefined) ?? 'cuda', batch: t.batch, minutes: t.minutes });
+    o.device ??= 'cuda';
+  }
   const device = await deviceFrom(o);
   const out = need(o, 'out', 'train');
   const mc = modelConfigFrom(o, PRESETS.demo);
   const tc = { ...trainConfigFrom(o, DEFAULT_TRAIN), device, precision: precisionFrom(o, device) };
-  const r = await train(mc, tc, out, { resume: o.resume === true, quiet: o.quiet === true });
+  const opts = { resume: o.resume === true, quiet: o.quiet === true };
+  const r = gpus === undefined ? await train(mc, tc, out, opts) : await (await import('./train/distributed.js')).trainDataParallel(mc, tc, out, { gpus, ...opts });
   await plotRuns([out], path.join(out, 'loss.svg'));
   console.log(JSON.stringify({ out: r.out, steps: r.steps, loss: r.finalLoss, valLoss: r.valLoss, tokensPerSecond: Math.round(r.tokensPerSecond) }));
 }
@@ -319,6 +335,8 @@ async function cmdDoctor(): Promise<void> {
   } else {
     console.log(`cuda     not available: ${why}`);
   }
+  const { ncclReport } = await import('./cuda/nccl.js');
+  for (const line of ncclReport()) console.log(line);
   console.log('webgpu   not available: this build has no WebGPU backend yet');
 }
 
@@ -367,7 +385,7 @@ total       ${formatTime((Date.now() - t0) / 1000)}
 
 const COMMANDS: Record<string, { help: string; run: (argv: string[]) => Promise<void> }> = {
   demo: { help: 'train, evaluate, generate and plot a small SparseK model (the main job)', run: cmdDemo },
-  train: { help: 'train a model: ' + Object.keys({ ...MODEL_FLAGS, ...TRAIN_FLAGS }).map((k) => '--' + k).join(' '), run: cmdTrain },
+  train: { help: 'train a model: ' + Object.keys({ ...MODEL_FLAGS, ...TRAIN_FLAGS, ...TRAIN_ONLY_FLAGS }).map((k) => '--' + k).join(' '), run: cmdTrain },
   eval: { help: 'validation loss and perplexity of a run: --checkpoint DIR [--data D] [--context T]', run: cmdEval },
   generate: { help: 'sample text with the constant-memory cache: --checkpoint DIR --prompt TEXT [--tokens N] [--stats]', run: cmdGenerate },
   convert: { help: 'add SparseK scoring to a model: --from DIR --attention sparsek --k K --window W [--score-slope E] --out DIR', run: cmdConvert },
@@ -379,7 +397,7 @@ const COMMANDS: Record<string, { help: string; run: (argv: string[]) => Promise<
 
 function usage(): string {
   const w = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
-  return `usage: sparsek <command> [--option value ...]\n\n${Object.entries(COMMANDS).map(([c, x]) => `  ${c.padEnd(w)}  ${x.help}`).join('\n')}\n\ntrain options:\n${formatHelp({ ...MODEL_FLAGS, ...TRAIN_FLAGS })}\n`;
+  return `usage: sparsek <command> [--option value ...]\n\n${Object.entries(COMMANDS).map(([c, x]) => `  ${c.padEnd(w)}  ${x.help}`).join('\n')}\n\ntrain options:\n${formatHelp({ ...MODEL_FLAGS, ...TRAIN_FLAGS, ...TRAIN_ONLY_FLAGS })}\n`;
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -109,6 +109,59 @@ export function missingReason(report: CudaLibraryReport): string | null {
   return `${report.missing.map((n) => WHAT[n]).join(', ')} not found (searched ${report.searched.join(', ')})`;
 }
 
+/** Where libnccl (NCCL, used by `train --gpus N`) was found, or null; and where it was looked for. */
+export interface NcclLibraryHit {
+  path: string | null;
+  source: string | null;
+  searched: string[];
+}
+
+/**
+ * Finds libnccl.so.2 (NCCL is not part of the CUDA toolkit): $NCCL_HOME/lib, then the CUDA search
+ * list above, then the pip wheel nvidia-nccl-cu* (which PyTorch installs) under the usual Python
+ * prefixes, then wherever python3 on PATH imports that wheel from, then `ldconfig -p`. Loads
+ * nothing; never throws.
+ */
+export function findNcclLibrary(env: NodeJS.ProcessEnv = process.env): NcclLibraryHit {
+  const pattern = /^libnccl\.so(\.\d+)*$/;
+  const dirs: string[] = [];
+  if (env.NCCL_HOME) dirs.push(join(env.NCCL_HOME, 'lib'), join(env.NCCL_HOME, 'lib64'));
+  dirs.push(...searchDirectories(env));
+  // site-packages/nvidia/nccl/lib of a virtualenv, conda, the system and the user's Python.
+  for (const prefix of [env.VIRTUAL_ENV, env.CONDA_PREFIX, '/opt/conda', '/usr/local', '/usr', env.HOME && join(env.HOME, '.local')]) {
+    if (!prefix) continue;
+    for (const py of listDir(join(prefix, 'lib')).filter((d) => /^python3\.\d+$/.test(d)).sort()) {
+      for (const site of ['site-packages', 'dist-packages']) dirs.push(join(prefix, 'lib', py, site, 'nvidia', 'nccl', 'lib'));
+    }
+  }
+  const searched = [...new Set(dirs)];
+  for (const dir of searched) {
+    const file = pick(listDir(dir).filter((f) => pattern.test(f)));
+    if (file !== null) return { path: join(dir, file), source: dir, searched };
+  }
+  // A Python elsewhere (a virtualenv that is not active): ask the python3 on PATH where the wheel is.
+  const wheel = pythonNcclDir(env);
+  searched.push('python3 -c "import nvidia.nccl"');
+  if (wheel !== null) {
+    const file = pick(listDir(wheel).filter((f) => pattern.test(f)));
+    if (file !== null) return { path: join(wheel, file), source: wheel, searched };
+  }
+  searched.push('ldconfig -p');
+  const entry = pick(ldconfigEntries().filter((e) => pattern.test(e.file)).map((e) => e.path));
+  return { path: entry, source: entry === null ? null : 'ldconfig', searched };
+}
+
+/** The lib folder of the nvidia-nccl wheel as python3 sees it, or null (no python3, no wheel). */
+function pythonNcclDir(env: NodeJS.ProcessEnv): string | null {
+  try {
+    const out = execFileSync('python3', ['-c', 'import nvidia.nccl as m; print(list(m.__path__)[0])'],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000, env });
+    return out.trim() ? join(out.trim(), 'lib') : null;
+  } catch {
+    return null;
+  }
+}
+
 function listDir(dir: string): string[] {
   try {
     return existsSync(dir) ? readdirSync(dir) : [];

@@ -1,9 +1,10 @@
 // The CUDA runtime of the backend, over the driver API through koffi (ffi.ts): the primary context
-// of device 0, one stream that all work is queued on, a caching device-memory arena with counters,
-// events for timing, NVRTC compilation of kernel source with a memory + disk cache, the kernel
-// launch helper, and the cuBLAS handle. Not the ops themselves (backend.ts) nor kernel source
-// (kernels/*.ts); not multi-GPU, not multi-stream (everything is ordered on `stream`, which is what
-// makes the arena's immediate reuse of freed blocks safe).
+// of one device (0 unless selectCudaDevice chose another), one stream that all work is queued on,
+// a caching device-memory arena with counters, events for timing, NVRTC compilation of kernel
+// source with a memory + disk cache, the kernel launch helper, and the cuBLAS handle. Not the ops
+// themselves (backend.ts) nor kernel source (kernels/*.ts); not multi-GPU (one device per process;
+// data-parallel training runs a process per GPU), not multi-stream (everything is ordered on
+// `stream`, which is what makes the arena's immediate reuse of freed blocks safe).
 // Every driver, NVRTC and cuBLAS call goes through `check`, which names the call and decodes the
 // status: "cuMemAlloc_v2 failed: CUDA_ERROR_OUT_OF_MEMORY".
 // SPEC.md: section 7 (`--device cuda`, `sparsek doctor`).
@@ -14,7 +15,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import koffi from 'koffi';
 import type { LibraryHandle } from 'koffi';
-import { DeviceError, SparsekError } from '../core/errors.js';
+import { ArgumentError, DeviceError, SparsekError } from '../core/errors.js';
 import {
   cublasApi, driverApi, nvrtcApi,
   CUBLAS_DEFAULT_MATH, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
@@ -196,15 +197,22 @@ export class CudaRuntime {
   private readonly out64 = new BigUint64Array(1);
   private readonly outI32 = new Int32Array(1);
 
-  constructor(api: Api, readonly libraries: CudaLibraryReport) {
+  /** The device ordinal this runtime runs on (selectCudaDevice; 0 unless data-parallel training chose another). */
+  readonly ordinal: number;
+  private readonly dev: number; // the CUdevice of `ordinal`
+
+  constructor(api: Api, readonly libraries: CudaLibraryReport, ordinal = 0) {
     this.api = api;
+    this.ordinal = ordinal;
     this.cu('cuInit', 0);
     this.cu('cuDriverGetVersion', this.outI32);
     this.driverVersion = this.outI32[0];
     this.cu('cuDeviceGetCount', this.outI32);
     if (this.outI32[0] < 1) throw new DeviceError('cuda', 'the driver sees no CUDA device');
-    this.cu('cuDeviceGet', this.outI32, 0);
+    if (ordinal >= this.outI32[0]) throw new DeviceError('cuda', `device ${ordinal} was asked for; the driver sees ${this.outI32[0]} (0 to ${this.outI32[0] - 1})`);
+    this.cu('cuDeviceGet', this.outI32, ordinal);
     const dev = this.outI32[0];
+    this.dev = dev;
     const nameBuf = new Uint8Array(256);
     this.cu('cuDeviceGetName', nameBuf, nameBuf.length, dev);
     this.name = Buffer.from(nameBuf.subarray(0, nameBuf.indexOf(0))).toString('utf8');
@@ -451,7 +459,7 @@ export class CudaRuntime {
     this.kernels.clear();
     this.arena.trim();
     this.cu('cuStreamDestroy_v2', this.stream);
-    this.cu('cuDevicePrimaryCtxRelease_v2', 0);
+    this.cu('cuDevicePrimaryCtxRelease_v2', this.dev);
     koffi.free(this.paramBase);
     if (runtime === this) runtime = null; // the next cudaRuntime() starts afresh
   }
@@ -459,11 +467,24 @@ export class CudaRuntime {
 
 let runtime: CudaRuntime | null = null;
 let failure: DeviceError | null = null;
+let selectedOrdinal = 0;
 
 /**
- * The process's CUDA runtime on device 0, created on first use. Throws DeviceError saying what is
- * missing (a library, the driver, a device) when CUDA cannot be used here; the same error again on
- * later calls.
+ * Chooses the device the process's runtime will use (default 0); call before the first
+ * cudaRuntime(). Data-parallel training gives each worker process its own (src/train/distributed.ts).
+ */
+export function selectCudaDevice(ordinal: number): void {
+  if (!Number.isInteger(ordinal) || ordinal < 0) throw new ArgumentError('ordinal', 'a CUDA device index >= 0', ordinal);
+  if (runtime !== null && runtime.ordinal !== ordinal) {
+    throw new DeviceError('cuda', `this process already runs on device ${runtime.ordinal}; select device ${ordinal} before the first use of CUDA`);
+  }
+  selectedOrdinal = ordinal;
+}
+
+/**
+ * The process's CUDA runtime on device 0 (or the one selectCudaDevice chose), created on first
+ * use. Throws DeviceError saying what is missing (a library, the driver, a device) when CUDA
+ * cannot be used here; the same error again on later calls.
  * @example
  *   const rt = cudaRuntime();
  *   console.log(rt.name, rt.arch);
@@ -481,7 +502,7 @@ export function cudaRuntime(): CudaRuntime {
       nvrtc: nvrtcApi(load(libs.nvrtc.path!)),
       cublas: cublasApi(load(libs.cublas.path!)),
     };
-    runtime = new CudaRuntime(api, libs);
+    runtime = new CudaRuntime(api, libs, selectedOrdinal);
     return runtime;
   } catch (err) {
     failure = err instanceof DeviceError ? err : new DeviceError('cuda', err instanceof Error ? err.message : String(err));

@@ -113,6 +113,23 @@ export interface TrainHooks {
   log?: (line: string) => void;
   /** Called after every step, once its metric is recorded (tests interrupt runs here). */
   onStep?: (step: number, metric: Metric) => void;
+  /** Data-parallel training (src/train/distributed.ts): this process is one rank of several. */
+  parallel?: DataParallel;
+}
+
+/**
+ * One rank of data-parallel training. Every rank runs this loop with the same configs and seed,
+ * draws the same global batch of B rows and trains on rows [rank B/N, (rank + 1) B/N); reduce makes
+ * the gradients and loss those of the whole batch, so clipping and AdamW see what one process with
+ * batch B would see. Rank 0 alone writes the run folder.
+ */
+export interface DataParallel {
+  readonly rank: number;
+  readonly world: number; // N; divides B
+  /** After backward: replaces grads (the flat gradient buffer) by its mean over ranks; returns the mean of the ranks' losses. */
+  reduce<F, I>(be: Backend<F, I>, grads: F, loss: number): Promise<number>;
+  /** After the last step, with the final parameters (the launcher checks that all ranks agree). */
+  finish<F, I>(be: Backend<F, I>, params: F): void;
 }
 
 /**
@@ -182,7 +199,12 @@ async function trainOn<F, I>(be: Backend<F, I>, s: Setup): Promise<TrainResult> 
   let step = state?.step ?? 0;
   let elapsed = state?.elapsedSeconds ?? 0;
   const metrics: Metric[] = [];
-  const val = evalBatches(data.val, B, T, tc.evalRows);
+  const dp = opts.parallel ?? null;
+  const rank = dp?.rank ?? 0;
+  const world = dp?.world ?? 1;
+  if (B % world !== 0) throw new ArgumentError('batch', `a multiple of the ${world} data-parallel ranks`, B);
+  const rows = B / world; // this rank's share of the batch: rows [rank rows, (rank + 1) rows)
+  const val = evalBatches(data.val, rows, T, tc.evalRows); // batches of `rows`: no more memory than a training step
   const decay = model.params.specs.map((sp) => sp.decay);
   const nParams = host.flat.length;
   log(`model: ${mc.layers} layers, width ${mc.dim}, ${mc.heads} heads (${mc.kvHeads} KV), ${mc.attention} attention` +
@@ -206,10 +228,12 @@ async function trainOn<F, I>(be: Backend<F, I>, s: Setup): Promise<TrainResult> 
   const startStep = step;
   while (step < tc.steps) {
     const t0 = performance.now();
-    sampleBatch(data.train, B, T, rng, batch);
-    loss = model.forward(batch.inputs, B, T, batch.targets);
+    sampleBatch(data.train, B, T, rng, batch); // every rank draws the whole batch: the rng stays in step
+    const lo = rank * rows * T;
+    loss = model.forward(batch.inputs.subarray(lo, lo + rows * T), rows, T, batch.targets.subarray(lo, lo + rows * T));
     model.zeroGrad();
     model.backward();
+    if (dp) loss = await dp.reduce(be, model.grads.flat, loss);
     // Clip by the global norm, folded into the AdamW step as a gradient scale.
     const gradNorm = Math.sqrt(be.sumSquares(model.grads.flat));
     const gradScale = clipScale(gradNorm, tc.gradClip);
@@ -241,9 +265,13 @@ async function trainOn<F, I>(be: Backend<F, I>, s: Setup): Promise<TrainResult> 
       'tok/s': formatCount(tokPerSec),
     });
     if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) throw new DivergenceError(step, `loss ${loss}, gradient norm ${gradNorm}`);
-    if (step % tc.checkpointEvery === 0 || step === tc.steps) await save();
+    if (step % tc.checkpointEvery === 0 || step === tc.steps) {
+      if (rank === 0) await save();
+      else metrics.length = 0;
+    }
     opts.onStep?.(step, metric);
   }
+  dp?.finish(be, model.params.flat);
   model.dispose();
   for (const b of [m.flat, v.flat]) be.free(b);
   return { out, steps: step, finalLoss: loss, valLoss, tokensPerSecond: tokPerSec, seconds: elapsed };
