@@ -1,10 +1,10 @@
-// The CUDA backend: every op of the Backend interface (src/backend.ts) on device 0, fp32, with the
+// The CUDA backend: every op of the Backend interface (src/backend.ts) on one device, with the
 // semantics of the CPU kernels (src/cpu/kernels/*.ts), which the tests compare against. Kernels are
-// NVRTC-compiled from kernels/*.ts on first use; the linear layers are cuBLAS sgemm. All work is
+// NVRTC-compiled from kernels/*.ts on first use; the linear layers are cuBLAS sgemm (fp32) or
+// GemmEx (bf16 operands, fp32 accumulation, with precision 'bf16': see gemm()). All work is
 // queued on the runtime's one stream, so ops return before the GPU is done: download() and
-// synchronize() wait. Not bf16 (later), not multi-GPU. Attention: sparsek, dense and window run on the
-// GPU (kernels/selection.ts, kernels/attention.ts); fixed, hash and qktopk still run the CPU layer on
-// downloaded q, k, v and upload the result, and say so once on stderr.
+// synchronize() wait. Attention: sparsek, dense and window in kernels/selection.ts and
+// kernels/attention.ts; fixed, hash and qktopk in baselines-layer.ts and kernels/baselines.ts.
 // Buffers come from the runtime's caching arena; views alias their parent and own nothing.
 // Shapes are checked against buffer lengths on every call (a few comparisons): a wrong shape on
 // the GPU would otherwise corrupt memory silently, which on the CPU would throw a RangeError.
@@ -13,7 +13,7 @@
 import type { AdamwStep, AttentionConfig, AttentionLayer, Backend } from '../backend.js';
 import type { AttentionShape } from '../core/check.js';
 import { ArgumentError, ShapeError } from '../core/errors.js';
-import { makeAttention } from '../cpu/attention-layer.js';
+import { baselineAttention } from './baselines-layer.js';
 import { CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT, CUBLAS_OP_N, CUBLAS_OP_T, CUDA_R_16BF, CUDA_R_32F } from './ffi.js';
 import { cudaRuntime } from './runtime.js';
 import type { Arena, ArenaStats, CudaRuntime, DeviceBlock, Kernel, KernelSource } from './runtime.js';
@@ -74,8 +74,6 @@ const LOSS_BLOCK = 512;
 const ROW_BLOCK = 128; // embedding rows, column sums
 const ELEM_BLOCK = LAYOUT_BLOCK; // one thread per element
 const INT32_MAX = 2147483647;
-
-let attentionFallbackAnnounced = false;
 
 // cuda.h enums used by attention() alone (the others live in ffi.ts).
 const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
@@ -384,8 +382,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * The attention layer. sparsek, dense and window run on the GPU: SparseK's selection
    * (kernels/selection.ts), then attention over the window and the selected keys
    * (kernels/attention.ts), forward and backward, all queued on the stream. fixed, hash and qktopk
-   * have no CUDA kernels yet: they run the CPU layer (src/cpu/attention-layer.ts) on host copies,
-   * synchronising each call, announced once per process.
+   * are baselines-layer.ts's.
    * The forward keeps what the backward needs (lse; for SparseK the selection and each key's
    * interval of attending queries) in device memory owned by the layer, returned to the arena when
    * the layer is garbage-collected; q, k, v, u and out must stay unchanged until the backward.
@@ -399,7 +396,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       case 'fixed':
       case 'hash':
       case 'qktopk':
-        return this.hostAttention(c, shape);
+        return baselineAttention(this.rt, c, shape);
     }
   }
 
@@ -576,50 +573,6 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     for (const b of blocks) arena.give(b);
   });
 
-  /**
-   * attention() for fixed, hash and qktopk, the CPU's (src/cpu/attention-layer.ts) on host copies:
-   * forward downloads q, k, v, u and uploads out; backward downloads dout and uploads dq, dk, dv, du.
-   * Each call synchronises the stream. The fallback is announced once per process.
-   */
-  private hostAttention(c: AttentionConfig, shape: AttentionShape): CudaAttentionLayer {
-    if (!attentionFallbackAnnounced) {
-      attentionFallbackAnnounced = true;
-      console.warn(`sparsek: CUDA has no ${c.attention} attention kernels yet; it runs on the CPU (q, k, v copied each layer)`);
-    }
-    const cpu = makeAttention(c, shape);
-    const { B, T, NH, NKV, HS } = shape;
-    const nq = B * NH * T * HS, nkv = B * NKV * T * HS, nu = B * NKV * T;
-    const dims = `(B=${B}, NH=${NH}, NKV=${NKV}, T=${T}, HS=${HS})`;
-    const host = (b: CudaBuffer, n: number): Float32Array => this.download(b).subarray(0, n);
-    return {
-      forward: (out, q, k, v, u) => {
-        need('out', out, nq, dims);
-        need('q', q, nq, dims);
-        need('k', k, nkv, dims);
-        need('v', v, nkv, dims);
-        if (u !== null) need('u', u, nu, dims);
-        const hostOut = new Float32Array(nq);
-        cpu.forward(hostOut, host(q, nq), host(k, nkv), host(v, nkv), u === null ? null : host(u, nu));
-        this.upload(out, hostOut);
-      },
-      backward: (dq, dk, dv, du, dout) => {
-        need('dq', dq, nq, dims);
-        need('dk', dk, nkv, dims);
-        need('dv', dv, nkv, dims);
-        if (du !== null) need('du', du, nu, dims);
-        const hq = new Float32Array(nq), hk = new Float32Array(nkv), hv = new Float32Array(nkv);
-        const hu = du === null ? null : new Float32Array(nu);
-        cpu.backward(hq, hk, hv, hu, host(dout, nq));
-        this.upload(dq, hq);
-        this.upload(dk, hk);
-        this.upload(dv, hv);
-        if (du !== null && hu !== null) this.upload(du, hu);
-      },
-      selections: () => cpu.selections(),
-      plan: () => null,
-      dispose: () => cpu.dispose(),
-    };
-  }
 
   /** sum of x^2: per-block double partials on the GPU, added on the host in block order. */
   sumSquares(x: CudaBuffer): number {
