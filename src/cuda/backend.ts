@@ -407,7 +407,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       if (!Number.isInteger(x) || x < 1) throw new ArgumentError(`shape.${name}`, 'an integer >= 1', x);
     }
     if (NH % NKV !== 0) throw new ArgumentError('shape.NH', `a multiple of shape.NKV (${NKV})`, NH);
-    if (HS > 1024) throw new ArgumentError('shape.HS', 'at most 1024 on CUDA', HS);
+    if (HS > 768) throw new ArgumentError('shape.HS', 'at most 768 on CUDA (the backward keeps 8 key and value rows per block in 48 KiB of shared memory)', HS);
     if (NH > 65535) throw new ArgumentError('shape.NH', 'at most 65535 on CUDA (a grid dimension)', NH);
     if (B * NKV > 65535) throw new ArgumentError('shape.B', `B * NKV <= 65535 on CUDA (a grid dimension; NKV = ${NKV})`, B);
     const sparse = c.attention === 'sparsek';
