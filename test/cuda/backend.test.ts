@@ -388,8 +388,10 @@ describe('CUDA backend against the CPU kernels', () => {
     });
   }
 
-  for (const attention of ['fixed', 'hash'] as const) {
-    gpuTest(`attention (${attention}, the announced CPU fallback) moves its data intact, B=2 T=7 NH=2 NKV=1 HS=48`, () => {
+  // The wiring of be.attention for the baselines (their kernels are tested in baselines.test.ts):
+  // GPU kernels, so fp32 rounding in a different order than the CPU's, relative to the largest entry.
+  for (const attention of ['fixed', 'hash', 'qktopk'] as const) {
+    gpuTest(`attention (${attention}) through be.attention runs its GPU kernels, B=2 T=7 NH=2 NKV=1 HS=48`, () => {
       const be = backend();
       const shape = { B: 2, T: 7, NH: 2, NKV: 1, HS: 48 }, c = { attention, k: 3, window: 2, hashBuckets: 4 };
       const nq = 2 * 2 * 7 * 48, nkv = 2 * 7 * 48, nu = 2 * 7;
@@ -402,10 +404,11 @@ describe('CUDA backend against the CPU kernels', () => {
       const dOut = be.alloc(nq), dQ = be.alloc(nq), dK = be.alloc(nkv), dV = be.alloc(nkv), dU = be.alloc(nu);
       layer.forward(dOut, dev(q), dev(k), dev(v), dev(u));
       layer.backward(dQ, dK, dV, dU, dev(dout));
-      assertExact(be.download(dOut), out, 'out');
-      assertExact(be.download(dQ), dq, 'dq');
-      assertExact(be.download(dK), dk, 'dk');
-      assertExact(be.download(dV), dv, 'dv');
+      const rel = (want: Float32Array, tol: number) => tol * want.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+      assertWithin(be.download(dOut), out, () => rel(out, 1e-5), 'out');
+      assertWithin(be.download(dQ), dq, () => rel(dq, 1e-4), 'dq');
+      assertWithin(be.download(dK), dk, () => rel(dk, 1e-4), 'dk');
+      assertWithin(be.download(dV), dv, () => rel(dv, 1e-4), 'dv');
       assertExact(be.download(dU), du, 'du');
     });
   }
