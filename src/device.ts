@@ -50,5 +50,5 @@ export async function bestDevice(log: (s: string) => void): Promise<Device> {
 
 export function parseDevice(name: unknown): Device {
   if (name === 'cpu' || name === 'cuda') return name;
-  throw new DeviceError(String(name), "this build supports 'cpu' and 'cuda' (WebGPU is planned)");
+  throw new DeviceError(String(name), "expected 'cpu' or 'cuda' (WebGPU runs inference only: loadModel(dir, { device: 'webgpu' }) and the browser demo, docs/webgpu.md)");
 }

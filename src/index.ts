@@ -16,3 +16,10 @@ export type { BaselineKind, BaselineOptions, BaselineParams } from './cpu/kernel
 export type { KeyPattern } from './cpu/kernels/attention.js';
 export { loadModel } from './model/load.js';
 export type { Model, LoadModelOptions } from './model/load.js';
+// WebGPU inference (docs/webgpu.md): an async runtime of its own (readback is asynchronous there).
+export { WebGpuModel, checkWebGpuConfig } from './webgpu/model.js';
+export { WebGpuDecoder } from './webgpu/decode.js';
+export { nodeRuntime, webgpuUnavailable } from './webgpu/node.js';
+export { browserRuntime } from './webgpu/device.js';
+export { runFromFiles, parseSafetensors } from './webgpu/files.js';
+export type { GpuRuntime } from './webgpu/runtime.js';

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Backend, Device } from '../backend.js';
-import { ArgumentError, CheckpointError, DeviceError } from '../core/errors.js';
+import { ArgumentError, CheckpointError } from '../core/errors.js';
 import { parseDevice, withBackend } from '../device.js';
 import { loadRun } from '../io/checkpoint.js';
 import { isHfFolder, loadHfFolder } from '../io/hf.js';
@@ -26,7 +26,7 @@ export interface Model {
   config: ModelConfig;
   /** 'sparsek-run' for a run folder, else the Hugging Face model_type (llama, qwen2, mistral, gpt2, gpt_neox). */
   source: 'sparsek-run' | HfModelType;
-  device: Device;
+  device: Device | 'webgpu';
   tokenizer: { encode(text: string): number[]; decode(ids: ArrayLike<number>): string };
   /** Logits (T, V) of one sequence of T >= 1 token ids, row t predicting the token after ids[t]. */
   logits(ids: ArrayLike<number>): Promise<Float32Array>;
@@ -42,12 +42,18 @@ export interface Model {
  *   const logits = await m.logits(m.tokenizer.encode('The state of the union'));  // (T, V)
  */
 export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<Model> {
-  const device = pickDevice(opts.device);
+  const device = opts.device === 'webgpu' ? 'webgpu' : pickDevice(opts.device);
   const cfgFile = path.join(dir, 'config.json');
   if (fs.existsSync(dir) && fs.statSync(dir).isDirectory() && !fs.existsSync(cfgFile)) {
     throw new CheckpointError(cfgFile, 'file not found (a model folder has a config.json)');
   }
   const { config, params, tokenizer, source } = await loadWeights(dir);
+  if (device === 'webgpu') {
+    // WebGPU readback is asynchronous: its own runtime, not a Backend (docs/webgpu.md).
+    const { webgpuRunner } = await import('../webgpu/node.js');
+    const runner = await webgpuRunner(config, params);
+    return { config, source, device, tokenizer, logits: (ids) => runner.logits(ids), dispose: () => runner.dispose() };
+  }
   const runner = await withBackend(device, {
     run: async <F, I>(be: Backend<F, I>) => forwardRunner(be, config, params),
   });
@@ -82,7 +88,6 @@ export async function loadWeights(dir: string): Promise<LoadedWeights> {
 
 function pickDevice(d: unknown): Device {
   if (d === undefined) return 'cpu';
-  if (d === 'webgpu') throw new DeviceError('webgpu', 'WebGPU is not implemented yet in this build; use cpu or cuda');
   return parseDevice(d);
 }
 
