@@ -1,0 +1,648 @@
+// Lab version of a tiled, tensor-core SparseK attention BACKWARD (SPEC.md section 4; the score part,
+// section 1, stays with the existing du kernels) matching the forward in kernel.ts: bf16 q, k, v,
+// dout; fp32 u; the forward's out (bf16 or fp32) and lse (natural log); the selection of
+// src/cuda/kernels/selection.ts (tau, thk, count, sel, nfree) and the key offsets of attention.ts's
+// sparsek_key_offsets. Outputs fp32: dq, dk, dv (GQA: a group's heads summed into dk, dv), the gate
+// gradients dg_ij = a_ij (do_i . v_j) of every selected pair in attention.ts's key-ordered slot
+// layout (dgk + bh T K + off_j + (i - j - W), summed over the group's heads) and mean_i, exactly what
+// attention_backward_query writes, so sparsek_mean_prefix and sparsek_score_grad finish du unchanged.
+// Not here: the selection, du itself, bf16 dq/dk/dv, wgmma/TMA (mma.sync m16n8k16 via inline PTX,
+// no headers, like kernel.ts).
+//
+// Math (the CPU's patternAttentionBackward): with a_ij = exp(s_ij - lse_i) the softmax over every
+// attended key (not renormalised by the gates), g_ij the gate (1 in the window, clip(u_j - tau_i, 0, 1)
+// for selected keys), dov_ij = do_i . v_j, D_i = do_i . o_i = sum_j a_ij g_ij dov_ij:
+//   dv_j += a_ij g_ij do_i,   ds_ij = a_ij (g_ij dov_ij - D_i),   dq_i += scale ds_ij k_j,   dk_j += scale ds_ij q_i.
+//
+// The attended pairs split in two, each done by the kernel that suits its shape:
+//   window pairs   (0 <= i - j < W): a band. spk_bwd_win, one block per 64 consecutive keys and KV
+//                  head, loops over the group's heads and the ceil((W + 63) / 64) query tiles of the
+//                  band: FlashAttention-2's key-major backward, dk and dv in registers (stored, no
+//                  atomics), dq added with red.global.add.
+//   selected pairs (i - j >= W, j in Sel_i): scattered. A key block's selecting queries form an
+//                  interval, but a long one (a key with a high score stays selected for ~K / (1 - F(u))
+//                  queries), so key-major tiles would be nearly dense at long T. spk_bwd_sel goes
+//                  query-major instead, over the forward's selected keys: one block per 64 queries
+//                  [i0, i0 + 64) and KV head, keys Sel_{i0} (gathered) plus the <= 63 new candidates
+//                  (i0 - W, i0 + 63 - W] (SPEC section 3's block property: Sel_{i+1} is in Sel_i plus
+//                  one new candidate), the selection mask rebuilt as in kernel.ts
+//                  (j <= i - W and key(u_j, j) >= thk_i). dq stays in registers; the tile's dk and dv
+//                  (dS^T Q, (P g)^T dO through shared memory) go out with red.global.add; dg goes to
+//                  its slot (the group's first head stores, the others add: the same thread owns the
+//                  same slot for every head, so no race) and sum_{Sel_i ∩ F_i} dg to mean_i.
+//   spk_bwd_prep   D_i = do_i . o_i (out as stored), and dq = 0 for the window kernel's atomics.
+// Launch order on one stream: prep, win (stores dk, dv; adds to dq), sel (adds to dq, dk, dv).
+// Every pair is done once: win takes i - j < W, sel takes i - j >= W.
+//
+// Fragment layouts as in kernel.ts (mma.m16n8k16, g = lane / 4, t = lane % 4). A operands come from
+// shared memory through ldmatrix (non-trans for row-major [row][k], .trans for [k][row]); B operands
+// through ldmatrix (non-trans when the contraction runs along a shared row, .trans when it runs
+// down the rows). Shared rows are padded by 8 bf16 (conflict-free ldmatrix).
+
+import type { KernelSource } from '../../src/cuda/runtime.js';
+
+export interface BackwardVariant {
+  HS: 64 | 128;
+  /** exp2 as ex2.approx.ftz (default true). */
+  FASTEXP?: boolean;
+  /** __launch_bounds__ minimum blocks per SM for win and sel (0: none). */
+  MINB?: number;
+}
+
+/** Queries and keys per tile, both kernels. */
+export const BT = 64;
+const NTHR = 128;
+
+function full(o: BackwardVariant): Required<BackwardVariant> {
+  return { FASTEXP: true, MINB: 0, ...o };
+}
+
+const suffix = (o: Required<BackwardVariant>): string => `hs${o.HS}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}`;
+export const bwdWinName = (v: BackwardVariant): string => `spk_bwd_win_${suffix(full(v))}`;
+export const bwdSelName = (v: BackwardVariant): string => `spk_bwd_sel_${suffix(full(v))}`;
+export const bwdPrepName = (OUT: 'bf16' | 'f32'): string => `spk_bwd_prep_${OUT}`;
+
+/** Threads per block of win and sel. */
+export const BWD_THREADS = NTHR;
+
+const LDS = (HS: number): number => HS + 8;
+const LDP = BT + 8;
+
+/** win: dynamic shared bytes (Q and dO double-buffered, the K and V block, dS^T, lse and D per stage). */
+export function bwdWinShared(v: BackwardVariant): number {
+  const l = LDS(v.HS);
+  return 2 * 2 * BT * l * 2 + 2 * BT * l * 2 + BT * LDP * 2 + 2 * 2 * BT * 4;
+}
+
+/** Tiles of sel: ceil(K / 64) of Sel_{i0} plus one of new candidates. */
+export function bwdSelMaxTiles(K: number): number {
+  return Math.ceil(K / BT) + 1;
+}
+
+/** sel: dynamic shared bytes (K and V double-buffered, Q, dO, dS, P g, 20 bytes of data per key). */
+export function bwdSelShared(v: BackwardVariant, K: number): number {
+  const l = LDS(v.HS);
+  return 2 * 2 * BT * l * 2 + 2 * BT * l * 2 + 2 * BT * LDP * 2 + bwdSelMaxTiles(K) * BT * 20;
+}
+
+/** The PTX helpers of kernel.ts plus vector reductions. */
+function common(o: Required<BackwardVariant>): string {
+  return `
+typedef unsigned long long u64;
+typedef unsigned short bf16;
+typedef unsigned int u32;
+#define HS ${o.HS}
+#define BT ${BT}
+#define NTHR ${NTHR}
+#define LDS (HS + 8)
+#define LDP (BT + 8)
+#define KS (HS / 16)
+#define NT (BT / 8)
+#define NO (HS / 8)
+#define CPR (HS / 8)
+#define FASTEXP ${o.FASTEXP ? 1 : 0}
+#define FULL 0xffffffffu
+#define FINF __int_as_float(0x7f800000)
+#define LOG2E 1.4426950408889634f
+
+__device__ __forceinline__ unsigned ord_of(float x) {
+  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N)); }
+__device__ __forceinline__ void ldsm4(u32 a, u32 (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+__device__ __forceinline__ void ldsm4t(u32 a, u32 (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+__device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ float ex2(float x) {
+#if FASTEXP
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return exp2f(x);
+#endif
+}
+__device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
+  u32 d;
+  asm("cvt.rn.bf16x2.f32 %0, %2, %1;" : "=r"(d) : "f"(lo), "f"(hi));
+  return d;
+}
+// *p += a, p[1] += b, as one 8-byte reduction (sm_90; two scalar ones before)
+__device__ __forceinline__ void red2(float* p, float a, float b) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(p), "f"(a), "f"(b) : "memory");
+#else
+  asm volatile("red.global.add.f32 [%0], %1;" :: "l"(p), "f"(a) : "memory");
+  asm volatile("red.global.add.f32 [%0], %1;" :: "l"(p + 1), "f"(b) : "memory");
+#endif
+}
+// C (16 x 64, fp32 fragments) += A (16 x 16k, from smem at a_at(kk)) B, B (16k x 8n) through
+// ldmatrix.trans of a [k][n] row-major smem tile (row stride ld): k runs down the tile's rows.
+#define MMA_BT(C, A, Bs, ld, NN, lane) { \\
+  const int mi_ = (lane) >> 3, r8_ = (lane) & 7; \\
+  _Pragma("unroll") for (int n_ = 0; n_ < (NN); n_ += 2) { \\
+    u32 b_[4]; \\
+    ldsm4t(smem_addr((Bs) + ((mi_ & 1) * 8 + r8_) * (ld) + (n_ + (mi_ >> 1)) * 8), b_); \\
+    mma(C[n_], A, b_[0], b_[1]); \\
+    mma(C[n_ + 1], A, b_[2], b_[3]); \\
+  } }
+`;
+}
+
+/**
+ * D_i = do_i . o_i (fp32 sum of the stored out) and dq_i = 0. Warp per row.
+ * Launch: grid ceil(rows / 8), block 256; rows = B NH T.
+ */
+export function bwdPrepSource(OUT: 'bf16' | 'f32', HS: number): KernelSource {
+  const name = bwdPrepName(OUT);
+  return {
+    name,
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32'],
+    source: `
+typedef unsigned short bf16;
+#define OUT_BF16 ${OUT === 'bf16' ? 1 : 0}
+__device__ __forceinline__ float bf(bf16 x) { return __uint_as_float((unsigned)x << 16); }
+extern "C" __global__ void __launch_bounds__(256) ${name}(
+    float* D,                        // (rows)
+    float* dq,                       // (rows, HS) zeroed
+    const bf16* __restrict__ dout,   // (rows, HS)
+    const void* __restrict__ out_,   // (rows, HS) bf16 or fp32
+    int rows, int HS) {
+  const int lane = threadIdx.x & 31;
+  const long long r = (long long)blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  const size_t o = (size_t)r * HS;
+  float acc = 0.f;
+  for (int d = lane; d < HS; d += 32) {
+#if OUT_BF16
+    const float x = bf(reinterpret_cast<const bf16*>(out_)[o + d]);
+#else
+    const float x = reinterpret_cast<const float*>(out_)[o + d];
+#endif
+    acc = fmaf(bf(dout[o + d]), x, acc);
+    dq[o + d] = 0.f;
+  }
+  for (int s = 16; s > 0; s >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, s);
+  if (lane == 0) D[r] = acc;
+}
+`,
+  };
+}
+
+/**
+ * Window pairs. Launch: grid (ceil(T / 64), NKV, B), block 128, dynamic shared bwdWinShared(v).
+ * Warp w owns keys j0 + 16w .. j0 + 16w + 15 of the block; query tiles [j0 + 64t, j0 + 64t + 64),
+ * t < ceil((W + 63) / 64), for each head of the group. Tiles where every (i, j) is a window pair
+ * skip the mask.
+ */
+export function bwdWinSource(v: BackwardVariant): KernelSource {
+  const o = full(v);
+  const name = bwdWinName(o);
+  return {
+    name,
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32'],
+    source: `${common(o)}
+extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
+    float* dk,                        // (B, NKV, T, HS) stored
+    float* dv,                        // (B, NKV, T, HS) stored
+    float* dq,                        // (B, NH, T, HS)  added to (atomically)
+    const bf16* __restrict__ q,       // (B, NH, T, HS)
+    const bf16* __restrict__ k,       // (B, NKV, T, HS)
+    const bf16* __restrict__ v,       // (B, NKV, T, HS)
+    const bf16* __restrict__ dout,    // (B, NH, T, HS)
+    const float* __restrict__ lse,    // (B, NH, T) natural log; -inf for a row without keys
+    const float* __restrict__ Dg,     // (B, NH, T) do_i . o_i
+    int T, int NH, int NKV, int W, float scale) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem);   // [2][BT][LDS]
+  bf16* Os = Qs + 2 * BT * LDS;               // [2][BT][LDS] dO
+  bf16* Ks = Os + 2 * BT * LDS;               // [BT][LDS]
+  bf16* Vs = Ks + BT * LDS;                   // [BT][LDS]
+  bf16* Ps = Vs + BT * LDS;                   // [BT keys][LDP queries] dS^T
+  float* Ls = reinterpret_cast<float*>(Ps + BT * LDP); // [2][BT] lse * log2 e (+inf: no p)
+  float* Dsm = Ls + 2 * BT;                   // [2][BT]
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
+  const int mi = lane >> 3, r8 = lane & 7;
+  const int j0 = blockIdx.x * BT, h = blockIdx.y, b = blockIdx.z;
+  const int G = NH / NKV;
+  const size_t kv0 = ((size_t)b * NKV + h) * T;
+  const float sl = scale * LOG2E;
+
+  for (int x = tid; x < BT * CPR; x += NTHR) {
+    const int r = x / CPR, cc = x % CPR, j = j0 + r;
+    const size_t off = (kv0 + (j < T ? j : 0)) * HS + cc * 8;
+    cp_async16(smem_addr(Ks + r * LDS + cc * 8), k + off, j < T ? 16 : 0);
+    cp_async16(smem_addr(Vs + r * LDS + cc * 8), v + off, j < T ? 16 : 0);
+  }
+  cp_commit();
+  int nQT = W > 0 ? (W + 2 * BT - 2) / BT : 0;          // ceil((W + 63) / 64): queries [j0, j0 + W + 62]
+  nQT = min(nQT, (T - j0 + BT - 1) / BT);
+  const int total = G * nQT;
+  auto issue = [&](int x, int st) {
+    const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
+    const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
+    bf16* qd = Qs + st * BT * LDS;
+    bf16* od = Os + st * BT * LDS;
+    for (int y = tid; y < BT * CPR; y += NTHR) {
+      const int r = y / CPR, cc = y % CPR, i = qa + r;
+      const size_t off = (r0 + (i < T ? i : 0)) * HS + cc * 8;
+      cp_async16(smem_addr(qd + r * LDS + cc * 8), q + off, i < T ? 16 : 0);
+      cp_async16(smem_addr(od + r * LDS + cc * 8), dout + off, i < T ? 16 : 0);
+    }
+    for (int r = tid; r < BT; r += NTHR) {
+      const int i = qa + r;
+      const float L = i < T ? lse[r0 + i] : -FINF;
+      Ls[st * BT + r] = L == -FINF ? FINF : L * LOG2E;
+      Dsm[st * BT + r] = i < T ? Dg[r0 + i] : 0.f;
+    }
+    cp_commit();
+  };
+  if (total > 0) issue(0, 0);
+
+  float dka[NO][4], dva[NO][4];
+#pragma unroll
+  for (int n = 0; n < NO; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) dka[n][e] = dva[n][e] = 0.f;
+  const int wk = w * 16;
+
+  for (int x = 0, st = 0; x < total; x++, st ^= 1) {
+    if (x + 1 < total) { issue(x + 1, st ^ 1); cp_wait<1>(); }
+    else cp_wait<0>();
+    __syncthreads();
+    const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
+    const bf16* Qst = Qs + st * BT * LDS;
+    const bf16* Ost = Os + st * BT * LDS;
+    const float* Lst = Ls + st * BT;
+    const float* Dst = Dsm + st * BT;
+    // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys x 64 queries
+    float s[NT][4], dp[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+      u32 ka[4], va[4];
+      ldsm4(smem_addr(Ks + (wk + (mi & 1) * 8 + r8) * LDS + ks * 16 + (mi >> 1) * 8), ka);
+      ldsm4(smem_addr(Vs + (wk + (mi & 1) * 8 + r8) * LDS + ks * 16 + (mi >> 1) * 8), va);
+#pragma unroll
+      for (int n = 0; n < NT; n += 2) {
+        u32 bq[4], bo[4];
+        ldsm4(smem_addr(Qst + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), bq);
+        ldsm4(smem_addr(Ost + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), bo);
+        mma(s[n], ka, bq[0], bq[1]);
+        mma(s[n + 1], ka, bq[2], bq[3]);
+        mma(dp[n], va, bo[0], bo[1]);
+        mma(dp[n + 1], va, bo[2], bo[3]);
+      }
+    }
+    // every pair a window pair: queries [qa, qa + 63] all < T, qa >= j0 + 63, qa + 63 - j0 < W
+    const bool whole = qa >= j0 + BT - 1 && qa + BT - 1 - j0 < W && qa + BT <= T;
+    u32 pa[BT / 16][4], sa[BT / 16][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+      float p[4], ds[4];
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = n * 8 + 2 * t4 + (e & 1);
+        const int d = qa + c - (j0 + wk + g8 + 8 * (e >> 1)); // i - j
+        const bool in = whole || (d >= 0 && d < W && qa + c < T);
+        p[e] = in ? ex2(s[n][e] * sl - Lst[c]) : 0.f;
+        ds[e] = p[e] * (dp[n][e] - Dst[c]);
+      }
+      pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
+      pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
+      sa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(ds[0], ds[1]);
+      sa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(ds[2], ds[3]);
+      // dS^T for the block's dQ product: [key][query]
+      *reinterpret_cast<u32*>(Ps + (wk + g8) * LDP + n * 8 + 2 * t4) = sa[n >> 1][(n & 1) * 2 + 0];
+      *reinterpret_cast<u32*>(Ps + (wk + g8 + 8) * LDP + n * 8 + 2 * t4) = sa[n >> 1][(n & 1) * 2 + 1];
+    }
+    // dV += P^T dO, dK += dS^T Q (k = queries: down the rows of the Q and dO tiles)
+#pragma unroll
+    for (int kk = 0; kk < BT / 16; kk++) {
+      MMA_BT(dva, pa[kk], Ost + kk * 16 * LDS, LDS, NO, lane);
+      MMA_BT(dka, sa[kk], Qst + kk * 16 * LDS, LDS, NO, lane);
+    }
+    __syncthreads();
+    // dQ rows qa + 16w .. += scale dS K: A = dS from Ps ([key][query], so .trans), k = keys
+    {
+      float acc[NO][4];
+#pragma unroll
+      for (int n = 0; n < NO; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < BT / 16; kk++) {
+        u32 a[4];
+        ldsm4t(smem_addr(Ps + (kk * 16 + (mi >> 1) * 8 + r8) * LDP + wk + (mi & 1) * 8), a);
+        MMA_BT(acc, a, Ks + kk * 16 * LDS, LDS, NO, lane);
+      }
+      const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        const int i = qa + wk + g8 + 8 * rr;
+        if (i >= T) continue;
+        float* dst = dq + (r0 + i) * HS + 2 * t4;
+#pragma unroll
+        for (int n = 0; n < NO; n++) red2(dst + n * 8, scale * acc[n][2 * rr], scale * acc[n][2 * rr + 1]);
+      }
+    }
+    __syncthreads(); // Ps and this stage are free again
+  }
+  cp_wait<0>(); // W = 0: the K/V block's copies were never waited for
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    const int j = j0 + wk + g8 + 8 * rr;
+    if (j >= T) continue;
+#pragma unroll
+    for (int n = 0; n < NO; n++) {
+      const size_t at = (kv0 + j) * HS + n * 8 + 2 * t4;
+      float2 a, c;
+      a.x = scale * dka[n][2 * rr];
+      a.y = scale * dka[n][2 * rr + 1];
+      c.x = dva[n][2 * rr];
+      c.y = dva[n][2 * rr + 1];
+      *reinterpret_cast<float2*>(dk + at) = a;
+      *reinterpret_cast<float2*>(dv + at) = c;
+    }
+  }
+}
+`,
+  };
+}
+
+/**
+ * Selected pairs. Launch: grid (ceil(T / 64), NKV, B), block 128, dynamic shared bwdSelShared(v, K).
+ * Warp w owns queries i0 + 16w .. i0 + 16w + 15. Runs after spk_bwd_win (adds to its dq, dk, dv).
+ */
+export function bwdSelSource(v: BackwardVariant): KernelSource {
+  const o = full(v);
+  const name = bwdSelName(o);
+  return {
+    name,
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr',
+      'i32', 'i32', 'i32', 'i32', 'i32', 'f32'],
+    source: `${common(o)}
+extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
+    float* dq,                        // (B, NH, T, HS)  added to (this block owns its rows)
+    float* dk,                        // (B, NKV, T, HS) added to (atomically)
+    float* dv,                        // (B, NKV, T, HS) added to (atomically)
+    float* dgk,                       // (B, NKV, T*K) gate gradients by key: off_j + (i - j - W)
+    double* mean,                     // (B, NKV, T) sum_{Sel_i ∩ F_i} dg_ij / |F_i| (0 when F_i is empty)
+    const bf16* __restrict__ q,       // (B, NH, T, HS)
+    const bf16* __restrict__ k,       // (B, NKV, T, HS)
+    const bf16* __restrict__ v,       // (B, NKV, T, HS)
+    const bf16* __restrict__ dout,    // (B, NH, T, HS)
+    const float* __restrict__ lse,    // (B, NH, T) natural log
+    const float* __restrict__ Dg,     // (B, NH, T)
+    const float* __restrict__ u,      // (B, NKV, T)
+    const double* __restrict__ tau,   // (B, NKV, T)
+    const u64* __restrict__ thk,      // (B, NKV, T) key of Sel_i's weakest member (0: all selected)
+    const int* __restrict__ count,    // (B, NKV, T)
+    const int* __restrict__ sel,      // (B, NKV, T, K)
+    const int* __restrict__ nfree,    // (B, NKV, T) |F_i|
+    const int* __restrict__ off,      // (B, NKV, T + 1) key j's first slot (sparsek_key_offsets)
+    int T, int NH, int NKV, int K, int W, float scale) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* Ks = reinterpret_cast<bf16*>(smem);   // [2][BT][LDS]
+  bf16* Vs = Ks + 2 * BT * LDS;               // [2][BT][LDS]
+  bf16* Qs = Vs + 2 * BT * LDS;               // [BT][LDS]
+  bf16* Os = Qs + BT * LDS;                   // [BT][LDS] dO
+  bf16* Ss = Os + BT * LDS;                   // [BT queries][LDP keys] dS
+  bf16* Gs = Ss + BT * LDP;                   // [BT queries][LDP keys] P * gate
+  u64* mkey = reinterpret_cast<u64*>(Gs + BT * LDP);
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
+  const int mi = lane >> 3, r8 = lane & 7;
+  const int i0 = blockIdx.x * BT, h = blockIdx.y, b = blockIdx.z;
+  const int G = NH / NKV;
+  const size_t kv0 = ((size_t)b * NKV + h) * T;
+  const float sl = scale * LOG2E;
+  const bf16* kb = k + kv0 * HS;
+  const bf16* vb = v + kv0 * HS;
+  const size_t dg0 = kv0 * K;                 // == ((b NKV + h) T) K
+  const int* offr = off + ((size_t)b * NKV + h) * (T + 1);
+
+  // keys: Sel_{i0} (nsel), then the new candidates [rlo, rhi) in one tile
+  const int nsel = K > 0 ? count[kv0 + i0] : 0;
+  const int* srow = sel + (kv0 + i0) * (size_t)K;
+  const int rlo = max(0, i0 - W + 1), rhi = K > 0 ? min(T, i0 + BT - W) : 0;
+  const int nselT = (nsel + BT - 1) / BT, nT = nselT + (rhi > rlo ? 1 : 0);
+  const int nkeys = nT * BT;
+  float* mu_ = reinterpret_cast<float*>(mkey + nkeys);
+  int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
+  int* moff = mpos + nkeys;
+  for (int base = 0; base < nkeys; base += 4 * NTHR) {
+    int j[4];
+    float uu[4];
+    int of[4];
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+      const int x = base + a * NTHR + tid, t = x / BT, r = x % BT;
+      j[a] = x >= nkeys ? -1 : t < nselT ? (x < nsel ? srow[x] : -1) : (rlo + r < rhi ? rlo + r : -1);
+    }
+#pragma unroll
+    for (int a = 0; a < 4; a++) { uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f; of[a] = j[a] >= 0 ? offr[j[a]] : 0; }
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+      const int x = base + a * NTHR + tid;
+      if (x < nkeys) {
+        mpos[x] = j[a];
+        mu_[x] = uu[a];
+        moff[x] = of[a] - W;          // slot of (i, j) = moff + i - j
+        mkey[x] = j[a] >= 0 ? (((u64)ord_of(uu[a]) << 32) | (unsigned)j[a]) : 0ull;
+      }
+    }
+  }
+
+  // this thread's two query rows
+  int qi[2];
+  u64 qthk[2];
+  float qtf[2];
+  double qtd[2], num[2] = {0.0, 0.0};
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    const int i = i0 + w * 16 + g8 + rr * 8;
+    qi[rr] = i;
+    const bool ok = i < T;
+    qthk[rr] = ok ? thk[kv0 + i] : ~0ull;
+    qtd[rr] = ok ? tau[kv0 + i] : (double)FINF;
+    qtf[rr] = (float)qtd[rr];
+  }
+
+  auto issue = [&](int t, int st) {
+    bf16* kd = Ks + st * BT * LDS;
+    bf16* vd = Vs + st * BT * LDS;
+    for (int x = tid; x < BT * CPR; x += NTHR) {
+      const int r = x / CPR, cc = x % CPR;
+      const int j = mpos[t * BT + r];
+      const size_t o = (size_t)(j >= 0 ? j : 0) * HS + cc * 8;
+      cp_async16(smem_addr(kd + r * LDS + cc * 8), kb + o, j >= 0 ? 16 : 0);
+      cp_async16(smem_addr(vd + r * LDS + cc * 8), vb + o, j >= 0 ? 16 : 0);
+    }
+    cp_commit();
+  };
+
+  for (int gi = 0; gi < G && nT > 0; gi++) {
+    const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
+    __syncthreads(); // metadata written; the previous head is done with Qs, Os and the stages
+    for (int x = tid; x < BT * CPR; x += NTHR) {
+      const int r = x / CPR, cc = x % CPR, i = i0 + r;
+      const size_t o = (r0 + (i < T ? i : 0)) * HS + cc * 8;
+      cp_async16(smem_addr(Qs + r * LDS + cc * 8), q + o, i < T ? 16 : 0);
+      cp_async16(smem_addr(Os + r * LDS + cc * 8), dout + o, i < T ? 16 : 0);
+    }
+    cp_commit();
+    issue(0, 0);
+    float L2[2], Dr[2];
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+      const int i = qi[rr];
+      const float L = i < T ? lse[r0 + i] : -FINF;
+      L2[rr] = L == -FINF ? FINF : L * LOG2E;
+      Dr[rr] = i < T ? Dg[r0 + i] : 0.f;
+    }
+    float acc[NO][4];
+#pragma unroll
+    for (int n = 0; n < NO; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+    for (int t = 0, st = 0; t < nT; t++, st ^= 1) {
+      if (t + 1 < nT) { issue(t + 1, st ^ 1); cp_wait<1>(); }
+      else cp_wait<0>();
+      __syncthreads();
+      const bf16* Kst = Ks + st * BT * LDS;
+      const bf16* Vst = Vs + st * BT * LDS;
+      const bool seltile = t < nselT;
+      const u64* tkey = mkey + t * BT;
+      const float* tu = mu_ + t * BT;
+      const int* tpos = mpos + t * BT;
+      const int* toff = moff + t * BT;
+      // S = Q K^T, dP = dO V^T for the warp's 16 queries x 64 keys
+      float s[NT][4], dp[NT][4];
+#pragma unroll
+      for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < KS; ks++) {
+        u32 qa[4], oa[4];
+        ldsm4(smem_addr(Qs + (w * 16 + (mi & 1) * 8 + r8) * LDS + ks * 16 + (mi >> 1) * 8), qa);
+        ldsm4(smem_addr(Os + (w * 16 + (mi & 1) * 8 + r8) * LDS + ks * 16 + (mi >> 1) * 8), oa);
+#pragma unroll
+        for (int n = 0; n < NT; n += 2) {
+          u32 bk[4], bv[4];
+          ldsm4(smem_addr(Kst + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), bk);
+          ldsm4(smem_addr(Vst + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), bv);
+          mma(s[n], qa, bk[0], bk[1]);
+          mma(s[n + 1], qa, bk[2], bk[3]);
+          mma(dp[n], oa, bv[0], bv[1]);
+          mma(dp[n + 1], oa, bv[2], bv[3]);
+        }
+      }
+      u32 sa[BT / 16][4];
+#pragma unroll
+      for (int n = 0; n < NT; n++) {
+        float ds[4], pg[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
+          const int j = tpos[c], i = qi[rr];
+          // selected by i: Sel_{i0}'s keys are all <= i0 - W; a new candidate must also be <= i - W
+          const bool in = j >= 0 && tkey[c] >= qthk[rr] && (seltile || j <= i - W);
+          const float p = in ? ex2(s[n][e] * sl - L2[rr]) : 0.f;
+          const float uj = tu[c];
+          const float gt = fminf(fmaxf(uj - qtf[rr], 0.f), 1.f);
+          ds[e] = p * (gt * dp[n][e] - Dr[rr]);
+          pg[e] = p * gt;
+          if (in) {
+            const float dg = p * dp[n][e];
+            float* slot = dgk + dg0 + toff[c] + (i - j);
+            *slot = gi == 0 ? dg : *slot + dg;
+            const double ud = uj;
+            if (ud > qtd[rr] && ud - qtd[rr] < 1.0) num[rr] += dg;
+          }
+        }
+        sa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(ds[0], ds[1]);
+        sa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(ds[2], ds[3]);
+        // dS and P g as [query][key] for the tile's dK and dV products
+        const int qr = w * 16 + g8, c0 = n * 8 + 2 * t4;
+        *reinterpret_cast<u32*>(Ss + qr * LDP + c0) = sa[n >> 1][(n & 1) * 2 + 0];
+        *reinterpret_cast<u32*>(Ss + (qr + 8) * LDP + c0) = sa[n >> 1][(n & 1) * 2 + 1];
+        *reinterpret_cast<u32*>(Gs + qr * LDP + c0) = pack_bf16(pg[0], pg[1]);
+        *reinterpret_cast<u32*>(Gs + (qr + 8) * LDP + c0) = pack_bf16(pg[2], pg[3]);
+      }
+      // dQ += dS K (k = keys: down the rows of the K tile)
+#pragma unroll
+      for (int kk = 0; kk < BT / 16; kk++) MMA_BT(acc, sa[kk], Kst + kk * 16 * LDS, LDS, NO, lane);
+      __syncthreads();
+      // the tile's dK = scale dS^T Q and dV = (P g)^T dO for keys 16w .. 16w + 15, added atomically
+      const int j_0 = tpos[w * 16 + g8], j_1 = tpos[w * 16 + g8 + 8];
+#pragma unroll
+      for (int which = 0; which < 2; which++) {
+        const bf16* As = which == 0 ? Ss : Gs;
+        const bf16* Bs = which == 0 ? Qs : Os;
+        float* dst = which == 0 ? dk : dv;
+        const float f = which == 0 ? scale : 1.f;
+        float c[NO][4];
+#pragma unroll
+        for (int n = 0; n < NO; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < BT / 16; kk++) {
+          u32 a[4];
+          ldsm4t(smem_addr(As + (kk * 16 + (mi >> 1) * 8 + r8) * LDP + w * 16 + (mi & 1) * 8), a);
+          MMA_BT(c, a, Bs + kk * 16 * LDS, LDS, NO, lane);
+        }
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+          const int j = rr == 0 ? j_0 : j_1;
+          if (j < 0) continue;
+          float* row = dst + (kv0 + j) * HS + 2 * t4;
+#pragma unroll
+          for (int n = 0; n < NO; n++) red2(row + n * 8, f * c[n][2 * rr], f * c[n][2 * rr + 1]);
+        }
+      }
+      __syncthreads(); // Ss, Gs and this stage are free again
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+      const int i = qi[rr];
+      if (i >= T) continue;
+#pragma unroll
+      for (int n = 0; n < NO; n++) {
+        float2* p = reinterpret_cast<float2*>(dq + (r0 + i) * HS + n * 8 + 2 * t4);
+        float2 x = *p;
+        x.x += scale * acc[n][2 * rr];
+        x.y += scale * acc[n][2 * rr + 1];
+        *p = x;
+      }
+    }
+  }
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    num[rr] += __shfl_xor_sync(FULL, num[rr], 1);
+    num[rr] += __shfl_xor_sync(FULL, num[rr], 2);
+    const int i = qi[rr];
+    if (t4 == 0 && i < T) {
+      const int nf = nfree[kv0 + i];
+      mean[kv0 + i] = nf > 0 ? num[rr] / nf : 0.0;
+    }
+  }
+}
+`,
+  };
+}
