@@ -31,12 +31,12 @@ import {
 import { patternAttentionBackward, patternAttentionForward, planSparsek, sparsekAttentionBackwardInto, sparsekPattern } from '../../src/cpu/kernels/attention.js';
 import type { SparsekPlan } from '../../src/cpu/kernels/attention.js';
 import type { AttentionShape } from '../../src/core/check.js';
-import { fastForwardShared, fastForwardSource } from './kernel.js';
-import type { FastForwardVariant } from './kernel.js';
+import { fastForwardShared, fastForwardSource } from '../../src/cuda/kernels/attention-tc.js';
+import type { FastForwardVariant } from '../../src/cuda/kernels/attention-tc.js';
 import {
   BT, BWD_THREADS, bwdPrepSource, bwdSelName, bwdSelShared, bwdSelSource, bwdWinName, bwdWinShared, bwdWinSource,
-} from './backward.js';
-import type { BackwardVariant } from './backward.js';
+} from '../../src/cuda/kernels/attention-tc-backward.js';
+import type { BackwardVariant } from '../../src/cuda/kernels/attention-tc-backward.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string): string => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : dflt);

@@ -24,8 +24,8 @@ import { selectSharedSource, selectGlobalSource, SELECT_BQ } from '../../src/cud
 import { planSparsek, sparsekAttentionForwardInto, sparsekPattern } from '../../src/cpu/kernels/attention.js';
 import type { SparsekPlan } from '../../src/cpu/kernels/attention.js';
 import type { AttentionShape } from '../../src/core/check.js';
-import { fastForwardName, fastForwardShared, fastForwardSource } from './kernel.js';
-import type { FastForwardVariant } from './kernel.js';
+import { fastForwardName, fastForwardShared, fastForwardSource } from '../../src/cuda/kernels/attention-tc.js';
+import type { FastForwardVariant } from '../../src/cuda/kernels/attention-tc.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string): string => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : dflt);

@@ -36,6 +36,10 @@ import { columnFinishSource, columnPartialsSource, COLUMN_ROWS } from './kernels
 import { addBiasSource } from './kernels/matmul.js';
 import { adamwSource, sumSquaresSource, OPTIM_BLOCK, SUMSQ_BLOCKS } from './kernels/optim.js';
 import { specialise, toBf16Source } from './kernels/storage.js';
+import { fastForwardShared, fastForwardSource } from './kernels/attention-tc.js';
+import type { FastForwardVariant } from './kernels/attention-tc.js';
+import { bwdPrepName, bwdPrepSource, bwdSelShared, bwdSelSource, bwdWinShared, bwdWinSource, BT, BWD_THREADS } from './kernels/attention-tc-backward.js';
+import type { BackwardVariant } from './kernels/attention-tc-backward.js';
 import type { GeluForm, Precision, Storage } from '../backend.js';
 
 /** A float buffer in device memory: `length` elements at address `ptr`, float32 or bfloat16. */
@@ -87,6 +91,8 @@ export interface CudaAttentionLayer extends AttentionLayer<CudaBuffer> {
    * than sparsek and before a forward. Synchronises.
    */
   plan(): { tau: Float64Array; count: Int32Array; sel: Int32Array; K: number } | null;
+  /** Which kernels run: 'tensor-core' (bf16 operands, kernels/attention-tc*.ts) or 'fp32'. */
+  readonly kernels: 'tensor-core' | 'fp32';
 }
 
 /** What a device attention layer's forward keeps for its backward (SparseK's fields are null for dense and window). */
@@ -421,6 +427,10 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const scale = 1 / Math.sqrt(HS);
     const rows = Math.ceil(T / ATTENTION_WARPS);
     const cap = this.selectCapacity();
+    // SparseK under precision bf16 runs the tensor-core kernels (kernels/attention-tc*.ts) on bf16
+    // copies of q, k, v; otherwise the fp32 kernels of kernels/attention.ts.
+    const tc = sparse ? this.tensorCoreVariants(HS, K, W) : null;
+    let half: { q: DeviceBlock; k: DeviceBlock; v: DeviceBlock } | null = null;
     // Device memory the forward leaves for the backward, taken on the first forward.
     const held: DeviceBlock[] = [];
     const own = (bytes: number): DeviceBlock => {
@@ -460,11 +470,20 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         }
         const s = st;
         if (sparse && u !== null) this.sparsekSelect(s, u, BH, T, K, W, cap);
+        last = { out, q, k, v, u };
+        if (tc !== null && u !== null && s.tau && s.thk && s.count && s.sel) {
+          half ??= { q: own(nq * 2), k: own(nkv * 2), v: own(nkv * 2) };
+          for (const [dst, src] of [[half.q, q], [half.k, k], [half.v, v]] as const) {
+            this.launch('to_bf16', toBf16Source, blocks(src.length), ELEM_BLOCK, [dst, src, src.length]);
+          }
+          this.launch(fastForwardSource(tc.fwd).name, () => fastForwardSource(tc.fwd), [Math.ceil(T / tc.fwd.BQ), NH, B], 2 * tc.fwd.BQ,
+            [out, s.lse, half.q, half.k, half.v, u, s.tau, s.thk, s.count, s.sel, T, NH, NKV, K, W, scale], fastForwardShared(tc.fwd, K, W));
+          return;
+        }
         const o = attentionVariant(HS, sparse, [q, k, v]);
         this.launch(attentionKernelName('attention_forward', o), () => attentionForwardSource(o), [rows, NH, B], 32 * ATTENTION_WARPS,
           [out, s.lse, q, k, v, u ?? nothing, s.tau ?? nothing, s.count ?? nothing, s.sel ?? nothing,
             T, NH, NKV, K, W, scale]);
-        last = { out, q, k, v, u };
       },
       backward: (dq, dk, dv, du, dout) => {
         if (last === null || st === null) throw new Error('attention backward called before forward');
@@ -488,13 +507,28 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         const dgk = sparse ? take(nu * K * 4) : null;
         const mean = sparse ? take(nu * 8) : null;
         if (off !== null && s.e !== null) this.launch('sparsek_key_offsets', keyOffsetsSource, BH, PREFIX_BLOCK, [off, s.e, T, W]);
-        // pass 1: dq, D, gate gradients; pass 2: dk, dv
-        this.launch(attentionKernelName('attention_backward_query', o), () => attentionBackwardQuerySource(o), [rows, NKV, B], 32 * ATTENTION_WARPS,
-          [dq, D, mean ?? nothing, dgk ?? nothing, dout, out, s.lse, q, k, v, u ?? nothing,
-            s.tau ?? nothing, s.count ?? nothing, s.sel ?? nothing, s.nfree ?? nothing, off ?? nothing, T, NH, NKV, K, W, scale]);
-        this.launch(attentionKernelName('attention_backward_key', o), () => attentionBackwardKeySource(o), [rows, NKV, B], 32 * ATTENTION_WARPS,
-          [dk, dv, dout, s.lse, D, q, k, v, u ?? nothing, s.tau ?? nothing, s.e ?? nothing,
-            T, NH, NKV, W, scale]);
+        if (tc !== null && half !== null && u !== null && off !== null && dgk !== null && mean !== null && s.tau && s.thk && s.count && s.sel && s.nfree) {
+          // prep: D and dq = 0; win: the window pairs (stores dk, dv); sel: the selected pairs (adds).
+          const dout16 = take(nq * 2);
+          this.launch('to_bf16', toBf16Source, blocks(nq), ELEM_BLOCK, [dout16, dout, nq]);
+          this.zero(dk);
+          this.zero(dv);
+          this.launch(`${bwdPrepName('f32')}_hs${HS}`, () => bwdPrepSource('f32', HS), Math.ceil((B * NH * T) / 8), 256,
+            [D, dq, dout16, out, B * NH * T, HS]);
+          this.launch(bwdWinSource(tc.bwd).name, () => bwdWinSource(tc.bwd), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
+            [dk, dv, dq, half.q, half.k, half.v, dout16, s.lse, D, T, NH, NKV, W, scale], bwdWinShared(tc.bwd));
+          this.launch(bwdSelSource(tc.bwd).name, () => bwdSelSource(tc.bwd), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
+            [dq, dk, dv, dgk, mean, half.q, half.k, half.v, dout16, s.lse, D, u, s.tau, s.thk, s.count, s.sel, s.nfree, off, T, NH, NKV, K, W, scale],
+            bwdSelShared(tc.bwd, K));
+        } else {
+          // pass 1: dq, D, gate gradients; pass 2: dk, dv
+          this.launch(attentionKernelName('attention_backward_query', o), () => attentionBackwardQuerySource(o), [rows, NKV, B], 32 * ATTENTION_WARPS,
+            [dq, D, mean ?? nothing, dgk ?? nothing, dout, out, s.lse, q, k, v, u ?? nothing,
+              s.tau ?? nothing, s.count ?? nothing, s.sel ?? nothing, s.nfree ?? nothing, off ?? nothing, T, NH, NKV, K, W, scale]);
+          this.launch(attentionKernelName('attention_backward_key', o), () => attentionBackwardKeySource(o), [rows, NKV, B], 32 * ATTENTION_WARPS,
+            [dk, dv, dout, s.lse, D, q, k, v, u ?? nothing, s.tau ?? nothing, s.e ?? nothing,
+              T, NH, NKV, W, scale]);
+        }
         if (du !== null && u !== null && mean !== null && off !== null && dgk !== null && s.tau !== null && s.e !== null) {
           const P = take(BH * (T + 1) * 8);
           this.launch('sparsek_mean_prefix', meanPrefixSource, BH, PREFIX_BLOCK, [P, mean, T]);
@@ -514,6 +548,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         });
       },
       plan,
+      kernels: tc !== null ? 'tensor-core' : 'fp32',
       dispose: () => {
         // Explicit release, so a training step is allocation-neutral; the registry below only
         // covers layers dropped without dispose().
@@ -550,9 +585,31 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
 
   /** Entries of the selection's shared-memory set S: 4096 (64 KiB) where the device lets a block opt in to that much, else 2048. */
   private selectCapacity(): number {
-    const out = new Int32Array(1);
-    this.rt.cu('cuDeviceGetAttribute', out, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, 0);
-    return out[0] >= 16 * 4096 + 8192 ? 4096 : 2048;
+    return this.sharedOptin() >= 16 * 4096 + 8192 ? 4096 : 2048;
+  }
+
+  private optin = 0;
+  /** The most dynamic shared memory a block may opt in to on this device (bytes). */
+  private sharedOptin(): number {
+    if (this.optin === 0) {
+      const out = new Int32Array(1);
+      this.rt.cu('cuDeviceGetAttribute', out, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, this.rt.ordinal);
+      this.optin = out[0];
+    }
+    return this.optin;
+  }
+
+  /**
+   * The tensor-core kernels' variants for head size HS, or null where they do not apply: they take
+   * bf16 q, k, v (so precision 'bf16' only), HS 64 or 128, and shared memory that grows with K + W.
+   * Variants as measured fastest in dev/cuda-attention-fast (H100).
+   */
+  private tensorCoreVariants(HS: number, K: number, W: number): { fwd: FastForwardVariant; bwd: BackwardVariant } | null {
+    if (this.precision !== 'bf16' || (HS !== 64 && HS !== 128)) return null;
+    const fwd: FastForwardVariant = { HS, BQ: 64, OUT: 'f32', META: 'all', STAGES: 2, FASTEXP: true, MINB: HS === 64 ? 4 : 0 };
+    const bwd: BackwardVariant = { HS, FASTEXP: true, MINB: HS === 64 ? 3 : 0 };
+    const fits = Math.max(fastForwardShared(fwd, K, W), bwdSelShared(bwd, K), bwdWinShared(bwd)) <= this.sharedOptin();
+    return fits ? { fwd, bwd } : null;
   }
 
   /** launch() with dynamic shared memory, raising the kernel's limit past the default 48 KiB on first use. */
@@ -694,7 +751,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     let k = this.kernels.get(key);
     if (k === undefined) {
       k = this.rt.kernel(specialise(make(), bf16));
-      if (sharedBytes > 48 * 1024) this.rt.cu('cuFuncSetAttribute', k.fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
+      // Opt in to the device's most: a later launch of the same kernel may need more than this one.
+      if (sharedBytes > 48 * 1024) this.rt.cu('cuFuncSetAttribute', k.fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, this.sharedOptin());
       this.kernels.set(key, k);
     }
     this.rt.launch(k, grid, block, sharedBytes, args.map((a) => (typeof a === 'object' ? a.ptr : a)));

@@ -140,8 +140,8 @@ describe('bf16 storage on CUDA', { skip }, () => {
   });
 
   /** One training step; returns the loss, the gradient norm, the gradients and the parameters after AdamW. */
-  function trainStep<F, I>(be: Backend<F, I>, steps: number) {
-    const c = tinyConfig({ attention: 'sparsek', context: 33, dim: 64, heads: 4, kvHeads: 2, ffnDim: 96, k: 5, window: 4, scoreSlope: 0.05 });
+  function trainStep<F, I>(be: Backend<F, I>, steps: number, width: { dim: number; heads: number; kvHeads: number } = { dim: 64, heads: 4, kvHeads: 2 }) {
+    const c = tinyConfig({ attention: 'sparsek', context: 33, ...width, ffnDim: 96, k: 5, window: 4, scoreSlope: 0.05 });
     const host = Gpt.cpu(c).params;
     fillParams(host, 7, 0.4);
     const model = new Gpt(c, be);
@@ -168,9 +168,12 @@ describe('bf16 storage on CUDA', { skip }, () => {
     return { losses, grads };
   }
 
-  test('a bf16 training step tracks the fp32 CPU step; training lowers the loss as in fp32', () => {
-    const gpu = trainStep(new CudaBackend(undefined, { precision: 'bf16' }), 30);
-    const cpu = trainStep(cpuBackend, 30);
+  for (const [what, width] of [
+    ['HS = 16 (fp32 attention kernels)', { dim: 64, heads: 4, kvHeads: 2 }],
+    ['HS = 64 (tensor-core attention kernels)', { dim: 128, heads: 2, kvHeads: 1 }],
+  ] as const) test(`a bf16 training step tracks the fp32 CPU step; training lowers the loss as in fp32: ${what}`, () => {
+    const gpu = trainStep(new CudaBackend(undefined, { precision: 'bf16' }), 30, width);
+    const cpu = trainStep(cpuBackend, 30, width);
     // First step: the loss is a mean over 66 rows of values with ~U relative error each.
     assert.ok(Math.abs(gpu.losses[0] - cpu.losses[0]) <= 4 * U * cpu.losses[0], `loss ${gpu.losses[0]} vs ${cpu.losses[0]}`);
     // Gradients: each is a sum of products of bf16-stored factors, so compare directions: a cosine

@@ -1,4 +1,5 @@
-// Lab version of a tiled, tensor-core SparseK attention FORWARD (SPEC.md sections 3 and 4) for Hopper
+// Tiled, tensor-core SparseK attention FORWARD (SPEC.md sections 3 and 4), used by CudaBackend under
+// precision bf16 (variants and measurements: dev/cuda-attention-fast), for Hopper
 // and Ampere (sm_80+): bf16 q, k, v; fp32 scores u; fp32 accumulation; output bf16 or fp32, plus the
 // log-sum-exp per row (what a backward needs). Not here: the selection (src/cuda/kernels/selection.ts
 // makes tau, the weakest selected key thk and the rows sel, which this reads), the backward, GQA
@@ -28,7 +29,7 @@
 // V's from ldmatrix.trans; shared rows are padded to HS + 8 bf16, so the 8 rows an ldmatrix phase
 // reads start 4 banks apart (conflict-free).
 
-import type { KernelSource } from '../../src/cuda/runtime.js';
+import type { KernelSource } from '../runtime.js';
 
 export interface FastForwardVariant {
   HS: 64 | 128;

@@ -1,5 +1,6 @@
-// Lab version of a tiled, tensor-core SparseK attention BACKWARD (SPEC.md section 4; the score part,
-// section 1, stays with the existing du kernels) matching the forward in kernel.ts: bf16 q, k, v,
+// Tiled, tensor-core SparseK attention BACKWARD (SPEC.md section 4; the score part, section 1,
+// stays with the existing du kernels), used by CudaBackend under precision bf16 (variants and
+// measurements: dev/cuda-attention-fast), matching the forward in attention-tc.ts: bf16 q, k, v,
 // dout; fp32 u; the forward's out (bf16 or fp32) and lse (natural log); the selection of
 // src/cuda/kernels/selection.ts (tau, thk, count, sel, nfree) and the key offsets of attention.ts's
 // sparsek_key_offsets. Outputs fp32: dq, dk, dv (GQA: a group's heads summed into dk, dv), the gate
@@ -39,7 +40,7 @@
 // through ldmatrix (non-trans when the contraction runs along a shared row, .trans when it runs
 // down the rows). Shared rows are padded by 8 bf16 (conflict-free ldmatrix).
 
-import type { KernelSource } from '../../src/cuda/runtime.js';
+import type { KernelSource } from '../runtime.js';
 
 export interface BackwardVariant {
   HS: 64 | 128;

@@ -1,0 +1,97 @@
+// The tensor-core SparseK kernels (src/cuda/kernels/attention-tc*.ts) as CudaBackend runs them under
+// precision 'bf16': forward and backward through be.attention, against the CPU layer (the
+// reference) on inputs already rounded to bf16, so the only extra error is the kernels' own bf16
+// rounding of P·g before the value product and of dS and P·g in the backward (unit roundoff
+// U = 2^-8), with fp32 accumulation. Bounds: 3U of the largest reference entry for out, 4U for the
+// gradients, and the rms error below U of the reference's rms. Skipped visibly without a CUDA device.
+
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cudaAvailability } from '../../src/cuda/runtime.js';
+import { CudaBackend, fromBf16, toBf16 } from '../../src/cuda/backend.js';
+import type { CudaAttentionLayer } from '../../src/cuda/backend.js';
+import { makeAttention } from '../../src/cpu/attention-layer.js';
+import type { AttentionShape } from '../../src/core/check.js';
+import { Rng } from '../../src/core/random.js';
+
+const avail = cudaAvailability();
+const skip = avail.available ? false : `no CUDA device: ${avail.reason}`;
+const U = 2 ** -8;
+
+/** Uniform values in (-scale, scale), rounded to bf16 (so the GPU's bf16 copies are exact). */
+function bf16Rand(n: number, seed: number, scale = 1): Float32Array {
+  const rng = new Rng(seed);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (rng.uniform() * 2 - 1) * scale;
+  return fromBf16(toBf16(a));
+}
+
+function check(name: string, got: Float32Array, want: Float32Array, maxRel: number): void {
+  let maxRef = 0, worst = 0, at = 0, se = 0, sr = 0;
+  for (let i = 0; i < want.length; i++) {
+    maxRef = Math.max(maxRef, Math.abs(want[i]));
+    const e = Math.abs(got[i] - want[i]);
+    if (!(e <= worst)) { worst = e; at = i; }
+    se += e * e;
+    sr += want[i] * want[i];
+  }
+  assert.ok(worst <= maxRel * maxRef + 1e-30, `${name}[${at}]: got ${got[at]}, want ${want[at]}: max error ${(worst / maxRef).toExponential(2)} of max |ref|, bound ${maxRel.toExponential(2)}`);
+  assert.ok(Math.sqrt(se) <= U * Math.sqrt(sr) + 1e-30, `${name}: rms error ${(Math.sqrt(se / sr)).toExponential(2)} of rms ref, bound ${U.toExponential(2)}`);
+}
+
+interface Case { name: string; shape: AttentionShape; K: number; W: number; tied?: boolean }
+const cases: Case[] = [
+  { name: 'GQA', shape: { B: 1, T: 300, NH: 4, NKV: 2, HS: 64 }, K: 40, W: 17 },
+  { name: 'HS = 128, B = 2', shape: { B: 2, T: 200, NH: 2, NKV: 2, HS: 128 }, K: 33, W: 64 },
+  { name: 'W = 0', shape: { B: 1, T: 257, NH: 2, NKV: 1, HS: 64 }, K: 50, W: 0 },
+  { name: 'K >= T', shape: { B: 1, T: 90, NH: 1, NKV: 1, HS: 64 }, K: 100, W: 8 },
+  { name: 'tied scores', shape: { B: 1, T: 230, NH: 2, NKV: 2, HS: 64 }, K: 20, W: 10, tied: true },
+  { name: 'T = 1', shape: { B: 1, T: 1, NH: 1, NKV: 1, HS: 64 }, K: 5, W: 3 },
+];
+
+describe('tensor-core SparseK attention (precision bf16) against the CPU layer', { skip }, () => {
+  for (const c of cases) {
+    test(`${c.name}: B=${c.shape.B} T=${c.shape.T} NH=${c.shape.NH} NKV=${c.shape.NKV} HS=${c.shape.HS} K=${c.K} W=${c.W}`, () => {
+      const { B, T, NH, NKV, HS } = c.shape;
+      const nq = B * NH * T * HS, nkv = B * NKV * T * HS, nu = B * NKV * T;
+      const q = bf16Rand(nq, 1), k = bf16Rand(nkv, 2), v = bf16Rand(nkv, 3), dout = bf16Rand(nq, 5);
+      const u = bf16Rand(nu, 4, 2);
+      if (c.tied) for (let i = 0; i < nu; i++) u[i] = Math.round(u[i] * 2) / 2; // many exact ties
+      const cfg = { attention: 'sparsek' as const, k: c.K, window: c.W, hashBuckets: 2 };
+      const cpu = makeAttention(cfg, c.shape);
+      const want = { out: new Float32Array(nq), dq: new Float32Array(nq), dk: new Float32Array(nkv), dv: new Float32Array(nkv), du: new Float32Array(nu) };
+      cpu.forward(want.out, q, k, v, u);
+      cpu.backward(want.dq, want.dk, want.dv, want.du, dout);
+
+      const be = new CudaBackend(undefined, { precision: 'bf16' });
+      const up = (a: Float32Array) => {
+        const b = be.alloc(a.length);
+        be.upload(b, a);
+        return b;
+      };
+      const layer = be.attention(cfg, c.shape) as CudaAttentionLayer;
+      assert.equal(layer.kernels, 'tensor-core');
+      const [dOut, dQ, dK, dV, dU] = [be.alloc(nq), be.alloc(nq), be.alloc(nkv), be.alloc(nkv), be.alloc(nu)];
+      be.fill(dK, 7); // the backward overwrites its outputs
+      be.fill(dV, 7);
+      be.fill(dU, 7);
+      layer.forward(dOut, up(q), up(k), up(v), up(u));
+      layer.backward(dQ, dK, dV, dU, up(dout));
+      check('out', be.download(dOut), want.out, 3 * U);
+      check('dq', be.download(dQ), want.dq, 4 * U);
+      check('dk', be.download(dK), want.dk, 4 * U);
+      check('dv', be.download(dV), want.dv, 4 * U);
+      check('du', be.download(dU), want.du, 4 * U);
+      layer.dispose();
+    });
+  }
+
+  test('fp32 precision, other head sizes and other kinds keep the fp32 kernels', () => {
+    const shape = { B: 1, T: 16, NH: 1, NKV: 1, HS: 64 };
+    const fp32 = new CudaBackend(undefined, { precision: 'fp32' }).attention({ attention: 'sparsek', k: 4, window: 4, hashBuckets: 2 }, shape);
+    assert.equal((fp32 as CudaAttentionLayer).kernels, 'fp32');
+    const bf = new CudaBackend(undefined, { precision: 'bf16' });
+    assert.equal((bf.attention({ attention: 'sparsek', k: 4, window: 4, hashBuckets: 2 }, { ...shape, HS: 48 }) as CudaAttentionLayer).kernels, 'fp32');
+    assert.equal((bf.attention({ attention: 'window', k: 0, window: 4, hashBuckets: 2 }, shape) as CudaAttentionLayer).kernels, 'fp32');
+  });
+});
