@@ -82,6 +82,7 @@ const INT32_MAX = 2147483647;
 // cuda.h enums used by attention() alone (the others live in ffi.ts).
 const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
 const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+const CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES = 1;
 
 /** A GPU attention layer; plan() exposes SparseK's last selection for tests. */
 export interface CudaAttentionLayer extends AttentionLayer<CudaBuffer> {
@@ -751,8 +752,13 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     let k = this.kernels.get(key);
     if (k === undefined) {
       k = this.rt.kernel(specialise(make(), bf16));
-      // Opt in to the device's most: a later launch of the same kernel may need more than this one.
-      if (sharedBytes > 48 * 1024) this.rt.cu('cuFuncSetAttribute', k.fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, this.sharedOptin());
+      // Opt in to the device's most (less the kernel's static shared memory): a later launch of the
+      // same kernel may need more than this one.
+      if (sharedBytes > 48 * 1024) {
+        const staticBytes = new Int32Array(1);
+        this.rt.cu('cuFuncGetAttribute', staticBytes, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, k.fn);
+        this.rt.cu('cuFuncSetAttribute', k.fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, this.sharedOptin() - staticBytes[0]);
+      }
       this.kernels.set(key, k);
     }
     this.rt.launch(k, grid, block, sharedBytes, args.map((a) => (typeof a === 'object' ? a.ptr : a)));
