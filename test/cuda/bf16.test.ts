@@ -168,9 +168,13 @@ describe('bf16 storage on CUDA', { skip }, () => {
     return { losses, grads };
   }
 
-  for (const [what, width] of [
-    ['HS = 16 (fp32 attention kernels)', { dim: 64, heads: 4, kvHeads: 2 }],
-    ['HS = 64 (tensor-core attention kernels)', { dim: 128, heads: 2, kvHeads: 1 }],
+  // minCos: with fp32 attention only the product operands are bf16; with the tensor-core kernels the
+  // attention's q, k, v, P g and dS are bf16 too, and the softmax backward, dS = P (dP - D), subtracts
+  // nearly equal terms, which turns their U-sized rounding into larger relative gradient errors. The
+  // kernels themselves are held to 4U of the CPU per layer in attention-tc.test.ts.
+  for (const [what, width, minCos] of [
+    ['HS = 16 (fp32 attention kernels)', { dim: 64, heads: 4, kvHeads: 2 }, 0.999],
+    ['HS = 64 (tensor-core attention kernels)', { dim: 128, heads: 2, kvHeads: 1 }, 0.99],
   ] as const) test(`a bf16 training step tracks the fp32 CPU step; training lowers the loss as in fp32: ${what}`, () => {
     const gpu = trainStep(new CudaBackend(undefined, { precision: 'bf16' }), 30, width);
     const cpu = trainStep(cpuBackend, 30, width);
@@ -185,7 +189,7 @@ describe('bf16 storage on CUDA', { skip }, () => {
       nc += cpu.grads[i] ** 2;
     }
     const cos = dot / Math.sqrt(ng * nc);
-    assert.ok(cos > 0.999, `gradient cosine ${cos}`);
+    assert.ok(cos > minCos, `gradient cosine ${cos} (at least ${minCos})`);
     assert.ok(Math.abs(Math.sqrt(ng) - Math.sqrt(nc)) <= 0.02 * Math.sqrt(nc), `gradient norm ${Math.sqrt(ng)} vs ${Math.sqrt(nc)}`);
     // 30 steps on one batch: both fall well below the start, and end within 5% of each other.
     const last = (l: number[]) => l[l.length - 1];
