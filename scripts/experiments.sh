@@ -7,14 +7,14 @@
 #   passkey   the passkey retrieval task (src/data/passkey.ts) at 4K characters with the byte tokenizer
 # Each run folder keeps config.json and metrics.jsonl; results.jsonl gathers one JSON line per
 # evaluation. Model: 6 layers, width 384, 6 heads (HS = 64), same steps and batch for all.
-# Environment: STEPS (default 300), BATCH (default 2), OUT (default runs/exp), COPY (a folder to copy
+# Environment: STEPS (default 300), BATCH (default 2), EXP_OUT (default runs/exp), COPY (a folder to copy
 # the small outputs to, e.g. $OUT of the device tool); for a quick check elsewhere, DEVICE (cuda),
 # MODEL (the model flags) and EVAL_T (the evaluation contexts of lm).
 set -euo pipefail
 part=${1:?usage: scripts/experiments.sh lm|slope|passkey}
 steps=${STEPS:-300}
 batch=${BATCH:-2}
-out=${OUT:-runs/exp}
+out=${EXP_OUT:-runs/exp}
 cli="node dist/cli.js"
 model=${MODEL:---layers 6 --dim 384 --heads 6 --kv-heads 6 --context 4096}
 device=${DEVICE:-cuda}

@@ -191,10 +191,13 @@ describe('bf16 storage on CUDA', { skip }, () => {
     const cos = dot / Math.sqrt(ng * nc);
     assert.ok(cos > minCos, `gradient cosine ${cos} (at least ${minCos})`);
     assert.ok(Math.abs(Math.sqrt(ng) - Math.sqrt(nc)) <= 0.02 * Math.sqrt(nc), `gradient norm ${Math.sqrt(ng)} vs ${Math.sqrt(nc)}`);
-    // 30 steps on one batch: both fall well below the start, and end within 5% of each other.
+    // 30 steps on one batch: both fall well below the start and end close together. Close is 5% of
+    // the starting loss: as the batch is memorised the losses approach 0, where a relative comparison
+    // of the two runs' remainders would measure noise, not precision.
     const last = (l: number[]) => l[l.length - 1];
     assert.ok(last(cpu.losses) < 0.7 * cpu.losses[0], `fp32 loss fell: ${cpu.losses[0]} -> ${last(cpu.losses)}`);
-    assert.ok(Math.abs(last(gpu.losses) - last(cpu.losses)) <= 0.05 * last(cpu.losses), `final loss bf16 ${last(gpu.losses)} vs fp32 ${last(cpu.losses)}`);
+    assert.ok(last(gpu.losses) < 0.7 * gpu.losses[0], `bf16 loss fell: ${gpu.losses[0]} -> ${last(gpu.losses)}`);
+    assert.ok(Math.abs(last(gpu.losses) - last(cpu.losses)) <= 0.05 * cpu.losses[0], `final loss bf16 ${last(gpu.losses)} vs fp32 ${last(cpu.losses)} (start ${cpu.losses[0]})`);
   });
 
   test('a bf16 training step leaves no net device allocation', () => {

@@ -1,0 +1,64 @@
+// Attention alone on the GPU (issue 5): one layer's forward, and forward + backward, through
+// CudaBackend exactly as training runs it, the SparseK selection included (SPEC section 3), for
+// the shapes of .device/peers.py (PyTorch SDPA flash and FlexAttention, run in the same call).
+//   node --import tsx bench/attention.ts [--T 4096,16384,65536] [--HS 64] [--NH 16] [--NKV 16]
+//        [--K 512] [--W 512] [--precision bf16] [--kinds sparsek]
+// Times are medians of CUDA-synchronised wall times (the GPU is busy far longer than the launch
+// overhead at these sizes). TFLOP/s counts 4 HS FLOP per attended (query, key) pair for the
+// forward and 14 HS for forward + backward (the backward's 5 products of 2 HS).
+import { execSync } from 'node:child_process';
+import { CudaBackend } from '../src/cuda/backend.js';
+import type { CudaAttentionLayer } from '../src/cuda/backend.js';
+import type { Precision } from '../src/backend.js';
+import type { AttentionKind } from '../src/model/config.js';
+import { Rng } from '../src/core/random.js';
+
+const args = process.argv.slice(2);
+const flag = (name: string, fallback: string) => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : fallback);
+const Ts = flag('T', '4096,16384,65536').split(',').map(Number);
+const HS = Number(flag('HS', '64')), NH = Number(flag('NH', '16')), NKV = Number(flag('NKV', '16'));
+const K = Number(flag('K', '512')), W = Number(flag('W', '512'));
+const precision = flag('precision', 'bf16') as Precision;
+const kinds = flag('kinds', 'sparsek').split(',') as AttentionKind[];
+const be = new CudaBackend(undefined, { precision });
+const commit = process.env.SPARSEK_COMMIT ?? (() => { try { return execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim(); } catch { return 'unknown'; } })();
+console.log(`# attention benchmark: ${be.rt.name}, ${precision}, commit ${commit}, ${new Date().toISOString().slice(0, 10)}; B=1 NH=${NH} NKV=${NKV} HS=${HS} K=${K} W=${W}`);
+
+function median(fn: () => void, reps: number): number {
+  fn();
+  be.synchronize();
+  const t: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t0 = performance.now();
+    fn();
+    be.synchronize();
+    t.push(performance.now() - t0);
+  }
+  return t.sort((a, b) => a - b)[Math.floor(reps / 2)];
+}
+
+for (const attention of kinds) {
+  for (const T of Ts) {
+    const shape = { B: 1, T, NH, NKV, HS };
+    const nq = NH * T * HS, nkv = NKV * T * HS, nu = NKV * T;
+    const rng = new Rng(T);
+    const rand = (n: number, s = 1) => { const a = new Float32Array(n); for (let i = 0; i < n; i++) a[i] = (rng.uniform() * 2 - 1) * s; return a; };
+    const up = (a: Float32Array) => { const b = be.alloc(a.length); be.upload(b, a); return b; };
+    const q = up(rand(nq)), k = up(rand(nkv)), v = up(rand(nkv)), u = up(rand(nu, 2)), dout = up(rand(nq));
+    const [out, dq, dk, dv, du] = [be.alloc(nq), be.alloc(nq), be.alloc(nkv), be.alloc(nkv), be.alloc(nu)];
+    const layer = be.attention({ attention, k: K, window: W, hashBuckets: 2 }, shape) as CudaAttentionLayer;
+    const scored = attention === 'sparsek' ? u : null;
+    const reps = T >= 65536 ? 7 : 15;
+    const fwd = median(() => layer.forward(out, q, k, v, scored), reps);
+    const both = median(() => { layer.forward(out, q, k, v, scored); layer.backward(dq, dk, dv, scored ? du : null, dout); }, reps);
+    // Attended pairs: window keys min(W, i + 1) plus min(K, candidates) selected keys per query row.
+    let pairs = 0;
+    for (let i = 0; i < T; i++) pairs += Math.min(W, i + 1) + (attention === 'sparsek' ? Math.min(K, Math.max(0, i - W + 1)) : 0);
+    pairs *= NH;
+    console.log(JSON.stringify({ peer: 'sparsek-cuda', attention, precision, kernels: layer.kernels, T, HS, NH, NKV, K, W,
+      fwd_ms: Number(fwd.toFixed(3)), fwd_bwd_ms: Number(both.toFixed(3)),
+      fwd_tflops: Number(((4 * HS * pairs) / (fwd * 1e9)).toFixed(1)), fwd_bwd_tflops: Number(((14 * HS * pairs) / (both * 1e9)).toFixed(1)) }));
+    layer.dispose();
+    for (const b of [q, k, v, u, dout, out, dq, dk, dv, du]) be.free(b);
+  }
+}
