@@ -9,7 +9,7 @@
 # evaluation. Model: 6 layers, width 384, 6 heads (HS = 64), same steps and batch for all.
 # Environment: STEPS (default 300), BATCH (default 2), EXP_OUT (default runs/exp), COPY (a folder to copy
 # the small outputs to, e.g. $OUT of the device tool); for a quick check elsewhere, DEVICE (cuda),
-# MODEL (the model flags) and EVAL_T (the evaluation contexts of lm).
+# MODEL (the model flags) and EVAL_T (the evaluation contexts of lm); ONLY (passkey: the run names to do).
 set -euo pipefail
 part=${1:?usage: scripts/experiments.sh lm|slope|passkey}
 steps=${STEPS:-300}
@@ -63,6 +63,7 @@ case "$part" in
     node --import tsx scripts/passkey.ts make --out "$out/passkey-data" --docs 3000 --length 3800 --seed 1
     for r in "${lm_runs[@]}"; do
       name=${r%%|*}
+      if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
       train_and_eval "$name" "--data $out/passkey-data --tokenizer byte" "${r#*|}" ""
       record "$name" "$(node --import tsx scripts/passkey.ts eval --checkpoint "$out/$part/$name" --docs 100 --length 3800 --device "$device" | tail -1)"
     done ;;
