@@ -71,10 +71,7 @@ case "$part" in
 esac
 
 if [ -n "${COPY:-}" ]; then
+  # One archive: the device tool brings back a handful of files, not a folder per run.
   mkdir -p "$COPY"
-  cp "$out/results.jsonl" "$COPY/results-$part.jsonl"
-  for d in "$out/$part"/*/; do
-    n=$(basename "$d"); mkdir -p "$COPY/$part/$n"
-    cp "$d/config.json" "$d/metrics.jsonl" "$COPY/$part/$n/"
-  done
+  (cd "$out" && tar czf "$COPY/exp-$part.tgz" results.jsonl "$part"/*/config.json "$part"/*/metrics.jsonl)
 fi
