@@ -17,7 +17,8 @@ import { loadWeights } from './model/load.js';
 import { convertToSparsek, DEFAULT_CONVERT_SLOPE } from './model/convert.js';
 import { exportHf } from './io/export.js';
 import { Gpt } from './model/gpt.js';
-import { generate, StepDecoder } from './model/generate.js';
+import { generate, generateAsync, StepDecoder } from './model/generate.js';
+import type { GenerationStats } from './model/generate.js';
 import { lossChart, selectionMap, writePlot } from './plot/index.js';
 import { formatCount, formatTime } from './train/progress.js';
 
@@ -95,7 +96,7 @@ function trainConfigFrom(o: Opts, base: TrainConfig): TrainConfig {
 /** The device a command asked for; CUDA is checked up front so the error comes before any work. */
 async function deviceFrom(o: Opts, allowed: readonly Device[] = ['cpu', 'cuda']): Promise<Device> {
   const name = (o.device as string | undefined) ?? 'cpu';
-  if (name === 'webgpu') throw new DeviceError('webgpu', 'this build has no WebGPU backend yet (use --device cpu or cuda)');
+  if (name === 'webgpu') throw new DeviceError('webgpu', 'WebGPU runs inference only: `sparsek generate --device webgpu`, or loadModel(dir, { device: \'webgpu\' }) (use --device cpu or cuda here)');
   const device = parseDevice(name);
   if (!allowed.includes(device)) throw new DeviceError(device, `this command runs on ${allowed.join(' or ')} in this build`);
   if (device === 'cuda') {
@@ -182,6 +183,7 @@ async function cmdGenerate(argv: string[]): Promise<void> {
     stats: { kind: 'boolean', help: 'print a JSON line of speed and cache memory' },
     device: TRAIN_FLAGS.device,
   });
+  if (o.device === 'webgpu') return generateOnWebGpu(o);
   const device = await deviceFrom(o);
   const w = await loadWeights(need(o, 'checkpoint', 'generate'));
   const run = { model: w.config, params: w.params, tokenizer: w.tokenizer };
@@ -195,29 +197,57 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   }
   const prompt = run.tokenizer.encode(need(o, 'prompt', 'generate'));
   process.stdout.write(o.prompt as string);
+  const out = streamer(run.tokenizer);
+  const r = generate(run.model, run.params, prompt, { ...sampling(o), decoder, onToken: out.token });
+  out.end();
+  if (o.stats) printStats(r.stats);
+}
+
+/** generate --device webgpu: the WebGPU decoder (src/webgpu) on a Dawn device, same sampling. */
+async function generateOnWebGpu(o: Opts): Promise<void> {
+  const { nodeRuntime } = await import('./webgpu/node.js');
+  const { WebGpuModel, WebGpuDecoder } = await import('./webgpu/index.js');
+  const w = await loadWeights(need(o, 'checkpoint', 'generate'));
+  if (!WebGpuDecoder.supports(w.config)) throw new DeviceError('webgpu', `cached decoding of ${w.config.attention} attention runs on the CPU only (use --device cpu)`);
+  const rt = await nodeRuntime();
+  try {
+    const model = await WebGpuModel.create(rt, w.config, w.params);
+    const prompt = w.tokenizer.encode(need(o, 'prompt', 'generate'));
+    process.stdout.write(o.prompt as string);
+    const out = streamer(w.tokenizer);
+    const r = await generateAsync(prompt, new WebGpuDecoder(model), { ...sampling(o), onToken: out.token });
+    out.end();
+    if (o.stats) printStats(r.stats);
+  } finally {
+    rt.destroy();
+  }
+}
+
+function sampling(o: Opts): { tokens: number; temperature: number; topP: number; seed: number } {
+  return { tokens: (o.tokens as number) ?? 200, temperature: (o.temperature as number) ?? 0.8, topP: (o['top-p'] as number) ?? 0.95, seed: (o.seed as number) ?? 0 };
+}
+
+/** Writes tokens to stdout as they come, whole characters only (a BPE token can end inside a multi-byte character). */
+function streamer(tok: { decode(ids: ArrayLike<number>): string }): { token: (id: number) => void; end: () => void } {
   const pending: number[] = [];
-  const r = generate(run.model, run.params, prompt, {
-    tokens: (o.tokens as number) ?? 200,
-    temperature: (o.temperature as number) ?? 0.8,
-    topP: (o['top-p'] as number) ?? 0.95,
-    seed: (o.seed as number) ?? 0,
-    decoder,
-    onToken: (id) => {
-      // Flush whole characters only: a BPE token can end inside a multi-byte character.
+  return {
+    token: (id) => {
       pending.push(id);
-      const text = run.tokenizer.decode(pending);
+      const text = tok.decode(pending);
       if (!text.endsWith('\uFFFD')) {
         process.stdout.write(text);
         pending.length = 0;
       }
     },
-  });
-  if (pending.length) process.stdout.write(run.tokenizer.decode(pending));
-  process.stdout.write('\n');
-  if (o.stats) {
-    const s = r.stats;
-    console.log(JSON.stringify({ tokens: s.tokens, tokensPerSecond: Number(s.tokensPerSecond.toFixed(2)), cacheBytesMax: s.cacheBytesMax, cacheBytesFinal: s.cacheBytesFinal, capHits: s.capHits }));
-  }
+    end: () => {
+      if (pending.length) process.stdout.write(tok.decode(pending));
+      process.stdout.write('\n');
+    },
+  };
+}
+
+function printStats(s: GenerationStats): void {
+  console.log(JSON.stringify({ tokens: s.tokens, tokensPerSecond: Number(s.tokensPerSecond.toFixed(2)), cacheBytesMax: s.cacheBytesMax, cacheBytesFinal: s.cacheBytesFinal, capHits: s.capHits }));
 }
 
 async function cmdConvert(argv: string[]): Promise<void> {
@@ -337,7 +367,9 @@ async function cmdDoctor(): Promise<void> {
   }
   const { ncclReport } = await import('./cuda/nccl.js');
   for (const line of ncclReport()) console.log(line);
-  console.log('webgpu   not available: this build has no WebGPU backend yet');
+  const { webgpuUnavailable } = await import('./webgpu/node.js');
+  const noWebGpu = await webgpuUnavailable();
+  console.log(noWebGpu === null ? 'webgpu   available (generate --device webgpu, loadModel)' : `webgpu   not available: ${noWebGpu}`);
 }
 
 async function cmdDemo(argv: string[]): Promise<void> {

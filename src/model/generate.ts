@@ -14,6 +14,12 @@ export interface StepDecoder {
   step(id: number): Float32Array;
   stats(): CacheStats;
 }
+
+/** A cached decoder whose steps finish later (WebGPU reads results back asynchronously). */
+export interface AsyncStepDecoder {
+  step(id: number): Promise<Float32Array>;
+  stats(): CacheStats;
+}
 import { Gpt } from './gpt.js';
 
 export interface SampleOptions {
@@ -92,9 +98,7 @@ export function generate(config: ModelConfig, params: Params, prompt: number[], 
       if (n + 1 < opts.tokens) logits = dec.step(id);
       maxBytes = Math.max(maxBytes, dec.stats().bytes);
     }
-    const secs = (performance.now() - t0) / 1000;
-    const st = dec.stats();
-    return { ids: out, stats: { tokens: out.length, tokensPerSecond: out.length / Math.max(secs, 1e-9), cacheBytesMax: maxBytes, cacheBytesFinal: st.bytes, capHits: st.capHits } };
+    return { ids: out, stats: statsOf(out.length, t0, maxBytes, dec.stats()) };
   }
   const model = Gpt.cpu(config);
   model.params.flat.set(params.flat);
@@ -109,6 +113,35 @@ export function generate(config: ModelConfig, params: Params, prompt: number[], 
     out.push(id);
     opts.onToken?.(id);
   }
+  return { ids: out, stats: statsOf(out.length, t0, 0, { bytes: 0, capHits: 0 }) };
+}
+
+/**
+ * generate() with a decoder whose steps are asynchronous (WebGpuDecoder): the same sampling, the
+ * same seed stream, so it draws the same tokens from the same logits.
+ */
+export async function generateAsync(prompt: number[], dec: AsyncStepDecoder, opts: Omit<SampleOptions, 'decoder' | 'supportCap'>): Promise<{ ids: number[]; stats: GenerationStats }> {
+  if (!Number.isInteger(opts.tokens) || opts.tokens < 0) throw new ArgumentError('tokens', 'an integer >= 0', opts.tokens);
+  if (!(opts.temperature >= 0)) throw new ArgumentError('temperature', 'a number >= 0', opts.temperature);
+  if (!(opts.topP > 0 && opts.topP <= 1)) throw new ArgumentError('topP', 'a number in (0, 1]', opts.topP);
+  if (prompt.length === 0) throw new ArgumentError('prompt', 'at least one token', '[]');
+  const rng = new Rng(opts.seed);
+  const out: number[] = [];
+  let logits: Float32Array = new Float32Array(0);
+  for (const id of prompt) logits = await dec.step(id);
+  let maxBytes = dec.stats().bytes;
+  const t0 = performance.now();
+  for (let n = 0; n < opts.tokens; n++) {
+    const id = sampleLogits(logits, opts.temperature, opts.topP, rng);
+    out.push(id);
+    opts.onToken?.(id);
+    if (n + 1 < opts.tokens) logits = await dec.step(id);
+    maxBytes = Math.max(maxBytes, dec.stats().bytes);
+  }
+  return { ids: out, stats: statsOf(out.length, t0, maxBytes, dec.stats()) };
+}
+
+function statsOf(tokens: number, t0: number, maxBytes: number, last: { bytes: number; capHits: number }): GenerationStats {
   const secs = (performance.now() - t0) / 1000;
-  return { ids: out, stats: { tokens: out.length, tokensPerSecond: out.length / Math.max(secs, 1e-9), cacheBytesMax: 0, cacheBytesFinal: 0, capHits: 0 } };
+  return { tokens, tokensPerSecond: tokens / Math.max(secs, 1e-9), cacheBytesMax: maxBytes, cacheBytesFinal: last.bytes, capHits: last.capHits };
 }

@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { WebGpuModel } from '../../src/webgpu/model.js';
 import { loadModel } from '../../src/model/load.js';
 import type { ModelConfig } from '../../src/model/config.js';
@@ -98,6 +99,30 @@ describe('loadModel(dir, { device: \'webgpu\' })', { skip }, () => {
       }
     });
   }
+
+  test('sparsek generate --device webgpu prints what --device cpu prints (greedy), with the same cache size', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sparsek-webgpu-cli-'));
+    try {
+      const { c, cpu } = model({ vocabSize: 256, attention: 'sparsek', k: 4, window: 3 });
+      await saveRun(dir, { model: c, train: DEFAULT_TRAIN, params: cpu.params, m: null, v: null, step: 0, rng: [1, 2, 3, 4], elapsedSeconds: 0, tokenizer: new ByteTokenizer() }, []);
+      const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.ts');
+      const run = (device: string) => {
+        const p = spawnSync(process.execPath, ['--import', 'tsx', cli, 'generate', '--checkpoint', dir, '--prompt', 'abc', '--tokens', '24',
+          '--temperature', '0', '--stats', '--device', device], { encoding: 'utf8', env: process.env });
+        assert.equal(p.status, 0, p.stderr);
+        const lines = p.stdout.trim().split('\n');
+        return { text: lines.slice(0, -1).join('\n'), stats: JSON.parse(lines[lines.length - 1]) };
+      };
+      const [gpu, host] = [run('webgpu'), run('cpu')];
+      assert.equal(gpu.text, host.text);
+      assert.equal(gpu.stats.tokens, 24);
+      // The same W + K slots per head; the two decoders count their small per-slot bookkeeping differently.
+      assert.ok(Math.abs(gpu.stats.cacheBytesFinal - host.stats.cacheBytesFinal) <= 0.05 * host.stats.cacheBytesFinal,
+        `cache bytes ${gpu.stats.cacheBytesFinal} (webgpu) vs ${host.stats.cacheBytesFinal} (cpu)`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   test('a sparsek run folder: logits equal the CPU model\'s', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sparsek-webgpu-'));
