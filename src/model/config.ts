@@ -104,7 +104,7 @@ export const PRESETS: Record<string, ModelConfig> = {
   /** GPT-2 small's shape (12 layers, width 768, 12 heads) for GPU runs. */
   gpt2small: {
     vocabSize: 4096, layers: 12, dim: 768, heads: 12, kvHeads: 12, ffnDim: 2048, context: 4096,
-    attention: 'sparsek', k: 256, window: 256, scoreSlope: 0, hashBuckets: 16, ropeTheta: 10000, normEps: 1e-5,
+    attention: 'sparsek', k: 256, window: 256, scoreSlope: 0.05, hashBuckets: 16, ropeTheta: 10000, normEps: 1e-5,
   },
 };
 
