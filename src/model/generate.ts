@@ -79,10 +79,7 @@ export function sampleLogits(logits: ArrayLike<number>, temperature: number, top
 
 /** Continues `prompt` (token ids) by opts.tokens tokens; returns the new ids and statistics. */
 export function generate(config: ModelConfig, params: Params, prompt: number[], opts: SampleOptions): { ids: number[]; stats: GenerationStats } {
-  if (!Number.isInteger(opts.tokens) || opts.tokens < 0) throw new ArgumentError('tokens', 'an integer >= 0', opts.tokens);
-  if (!(opts.temperature >= 0)) throw new ArgumentError('temperature', 'a number >= 0', opts.temperature);
-  if (!(opts.topP > 0 && opts.topP <= 1)) throw new ArgumentError('topP', 'a number in (0, 1]', opts.topP);
-  if (prompt.length === 0) throw new ArgumentError('prompt', 'at least one token', '[]');
+  checkSampling(prompt, opts);
   const rng = new Rng(opts.seed);
   const out: number[] = [];
   if (Decoder.supports(config)) {
@@ -121,10 +118,7 @@ export function generate(config: ModelConfig, params: Params, prompt: number[], 
  * same seed stream, so it draws the same tokens from the same logits.
  */
 export async function generateAsync(prompt: number[], dec: AsyncStepDecoder, opts: Omit<SampleOptions, 'decoder' | 'supportCap'>): Promise<{ ids: number[]; stats: GenerationStats }> {
-  if (!Number.isInteger(opts.tokens) || opts.tokens < 0) throw new ArgumentError('tokens', 'an integer >= 0', opts.tokens);
-  if (!(opts.temperature >= 0)) throw new ArgumentError('temperature', 'a number >= 0', opts.temperature);
-  if (!(opts.topP > 0 && opts.topP <= 1)) throw new ArgumentError('topP', 'a number in (0, 1]', opts.topP);
-  if (prompt.length === 0) throw new ArgumentError('prompt', 'at least one token', '[]');
+  checkSampling(prompt, opts);
   const rng = new Rng(opts.seed);
   const out: number[] = [];
   let logits: Float32Array = new Float32Array(0);
@@ -139,6 +133,13 @@ export async function generateAsync(prompt: number[], dec: AsyncStepDecoder, opt
     maxBytes = Math.max(maxBytes, dec.stats().bytes);
   }
   return { ids: out, stats: statsOf(out.length, t0, maxBytes, dec.stats()) };
+}
+
+function checkSampling(prompt: number[], opts: { tokens: number; temperature: number; topP: number }): void {
+  if (!Number.isInteger(opts.tokens) || opts.tokens < 0) throw new ArgumentError('tokens', 'an integer >= 0', opts.tokens);
+  if (!(opts.temperature >= 0)) throw new ArgumentError('temperature', 'a number >= 0', opts.temperature);
+  if (!(opts.topP > 0 && opts.topP <= 1)) throw new ArgumentError('topP', 'a number in (0, 1]', opts.topP);
+  if (prompt.length === 0) throw new ArgumentError('prompt', 'at least one token', '[]');
 }
 
 function statsOf(tokens: number, t0: number, maxBytes: number, last: { bytes: number; capHits: number }): GenerationStats {
