@@ -428,9 +428,11 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const scale = 1 / Math.sqrt(HS);
     const rows = Math.ceil(T / ATTENTION_WARPS);
     const cap = this.selectCapacity();
-    // SparseK under precision bf16 runs the tensor-core kernels (kernels/attention-tc*.ts) on bf16
-    // copies of q, k, v; otherwise the fp32 kernels of kernels/attention.ts.
-    const tc = sparse ? this.tensorCoreVariants(HS, K, W) : null;
+    // Under precision bf16 the tensor-core kernels (kernels/attention-tc*.ts) run on bf16 copies of
+    // q, k, v where they apply; otherwise the fp32 kernels of kernels/attention.ts. They serve
+    // dense and window too, as SparseK with K = 0 (W = T for dense): a selection of nothing.
+    const tc = this.tensorCoreVariants(HS, K, W);
+    const selects = sparse || tc !== null;
     let half: { q: DeviceBlock; k: DeviceBlock; v: DeviceBlock } | null = null;
     // Device memory the forward leaves for the backward, taken on the first forward.
     const held: DeviceBlock[] = [];
@@ -443,7 +445,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     let last: { out: CudaBuffer; q: CudaBuffer; k: CudaBuffer; v: CudaBuffer; u: CudaBuffer | null } | null = null;
     const nothing = 0n; // the pointer passed for a SEL-only argument of a window kernel, which never reads it
     const plan = (): { tau: Float64Array; count: Int32Array; sel: Int32Array; K: number } | null => {
-      if (st === null || st.tau === null || st.count === null || st.sel === null) return null;
+      if (!sparse || st === null || st.tau === null || st.count === null || st.sel === null) return null;
       return { tau: this.downloadRaw(st.tau, new Float64Array(nu)), count: this.downloadRaw(st.count, new Int32Array(nu)),
         sel: this.downloadRaw(st.sel, new Int32Array(nu * K)), K };
     };
@@ -460,7 +462,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         }
         if (st === null) {
           st = { lse: own(B * NH * T * 4), tau: null, thk: null, count: null, nfree: null, sel: null, e: null };
-          if (sparse) {
+          if (selects) {
             st.tau = own(nu * 8);
             st.thk = own(nu * 8);
             st.count = own(nu * 4);
@@ -471,14 +473,15 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         }
         const s = st;
         if (sparse && u !== null) this.sparsekSelect(s, u, BH, T, K, W, cap);
+        else if (selects) this.selectNothing(s, BH, T, W);
         last = { out, q, k, v, u };
-        if (tc !== null && u !== null && s.tau && s.thk && s.count && s.sel) {
+        if (tc !== null && s.tau && s.thk && s.count && s.sel) {
           half ??= { q: own(nq * 2), k: own(nkv * 2), v: own(nkv * 2) };
           for (const [dst, src] of [[half.q, q], [half.k, k], [half.v, v]] as const) {
             this.launch('to_bf16', toBf16Source, blocks(src.length), ELEM_BLOCK, [dst, src, src.length]);
           }
           this.launch(fastForwardSource(tc.fwd).name, () => fastForwardSource(tc.fwd), [Math.ceil(T / tc.fwd.BQ), NH, B], 2 * tc.fwd.BQ,
-            [out, s.lse, half.q, half.k, half.v, u, s.tau, s.thk, s.count, s.sel, T, NH, NKV, K, W, scale], fastForwardShared(tc.fwd, K, W));
+            [out, s.lse, half.q, half.k, half.v, u ?? s.tau, s.tau, s.thk, s.count, s.sel, T, NH, NKV, K, W, scale], fastForwardShared(tc.fwd, K, W));
           return;
         }
         const o = attentionVariant(HS, sparse, [q, k, v]);
@@ -504,11 +507,11 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           return b;
         };
         const D = take(B * NH * T * 4);
-        const off = sparse ? take(BH * (T + 1) * 4) : null;
-        const dgk = sparse ? take(nu * K * 4) : null;
-        const mean = sparse ? take(nu * 8) : null;
+        const off = selects ? take(BH * (T + 1) * 4) : null;
+        const dgk = selects ? take(nu * K * 4) : null;
+        const mean = selects ? take(nu * 8) : null;
         if (off !== null && s.e !== null) this.launch('sparsek_key_offsets', keyOffsetsSource, BH, PREFIX_BLOCK, [off, s.e, T, W]);
-        if (tc !== null && half !== null && u !== null && off !== null && dgk !== null && mean !== null && s.tau && s.thk && s.count && s.sel && s.nfree) {
+        if (tc !== null && half !== null && off !== null && dgk !== null && mean !== null && s.tau && s.thk && s.count && s.sel && s.nfree) {
           // prep: D and dq = 0; win: the window pairs (stores dk, dv); sel: the selected pairs (adds).
           const dout16 = take(nq * 2);
           this.launch('to_bf16', toBf16Source, blocks(nq), ELEM_BLOCK, [dout16, dout, nq]);
@@ -519,7 +522,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           this.launch(bwdWinSource(tc.bwd).name, () => bwdWinSource(tc.bwd), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
             [dk, dv, dq, half.q, half.k, half.v, dout16, s.lse, D, T, NH, NKV, W, scale], bwdWinShared(tc.bwd));
           this.launch(bwdSelSource(tc.bwd).name, () => bwdSelSource(tc.bwd), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
-            [dq, dk, dv, dgk, mean, half.q, half.k, half.v, dout16, s.lse, D, u, s.tau, s.thk, s.count, s.sel, s.nfree, off, T, NH, NKV, K, W, scale],
+            [dq, dk, dv, dgk, mean, half.q, half.k, half.v, dout16, s.lse, D, u ?? s.tau, s.tau, s.thk, s.count, s.sel, s.nfree, off, T, NH, NKV, K, W, scale],
             bwdSelShared(tc.bwd, K));
         } else {
           // pass 1: dq, D, gate gradients; pass 2: dk, dv
@@ -582,6 +585,21 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     this.launch('sparsek_key_intervals', keyIntervalsSource, blocks(BH * T), ELEM_BLOCK, [s.e, u, s.thk, BH, T, W]);
     this.rt.arena.give(flags);
     this.rt.arena.give(scratch);
+  }
+
+  /**
+   * The selection state of K = 0 (dense and window on the tensor-core kernels): nothing selected
+   * (thk = ~0 admits no key), no free keys, and each key's interval of attending queries its window.
+   * u is never read where nothing is selected, so tau stands in for it as an address.
+   */
+  private selectNothing(s: AttentionState, BH: number, T: number, W: number): void {
+    if (s.tau === null || s.thk === null || s.count === null || s.nfree === null || s.e === null) return;
+    const n = BH * T;
+    this.rt.cu('cuMemsetD32Async', s.tau.ptr, 0, 2 * n, this.rt.stream);
+    this.rt.cu('cuMemsetD32Async', s.thk.ptr, 0xffffffff, 2 * n, this.rt.stream);
+    this.rt.cu('cuMemsetD32Async', s.count.ptr, 0, n, this.rt.stream);
+    this.rt.cu('cuMemsetD32Async', s.nfree.ptr, 0, n, this.rt.stream);
+    this.launch('sparsek_key_intervals', keyIntervalsSource, blocks(n), ELEM_BLOCK, [s.e, s.tau, s.thk, BH, T, W]);
   }
 
   /** Entries of the selection's shared-memory set S: 4096 (64 KiB) where the device lets a block opt in to that much, else 2048. */

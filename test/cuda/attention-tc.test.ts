@@ -39,7 +39,7 @@ function check(name: string, got: Float32Array, want: Float32Array, maxRel: numb
   assert.ok(Math.sqrt(se) <= U * Math.sqrt(sr) + 1e-30, `${name}: rms error ${(Math.sqrt(se / sr)).toExponential(2)} of rms ref, bound ${U.toExponential(2)}`);
 }
 
-interface Case { name: string; shape: AttentionShape; K: number; W: number; tied?: boolean }
+interface Case { name: string; shape: AttentionShape; K: number; W: number; tied?: boolean; kind?: 'sparsek' | 'dense' | 'window' }
 const cases: Case[] = [
   { name: 'GQA', shape: { B: 1, T: 300, NH: 4, NKV: 2, HS: 64 }, K: 40, W: 17 },
   { name: 'HS = 128, B = 2', shape: { B: 2, T: 200, NH: 2, NKV: 2, HS: 128 }, K: 33, W: 64 },
@@ -47,6 +47,9 @@ const cases: Case[] = [
   { name: 'K >= T', shape: { B: 1, T: 90, NH: 1, NKV: 1, HS: 64 }, K: 100, W: 8 },
   { name: 'tied scores', shape: { B: 1, T: 230, NH: 2, NKV: 2, HS: 64 }, K: 20, W: 10, tied: true },
   { name: 'T = 1', shape: { B: 1, T: 1, NH: 1, NKV: 1, HS: 64 }, K: 5, W: 3 },
+  // dense and window run the same kernels as SparseK with nothing selected
+  { name: 'dense', shape: { B: 2, T: 300, NH: 4, NKV: 2, HS: 64 }, K: 0, W: 0, kind: 'dense' },
+  { name: 'window', shape: { B: 1, T: 333, NH: 2, NKV: 2, HS: 128 }, K: 0, W: 70, kind: 'window' },
 ];
 
 describe('tensor-core SparseK attention (precision bf16) against the CPU layer', { skip }, () => {
@@ -57,11 +60,12 @@ describe('tensor-core SparseK attention (precision bf16) against the CPU layer',
       const q = bf16Rand(nq, 1), k = bf16Rand(nkv, 2), v = bf16Rand(nkv, 3), dout = bf16Rand(nq, 5);
       const u = bf16Rand(nu, 4, 2);
       if (c.tied) for (let i = 0; i < nu; i++) u[i] = Math.round(u[i] * 2) / 2; // many exact ties
-      const cfg = { attention: 'sparsek' as const, k: c.K, window: c.W, hashBuckets: 2 };
+      const cfg = { attention: c.kind ?? 'sparsek', k: c.K, window: c.W, hashBuckets: 2 };
+      const scored = cfg.attention === 'sparsek';
       const cpu = makeAttention(cfg, c.shape);
       const want = { out: new Float32Array(nq), dq: new Float32Array(nq), dk: new Float32Array(nkv), dv: new Float32Array(nkv), du: new Float32Array(nu) };
-      cpu.forward(want.out, q, k, v, u);
-      cpu.backward(want.dq, want.dk, want.dv, want.du, dout);
+      cpu.forward(want.out, q, k, v, scored ? u : null);
+      cpu.backward(want.dq, want.dk, want.dv, scored ? want.du : null, dout);
 
       const be = new CudaBackend(undefined, { precision: 'bf16' });
       const up = (a: Float32Array) => {
@@ -75,23 +79,25 @@ describe('tensor-core SparseK attention (precision bf16) against the CPU layer',
       be.fill(dK, 7); // the backward overwrites its outputs
       be.fill(dV, 7);
       be.fill(dU, 7);
-      layer.forward(dOut, up(q), up(k), up(v), up(u));
-      layer.backward(dQ, dK, dV, dU, up(dout));
+      layer.forward(dOut, up(q), up(k), up(v), scored ? up(u) : null);
+      layer.backward(dQ, dK, dV, scored ? dU : null, up(dout));
       check('out', be.download(dOut), want.out, 3 * U);
       check('dq', be.download(dQ), want.dq, 4 * U);
       check('dk', be.download(dK), want.dk, 4 * U);
       check('dv', be.download(dV), want.dv, 4 * U);
-      check('du', be.download(dU), want.du, 4 * U);
+      if (scored) check('du', be.download(dU), want.du, 4 * U);
+      else assert.equal(layer.selections(), null, 'no selection to report for dense and window');
       layer.dispose();
     });
   }
 
-  test('fp32 precision, other head sizes and other kinds keep the fp32 kernels', () => {
+  test('fp32 precision and other head sizes keep the fp32 kernels', () => {
     const shape = { B: 1, T: 16, NH: 1, NKV: 1, HS: 64 };
     const fp32 = new CudaBackend(undefined, { precision: 'fp32' }).attention({ attention: 'sparsek', k: 4, window: 4, hashBuckets: 2 }, shape);
     assert.equal((fp32 as CudaAttentionLayer).kernels, 'fp32');
     const bf = new CudaBackend(undefined, { precision: 'bf16' });
     assert.equal((bf.attention({ attention: 'sparsek', k: 4, window: 4, hashBuckets: 2 }, { ...shape, HS: 48 }) as CudaAttentionLayer).kernels, 'fp32');
-    assert.equal((bf.attention({ attention: 'window', k: 0, window: 4, hashBuckets: 2 }, shape) as CudaAttentionLayer).kernels, 'fp32');
+    assert.equal((bf.attention({ attention: 'window', k: 0, window: 4, hashBuckets: 2 }, { ...shape, HS: 48 }) as CudaAttentionLayer).kernels, 'fp32');
+    assert.equal((bf.attention({ attention: 'window', k: 0, window: 4, hashBuckets: 2 }, shape) as CudaAttentionLayer).kernels, 'tensor-core');
   });
 });
