@@ -14,3 +14,7 @@ for p in node_modules/vite node_modules/@rolldown node_modules/lightningcss-linu
   if [ -e "$p" ]; then mkdir -p "$aside/$(dirname "$p")"; mv "$p" "$aside/$p"; moved+=("$p"); fi
 done
 bash ../shared/device/pack.sh
+# The Vulkan loader, for the WebGPU tests on the GPU machine's NVIDIA driver (it has the ICD, not the
+# loader): run them with LD_LIBRARY_PATH=.device/vulkan VK_ICD_FILENAMES=/usr/share/vulkan/icd.d/nvidia_icd.json.
+mkdir -p .device/vulkan
+cp -L /lib/x86_64-linux-gnu/libvulkan.so.1 .device/vulkan/ 2>/dev/null || echo "no libvulkan.so.1 here to carry (apt-get install libvulkan1)" >&2
