@@ -5,13 +5,14 @@
 #             (length extrapolation)
 #   slope     SparseK + window with eps = 0, 0.01 and 0.05, and with K:W = 128:384 and 384:128
 #   passkey   the passkey retrieval task (src/data/passkey.ts) at 4K characters with the byte tokenizer
+#   recall    multi-query associative recall (src/data/recall.ts): 240 facts, then 240 queries, ~3.9K characters
 # Each run folder keeps config.json and metrics.jsonl; results.jsonl gathers one JSON line per
 # evaluation. Model: 6 layers, width 384, 6 heads (HS = 64), same steps and batch for all.
 # Environment: STEPS (default 300), BATCH (default 2), EXP_OUT (default runs/exp), COPY (a folder to copy
 # the small outputs to, e.g. $OUT of the device tool); for a quick check elsewhere, DEVICE (cuda),
 # MODEL (the model flags) and EVAL_T (the evaluation contexts of lm); ONLY (passkey: the run names to do).
 set -euo pipefail
-part=${1:?usage: scripts/experiments.sh lm|slope|passkey}
+part=${1:?usage: scripts/experiments.sh lm|slope|passkey|recall}
 steps=${STEPS:-300}
 batch=${BATCH:-2}
 out=${EXP_OUT:-runs/exp}
@@ -67,7 +68,15 @@ case "$part" in
       train_and_eval "$name" "--data $out/passkey-data --tokenizer byte" "${r#*|}" ""
       record "$name" "$(node --import tsx scripts/passkey.ts eval --checkpoint "$out/$part/$name" --docs 100 --length 3800 --device "$device" | tail -1)"
     done ;;
-  *) echo "unknown part $part (lm, slope or passkey)" >&2; exit 2 ;;
+  recall)
+    node --import tsx scripts/recall.ts make --out "$out/recall-data" --docs 3000 --pairs 240 --seed 1
+    for r in "${lm_runs[@]}"; do
+      name=${r%%|*}
+      if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
+      train_and_eval "$name" "--data $out/recall-data --tokenizer byte" "${r#*|}" ""
+      record "$name" "$(node --import tsx scripts/recall.ts eval --checkpoint "$out/$part/$name" --docs 20 --pairs 240 --device "$device" | tail -1)"
+    done ;;
+  *) echo "unknown part $part (lm, slope, passkey or recall)" >&2; exit 2 ;;
 esac
 
 if [ -n "${COPY:-}" ]; then

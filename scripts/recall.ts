@@ -1,0 +1,46 @@
+// The multi-query associative recall experiment of issue 7 (src/data/recall.ts), around the CLI:
+//   node --import tsx scripts/recall.ts make --out data/recall --docs 3000 --pairs 240 --seed 1
+//       writes a folder of documents to train on: `sparsek train --data data/recall --tokenizer byte ...`
+//   node --import tsx scripts/recall.ts eval --checkpoint runs/x --docs 20 --pairs 240 [--near 512] [--device cuda]
+//       scores fresh documents (a seed no `make` uses); last line JSON {nearAccuracy, farAccuracy, ...}:
+//       value digits whose fact is at most --near characters back, and those further back (chance 0.1)
+import fs from 'node:fs';
+import path from 'node:path';
+import { recallDocuments, scoreRecall } from '../src/data/recall.js';
+import { loadModel } from '../src/model/load.js';
+import { writeFileAtomic } from '../src/io/atomic.js';
+
+const [command, ...rest] = process.argv.slice(2);
+const flag = (name: string, fallback?: string): string => {
+  const i = rest.indexOf(`--${name}`);
+  if (i >= 0) return rest[i + 1];
+  if (fallback === undefined) throw new Error(`scripts/recall.ts ${command}: --${name} is required`);
+  return fallback;
+};
+
+if (command === 'make') {
+  const out = flag('out');
+  const docs = recallDocuments(Number(flag('docs', '3000')), { pairs: Number(flag('pairs', '240')), seed: Number(flag('seed', '1')) });
+  fs.mkdirSync(out, { recursive: true });
+  for (let d = 0; d < docs.length; d++) await writeFileAtomic(path.join(out, `${String(d).padStart(5, '0')}.txt`), docs[d].text);
+  console.log(JSON.stringify({ out, docs: docs.length, chars: docs.reduce((a, d) => a + d.text.length, 0) }));
+} else if (command === 'eval') {
+  const dir = flag('checkpoint');
+  const n = Number(flag('docs', '20'));
+  const near = Number(flag('near', '512'));
+  const model = await loadModel(dir, { device: flag('device', 'cpu') as 'cpu' | 'cuda' });
+  const docs = recallDocuments(n, { pairs: Number(flag('pairs', '240')), seed: 1_000_003 });
+  const sum = { nearCorrect: 0, nearTotal: 0, farCorrect: 0, farTotal: 0 };
+  for (const doc of docs) {
+    const ids = model.tokenizer.encode(doc.text);
+    if (ids.length !== doc.text.length) throw new Error('scripts/recall.ts needs a byte-tokenizer model (one token per character)');
+    const r = scoreRecall(await model.logits(ids), model.config.vocabSize, ids, doc, near);
+    for (const k of Object.keys(sum) as (keyof typeof sum)[]) sum[k] += r[k];
+  }
+  model.dispose();
+  console.log(JSON.stringify({ checkpoint: dir, docs: n, near, nearAccuracy: sum.nearCorrect / Math.max(1, sum.nearTotal),
+    farAccuracy: sum.farCorrect / Math.max(1, sum.farTotal), nearDigits: sum.nearTotal, farDigits: sum.farTotal }));
+} else {
+  console.error('usage: scripts/recall.ts make|eval [--flags]  (see the header of scripts/recall.ts)');
+  process.exit(2);
+}

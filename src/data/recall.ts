@@ -1,0 +1,86 @@
+// Multi-query associative recall (Arora et al. 2023, "Zoology") for issue 7's long-range
+// experiment: a document lists key=value facts ("qzf=37, ") and then asks for every key again in
+// another order ("qzf=37. "). Each query's two value digits can be predicted only by finding the
+// key's fact, which is often further back than a window reaches. Unlike the passkey task, every
+// document holds hundreds of such predictions, so a model gets a dense signal to learn retrieval
+// from. Documents come from a seed (training and evaluation sets are disjoint by seed). Scoring is
+// teacher-forced over the value digits, split by how far back the fact is. Needs a tokenizer that
+// gives one token per character (the byte tokenizer).
+
+import { ArgumentError } from '../core/errors.js';
+import { Rng } from '../core/random.js';
+
+/** One recall document and, per query, where its value digits are and how far back its fact is. */
+export interface RecallDocument {
+  text: string;
+  /** For each query: the character offset of its first value digit, and that digit's offset minus the fact's. */
+  queries: { at: number; distance: number }[];
+}
+
+/**
+ * n documents of `pairs` facts each, then the same keys queried in a shuffled order.
+ * @example
+ *   const [d] = recallDocuments(1, { pairs: 3, seed: 1 });
+ *   d.text   // e.g. 'Facts: qzf=37, abk=05, rrt=90. Recall: abk=05. qzf=37. rrt=90.'
+ */
+export function recallDocuments(n: number, opts: { pairs: number; seed: number }): RecallDocument[] {
+  if (!Number.isInteger(n) || n < 1) throw new ArgumentError('n', 'an integer >= 1', n);
+  if (!Number.isInteger(opts.pairs) || opts.pairs < 1 || opts.pairs > 10000) throw new ArgumentError('pairs', 'an integer in [1, 10000]', opts.pairs);
+  const rng = new Rng(opts.seed);
+  const letters = 'abcdefghijklmnopqrstuvwxyz';
+  const docs: RecallDocument[] = [];
+  for (let d = 0; d < n; d++) {
+    const keys = new Set<string>();
+    while (keys.size < opts.pairs) keys.add(Array.from({ length: 3 }, () => letters[rng.int(26)]).join(''));
+    const facts = [...keys].map((k) => ({ key: k, value: String(rng.int(100)).padStart(2, '0') }));
+    let text = 'Facts: ';
+    const factAt = new Map<string, number>();
+    facts.forEach((f, i) => {
+      factAt.set(f.key, text.length + 4); // the value's first digit
+      text += `${f.key}=${f.value}${i + 1 < facts.length ? ', ' : '. '}`;
+    });
+    text += 'Recall: ';
+    const order = facts.map((_, i) => i);
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = rng.int(i + 1);
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    const queries: RecallDocument['queries'] = [];
+    order.forEach((i, q) => {
+      const f = facts[i];
+      const at = text.length + 4;
+      queries.push({ at, distance: at - (factAt.get(f.key) as number) });
+      text += `${f.key}=${f.value}.${q + 1 < order.length ? ' ' : ''}`;
+    });
+    docs.push({ text, queries });
+  }
+  return docs;
+}
+
+/**
+ * Scores logits (T, V) of a document's byte ids (T = text length): for each query's two value
+ * digits, whether the logits row before it has its maximum at that digit. Counts are split at
+ * `near`: facts at most that many characters back, and facts further back.
+ */
+export function scoreRecall(logits: ArrayLike<number>, V: number, ids: ArrayLike<number>, doc: RecallDocument, near: number):
+  { nearCorrect: number; nearTotal: number; farCorrect: number; farTotal: number } {
+  if (logits.length !== ids.length * V) throw new ArgumentError('logits', `(${ids.length}, ${V}) values`, logits.length);
+  const r = { nearCorrect: 0, nearTotal: 0, farCorrect: 0, farTotal: 0 };
+  for (const q of doc.queries) {
+    for (const t of [q.at, q.at + 1]) {
+      if (t < 1 || t >= ids.length) continue;
+      const row = t - 1; // row t - 1 predicts token t
+      let best = 0;
+      for (let v = 1; v < V; v++) if (logits[row * V + v] > logits[row * V + best]) best = v;
+      const hit = best === ids[t] ? 1 : 0;
+      if (q.distance <= near) {
+        r.nearCorrect += hit;
+        r.nearTotal++;
+      } else {
+        r.farCorrect += hit;
+        r.farTotal++;
+      }
+    }
+  }
+  return r;
+}

@@ -1,0 +1,53 @@
+// Multi-query associative recall (src/data/recall.ts): every query asks a key of the fact list and
+// carries that fact's value; positions and distances point at the right characters; documents are
+// reproducible from the seed; scoring counts argmax hits split by distance.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { recallDocuments, scoreRecall } from '../../src/data/recall.js';
+import { ByteTokenizer } from '../../src/tokenizer/index.js';
+
+describe('recall documents', () => {
+  test('queries repeat the facts\' key=value pairs, at the offsets and distances given', () => {
+    const docs = recallDocuments(20, { pairs: 40, seed: 2 });
+    for (const d of docs) {
+      const [factPart, recallPart] = d.text.split('Recall: ');
+      const facts = new Map([...factPart.matchAll(/([a-z]{3})=(\d\d)/g)].map((m) => [m[1], m[2]]));
+      assert.equal(facts.size, 40, 'distinct keys');
+      const asked = [...recallPart.matchAll(/([a-z]{3})=(\d\d)/g)];
+      assert.equal(asked.length, 40);
+      assert.deepEqual(new Set(asked.map((m) => m[1])), new Set(facts.keys()), 'every key asked once');
+      for (const m of asked) assert.equal(m[2], facts.get(m[1]), `value of ${m[1]}`);
+      for (const q of d.queries) {
+        const key = d.text.slice(q.at - 4, q.at - 1);
+        assert.equal(d.text[q.at - 1], '=');
+        assert.equal(d.text.slice(q.at, q.at + 2), facts.get(key));
+        assert.equal(d.text.slice(q.at - q.distance - 4, q.at - q.distance + 2), `${key}=${facts.get(key)}`, 'distance points at the fact');
+      }
+    }
+    assert.deepEqual(recallDocuments(3, { pairs: 40, seed: 2 }), docs.slice(0, 3), 'reproducible from the seed');
+    assert.throws(() => recallDocuments(1, { pairs: 0, seed: 1 }), /pairs/);
+  });
+
+  test('scoring counts right argmaxes at the value digits, split by distance', () => {
+    const tok = new ByteTokenizer();
+    const [d] = recallDocuments(1, { pairs: 30, seed: 5 });
+    const ids = tok.encode(d.text);
+    assert.equal(ids.length, d.text.length, 'one byte token per character');
+    const V = tok.vocabSize;
+    const logits = new Float32Array(ids.length * V);
+    let want = { near: 0, far: 0 };
+    const near = 200;
+    d.queries.forEach((q, i) => {
+      for (const t of [q.at, q.at + 1]) {
+        const right = i % 3 !== 0; // every third query wrong
+        logits[(t - 1) * V + (right ? ids[t] : (ids[t] + 1) % V)] = 1;
+        if (right) want = q.distance <= near ? { ...want, near: want.near + 1 } : { ...want, far: want.far + 1 };
+      }
+    });
+    const r = scoreRecall(logits, V, ids, d, near);
+    assert.equal(r.nearCorrect, want.near);
+    assert.equal(r.farCorrect, want.far);
+    assert.equal(r.nearTotal + r.farTotal, 2 * d.queries.length);
+    assert.ok(r.farTotal > 0 && r.nearTotal > 0, 'both distance classes occur');
+  });
+});
