@@ -1,0 +1,512 @@
+// CUDA source generators (NVRTC, no headers) of a fast exact SparseK causal selection (SPEC.md sections 1
+// and 3), lab version for issue 5: the same outputs as src/cuda/kernels/selection.ts (per query tau
+// (double), thk (u64 key of Sel_i's weakest member, 0 when every candidate is selected, ~0 when K = 0
+// and some candidate exists), count, nfree; sel rows) in O(T log^2 T) work per row, parallel over
+// queries. emulate.ts is the same algorithm in TypeScript, checked exactly against CausalSelector.
+// Not here: attention, the key intervals e_j (src's sparsek_key_intervals reads thk unchanged), launching
+// (bench.ts shows the order).
+//
+// Passes, per row (b, KV head) of length T, candidates of query i: positions j < n_i = clamp(i - W + 1, 0, T):
+//  1. tree: a merge-sort tree over x = j + d (d = (W - 1) mod 64, so that each block's candidate prefix
+//     is a union of whole leaves): level l holds nodes of 64 << l positions, keys sorted ascending,
+//     with inclusive prefix sums of the values. Built by sparsek_fs_merge, launched once per node size
+//     1, 2, 4, ... (each element finds its rank in its sibling: a binary search), the levels below 64 in
+//     scratch. CS(n, kappa) = (count, sum of u) over candidates j < n with key >= kappa costs one binary
+//     search per set bit of the prefix's leaf count plus < 64 tail elements: one warp, a lane per level.
+//  2. anchors (sparsek_fs_anchor, a warp each): for block b = 0..nb (nb = ceil(T / 64)), at the base query
+//     a_b = max(64 b, K + W) (the first full query of the block or later), thk and tau of its candidate
+//     set by searches over the row's sorted keys (the root level): thk = the largest root key with
+//     CS(n, key).count >= K; tau by two searches, over the breakpoints u (F -> Z) and u - 1 (U -> F),
+//     for the segment where f(t) = sum clip(u - t, 0, 1) crosses K, then solved exactly on it.
+//  3. rows (sparsek_fs_rows, a block each): Sel_{64 b} = the candidates with key >= thk_b, from the tree
+//     nodes' suffixes through a bitmap over positions, so the row comes out ascending; into a compact
+//     (nb, K) array per row, or row 64 b of a (T, K) array.
+//  4. queries (sparsek_fs_block, 64 threads a block, a thread per query i of [64 b, 64 b + 64)):
+//     monotonicity gives thk_{a_b} <= thk_i <= thk_{a_{b+1}} and tau_{a_b} <= tau_i <= tau_{a_{b+1}}, and
+//     Cand_i = Cand_{a_b} + at most 63 new candidates. So thk_i is a walk down the sorted root from
+//     thk_{a_{b+1}}, counting keys at positions < n_i; tau_i is a walk up through the breakpoints in
+//     (tau_lo, tau_hi], which are two contiguous ranges of the root (values in (tau_lo, tau_hi] and
+//     [tau_lo + 1, tau_hi + 1]); everything outside them enters as CS aggregates of Cand_{a_b} plus the
+//     new candidates. The value ranges (tau_b, tau_{b+1}] of different blocks are disjoint, so the walks
+//     of a row touch O(T) root entries per query slot in all (each block's 64 threads walk the same range).
+//     With ALL, every query's row is also written: Sel_{64 b} and the new candidates, those >= thk_i.
+// Work per row: O(T log T) tree, O((T / 64) log^2 T) anchors, O(T) walks x 64 query slots, O(T/64 K) rows.
+// Sums and thresholds in double like the CPU; thresholds on float values via key_gt / key_ge (smallest
+// float above / at least a double).
+
+import type { KernelSource } from '../../src/cuda/runtime.js';
+
+export const FS_CHUNK = 64;
+
+function common(): string {
+  return `
+typedef unsigned long long u64;
+#define CHUNK ${FS_CHUNK}
+#define FULL 0xffffffffu
+#define DINF __longlong_as_double(0x7ff0000000000000LL)
+__device__ __forceinline__ unsigned ord_of(float x) {
+  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ double val_of(u64 key) {
+  unsigned o = (unsigned)(key >> 32);
+  return (double)__uint_as_float((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o);
+}
+__device__ __forceinline__ u64 key_of(float x, int j) { return ((u64)ord_of(x) << 32) | (unsigned)j; }
+__device__ __forceinline__ int pos_of(u64 key) { return (int)(unsigned)(key & 0xffffffffull); }
+// smallest key whose value is > t / >= t (t a double)
+__device__ __forceinline__ u64 key_gt(double t) {
+  const float f = __double2float_rn(t);
+  return (u64)(ord_of(f) + ((double)f <= t ? 1u : 0u)) << 32;
+}
+__device__ __forceinline__ u64 key_ge(double t) {
+  const float f = __double2float_rn(t);
+  return (u64)(ord_of(f) + ((double)f < t ? 1u : 0u)) << 32;
+}
+__device__ __forceinline__ int lower_bound(const u64* a, int lo, int hi, u64 k) {
+  while (lo < hi) {
+    const int m = (lo + hi) >> 1;
+    if (a[m] < k) lo = m + 1; else hi = m;
+  }
+  return lo;
+}
+__device__ __forceinline__ int clampn(long long x, int T) { return (int)(x < 0 ? 0 : x > T ? T : x); }
+
+// The tree of one row: level l at tk + (l BH + row) Tx (keys) and tp + ... (inclusive prefix sums per node).
+struct Tree {
+  const u64* tk; const double* tp; const float* u; int NL, BH, Tx, d, row;
+  __device__ const u64* keys(int l) const { return tk + ((size_t)l * BH + row) * Tx; }
+  __device__ const double* psum(int l) const { return tp + ((size_t)l * BH + row) * Tx; }
+};
+struct CS { int c; double s; };
+
+// Count and sum over candidates j < n with key >= kappa; a whole warp calls it (lane l: level l).
+__device__ CS cs_warp(const Tree& tr, int n, u64 kappa) {
+  const int lane = threadIdx.x & 31;
+  const int m = (n + tr.d) / CHUNK;
+  int c = 0;
+  double s = 0.0;
+  if (lane < tr.NL && ((m >> lane) & 1)) {
+    const int start = (m >> (lane + 1)) << (lane + 1);
+    const int x0 = start * CHUNK, x1 = min(tr.Tx, x0 + (CHUNK << lane));
+    const u64* k = tr.keys(lane);
+    const double* p = tr.psum(lane);
+    const int lb = lower_bound(k, x0, x1, kappa);
+    c = x1 - lb;
+    s = p[x1 - 1] - (lb > x0 ? p[lb - 1] : 0.0);
+  }
+  for (int j = max(0, m * CHUNK - tr.d) + lane; j < n; j += 32) {
+    const float v = tr.u[j];
+    if (key_of(v, j) >= kappa) { c++; s += (double)v; }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    c += __shfl_xor_sync(FULL, c, o);
+    s += __shfl_xor_sync(FULL, s, o);
+  }
+  CS r; r.c = c; r.s = s;
+  return r;
+}
+`;
+}
+
+/** Writes the row's keys and values at x = j + d (pads: key 0, value 0). Launch: ceil(BH Tx / 256) x 256. */
+export function fsInitSource(): KernelSource {
+  return {
+    name: 'sparsek_fs_init',
+    params: ['ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32'],
+    source: `${common()}
+extern "C" __global__ void sparsek_fs_init(
+    u64* keys,           // (BH, Tx)
+    double* psum,        // (BH, Tx)
+    const float* u,      // (BH, T)
+    int BH, int T, int Tx, int d) {
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= (size_t)BH * Tx) return;
+  const int row = (int)(idx / Tx), x = (int)(idx % Tx), j = x - d;
+  const bool real = j >= 0 && j < T;
+  const float v = real ? u[(size_t)row * T + j] : 0.f;
+  keys[idx] = real ? key_of(v, j) : 0ull;
+  psum[idx] = (double)v;
+}
+`,
+  };
+}
+
+/**
+ * One tree level: nodes of s sorted keys (with per-node inclusive prefix sums) merged pairwise into
+ * nodes of 2 s. Each element's output slot is its index in its node plus its rank in the sibling
+ * (lower bound from the left node, upper bound from the right: pads, all key 0, stay stable).
+ * Launch: ceil(BH Tx / 256) x 256.
+ */
+export function fsMergeSource(): KernelSource {
+  return {
+    name: 'sparsek_fs_merge',
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32'],
+    source: `${common()}
+extern "C" __global__ void sparsek_fs_merge(
+    u64* okeys,          // (BH, Tx) nodes of 2 s
+    double* opsum,       // (BH, Tx)
+    const u64* keys,     // (BH, Tx) nodes of s
+    const double* psum,  // (BH, Tx)
+    int BH, int Tx, int s) {
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= (size_t)BH * Tx) return;
+  const size_t r0 = idx - idx % Tx;
+  const int x = (int)(idx % Tx), node = x / s, a = x - node * s;
+  const int sb0 = (node ^ 1) * s;
+  const u64 k = keys[idx];
+  int rb = 0;
+  if (sb0 < Tx) {
+    const u64* sk = keys + r0;
+    int lo = sb0, hi = min(Tx, sb0 + s);
+    if ((node & 1) == 0) {
+      while (lo < hi) { const int m = (lo + hi) >> 1; if (sk[m] < k) lo = m + 1; else hi = m; }
+    } else {
+      while (lo < hi) { const int m = (lo + hi) >> 1; if (sk[m] <= k) lo = m + 1; else hi = m; }
+    }
+    rb = lo - sb0;
+  }
+  const size_t out = r0 + (size_t)((node & ~1) * s + a + rb);
+  okeys[out] = k;
+  opsum[out] = psum[idx] + (rb > 0 ? psum[r0 + sb0 + rb - 1] : 0.0);
+}
+`,
+  };
+}
+
+/**
+ * Phase A: thk and tau at each block's base query a_b = max(64 b, K + W), b = 0..nb; a warp per (b, row).
+ * athk = 0 and atau = -inf where the base has <= K candidates. Launch: ceil(BH (nb + 1) / 4) x 128.
+ */
+export function fsAnchorSource(): KernelSource {
+  return {
+    name: 'sparsek_fs_anchor',
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
+    source: `${common()}
+extern "C" __global__ void __launch_bounds__(128) sparsek_fs_anchor(
+    u64* athk,           // (BH, nb + 1)
+    double* atau,        // (BH, nb + 1)
+    const u64* tk,       // (NL, BH, Tx) tree keys
+    const double* tp,    // (NL, BH, Tx) tree prefix sums
+    const float* u,      // (BH, T)
+    int BH, int T, int K, int W, int Tx, int d, int NL, int nb) {
+  const int gw = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5);
+  if (gw >= BH * (nb + 1)) return;
+  const int row = gw / (nb + 1), b = gw % (nb + 1);
+  Tree tr; tr.tk = tk; tr.tp = tp; tr.u = u + (size_t)row * T; tr.NL = NL; tr.BH = BH; tr.Tx = Tx; tr.d = d; tr.row = row;
+  const int n = clampn((long long)max(CHUNK * b, K + W) - W + 1, T);
+  const bool w0 = (threadIdx.x & 31) == 0;
+  if (n <= K) {
+    if (w0) { athk[gw] = 0ull; atau[gw] = -DINF; }
+    return;
+  }
+  const u64* root = tr.keys(NL - 1);
+  const int first = Tx - T;
+  // the r-th largest candidate key: the largest root key with at least r candidates at or above it
+  u64 kr[2];
+  for (int q = 0; q < (K > 0 ? 2 : 1); q++) {
+    const int r = K + 1 - q;
+    int lo = first, hi = Tx - 1;
+    while (lo < hi) {
+      const int m = (lo + hi + 1) >> 1;
+      if (cs_warp(tr, n, root[m]).c >= r) lo = m; else hi = m - 1;
+    }
+    kr[q] = root[lo];
+  }
+  const double next = val_of(kr[0]);
+  if (K == 0) {
+    if (w0) { athk[gw] = ~0ull; atau[gw] = next; }
+    return;
+  }
+  const u64 thk = kr[1];
+  const double theta = val_of(thk);
+  double tau;
+  if (next <= theta - 1.0) tau = next;
+  else {
+    // smallest y with f(g(root[y])) <= K, g(v) = v (entry) and v - 1 (exit)
+    int ys[2];
+    for (int q = 0; q < 2; q++) {
+      int lo = first, hi = Tx;
+      while (lo < hi) {
+        const int m = (lo + hi) >> 1;
+        const double t = val_of(root[m]) - (double)q;
+        const CS a = cs_warp(tr, n, key_gt(t)), c = cs_warp(tr, n, key_ge(t + 1.0));
+        const int nF = a.c - c.c;
+        const double sF = a.s - c.s, nFt = (double)nF * t, f = (double)c.c + sF - nFt;
+        const double tol = 4.0 * 2.220446049250313e-16 * ((double)c.c + fabs(sF) + fabs(nFt));
+        if (f <= (double)K + tol) hi = m; else lo = m + 1;
+      }
+      ys[q] = lo;
+    }
+    double lo = -DINF, hi = DINF;
+    if (ys[0] > first) lo = fmax(lo, val_of(root[ys[0] - 1]));
+    if (ys[1] > first) lo = fmax(lo, val_of(root[ys[1] - 1]) - 1.0);
+    if (ys[0] < Tx) hi = fmin(hi, val_of(root[ys[0]]));
+    if (ys[1] < Tx) hi = fmin(hi, val_of(root[ys[1]]) - 1.0);
+    if (!(lo < hi)) tau = lo;
+    else {
+      const CS a = cs_warp(tr, n, key_gt(lo)), c = cs_warp(tr, n, key_gt(lo + 1.0));
+      const int nF = a.c - c.c;
+      const double t = nF > 0 ? (a.s - c.s + (double)c.c - (double)K) / (double)nF : lo;
+      tau = t < lo ? lo : t > hi ? hi : t;
+    }
+  }
+  if (w0) { athk[gw] = thk; atau[gw] = tau; }
+}
+`,
+  };
+}
+
+/** Threads of sparsek_fs_rows. */
+export const FS_ROWS_THREADS = 256;
+
+/**
+ * The sel rows of the block starts i0 = 64 b (b < nb): all candidates while there are <= K, else those
+ * with key >= thk_b, ascending, marked in a bitmap over x then compacted. Row of (row, b) at
+ * sel + (row * rowsPerBh + (b << rowShift)) * K: compact (rowsPerBh = nb, rowShift 0) or the (T, K)
+ * layout (rowsPerBh = T, rowShift 6). Launch: grid (nb, BH), 256 threads, dynamic shared 4 ceil(Tx / 32) bytes.
+ */
+export function fsRowsSource(): KernelSource {
+  return {
+    name: 'sparsek_fs_rows',
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
+    source: `${common()}
+#define NTHR ${FS_ROWS_THREADS}
+extern "C" __global__ void __launch_bounds__(NTHR) sparsek_fs_rows(
+    int* sel,            // rows, see above
+    const u64* athk,     // (BH, nb + 1)
+    const u64* tk,       // (NL, BH, Tx)
+    const float* u,      // (BH, T)
+    int BH, int T, int K, int W, int Tx, int d, int NL, int nb, int rowsPerBh, int rowShift) {
+  extern __shared__ unsigned bm[];
+  __shared__ int wsum[NTHR / 32];
+  const int b = blockIdx.x, row = blockIdx.y, tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+  int* out = sel + ((size_t)row * rowsPerBh + ((size_t)b << rowShift)) * K;
+  const int n = clampn((long long)CHUNK * b - W + 1, T);
+  if (n <= K) {
+    for (int j = tid; j < n; j += NTHR) out[j] = j;
+    return;
+  }
+  if (K == 0) return;
+  const u64 thk = athk[(size_t)row * (nb + 1) + b];
+  const float* ur = u + (size_t)row * T;
+  const int nw = (n + d + 31) / 32;
+  for (int x = tid; x < nw; x += NTHR) bm[x] = 0u;
+  __syncthreads();
+  const int m = (n + d) / CHUNK;
+  for (int l = w; l < NL; l += NTHR / 32) {
+    if (((m >> l) & 1) == 0) continue;
+    const int start = (m >> (l + 1)) << (l + 1);
+    const int x0 = start * CHUNK, x1 = min(Tx, x0 + (CHUNK << l));
+    const u64* k = tk + ((size_t)l * BH + row) * Tx;
+    int lb = 0;
+    if (lane == 0) lb = lower_bound(k, x0, x1, thk);
+    lb = __shfl_sync(FULL, lb, 0);
+    for (int x = lb + lane; x < x1; x += 32) {
+      const int xp = pos_of(k[x]) + d;
+      atomicOr(&bm[xp >> 5], 1u << (xp & 31));
+    }
+  }
+  for (int j = max(0, m * CHUNK - d) + tid; j < n; j += NTHR) {
+    if (key_of(ur[j], j) >= thk) atomicOr(&bm[(j + d) >> 5], 1u << ((j + d) & 31));
+  }
+  __syncthreads();
+  // each thread a contiguous run of words; exclusive scan of their popcounts
+  const int per = (nw + NTHR - 1) / NTHR, w0 = tid * per, w1 = min(nw, w0 + per);
+  int c = 0;
+  for (int x = w0; x < w1; x++) c += __popc(bm[x]);
+  int incl = c;
+  for (int o = 1; o < 32; o <<= 1) { const int y = __shfl_up_sync(FULL, incl, o); if (lane >= o) incl += y; }
+  if (lane == 31) wsum[w] = incl;
+  __syncthreads();
+  int before = incl - c;
+  for (int k2 = 0; k2 < w; k2++) before += wsum[k2];
+  for (int x = w0; x < w1; x++) {
+    unsigned bits = bm[x];
+    while (bits) {
+      const int bit = __ffs(bits) - 1;
+      bits &= bits - 1;
+      out[before++] = x * 32 + bit - d;
+    }
+  }
+}
+`,
+  };
+}
+
+export interface BlockVariant {
+  /** Also write every query's sel row ((T, K) layout, rows at 64 b already written by sparsek_fs_rows). */
+  ALL: boolean;
+}
+
+export function fsBlockName(v: BlockVariant): string {
+  return `sparsek_fs_block${v.ALL ? '_all' : ''}`;
+}
+
+/**
+ * Phase B: every query of the block [64 b, 64 b + 64), a thread each (see the file header).
+ * Launch: grid (nb, BH), 64 threads.
+ */
+export function fsBlockSource(v: BlockVariant): KernelSource {
+  const name = fsBlockName(v);
+  return {
+    name,
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
+    source: `${common()}
+#define ALL ${v.ALL ? 1 : 0}
+struct BlockP { int thkHi, gtLoC, ge1C, gtHiC; double gtLoS, ge1S; int yThk, yE0, yE1, yX0, yX1; };
+extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
+    double* tau,         // (BH, T)
+    u64* thk,            // (BH, T)
+    int* count,          // (BH, T)
+    int* nfree,          // (BH, T)
+    int* sel,            // (BH, T, K) when ALL (rows 64 b read, the others written); unused otherwise
+    const u64* athk,     // (BH, nb + 1)
+    const double* atau,  // (BH, nb + 1)
+    const u64* tk,       // (NL, BH, Tx)
+    const double* tp,    // (NL, BH, Tx)
+    const float* u,      // (BH, T)
+    int BH, int T, int K, int W, int Tx, int d, int NL, int nb) {
+  __shared__ BlockP P;
+  const int b = blockIdx.x, row = blockIdx.y, tid = threadIdx.x;
+  const int i0 = CHUNK * b, i = i0 + tid;
+  const size_t o = (size_t)row * T + i;
+  Tree tr; tr.tk = tk; tr.tp = tp; tr.u = u + (size_t)row * T; tr.NL = NL; tr.BH = BH; tr.Tx = Tx; tr.d = d; tr.row = row;
+  const float* ur = tr.u;
+  const u64* root = tr.keys(NL - 1);
+  const int iF = K + W;
+  const int nlo = clampn((long long)max(i0, iF) - W + 1, T);
+  const size_t ab = (size_t)row * (nb + 1) + b;
+  const double tauLo = atau[ab], tauHi = atau[ab + 1];
+  const u64 thkHi = athk[ab + 1];
+  // P (and the anchors) matter only when some query of the block is full
+  const bool blockFull = K > 0 && clampn((long long)min(T - 1, i0 + CHUNK - 1) - W + 1, T) > K;
+  if (blockFull && tid < 32) {
+    // what Cand_{a_b} contributes outside the walks
+    const CS a = cs_warp(tr, nlo, thkHi + 1ull);
+    const CS g = cs_warp(tr, nlo, key_gt(tauLo));
+    const CS e = cs_warp(tr, nlo, key_ge(tauLo + 1.0));
+    const CS h = cs_warp(tr, nlo, key_gt(tauHi));
+    if (tid == 0) {
+      P.thkHi = a.c; P.gtLoC = g.c; P.gtLoS = g.s; P.ge1C = e.c; P.ge1S = e.s; P.gtHiC = h.c;
+      P.yThk = lower_bound(root, 0, Tx, thkHi);
+      P.yE0 = lower_bound(root, 0, Tx, key_gt(tauLo));
+      P.yE1 = lower_bound(root, 0, Tx, key_gt(tauHi));
+      P.yX0 = lower_bound(root, 0, Tx, key_ge(tauLo + 1.0));
+      P.yX1 = lower_bound(root, 0, Tx, key_gt(tauHi + 1.0));
+    }
+  }
+  __syncthreads();
+  u64 myThk = 0ull; // thk_i for the rows (ALL)
+  if (i < T) {
+    const int n = clampn((long long)i - W + 1, T);
+    if (n <= K) {
+      tau[o] = -DINF; thk[o] = 0ull; count[o] = n; nfree[o] = 0;
+    } else if (K == 0) {
+      double mx = tauLo;
+      for (int j = nlo; j < n; j++) mx = fmax(mx, (double)ur[j]);
+      myThk = ~0ull;
+      tau[o] = mx; thk[o] = ~0ull; count[o] = 0; nfree[o] = 0;
+    } else {
+      const u64 kGtLo = key_gt(tauLo), kGe1 = key_ge(tauLo + 1.0), kGtHi = key_gt(tauHi);
+      int aThk = P.thkHi, u0 = P.ge1C, gtLoC = P.gtLoC, gtHi = P.gtHiC;
+      double gtLoS = P.gtLoS, ge1S = P.ge1S;
+      for (int j = nlo; j < n; j++) {
+        const float v = ur[j];
+        const u64 k = key_of(v, j);
+        if (k > thkHi) aThk++;
+        if (k >= kGtLo) { gtLoC++; gtLoS += (double)v; }
+        if (k >= kGe1) { u0++; ge1S += (double)v; }
+        if (k >= kGtHi) gtHi++;
+      }
+      // thk_i: down the root from thk_hi, counting candidates
+      int cnt = aThk;
+      u64 tk_i = 0ull;
+      for (int y = P.yThk; ; y--) {
+        const u64 key = root[y];
+        if (pos_of(key) < n && ++cnt == K) { tk_i = key; break; }
+      }
+      // tau_i: up through the breakpoints in (tau_lo, tau_hi]
+      double t_i;
+      if (tauLo == tauHi) t_i = tauLo;
+      else {
+        int U = u0, nF = gtLoC - u0, pE = P.yE0, pX = P.yX0;
+        double sF = gtLoS - ge1S, cur = tauLo;
+        for (;;) {
+          while (pE < P.yE1 && pos_of(root[pE]) >= n) pE++;
+          while (pX < P.yX1 && pos_of(root[pX]) >= n) pX++;
+          const double tE = pE < P.yE1 ? val_of(root[pE]) : DINF;
+          const double vX = pX < P.yX1 ? val_of(root[pX]) : DINF;
+          const double tX = vX - 1.0;
+          double tn = fmin(tE, tX);
+          const bool last = tn >= tauHi;
+          if (last) tn = tauHi;
+          const double nFt = (double)nF * tn, f = (double)U + sF - nFt;
+          const double tol = 4.0 * 2.220446049250313e-16 * ((double)U + fabs(sF) + fabs(nFt));
+          if (f <= (double)K + tol || last) {
+            const double t = nF > 0 ? (sF + (double)U - (double)K) / (double)nF : cur;
+            t_i = t < cur ? cur : t > tn ? tn : t;
+            break;
+          }
+          if (tE <= tX) { nF--; sF -= tE; pE++; }
+          else { U--; nF++; sF += vX; pX++; }
+          if (nF == 0) sF = 0.0;
+          cur = tn;
+        }
+      }
+      // |F_i|: the walk ranges directly, the middle (tau_hi, tau_lo + 1) in aggregate
+      int nf = 0;
+      for (int y = P.yE0; y < P.yE1; y++) {
+        const u64 key = root[y];
+        const double v = val_of(key);
+        if (pos_of(key) < n && v > t_i && v - t_i < 1.0) nf++;
+      }
+      for (int y = max(P.yX0, P.yE1); y < P.yX1; y++) {
+        const u64 key = root[y];
+        const double v = val_of(key);
+        if (pos_of(key) < n && v > t_i && v - t_i < 1.0) nf++;
+      }
+      if (P.yX0 > P.yE1) nf += gtHi - u0;
+      myThk = tk_i;
+      tau[o] = t_i; thk[o] = tk_i; count[o] = K; nfree[o] = nf;
+    }
+  }
+#if ALL
+  __shared__ u64 qthk[CHUNK];
+  qthk[tid] = myThk;
+  __syncthreads();
+  // rows of the other queries, a warp each: Sel_{i0}, then the new candidates, those with key >= thk_i
+  const int lane = tid & 31, n0 = clampn((long long)i0 - W + 1, T), c0 = min(n0, K);
+  const int* srow = sel + ((size_t)row * T + i0) * K;
+  for (int q = 1 + (tid >> 5); q < CHUNK && i0 + q < T; q += CHUNK / 32) {
+    const int iq = i0 + q, nq = clampn((long long)iq - W + 1, T);
+    const u64 tq = qthk[q];
+    int* orow = sel + ((size_t)row * T + iq) * K;
+    int written = 0;
+    for (int base = 0; base < c0 + (nq - n0); base += 32) {
+      const int x = base + lane;
+      int j = -1;
+      if (x < c0) j = srow[x];
+      else if (x < c0 + (nq - n0)) j = n0 + (x - c0);
+      const bool f = j >= 0 && key_of(ur[j], j) >= tq;
+      const unsigned bal = __ballot_sync(FULL, f);
+      if (f) orow[written + __popc(bal & ((1u << lane) - 1u))] = j;
+      written += __popc(bal);
+    }
+  }
+#else
+  (void)myThk;
+#endif
+}
+`,
+  };
+}
+
+/** Tree geometry of a row: leaf shift d, padded length Tx, stored levels NL (node sizes 64 << l). */
+export function fsGeometry(T: number, W: number): { d: number; Tx: number; NL: number; nb: number } {
+  const d = (((W - 1) % FS_CHUNK) + FS_CHUNK) % FS_CHUNK;
+  const Tx = Math.ceil((T + d) / FS_CHUNK) * FS_CHUNK;
+  let NL = 1;
+  while (FS_CHUNK << (NL - 1) < Tx) NL++;
+  return { d, Tx, NL, nb: Math.ceil(T / FS_CHUNK) };
+}
