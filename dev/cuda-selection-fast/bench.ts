@@ -22,7 +22,7 @@ import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../../src/cud
 import { fastSelect, keyOf, ordOf } from './emulate.js';
 import {
   FS_CHUNK, FS_ROWS_THREADS, fsAnchorSource, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource,
-} from './kernel.js';
+} from '../../src/cuda/kernels/selection-fast.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string): string => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : dflt);

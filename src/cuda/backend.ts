@@ -22,7 +22,10 @@ import {
   scoreGradSource, ATTENTION_WARPS, PREFIX_BLOCK,
 } from './kernels/attention.js';
 import type { AttentionVariant } from './kernels/attention.js';
-import { keyIntervalsSource, selectGlobalSource, selectSharedSource, SELECT_BQ } from './kernels/selection.js';
+import { keyIntervalsSource } from './kernels/selection.js';
+import {
+  fsAnchorSource, fsBlockName, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource, FS_CHUNK, FS_ROWS_THREADS,
+} from './kernels/selection-fast.js';
 import { embeddingBackwardSource, embeddingForwardSource, EMBEDDING_BLOCK } from './kernels/embedding.js';
 import {
   layernormBackwardSource, layernormForwardSource, layernormWeightPartialsSource,
@@ -427,7 +430,6 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const dims = `(B=${B}, NH=${NH}, NKV=${NKV}, T=${T}, HS=${HS})`;
     const scale = 1 / Math.sqrt(HS);
     const rows = Math.ceil(T / ATTENTION_WARPS);
-    const cap = this.selectCapacity();
     // Under precision bf16 the tensor-core kernels (kernels/attention-tc*.ts) run on bf16 copies of
     // q, k, v where they apply; otherwise the fp32 kernels of kernels/attention.ts. They serve
     // dense and window too, as SparseK with K = 0 (W = T for dense): a selection of nothing.
@@ -472,7 +474,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           }
         }
         const s = st;
-        if (sparse && u !== null) this.sparsekSelect(s, u, BH, T, K, W, cap);
+        if (sparse && u !== null) this.sparsekSelect(s, u, BH, T, K, W);
         else if (selects) this.selectNothing(s, BH, T, W);
         last = { out, q, k, v, u };
         if (tc !== null && s.tau && s.thk && s.count && s.sel) {
@@ -566,25 +568,51 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
   }
 
   /**
-   * SparseK's selection of every (b, KV head) row into s (kernels/selection.ts): pass 1 all tiles
-   * with S in shared memory, pass 2 the tiles flagged as too large for it, then each key's interval.
+   * SparseK's selection of every (b, KV head) row into s, exactly as the CPU's CausalSelector
+   * (kernels/selection-fast.ts, O(T log^2 T) per row, parallel over queries): a merge-sort tree of
+   * each row's scores, one anchor per block of 64 queries, the anchors' rows, then every query's
+   * tau, thk, count, nfree and row; then each key's interval of attending queries.
    */
-  private sparsekSelect(s: AttentionState, u: CudaBuffer, BH: number, T: number, K: number, W: number, cap: number): void {
+  private sparsekSelect(s: AttentionState, u: CudaBuffer, BH: number, T: number, K: number, W: number): void {
     if (s.tau === null || s.thk === null || s.count === null || s.nfree === null || s.sel === null || s.e === null) return;
-    const ntiles = Math.ceil(T / SELECT_BQ);
-    const jbits = T > 1 ? 32 - Math.clz32(T - 1) : 0;
-    const flags = this.rt.arena.take(BH * ntiles * 4);
-    this.launchShared(`sparsek_select_shared_c${cap}`, () => selectSharedSource({ CAP: cap }), [ntiles, BH, 1], SELECT_BQ, 16 * cap,
-      [s.tau, s.thk, s.count, s.nfree, s.sel, flags, u, T, K, W, jbits]);
-    let capG = 1;
-    while (capG < T) capG *= 2;
-    const G = Math.min(this.rt.multiprocessors, ntiles * BH);
-    const scratch = this.rt.arena.take(G * 2 * capG * 8);
-    this.launch('sparsek_select_global', selectGlobalSource, G, SELECT_BQ,
-      [s.tau, s.thk, s.count, s.nfree, s.sel, flags, scratch, u, T, K, W, jbits, ntiles, BH, capG]);
+    const { d, Tx, NL, nb } = fsGeometry(T, W);
+    const lvl = BH * Tx;
+    const scratch: DeviceBlock[] = [];
+    const take = (bytes: number): DeviceBlock => {
+      const b = this.rt.arena.take(Math.max(8, bytes));
+      scratch.push(b);
+      return b;
+    };
+    const tk = take(NL * lvl * 8), tp = take(NL * lvl * 8), sk = [take(lvl * 8), take(lvl * 8)], sp = [take(lvl * 8), take(lvl * 8)];
+    const athk = take(BH * (nb + 1) * 8), atau = take(BH * (nb + 1) * 8);
+    const g = (n: number): number => Math.ceil(n / 256);
+    // 1. the tree: sorted leaves of 64, then merges of node size s = 1, 2, 4, ... (levels >= 64 kept)
+    this.launch('sparsek_fs_init', fsInitSource, g(lvl), 256, [sk[0], sp[0], u, BH, T, Tx, d]);
+    let inK: bigint = sk[0].ptr, inP: bigint = sp[0].ptr, flip = 1;
+    for (let size = 1; size < Tx; size *= 2) {
+      let oK: bigint, oP: bigint;
+      if (2 * size >= FS_CHUNK) {
+        const l = Math.log2((2 * size) / FS_CHUNK);
+        oK = tk.ptr + BigInt(l * lvl * 8);
+        oP = tp.ptr + BigInt(l * lvl * 8);
+      } else {
+        oK = sk[flip].ptr;
+        oP = sp[flip].ptr;
+        flip ^= 1;
+      }
+      this.launch('sparsek_fs_merge', fsMergeSource, g(lvl), 256, [oK, oP, inK, inP, BH, Tx, size]);
+      inK = oK;
+      inP = oP;
+    }
+    // 2. anchors, 3. their rows (row 64 b of the (T, K) layout), 4. every query
+    this.launch('sparsek_fs_anchor', fsAnchorSource, Math.ceil((BH * (nb + 1)) / 4), 128, [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
+    this.launch('sparsek_fs_rows', fsRowsSource, [nb, BH, 1], FS_ROWS_THREADS, [s.sel, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, T, 6],
+      4 * Math.ceil(Tx / 32));
+    const all = { ALL: true };
+    this.launch(fsBlockName(all), () => fsBlockSource(all), [nb, BH, 1], FS_CHUNK,
+      [s.tau, s.thk, s.count, s.nfree, s.sel, athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
     this.launch('sparsek_key_intervals', keyIntervalsSource, blocks(BH * T), ELEM_BLOCK, [s.e, u, s.thk, BH, T, W]);
-    this.rt.arena.give(flags);
-    this.rt.arena.give(scratch);
+    for (const b of scratch) this.rt.arena.give(b); // reusable at once: later work on the stream runs after these kernels
   }
 
   /**
@@ -600,11 +628,6 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     this.rt.cu('cuMemsetD32Async', s.count.ptr, 0, n, this.rt.stream);
     this.rt.cu('cuMemsetD32Async', s.nfree.ptr, 0, n, this.rt.stream);
     this.launch('sparsek_key_intervals', keyIntervalsSource, blocks(n), ELEM_BLOCK, [s.e, s.tau, s.thk, BH, T, W]);
-  }
-
-  /** Entries of the selection's shared-memory set S: 4096 (64 KiB) where the device lets a block opt in to that much, else 2048. */
-  private selectCapacity(): number {
-    return this.sharedOptin() >= 16 * 4096 + 8192 ? 4096 : 2048;
   }
 
   private optin = 0;

@@ -1,5 +1,6 @@
 // CUDA source generators (NVRTC, no headers) of a fast exact SparseK causal selection (SPEC.md sections 1
-// and 3), lab version for issue 5: the same outputs as src/cuda/kernels/selection.ts (per query tau
+// and 3), what CudaBackend runs (variants and timings: dev/cuda-selection-fast): the same outputs as
+// src/cuda/kernels/selection.ts (per query tau
 // (double), thk (u64 key of Sel_i's weakest member, 0 when every candidate is selected, ~0 when K = 0
 // and some candidate exists), count, nfree; sel rows) in O(T log^2 T) work per row, parallel over
 // queries. emulate.ts is the same algorithm in TypeScript, checked exactly against CausalSelector.
@@ -34,7 +35,7 @@
 // Sums and thresholds in double like the CPU; thresholds on float values via key_gt / key_ge (smallest
 // float above / at least a double).
 
-import type { KernelSource } from '../../src/cuda/runtime.js';
+import type { KernelSource } from '../runtime.js';
 
 export const FS_CHUNK = 64;
 
