@@ -24,7 +24,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cudaAvailability } from '../../src/cuda/runtime.js';
 import type { CudaRuntime, DeviceBlock, Kernel, KernelSource } from '../../src/cuda/runtime.js';
-import { keyIntervalsSource, selectGlobalSource, selectSharedSource, SELECT_BQ } from '../../src/cuda/kernels/selection.js';
+import { keyIntervalsSource } from '../../src/cuda/kernels/selection.js';
+import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../cuda-attention/selection-tiles.js';
 import {
   attentionBackwardKeySource, attentionBackwardQuerySource, keyOffsetsSource, meanPrefixSource, scoreGradSource, ATTENTION_WARPS, PREFIX_BLOCK,
 } from '../../src/cuda/kernels/attention.js';

@@ -20,7 +20,7 @@
 
 import { cudaAvailability } from '../../src/cuda/runtime.js';
 import type { CudaRuntime, DeviceBlock, Kernel } from '../../src/cuda/runtime.js';
-import { selectSharedSource, selectGlobalSource, SELECT_BQ } from '../../src/cuda/kernels/selection.js';
+import { selectSharedSource, selectGlobalSource, SELECT_BQ } from '../cuda-attention/selection-tiles.js';
 import { planSparsek, sparsekAttentionForwardInto, sparsekPattern } from '../../src/cpu/kernels/attention.js';
 import type { SparsekPlan } from '../../src/cpu/kernels/attention.js';
 import type { AttentionShape } from '../../src/core/check.js';

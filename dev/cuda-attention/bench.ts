@@ -14,7 +14,8 @@
 import { cudaAvailability } from '../../src/cuda/runtime.js';
 import { CudaBackend } from '../../src/cuda/backend.js';
 import type { CudaBuffer } from '../../src/cuda/backend.js';
-import { selectSharedSource, selectGlobalSource, keyIntervalsSource, SELECT_BQ } from '../../src/cuda/kernels/selection.js';
+import { keyIntervalsSource } from '../../src/cuda/kernels/selection.js';
+import { selectSharedSource, selectGlobalSource, SELECT_BQ } from './selection-tiles.js';
 import { patternAttentionBackward, patternAttentionForward, planSparsek, sparsekAttentionBackwardInto, sparsekAttentionForwardInto } from '../../src/cpu/kernels/attention.js';
 import { baselinePattern } from '../../src/cpu/kernels/baselines.js';
 import type { AttentionShape } from '../../src/core/check.js';

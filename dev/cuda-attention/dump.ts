@@ -12,7 +12,8 @@ import type { KernelSource } from '../../src/cuda/runtime.js';
 import {
   attentionBackwardKeySource, attentionBackwardQuerySource, attentionForwardSource, keyOffsetsSource, meanPrefixSource, scoreGradSource,
 } from '../../src/cuda/kernels/attention.js';
-import { keyIntervalsSource, selectGlobalSource, selectSharedSource } from '../../src/cuda/kernels/selection.js';
+import { keyIntervalsSource } from '../../src/cuda/kernels/selection.js';
+import { selectGlobalSource, selectSharedSource } from './selection-tiles.js';
 
 const dir = process.argv[2] ?? '/tmp/attn-cu';
 mkdirSync(dir, { recursive: true });

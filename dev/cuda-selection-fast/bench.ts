@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { CausalSelector } from '../../src/cpu/kernels/selection.js';
 import { cudaAvailability } from '../../src/cuda/runtime.js';
 import type { CudaRuntime, DeviceBlock, Kernel, KernelSource } from '../../src/cuda/runtime.js';
-import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../../src/cuda/kernels/selection.js';
+import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../cuda-attention/selection-tiles.js';
 import { fastSelect, keyOf, ordOf } from './emulate.js';
 import {
   FS_CHUNK, FS_ROWS_THREADS, fsAnchorSource, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource,

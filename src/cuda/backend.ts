@@ -3,7 +3,7 @@
 // NVRTC-compiled from kernels/*.ts on first use; the linear layers are cuBLAS sgemm (fp32) or
 // GemmEx (bf16 operands, fp32 accumulation, with precision 'bf16': see gemm()). All work is
 // queued on the runtime's one stream, so ops return before the GPU is done: download() and
-// synchronize() wait. Attention: sparsek, dense and window in kernels/selection.ts and
+// synchronize() wait. Attention: sparsek, dense and window in kernels/selection-fast.ts and
 // kernels/attention.ts; fixed, hash and qktopk in baselines-layer.ts and kernels/baselines.ts.
 // Buffers come from the runtime's caching arena; views alias their parent and own nothing.
 // Shapes are checked against buffer lengths on every call (a few comparisons): a wrong shape on
@@ -390,7 +390,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
 
   /**
    * The attention layer. sparsek, dense and window run on the GPU: SparseK's selection
-   * (kernels/selection.ts), then attention over the window and the selected keys
+   * (kernels/selection-fast.ts), then attention over the window and the selected keys
    * (kernels/attention.ts), forward and backward, all queued on the stream. fixed, hash and qktopk
    * are baselines-layer.ts's.
    * The forward keeps what the backward needs (lse; for SparseK the selection and each key's

@@ -2,7 +2,7 @@
 // stays with the existing du kernels), used by CudaBackend under precision bf16 (variants and
 // measurements: dev/cuda-attention-fast), matching the forward in attention-tc.ts: bf16 q, k, v,
 // dout; fp32 u; the forward's out (bf16 or fp32) and lse (natural log); the selection of
-// src/cuda/kernels/selection.ts (tau, thk, count, sel, nfree) and the key offsets of attention.ts's
+// src/cuda/kernels/selection-fast.ts (tau, thk, count, sel, nfree) and the key offsets of attention.ts's
 // sparsek_key_offsets. Outputs fp32: dq, dk, dv (GQA: a group's heads summed into dk, dv), the gate
 // gradients dg_ij = a_ij (do_i . v_j) of every selected pair in attention.ts's key-ordered slot
 // layout (dgk + bh T K + off_j + (i - j - W), summed over the group's heads) and mean_i, exactly what

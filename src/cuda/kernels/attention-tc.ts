@@ -1,7 +1,7 @@
 // Tiled, tensor-core SparseK attention FORWARD (SPEC.md sections 3 and 4), used by CudaBackend under
 // precision bf16 (variants and measurements: dev/cuda-attention-fast), for Hopper
 // and Ampere (sm_80+): bf16 q, k, v; fp32 scores u; fp32 accumulation; output bf16 or fp32, plus the
-// log-sum-exp per row (what a backward needs). Not here: the selection (src/cuda/kernels/selection.ts
+// log-sum-exp per row (what a backward needs). Not here: the selection (src/cuda/kernels/selection-fast.ts
 // makes tau, the weakest selected key thk and the rows sel, which this reads), the backward, GQA
 // head sharing inside a block, or any Hopper-only feature (wgmma, TMA): mma.sync m16n8k16 through
 // inline PTX, so NVRTC needs no CUDA headers (the runtime passes no --include-path).

@@ -4,8 +4,8 @@
 //   s_ij = scale q_i . k_j,   a_ij = softmax_j(s_ij),   o_i = sum_j a_ij g_ij v_j
 //
 // over the keys of query i: the window j in [i - W + 1, i] (gate 1), then, with SEL, the selected
-// keys sel[i, 0 .. count_i) of selection.ts (gate clip(u_j - tau_i, 0, 1)). dense is W = T and window
-// is W without SEL. Not here: the selection itself (selection.ts), the fixed / hash / qktopk
+// keys sel[i, 0 .. count_i) of selection-fast.ts (gate clip(u_j - tau_i, 0, 1)). dense is W = T and window
+// is W without SEL. Not here: the selection itself (selection-fast.ts), the fixed / hash / qktopk
 // baselines (still on the CPU), bf16, tensor cores, or any sharing of keys between queries: this is
 // the first, plain version, one warp per query row, fp32 with fp32 accumulators.
 //

@@ -1,6 +1,6 @@
 // CUDA source generators (NVRTC, no headers) of a fast exact SparseK causal selection (SPEC.md sections 1
 // and 3), what CudaBackend runs (variants and timings: dev/cuda-selection-fast): the same outputs as
-// src/cuda/kernels/selection.ts (per query tau
+// the first GPU selection, dev/cuda-attention/selection-tiles.ts (per query tau
 // (double), thk (u64 key of Sel_i's weakest member, 0 when every candidate is selected, ~0 when K = 0
 // and some candidate exists), count, nfree; sel rows) in O(T log^2 T) work per row, parallel over
 // queries. emulate.ts is the same algorithm in TypeScript, checked exactly against CausalSelector.
