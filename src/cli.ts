@@ -17,7 +17,7 @@ import { loadWeights } from './model/load.js';
 import { convertToSparsek, DEFAULT_CONVERT_SLOPE } from './model/convert.js';
 import { exportHf } from './io/export.js';
 import { Gpt } from './model/gpt.js';
-import { generate, generateAsync, StepDecoder } from './model/generate.js';
+import { generate, generateAsync, RecomputeDecoder, StepDecoder } from './model/generate.js';
 import type { GenerationStats } from './model/generate.js';
 import { lossChart, selectionMap, writePlot } from './plot/index.js';
 import { formatCount, formatTime } from './train/progress.js';
@@ -191,9 +191,17 @@ async function cmdGenerate(argv: string[]): Promise<void> {
   if (device === 'cuda') {
     const { CudaBackend } = await import('./cuda/backend.js');
     const { CudaDecoder } = await import('./cuda/decode.js');
-    if (!CudaDecoder.supports(run.model)) throw new DeviceError('cuda', `cached decoding of ${run.model.attention} attention runs on the CPU only (use --device cpu)`);
     const be = new CudaBackend();
-    decoder = () => new CudaDecoder(run.model, run.params, be, {});
+    if (CudaDecoder.supports(run.model)) decoder = () => new CudaDecoder(run.model, run.params, be, {});
+    else {
+      // fixed, hash and qktopk have no cache: the full forward over the context on the GPU per token
+      const { Gpt } = await import('./model/gpt.js');
+      decoder = () => {
+        const model = new Gpt(run.model, be);
+        be.upload(model.params.flat, run.params.flat);
+        return new RecomputeDecoder(model);
+      };
+    }
   }
   const prompt = run.tokenizer.encode(need(o, 'prompt', 'generate'));
   process.stdout.write(o.prompt as string);

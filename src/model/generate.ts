@@ -1,7 +1,8 @@
 // Sampling text from a model (SPEC.md section 7, `sparsek generate`): temperature and nucleus
 // (top-p) sampling with a seeded generator. sparsek, window and dense models decode with the
 // cache of decode.ts; other attention kinds have no cached form and recompute the forward pass
-// over the last `context` tokens for every new token (correct, and slow by design).
+// over the last `context` tokens for every new token (RecomputeDecoder: correct, and slow by
+// design), on whichever backend the model is.
 
 import { Rng } from '../core/random.js';
 import { ArgumentError } from '../core/errors.js';
@@ -9,10 +10,41 @@ import { ModelConfig } from './config.js';
 import { Params } from './params.js';
 import { CacheStats, Decoder } from './decode.js';
 
-/** What generate() needs of a cached decoder: the CPU's Decoder or the GPU's CudaDecoder. */
+/** What generate() needs of a decoder: the CPU's Decoder, the GPU's CudaDecoder, or a RecomputeDecoder. */
 export interface StepDecoder {
   step(id: number): Float32Array;
   stats(): CacheStats;
+  /** Steps through the whole prompt and returns the last logits, where that is cheaper than step by step. */
+  prefill?(ids: number[]): Float32Array;
+}
+
+/**
+ * A decoder without a cache, for the attention kinds that have none (fixed, hash, qktopk): every
+ * step runs the model's full forward over the last `context` ids and returns the last row of
+ * logits. Works on any backend (the model's).
+ * @example
+ *   const dec = new RecomputeDecoder(Gpt.cpu(config));   // then upload the parameters
+ */
+export class RecomputeDecoder<F, I> implements StepDecoder {
+  private readonly ids: number[] = [];
+  constructor(private readonly model: Gpt<F, I>) {}
+
+  step(id: number): Float32Array {
+    return this.prefill([id]);
+  }
+
+  prefill(ids: number[]): Float32Array {
+    this.ids.push(...ids);
+    const ctx = this.ids.slice(-this.model.config.context);
+    this.model.forward(ctx, 1, ctx.length);
+    const V = this.model.config.vocabSize;
+    const be = this.model.be;
+    return Float32Array.from(be.download(be.view(this.model.logits, (ctx.length - 1) * V, V)));
+  }
+
+  stats(): CacheStats {
+    return { bytes: 0, capHits: 0, keysLastStep: 0 };
+  }
 }
 
 /** A cached decoder whose steps finish later (WebGPU reads results back asynchronously). */
@@ -29,7 +61,7 @@ export interface SampleOptions {
   seed: number;
   supportCap?: number;
   onToken?: (id: number) => void;
-  /** Builds the cached decoder (default: the CPU Decoder); only called for kinds Decoder.supports(). */
+  /** Builds the decoder (default: the CPU Decoder, or a CPU RecomputeDecoder for kinds without a cache). */
   decoder?: () => StepDecoder;
 }
 
@@ -82,35 +114,21 @@ export function generate(config: ModelConfig, params: Params, prompt: number[], 
   checkSampling(prompt, opts);
   const rng = new Rng(opts.seed);
   const out: number[] = [];
-  if (Decoder.supports(config)) {
-    const dec = opts.decoder ? opts.decoder() : new Decoder(config, params, { supportCap: opts.supportCap });
-    let logits: Float32Array = new Float32Array(0);
-    for (const id of prompt) logits = dec.step(id);
-    let maxBytes = dec.stats().bytes;
-    const t0 = performance.now();
-    for (let n = 0; n < opts.tokens; n++) {
-      const id = sampleLogits(logits, opts.temperature, opts.topP, rng);
-      out.push(id);
-      opts.onToken?.(id);
-      if (n + 1 < opts.tokens) logits = dec.step(id);
-      maxBytes = Math.max(maxBytes, dec.stats().bytes);
-    }
-    return { ids: out, stats: statsOf(out.length, t0, maxBytes, dec.stats()) };
-  }
-  const model = Gpt.cpu(config);
-  model.params.flat.set(params.flat);
-  const ids = [...prompt];
+  const dec: StepDecoder = opts.decoder ? opts.decoder()
+    : Decoder.supports(config) ? new Decoder(config, params, { supportCap: opts.supportCap }) : cpuRecompute(config, params);
+  let logits: Float32Array = new Float32Array(0);
+  if (dec.prefill) logits = dec.prefill(prompt);
+  else for (const id of prompt) logits = dec.step(id);
+  let maxBytes = dec.stats().bytes;
   const t0 = performance.now();
   for (let n = 0; n < opts.tokens; n++) {
-    const ctx = ids.slice(-config.context);
-    model.forward(ctx, 1, ctx.length);
-    const V = config.vocabSize;
-    const id = sampleLogits(model.logits.subarray((ctx.length - 1) * V, ctx.length * V), opts.temperature, opts.topP, rng);
-    ids.push(id);
+    const id = sampleLogits(logits, opts.temperature, opts.topP, rng);
     out.push(id);
     opts.onToken?.(id);
+    if (n + 1 < opts.tokens) logits = dec.step(id);
+    maxBytes = Math.max(maxBytes, dec.stats().bytes);
   }
-  return { ids: out, stats: statsOf(out.length, t0, 0, { bytes: 0, capHits: 0 }) };
+  return { ids: out, stats: statsOf(out.length, t0, maxBytes, dec.stats()) };
 }
 
 /**
@@ -133,6 +151,12 @@ export async function generateAsync(prompt: number[], dec: AsyncStepDecoder, opt
     maxBytes = Math.max(maxBytes, dec.stats().bytes);
   }
   return { ids: out, stats: statsOf(out.length, t0, maxBytes, dec.stats()) };
+}
+
+function cpuRecompute(config: ModelConfig, params: Params): RecomputeDecoder<Float32Array, Int32Array> {
+  const model = Gpt.cpu(config);
+  model.params.flat.set(params.flat);
+  return new RecomputeDecoder(model);
 }
 
 function checkSampling(prompt: number[], opts: { tokens: number; temperature: number; topP: number }): void {

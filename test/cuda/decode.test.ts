@@ -73,3 +73,29 @@ describe('CudaDecoder', { skip }, () => {
     dec.dispose();
   });
 });
+
+describe('generate on CUDA for kinds without a cache (RecomputeDecoder on the GPU)', { skip }, () => {
+  for (const attention of ['fixed', 'hash', 'qktopk'] as const) {
+    test(`${attention}: greedy tokens equal the CPU's`, async () => {
+      const { generate, RecomputeDecoder } = await import('../../src/model/generate.js');
+      const c = tinyConfig({ attention, window: 3, k: 4, context: 12 });
+      const host = Gpt.cpu(c);
+      fillParams(host.params, 7);
+      const prompt = randomIds(5, c.vocabSize, 2);
+      const opts = { tokens: 15, temperature: 0, topP: 1, seed: 1 };
+      const cpu = generate(c, host.params, prompt, opts);
+      const be = new CudaBackend();
+      const gpu = generate(c, host.params, prompt, {
+        ...opts,
+        decoder: () => {
+          const m = new Gpt(c, be);
+          be.upload(m.params.flat, host.params.flat);
+          return new RecomputeDecoder(m);
+        },
+      });
+      // fp32 logits of the same forward: the argmax agrees unless two logits tie within rounding,
+      // which random weights make vanishingly unlikely over 15 tokens.
+      assert.deepEqual(gpu.ids, cpu.ids);
+    });
+  }
+});
