@@ -10,7 +10,8 @@
 # evaluation. Model: 6 layers, width 384, 6 heads (HS = 64), same steps and batch for all.
 # Environment: STEPS (default 300), BATCH (default 2), EXP_OUT (default runs/exp), COPY (a folder to copy
 # the small outputs to, e.g. $OUT of the device tool); for a quick check elsewhere, DEVICE (cuda),
-# MODEL (the model flags) and EVAL_T (the evaluation contexts of lm); ONLY (passkey: the run names to do).
+# MODEL (the model flags) and EVAL_T (the evaluation contexts of lm); ONLY (the run names to do, any
+# part), LR (peak learning rate) and SEED (training seed) for all runs of the call.
 set -euo pipefail
 part=${1:?usage: scripts/experiments.sh lm|slope|passkey|recall}
 steps=${STEPS:-300}
@@ -20,7 +21,9 @@ cli="node dist/cli.js"
 model=${MODEL:---layers 6 --dim 384 --heads 6 --kv-heads 6 --context 4096}
 device=${DEVICE:-cuda}
 lm_contexts=${EVAL_T:-4096 8192 16384}
-common="--batch $batch --steps $steps --device $device --quiet --eval-every 100"
+lr=${LR:+--lr $LR}
+seed=${SEED:+--seed $SEED}
+common="--batch $batch --steps $steps --device $device --quiet --eval-every 100 $lr $seed"
 mkdir -p "$out"
 
 # name, then the attention flags
@@ -44,8 +47,11 @@ record() { # name, then a JSON line from eval or passkey
   echo "{\"part\":\"$part\",\"run\":\"$1\",\"result\":$2}" | tee -a "$out/results.jsonl"
 }
 
+wanted() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
 train_and_eval() { # name, data flags, attention flags, eval contexts
   local name=$1 data=$2 flags=$3 contexts=$4 dir="$out/$part/$1"
+  wanted "$name" || return 0
   rm -rf "$dir"
   local t0=$SECONDS
   $cli train $data $model $flags $common --out "$dir" | tail -1
@@ -64,7 +70,7 @@ case "$part" in
     node --import tsx scripts/passkey.ts make --out "$out/passkey-data" --docs 3000 --length 3800 --seed 1
     for r in "${lm_runs[@]}"; do
       name=${r%%|*}
-      if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
+      wanted "$name" || continue
       train_and_eval "$name" "--data $out/passkey-data --tokenizer byte" "${r#*|}" ""
       record "$name" "$(node --import tsx scripts/passkey.ts eval --checkpoint "$out/$part/$name" --docs 100 --length 3800 --device "$device" | tail -1)"
     done ;;
@@ -72,7 +78,7 @@ case "$part" in
     node --import tsx scripts/recall.ts make --out "$out/recall-data" --docs 3000 --pairs 240 --seed 1
     for r in "${lm_runs[@]}"; do
       name=${r%%|*}
-      if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
+      wanted "$name" || continue
       train_and_eval "$name" "--data $out/recall-data --tokenizer byte" "${r#*|}" ""
       record "$name" "$(node --import tsx scripts/recall.ts eval --checkpoint "$out/$part/$name" --docs 20 --pairs 240 --device "$device" | tail -1)"
     done ;;
