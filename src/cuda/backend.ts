@@ -99,7 +99,7 @@ export interface CudaAttentionLayer extends AttentionLayer<CudaBuffer> {
   readonly kernels: 'tensor-core' | 'fp32';
 }
 
-/** What a device attention layer's forward keeps for its backward (SparseK's fields are null for dense and window). */
+/** What a device attention layer's forward keeps for its backward (the selection fields are null unless the layer selects: SparseK, or dense and window on the tensor-core kernels). */
 interface AttentionState {
   lse: DeviceBlock; // (B, NH, T) float
   tau: DeviceBlock | null; // (B, NKV, T) double
