@@ -4,15 +4,23 @@
 // every position, grown by doubling, for comparison). The scalar side (scores, positions and the
 // CausalSelector that decides admissions and evictions) stays on the host: it is a few numbers per
 // head and step, and each step downloads only the NKV new scores per layer.
-// Not here: prefill in one batched pass (the prompt goes token by token), bf16.
+// With batchPrefill (off by default until its GPU test has run on a GPU; off, prefill steps),
+// prefill(ids) runs the prompt through one forward of the CUDA Gpt (fp32), replays the scores
+// through the host selectors as the steps would, and gathers the rings' and selected slots' K/V
+// from the forward's k and v with the embedding gather (one launch per buffer and layer); the
+// limits are those of the CPU Decoder's prefill (prefillMax, first support-cap hit; model/decode.ts).
+// Not here: bf16.
 
 import { CausalSelector } from '../cpu/kernels/selection.js';
 import { ArgumentError } from '../core/errors.js';
 import type { ModelConfig } from '../model/config.js';
-import { headSize } from '../model/config.js';
+import { arch, headSize, isLlamaBlock } from '../model/config.js';
 import type { Params } from '../model/params.js';
 import { allocParamsOn } from '../model/params.js';
 import type { CacheStats } from '../model/decode.js';
+import { checkPrompt } from '../model/decode.js';
+import { Gpt } from '../model/gpt.js';
+import { checkInt } from '../core/check.js';
 import { CudaBackend, CudaBuffer, CudaIntBuffer } from './backend.js';
 import { decodeAttentionSource, kvWriteSource, DECODE_BLOCK } from './kernels/decode.js';
 import type { Kernel } from './runtime.js';
@@ -58,10 +66,20 @@ export class CudaDecoder {
   private readonly h: CudaBuffer;
   private readonly logits: CudaBuffer;
   private readonly hostGates: Float32Array;
+  private readonly prefillMax: number;
+  private readonly batchPrefill: boolean;
 
-  constructor(readonly config: ModelConfig, host: Params, readonly be: CudaBackend, opts: { supportCap?: number } = {}) {
+  /**
+   * Options as the CPU Decoder's: supportCap (default 4K), prefillMax (default context). batchPrefill
+   * (default false) makes prefill() run the batched forward; off, prefill() steps through the prompt.
+   * It is off by default until its GPU test (test/cuda/decode.test.ts) has run on a GPU.
+   */
+  constructor(readonly config: ModelConfig, host: Params, readonly be: CudaBackend,
+    opts: { supportCap?: number; prefillMax?: number; batchPrefill?: boolean } = {}) {
     const c = config;
-    if (!CudaDecoder.supports(c)) throw new ArgumentError('config.attention', 'sparsek, window or dense for cached decoding', c.attention);
+    if (!CudaDecoder.supports(c)) {
+      throw new ArgumentError('config', 'sparsek, window or dense attention in a Llama-style block (RMSNorm, SwiGLU, full RoPE, no biases, tied head) for cached decoding on CUDA', `${c.attention}, ${JSON.stringify(arch(c))}`);
+    }
     const HS = headSize(c);
     const NKV = c.kvHeads;
     const K = c.attention === 'sparsek' ? c.k : 0;
@@ -69,6 +87,8 @@ export class CudaDecoder {
     be.upload(this.p.flat, host.flat);
     this.ringCap = c.attention === 'dense' ? 256 : c.window;
     const supportCap = Math.max(opts.supportCap ?? 4 * c.k, c.k + 1);
+    this.prefillMax = opts.prefillMax === undefined ? c.context : checkInt('opts.prefillMax', opts.prefillMax, 1);
+    this.batchPrefill = opts.batchPrefill ?? false;
     for (let l = 0; l < c.layers; l++) {
       this.layers.push({
         kRing: be.alloc(Math.max(1, NKV * this.ringCap * HS)),
@@ -105,8 +125,15 @@ export class CudaDecoder {
     this.logits = f(c.vocabSize);
   }
 
+  /**
+   * The models step() decodes: sparsek, window or dense attention in the native block (what step()
+   * computes: RMSNorm, SwiGLU, full RoPE, no biases, the head tied to the embedding). Others
+   * (GPT-2, NeoX, Qwen2's biases, untied heads) decode with generate's RecomputeDecoder on the GPU.
+   */
   static supports(c: ModelConfig): boolean {
-    return c.attention === 'sparsek' || c.attention === 'window' || c.attention === 'dense';
+    const a = arch(c);
+    return (c.attention === 'sparsek' || c.attention === 'window' || c.attention === 'dense') && isLlamaBlock(c) &&
+      !a.qkvBias && !a.outBias && !a.mlpBias && a.tieEmbeddings;
   }
 
   get length(): number {
@@ -197,6 +224,107 @@ export class CudaDecoder {
     be.matmulForward(this.logits, this.ln, p.wte, null, 1, C, c.vocabSize);
     this.pos++;
     return be.download(this.logits);
+  }
+
+  /**
+   * Consumes a prompt; returns the logits (V) after its last token, leaving the cache as stepping
+   * through it would. As the CPU Decoder's prefill(): one batched forward over the first
+   * min(T, prefillMax) ids, up to the first support-cap hit; the rest (and a prompt after earlier
+   * steps) step by step. The forward's model (parameters, gradients, activations) lives in device
+   * memory only while this runs.
+   */
+  prefill(ids: number[]): Float32Array {
+    const c = this.config;
+    const V = c.vocabSize;
+    checkPrompt(ids, V);
+    let n = 0; // ids consumed by the batch
+    let logits: Float32Array = new Float32Array(0);
+    if (this.pos === 0 && this.batchPrefill) {
+      const HS = headSize(c);
+      const NH = c.heads;
+      const NKV = c.kvHeads;
+      const W = c.window;
+      const K = c.attention === 'sparsek' ? c.k : 0;
+      const T = Math.min(ids.length, this.prefillMax);
+      // The steps run in fp32 whatever the backend's precision: so does the forward.
+      const be = this.be.precision === 'fp32' ? this.be : new CudaBackend(this.be.rt);
+      const model = new Gpt(c, be);
+      this.copy(model.params.flat, 0, this.p.flat, 0, this.p.flat.length);
+      model.forward(ids.slice(0, T), 1, T);
+      const inputs = model.attentionInputs(); // per layer: k, v (NKV, T, HS), u (NKV, T)
+      const us = inputs.map((a) => (a.u ? be.download(a.u) : null));
+      // Host side: the selectors see the scores in step order (admit()'s slot rule), up to the
+      // first step with a cap hit (its tau was computed before the drop: rows up to it are exact).
+      let capped = false;
+      while (n < T && !capped) {
+        const i = n++;
+        if (c.attention !== 'sparsek') continue;
+        const j = W > 0 ? i - W : i;
+        if (j < 0) continue;
+        for (let l = 0; l < c.layers; l++) {
+          const L = this.layers[l];
+          const u = us[l]!;
+          for (let h = 0; h < NKV; h++) {
+            const sel = L.selectors[h];
+            const uj = u[h * T + j];
+            sel.push(uj, j);
+            if (sel.lastAccepted) {
+              let slot = sel.lastEvicted >= 0 ? L.selPos.subarray(h * K, (h + 1) * K).indexOf(sel.lastEvicted) : sel.selected().length - 1;
+              if (slot < 0) slot = 0; // unreachable, as in admit()
+              L.selPos[h * K + slot] = j;
+              L.selU[h * K + slot] = uj;
+            }
+            if (sel.capHits > 0) capped = true;
+          }
+        }
+      }
+      if (c.attention === 'dense') while (this.ringCap < n) this.growRing();
+      // Device side: ring slot r holds the newest position p < n with p % W = r (dense: p = r);
+      // selected slot s of head h holds selPos. Rows of the forward's (NKV * T, HS) k and v; unused
+      // slots get row 0 (never read: attention reads the first nRing / nSel slots).
+      const ringRows = new Int32Array(NKV * this.ringCap);
+      for (let h = 0; h < NKV; h++) {
+        for (let r = 0; r < this.ringCap; r++) {
+          let p = -1;
+          if (c.attention === 'dense') p = r < n ? r : -1;
+          else if (r < n) p = r + W * Math.floor((n - 1 - r) / W);
+          ringRows[h * this.ringCap + r] = p >= 0 ? h * T + p : 0;
+        }
+      }
+      const rows = be.allocInt(Math.max(1, ringRows.length, NKV * K));
+      const selRows = new Int32Array(NKV * K);
+      const nSel = K > 0 ? this.layers[0].selectors[0].selected().length : 0;
+      for (let l = 0; l < c.layers; l++) {
+        const L = this.layers[l];
+        const { k, v } = inputs[l];
+        if (this.ringCap > 0) {
+          be.uploadInt(rows, ringRows);
+          be.embeddingForward(L.kRing, rows, k, NKV * this.ringCap, HS);
+          be.embeddingForward(L.vRing, rows, v, NKV * this.ringCap, HS);
+          const u = us[l];
+          if (u && W > 0) {
+            for (let h = 0; h < NKV; h++) for (let p = Math.max(0, n - W); p < n; p++) L.ringU[h * W + (p % W)] = u[h * T + p];
+          }
+        }
+        if (K > 0) {
+          for (let h = 0; h < NKV; h++) {
+            for (let s = 0; s < K; s++) selRows[h * K + s] = s < nSel ? h * T + L.selPos[h * K + s] : 0;
+          }
+          be.uploadInt(rows, selRows);
+          be.embeddingForward(L.kSel, rows, k, NKV * K, HS);
+          be.embeddingForward(L.vSel, rows, v, NKV * K, HS);
+        }
+      }
+      this.pos = n;
+      this.selCount = nSel;
+      this.keysLastStep = c.layers * NH * ((c.attention === 'dense' ? n : Math.min(W, n)) + nSel);
+      logits = be.download(be.view(model.logits, (n - 1) * V, V));
+      be.rt.synchronize(); // the gathers read model's buffers: done before they go back to the arena
+      be.free(rows);
+      model.dispose();
+    }
+    for (let t = n; t < ids.length; t++) logits = this.step(ids[t]);
+    return logits;
   }
 
   /** As the CPU decoder's admit(): candidate i - W may enter the selection (step() then writes i into the ring). */

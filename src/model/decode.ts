@@ -11,6 +11,17 @@
 // Qwen2, Mistral); GPT-2 and NeoX imports have no cached form yet and are recomputed too.
 //
 // Equivalence with the full forward (same logits up to float32 rounding) is a test, not a hope.
+//
+// prefill(ids) consumes a prompt with one batched forward of Gpt (gpt.ts) instead of a step per
+// token: the forward's k (after RoPE), v and scores u are replayed through admit(), position by
+// position, which leaves exactly the cache the steps would have left (rings, selected slots,
+// gates' scores, selector state, dense growth). The forward's selection is exact (no support
+// cap), so the batch stops at the first step where a selector hits supportCap (after that the
+// capped decoder and the exact forward part ways); it also stops at prefillMax tokens (default
+// `context`, the batch length the model is built for: the forward's activations, backward scratch
+// included, grow as T (L C + V)). Tokens after either point are stepped one by one: still
+// exact, only slower. (A chunked prefill that carries the cache past prefillMax would need an
+// attention over cache + chunk, which Gpt's forward does not have.)
 
 import { matmulForward } from '../cpu/kernels/matmul.js';
 import { rmsnormForward } from '../cpu/kernels/norm.js';
@@ -18,7 +29,9 @@ import { ropeForward } from '../cpu/kernels/rope.js';
 import { swigluForward } from '../cpu/kernels/activation.js';
 import { CausalSelector } from '../cpu/kernels/selection.js';
 import { ArgumentError } from '../core/errors.js';
+import { checkInt } from '../core/check.js';
 import { ModelConfig, headSize, isLlamaBlock } from './config.js';
+import { Gpt } from './gpt.js';
 import { Params } from './params.js';
 
 /** K/V storage of one (layer, KV head): slot-addressed vectors with positions. */
@@ -91,9 +104,14 @@ export class Decoder {
   private scores: Float64Array;
   private readonly acc: Float64Array;
   private keysLastStep = 0;
+  private readonly prefillMax: number;
   readonly logits: Float32Array;
 
-  constructor(readonly config: ModelConfig, readonly params: Params, opts: { supportCap?: number } = {}) {
+  /**
+   * supportCap: bound of each selector's support list (default 4K; Infinity keeps decoding exact).
+   * prefillMax: longest prefix prefill() runs as one batched forward (default context).
+   */
+  constructor(readonly config: ModelConfig, readonly params: Params, opts: { supportCap?: number; prefillMax?: number } = {}) {
     const c = config;
     if (!isLlamaBlock(c)) {
       throw new ArgumentError('config', 'a Llama-style block (RMSNorm, SwiGLU, full RoPE, sequential residual) for cached decoding; GPT-2 and GPT-NeoX models decode by recomputation (generate())', describeArch(c));
@@ -101,6 +119,7 @@ export class Decoder {
     if (!Decoder.supports(c)) throw new ArgumentError('config.attention', 'sparsek, window or dense for cached decoding', c.attention);
     const HS = headSize(c);
     const supportCap = opts.supportCap ?? 4 * c.k;
+    this.prefillMax = opts.prefillMax === undefined ? c.context : checkInt('opts.prefillMax', opts.prefillMax, 1);
     this.heads = [];
     for (let l = 0; l < c.layers; l++) {
       const row: HeadCache[] = [];
@@ -189,7 +208,7 @@ export class Decoder {
         matmulForward(this.u, this.ln, w.wscore, null, 1, C, NKV);
         for (let h = 0; h < NKV; h++) this.u[h] = this.u[h] + c.scoreSlope * i;
       }
-      for (let h = 0; h < NKV; h++) this.admit(this.heads[l][h], h, i);
+      for (let h = 0; h < NKV; h++) this.admit(this.heads[l][h], i, this.kr, h * HS, this.v, h * HS, this.u[h]);
       for (let hq = 0; hq < NH; hq++) this.attend(this.heads[l][Math.floor(hq / (NH / NKV))], hq, i);
       matmulForward(this.tmp, this.att, w.wo, w.bo, 1, NH * HS, C);
       for (let d = 0; d < C; d++) this.x[d] += this.tmp[d];
@@ -206,20 +225,76 @@ export class Decoder {
     return this.logits;
   }
 
-  /** Brings position i's K/V into the cache of KV head h, and lets position i - W become a candidate. */
-  private admit(hc: HeadCache, h: number, i: number): void {
+  /**
+   * Consumes a prompt (at least one id in [0, V)); returns the logits (V) after its last token, the
+   * same as stepping through it. The decoder is left as the steps would have left it. Batched
+   * through one forward of Gpt over the first min(T, prefillMax) ids, up to the first support-cap
+   * hit (see the file's head); the rest, and a prompt given after earlier steps, go step by step.
+   * Costs a CPU copy of the parameters (and their gradients' buffer) while it runs.
+   */
+  prefill(ids: number[]): Float32Array {
+    const c = this.config;
+    const V = c.vocabSize;
+    checkPrompt(ids, V);
+    let n = 0; // ids consumed by the batch
+    if (this.pos === 0) {
+      const T = Math.min(ids.length, this.prefillMax);
+      const model = Gpt.cpu(c);
+      model.params.flat.set(this.params.flat);
+      model.forward(ids.slice(0, T), 1, T);
+      const HS = headSize(c);
+      const inputs = model.attentionInputs(); // per layer: k, v (NKV, T, HS), u (NKV, T)
+      let capped = false;
+      while (n < T && !capped) {
+        const i = n++;
+        for (let l = 0; l < c.layers; l++) {
+          const { k, v, u } = inputs[l];
+          for (let h = 0; h < c.kvHeads; h++) {
+            const hc = this.heads[l][h];
+            const off = (h * T + i) * HS;
+            this.admit(hc, i, k, off, v, off, u ? u[h * T + i] : 0);
+            // Step i's tau was computed before the cap dropped a score: rows up to i stay exact.
+            if (hc.selector && hc.selector.capHits > 0) capped = true;
+          }
+        }
+      }
+      this.pos = n;
+      this.logits.set(model.logits.subarray((n - 1) * V, n * V));
+      this.keysLastStep = this.keysAt(n - 1);
+      model.dispose();
+    }
+    for (let t = n; t < ids.length; t++) this.step(ids[t]);
+    return this.logits;
+  }
+
+  /** (query head, key) pairs that step i scores over the current cache, summed over layers. */
+  private keysAt(i: number): number {
+    const c = this.config;
+    const nRing = c.attention === 'dense' ? i + 1 : Math.min(c.window, i + 1);
+    let keys = 0;
+    for (const row of this.heads) {
+      for (let hq = 0; hq < c.heads; hq++) keys += nRing + row[Math.floor(hq / (c.heads / c.kvHeads))].selCount;
+    }
+    return keys;
+  }
+
+  /**
+   * Brings position i's K/V (HS each, at k[kOff], v[vOff]) and score u into one KV head's cache, and
+   * lets position i - W become a candidate.
+   */
+  private admit(hc: HeadCache, i: number, k: Float32Array, kOff: number, v: Float32Array, vOff: number, u: number): void {
     const c = this.config;
     const HS = headSize(c);
     const W = c.window;
     if (c.attention === 'dense') {
       if (i === hc.ring!.capacity) hc.ring!.grow();
-      hc.ring!.write(i, i, this.kr, h * HS, this.v, h * HS);
+      hc.ring!.write(i, i, k, kOff, v, vOff);
       return;
     }
     if (hc.selector) {
       const j = W > 0 ? i - W : i; // the new candidate
       if (j >= 0) {
-        const uj = W > 0 ? hc.ring!.u[j % W] : this.u[h];
+        const uj = W > 0 ? hc.ring!.u[j % W] : u;
         hc.selector.push(uj, j);
         if (hc.selector.lastAccepted) {
           const sel = hc.sel!;
@@ -229,11 +304,11 @@ export class Decoder {
             while (sel.pos[slot] !== hc.selector.lastEvicted) slot++;
           } else hc.selCount++;
           if (W > 0) sel.write(slot, j, hc.ring!.k, (j % W) * HS, hc.ring!.v, (j % W) * HS, uj);
-          else sel.write(slot, j, this.kr, h * HS, this.v, h * HS, uj);
+          else sel.write(slot, j, k, kOff, v, vOff, uj);
         }
       }
     }
-    if (W > 0) hc.ring!.write(i % W, i, this.kr, h * HS, this.v, h * HS, hc.selector ? this.u[h] : 0);
+    if (W > 0) hc.ring!.write(i % W, i, k, kOff, v, vOff, hc.selector ? u : 0);
   }
 
   /** att[hq] = softmax-weighted, gated sum over the window and the selected set. */
@@ -282,6 +357,15 @@ export class Decoder {
       for (let d = 0; d < HS; d++) acc[d] += a * sel!.v[r * HS + d];
     }
     for (let d = 0; d < HS; d++) out[qOff + d] = acc[d];
+  }
+}
+
+/** A prompt for prefill(): a non-empty array of token ids in [0, V). */
+export function checkPrompt(ids: unknown, V: number): asserts ids is number[] {
+  if (!Array.isArray(ids) || ids.length === 0) throw new ArgumentError('ids', 'a non-empty array of token ids', ids);
+  for (let t = 0; t < ids.length; t++) {
+    const id: unknown = ids[t];
+    if (!Number.isInteger(id) || (id as number) < 0 || (id as number) >= V) throw new ArgumentError(`ids[${t}]`, `a token id in [0, ${V})`, id);
   }
 }
 

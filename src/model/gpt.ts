@@ -293,6 +293,16 @@ export class Gpt<F = Float32Array, I = Int32Array> {
     else this.be.rmsnormBackward(dinp, dweight, dout, inp, weight, rstd, N, C);
   }
 
+  /**
+   * Per layer, what attention read in the last forward: k (B, NKV, T, HS) after RoPE, v (B, NKV, T, HS)
+   * and the scores u (B, NKV, T) with the slope added (null unless sparsek). The batch's own buffers,
+   * valid until the next forward: cached decoding's prefill (decode.ts) builds its cache from them.
+   */
+  attentionInputs(): { k: F; v: F; u: F | null }[] {
+    if (!this.batch) throw new Error('Gpt.attentionInputs read before any forward');
+    return this.batch.acts.map((a) => ({ k: a.k, v: a.v, u: a.u }));
+  }
+
   /** Per layer, the selected positions of SparseK from the last forward (null for other kinds). */
   selections(): (Selection[] | null)[] {
     return (this.batch?.acts ?? []).map((a) => a.attention.selections());

@@ -99,3 +99,91 @@ describe('generate on CUDA for kinds without a cache (RecomputeDecoder on the GP
     });
   }
 });
+
+// CudaDecoder.prefill: one batched CUDA forward over the prompt must leave the decoder where
+// stepping leaves it. Oracles: the same decoder stepped through the prompt (same device, same
+// tolerance as above: the batched forward's cuBLAS products and attention kernel sum in other
+// orders than a step), and the CPU Decoder stepped (the verified reference). Compared: logits after
+// the prompt and for 20 further steps, stats() (bytes, capHits, keys scored).
+describe('CudaDecoder.prefill equals stepping through the prompt', { skip }, () => {
+  const close = (got: Float32Array, want: Float32Array, what: string) => {
+    const scale = want.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
+    assert.ok(scale > 0.1, `${what}: logits not trivially small`);
+    for (let v = 0; v < want.length; v++) assert.ok(Math.abs(got[v] - want[v]) <= 1e-4 * scale, `${what}, logit ${v}: ${got[v]} vs ${want[v]}`);
+  };
+  const cases: { name: string; over: Parameters<typeof tinyConfig>[0]; T: number; zeroScores?: boolean; precision?: 'bf16' }[] = [
+    { name: 'sparsek K 5 W 4, T 60', over: { attention: 'sparsek', k: 5, window: 4 }, T: 60 },
+    { name: 'sparsek K 6 W 0, T 40', over: { attention: 'sparsek', k: 6, window: 0 }, T: 40 },
+    { name: 'sparsek K 0 W 4, T 30', over: { attention: 'sparsek', k: 0, window: 4 }, T: 30 },
+    { name: 'sparsek K 50 >= T 37, W 3', over: { attention: 'sparsek', k: 50, window: 3, context: 64 }, T: 37 },
+    { name: 'sparsek T 1', over: { attention: 'sparsek', k: 3, window: 2 }, T: 1 },
+    { name: 'sparsek ties (score_proj 0, slope 0): batch stops at the first cap hit', over: { attention: 'sparsek', k: 3, window: 2, scoreSlope: 0, context: 64 }, T: 60, zeroScores: true },
+    { name: 'sparsek prompt 100 > context 32: stepped after the context', over: { attention: 'sparsek', k: 4, window: 3, context: 32 }, T: 100 },
+    { name: 'sparsek on a bf16-precision backend (prefill forward in fp32)', over: { attention: 'sparsek', k: 5, window: 4 }, T: 40, precision: 'bf16' },
+    { name: 'window W 8, T 40', over: { attention: 'window', k: 0, window: 8 }, T: 40 },
+    { name: 'dense, T 300 (past the first growth at 256)', over: { attention: 'dense', k: 0, window: 0, context: 300 }, T: 300 },
+  ];
+  for (const { name, over, T, zeroScores, precision } of cases) {
+    test(name, async () => {
+      const { cudaRuntime } = await import('../../src/cuda/runtime.js');
+      const { c, p } = model(over);
+      if (zeroScores) for (const l of p.layers) l.wscore?.fill(0);
+      const be = precision ? new CudaBackend(cudaRuntime(), { precision }) : new CudaBackend();
+      const pre = new CudaDecoder(c, p, be, { batchPrefill: true });
+      const ref = new CudaDecoder(c, p, be);
+      const cpu = new Decoder(c, p);
+      const ids = randomIds(T + 20, c.vocabSize, 5);
+      const got = Float32Array.from(pre.prefill(ids.slice(0, T)));
+      let want = new Float32Array(0);
+      let wantCpu = new Float32Array(0);
+      for (let t = 0; t < T; t++) {
+        want = Float32Array.from(ref.step(ids[t]));
+        wantCpu = Float32Array.from(cpu.step(ids[t]));
+      }
+      close(got, want, 'after the prompt (GPU stepped)');
+      close(got, wantCpu, 'after the prompt (CPU stepped)');
+      assert.deepEqual(pre.stats(), ref.stats());
+      assert.equal(pre.length, T);
+      if (zeroScores) assert.ok(ref.stats().capHits > 0, 'expected the support cap to be reached');
+      for (let t = T; t < T + 20; t++) {
+        const g = Float32Array.from(pre.step(ids[t]));
+        close(g, ref.step(ids[t]), `step ${t - T + 1} after the prompt (GPU stepped)`);
+        close(g, cpu.step(ids[t]), `step ${t - T + 1} after the prompt (CPU stepped)`);
+      }
+      assert.deepEqual(pre.stats(), ref.stats());
+      pre.dispose();
+      ref.dispose();
+    });
+  }
+
+  test('prefill gives back the device memory of its forward', () => {
+    const { c, p } = model({ attention: 'sparsek', k: 5, window: 4, context: 128 });
+    const be = new CudaBackend();
+    const ids = randomIds(100, c.vocabSize, 3);
+    // A first round warms whatever the backend keeps for good (scratch, workspaces); the second
+    // must end where it began.
+    const warm = new CudaDecoder(c, p, be, { batchPrefill: true });
+    warm.prefill(ids);
+    warm.dispose();
+    const before = be.counters().inUseBytes;
+    const dec = new CudaDecoder(c, p, be, { batchPrefill: true });
+    const held = be.counters().inUseBytes;
+    dec.prefill(ids);
+    assert.equal(be.counters().inUseBytes, held, 'bytes in use after prefill: the cache only');
+    dec.dispose();
+    assert.equal(be.counters().inUseBytes, before);
+  });
+});
+
+describe('CudaDecoder.supports (no GPU needed)', () => {
+  test('admits exactly the models step() computes: Llama-style blocks without biases, tied head', () => {
+    const base = tinyConfig({ attention: 'sparsek', k: 4, window: 3 });
+    assert.equal(CudaDecoder.supports(base), true);
+    assert.equal(CudaDecoder.supports({ ...base, attention: 'window' }), true);
+    assert.equal(CudaDecoder.supports({ ...base, attention: 'qktopk' }), false, 'no cache form');
+    for (const over of [{ norm: 'layer' as const }, { mlp: 'gelu' as const }, { positions: 'learned' as const }, { qkvBias: true },
+      { outBias: true }, { mlpBias: true }, { tieEmbeddings: false }, { parallelResidual: true }, { rotaryDims: 2 }]) {
+      assert.equal(CudaDecoder.supports({ ...base, ...over }), false, JSON.stringify(over));
+    }
+  });
+});
