@@ -11,6 +11,7 @@
 // SPEC.md: section 7 (`--device cuda`).
 
 import type { AdamwStep, AttentionConfig, AttentionLayer, Backend } from '../backend.js';
+import { checkShape } from '../core/check.js';
 import type { AttentionShape } from '../core/check.js';
 import { ArgumentError, ShapeError } from '../core/errors.js';
 import { baselineAttention } from './baselines-layer.js';
@@ -412,11 +413,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
 
   /** attention() for sparsek, dense (W = T) and window: see kernels/attention.ts for the passes. */
   private deviceAttention(c: AttentionConfig, shape: AttentionShape): CudaAttentionLayer {
-    const { B, T, NH, NKV, HS } = shape;
-    for (const [name, x] of [['B', B], ['T', T], ['NH', NH], ['NKV', NKV], ['HS', HS]] as const) {
-      if (!Number.isInteger(x) || x < 1) throw new ArgumentError(`shape.${name}`, 'an integer >= 1', x);
-    }
-    if (NH % NKV !== 0) throw new ArgumentError('shape.NH', `a multiple of shape.NKV (${NKV})`, NH);
+    const { B, T, NH, NKV, HS } = checkShape(shape);
     if (HS > 768) throw new ArgumentError('shape.HS', 'at most 768 on CUDA (the backward keeps 8 key and value rows per block in 48 KiB of shared memory)', HS);
     if (NH > 65535) throw new ArgumentError('shape.NH', 'at most 65535 on CUDA (a grid dimension)', NH);
     if (B * NKV > 65535) throw new ArgumentError('shape.B', `B * NKV <= 65535 on CUDA (a grid dimension; NKV = ${NKV})`, B);

@@ -8,6 +8,7 @@
 // until the backward, as for the other device layers.
 
 import type { AttentionConfig } from '../backend.js';
+import { checkShape } from '../core/check.js';
 import type { AttentionShape } from '../core/check.js';
 import { ArgumentError, ShapeError } from '../core/errors.js';
 import { baselineOptions } from '../cpu/attention-layer.js';
@@ -47,11 +48,7 @@ export function baselineAttention(rt: CudaRuntime, c: AttentionConfig, shape: At
   if (o === null || o.kind === 'dense' || o.kind === 'window') {
     throw new ArgumentError('attention', "'fixed', 'hash' or 'qktopk' (the other kinds have their own CUDA layer)", c.attention);
   }
-  const { B, T, NH, NKV, HS } = shape;
-  for (const [name, x] of [['B', B], ['T', T], ['NH', NH], ['NKV', NKV], ['HS', HS]] as const) {
-    if (!Number.isInteger(x) || x < 1) throw new ArgumentError(`shape.${name}`, 'an integer >= 1', x);
-  }
-  if (NH % NKV !== 0) throw new ArgumentError('shape.NH', `a multiple of shape.NKV (${NKV})`, NH);
+  const { B, T, NH, NKV, HS } = checkShape(shape);
   if (HS > 1024) throw new ArgumentError('shape.HS', 'at most 1024 on CUDA', HS);
   if (NH > 65535) throw new ArgumentError('shape.NH', 'at most 65535 on CUDA (a grid dimension)', NH);
   if (B > 65535) throw new ArgumentError('shape.B', 'at most 65535 on CUDA (a grid dimension)', B);
