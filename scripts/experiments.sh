@@ -61,27 +61,24 @@ train_and_eval() { # name, data flags, attention flags, eval contexts
   done
 }
 
+retrieval() { # task (scripts/TASK.ts), make flags, eval flags: byte-tokenizer corpus, every kind, the task's score
+  local task=$1 make=$2 score=$3
+  node --import tsx "scripts/$task.ts" make --out "$out/$task-data" $make
+  for r in "${lm_runs[@]}"; do
+    local name=${r%%|*}
+    wanted "$name" || continue
+    train_and_eval "$name" "--data $out/$task-data --tokenizer byte" "${r#*|}" ""
+    record "$name" "$(node --import tsx "scripts/$task.ts" eval --checkpoint "$out/$part/$name" $score --device "$device" | tail -1)"
+  done
+}
+
 case "$part" in
   lm)
     for r in "${lm_runs[@]}"; do train_and_eval "${r%%|*}" "--data sotu --vocab 4096" "${r#*|}" "$lm_contexts"; done ;;
   slope)
     for r in "${slope_runs[@]}"; do train_and_eval "${r%%|*}" "--data sotu --vocab 4096" "${r#*|}" "${lm_contexts%% *}"; done ;;
-  passkey)
-    node --import tsx scripts/passkey.ts make --out "$out/passkey-data" --docs 3000 --length 3800 --seed 1
-    for r in "${lm_runs[@]}"; do
-      name=${r%%|*}
-      wanted "$name" || continue
-      train_and_eval "$name" "--data $out/passkey-data --tokenizer byte" "${r#*|}" ""
-      record "$name" "$(node --import tsx scripts/passkey.ts eval --checkpoint "$out/$part/$name" --docs 100 --length 3800 --device "$device" | tail -1)"
-    done ;;
-  recall)
-    node --import tsx scripts/recall.ts make --out "$out/recall-data" --docs 3000 --pairs 240 --seed 1
-    for r in "${lm_runs[@]}"; do
-      name=${r%%|*}
-      wanted "$name" || continue
-      train_and_eval "$name" "--data $out/recall-data --tokenizer byte" "${r#*|}" ""
-      record "$name" "$(node --import tsx scripts/recall.ts eval --checkpoint "$out/$part/$name" --docs 20 --pairs 240 --device "$device" | tail -1)"
-    done ;;
+  passkey) retrieval passkey "--docs 3000 --length 3800 --seed 1" "--docs 100 --length 3800" ;;
+  recall) retrieval recall "--docs 3000 --pairs 240 --seed 1" "--docs 20 --pairs 240" ;;
   *) echo "unknown part $part (lm, slope, passkey or recall)" >&2; exit 2 ;;
 esac
 
