@@ -16,6 +16,7 @@ import { ModelConfig, PRESETS } from '../src/model/config.js';
 import { allocParams, allocParamsOn, initParams } from '../src/model/params.js';
 import { Rng } from '../src/core/random.js';
 import { CudaDecoder } from '../src/cuda/decode.js';
+import { optimizerStep } from './step.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: string) => {
@@ -56,9 +57,7 @@ for (const [attention, precision] of kinds.flatMap((k) => precisions.map((p) => 
     model.forward(ids, B, T, ids);
     model.zeroGrad();
     model.backward();
-    const norm = Math.sqrt(be.sumSquares(model.grads.flat));
-    model.params.views.forEach((p, i) =>
-      be.adamw(p, model.grads.views[i], m.views[i], v.views[i], { lr: 3e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: s + 1, gradScale: norm > 1 ? 1 / norm : 1 }));
+    optimizerStep(be, model, m, v, s + 1);
     be.synchronize();
     if (s >= 2) times.push(performance.now() - t0);
   }

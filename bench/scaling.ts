@@ -19,6 +19,7 @@ import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Precision } from '../src/backend.js';
 import { ModelConfig, PRESETS } from '../src/model/config.js';
+import { optimizerStep } from './step.js';
 
 interface Job { world: number; T: number; B: number; steps: number; precision: Precision; baseline: boolean }
 type ToRank = { type: 'job'; job: Job } | { type: 'id'; id: Uint8Array };
@@ -68,10 +69,7 @@ async function rank(r: number, job: Job, next: () => Promise<Uint8Array>): Promi
       model.zeroGrad();
       model.backward();
       if (withSync) loss = await sync.reduce(be, model.grads.flat, loss);
-      const norm = Math.sqrt(be.sumSquares(model.grads.flat));
-      adamStep++;
-      model.params.views.forEach((p, i) =>
-        be.adamw(p, model.grads.views[i], m.views[i], v.views[i], { lr: 3e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: adamStep, gradScale: norm > 1 ? 1 / norm : 1 }));
+      optimizerStep(be, model, m, v, ++adamStep);
       be.synchronize();
       if (s >= 2) times.push(performance.now() - t0);
       if (!Number.isFinite(loss)) throw new Error(`loss ${loss} at step ${s}`);

@@ -9,6 +9,7 @@ import { Gpt } from '../src/model/gpt.js';
 import { ModelConfig, PRESETS } from '../src/model/config.js';
 import { allocParams, allocParamsOn, initParams } from '../src/model/params.js';
 import { Rng } from '../src/core/random.js';
+import { optimizerStep } from '../bench/step.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: string) => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : fallback);
@@ -56,9 +57,7 @@ for (let s = 0; s < steps + 1; s++) {
   model.forward(ids, 1, T, ids);
   model.zeroGrad();
   model.backward();
-  const norm = Math.sqrt(be.sumSquares(model.grads.flat));
-  model.params.views.forEach((p, i) =>
-    be.adamw(p, model.grads.views[i], m.views[i], v.views[i], { lr: 3e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: s + 1, gradScale: 1 / Math.max(1, norm) }));
+  optimizerStep(be, model, m, v, s + 1);
   raw.synchronize();
   if (s > 0) wall += performance.now() - t0;
 }
