@@ -17,7 +17,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ArgumentError, ShapeError } from '../../src/core/errors.js';
-import { cudaAvailability } from '../../src/cuda/runtime.js';
 import { CudaBackend } from '../../src/cuda/backend.js';
 import type { CudaBuffer } from '../../src/cuda/backend.js';
 import type { AttentionShape } from '../../src/core/check.js';
@@ -25,33 +24,9 @@ import type { AttentionConfig } from '../../src/backend.js';
 import { patternAttentionBackward, patternAttentionForward, planSparsek, sparsekAttentionBackwardInto, sparsekAttentionForwardInto } from '../../src/cpu/kernels/attention.js';
 import { baselinePattern } from '../../src/cpu/kernels/baselines.js';
 import { makeAttention } from '../../src/cpu/attention-layer.js';
+import { backend, gpuTest, rand, dev } from './gpu.js';
+import { rng } from '../helpers.js';
 
-const avail = cudaAvailability();
-const skip = avail.available ? false : `no CUDA device: ${avail.reason}`;
-
-let cached: CudaBackend | null = null;
-function backend(): CudaBackend {
-  if (cached === null) cached = new CudaBackend();
-  return cached;
-}
-
-function gpuTest(name: string, fn: () => void): void {
-  test(name, { skip }, fn);
-}
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-    s = (s ^ (s >>> 12)) >>> 0;
-    return s / 2 ** 32;
-  };
-}
-function rand(n: number, seed: number): Float32Array {
-  const r = rng(seed), a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = r() * 2 - 1;
-  return a;
-}
 
 type Scores = 'spread' | 'ties' | 'equal' | 'slope';
 /** u (B*NKV*T): spread in [-3, 3); ties: 4 levels, 0.5 apart (exact ties); equal: all 0.25; slope: 0.05 t + noise. */
@@ -62,13 +37,6 @@ function scores(n: number, T: number, mode: Scores, seed: number): Float32Array 
     u[x] = mode === 'spread' ? (r() * 2 - 1) * 3 : mode === 'ties' ? Math.floor(r() * 4) / 2 : mode === 'equal' ? 0.25 : 0.05 * t + r() * 0.5;
   }
   return u;
-}
-
-function dev(a: Float32Array): CudaBuffer {
-  const be = backend();
-  const b = be.alloc(a.length);
-  be.upload(b, a);
-  return b;
 }
 
 /** max |got - want| / max |want| <= tol (both zero counts as 0); returns the ratio. */

@@ -23,21 +23,10 @@ import { geluBackward, geluErfBackward, geluErfForward, geluForward, swigluBackw
 import { crossEntropyBackward, crossEntropyForward } from '../../src/cpu/kernels/loss.js';
 import { makeAttention } from '../../src/cpu/attention-layer.js';
 import { rng } from '../helpers.js';
+import { backend, gpuTest, rand, dev, devInt } from './gpu.js';
 
 const avail = cudaAvailability();
-const skip = avail.available ? false : `no CUDA device: ${avail.reason}`;
 
-let cached: CudaBackend | null = null;
-function backend(): CudaBackend {
-  if (cached === null) cached = new CudaBackend();
-  return cached;
-}
-
-function rand(n: number, seed: number, scale = 1, offset = 0): Float32Array {
-  const r = rng(seed), a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = offset + (r() * 2 - 1) * scale;
-  return a;
-}
 function randInts(n: number, seed: number, lo: number, hi: number): Int32Array {
   const r = rng(seed), a = new Int32Array(n);
   for (let i = 0; i < n; i++) a[i] = lo + Math.floor(r() * (hi - lo));
@@ -60,25 +49,6 @@ function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, atol: numb
 }
 function assertExact(got: Float32Array, want: Float32Array, what: string): void {
   assertWithin(got, want, () => 0, what);
-}
-
-/** A device copy of a; freed by the caller through the backend (or left to the test's end). */
-function dev(a: Float32Array): CudaBuffer {
-  const be = backend();
-  const b = be.alloc(a.length);
-  be.upload(b, a);
-  return b;
-}
-function devInt(a: Int32Array): CudaIntBuffer {
-  const be = backend();
-  const b = be.allocInt(a.length);
-  be.uploadInt(b, a);
-  return b;
-}
-
-// Every test is skipped one by one when CUDA is absent, so the run's summary counts them as skipped.
-function gpuTest(name: string, fn: () => void): void {
-  test(name, { skip }, fn);
 }
 
 describe('CUDA backend against the CPU kernels', () => {

@@ -19,7 +19,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ArgumentError, ShapeError } from '../../src/core/errors.js';
-import { cudaAvailability } from '../../src/cuda/runtime.js';
 import { CudaBackend } from '../../src/cuda/backend.js';
 import type { CudaBuffer } from '../../src/cuda/backend.js';
 import { baselineAttention } from '../../src/cuda/baselines-layer.js';
@@ -29,33 +28,8 @@ import { patternAttentionBackward, patternAttentionForward } from '../../src/cpu
 import { baselinePattern } from '../../src/cpu/kernels/baselines.js';
 import { baselineOptions } from '../../src/cpu/attention-layer.js';
 import type { BaselineOptions } from '../../src/cpu/kernels/baselines.js';
+import { backend, gpuTest, rand, dev } from './gpu.js';
 
-const avail = cudaAvailability();
-const skip = avail.available ? false : `no CUDA device: ${avail.reason}`;
-
-let cached: CudaBackend | null = null;
-function backend(): CudaBackend {
-  if (cached === null) cached = new CudaBackend();
-  return cached;
-}
-
-function gpuTest(name: string, fn: () => void): void {
-  test(name, { skip }, fn);
-}
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-    s = (s ^ (s >>> 12)) >>> 0;
-    return s / 2 ** 32;
-  };
-}
-function rand(n: number, seed: number): Float32Array {
-  const r = rng(seed), a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = r() * 2 - 1;
-  return a;
-}
 
 type Keys = 'random' | 'period3' | 'equal';
 /** k (B, NKV, T, HS): random; period3: row j equals row j mod 3 of its head (exact score ties); equal: every row of a head equal. */
@@ -68,13 +42,6 @@ function keys(s: AttentionShape, mode: Keys, seed: number): Float32Array {
     for (let j = period; j < T; j++) k.copyWithin((bh * T + j) * HS, (bh * T + (j % period)) * HS, (bh * T + (j % period) + 1) * HS);
   }
   return k;
-}
-
-function dev(a: Float32Array): CudaBuffer {
-  const be = backend();
-  const b = be.alloc(a.length);
-  be.upload(b, a);
-  return b;
 }
 
 /** max |got - want| / max |want| <= tol (both zero counts as 0); returns the ratio. */
