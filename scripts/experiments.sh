@@ -6,14 +6,17 @@
 #   slope     SparseK + window with eps = 0, 0.01 and 0.05, and with K:W = 128:384 and 384:128
 #   passkey   the passkey retrieval task (src/data/passkey.ts) at 4K characters with the byte tokenizer
 #   recall    multi-query associative recall (src/data/recall.ts): 240 facts, then 240 queries, ~3.9K characters
+#   gap       the same with 48 one-letter keys and 3,200 characters of filler between facts and queries,
+#             so that every fact is beyond a 512-key window (~3.8K characters)
 # Each run folder keeps config.json and metrics.jsonl; results.jsonl gathers one JSON line per
 # evaluation. Model: 6 layers, width 384, 6 heads (HS = 64), same steps and batch for all.
 # Environment: STEPS (default 300), BATCH (default 2), EXP_OUT (default runs/exp), COPY (a folder to copy
 # the small outputs to, e.g. $OUT of the device tool); for a quick check elsewhere, DEVICE (cuda),
 # MODEL (the model flags) and EVAL_T (the evaluation contexts of lm); ONLY (the run names to do, any
-# part), LR (peak learning rate) and SEED (training seed) for all runs of the call.
+# part), LR (peak learning rate) and SEED (training seed) for all runs of the call; PARALLEL (how many
+# runs train at once on the one GPU, default 1: these small models leave most of an H100 idle).
 set -euo pipefail
-part=${1:?usage: scripts/experiments.sh lm|slope|passkey|recall}
+part=${1:?usage: scripts/experiments.sh lm|slope|passkey|recall|gap}
 steps=${STEPS:-300}
 batch=${BATCH:-2}
 out=${EXP_OUT:-runs/exp}
@@ -49,6 +52,17 @@ record() { # name, then a JSON line from eval or passkey
 
 wanted() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
+parallel=${PARALLEL:-1}
+spawn() { # runs "$@" in the background, keeping at most $parallel jobs running
+  while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n || true; done
+  "$@" &
+}
+finish() { # waits for every job; fails if any failed
+  local failed=0
+  for j in $(jobs -p); do wait "$j" || failed=1; done
+  return $failed
+}
+
 train_and_eval() { # name, data flags, attention flags, eval contexts
   local name=$1 data=$2 flags=$3 contexts=$4 dir="$out/$part/$1"
   wanted "$name" || return 0
@@ -61,25 +75,31 @@ train_and_eval() { # name, data flags, attention flags, eval contexts
   done
 }
 
+retrieval_one() { # task, eval flags, run name, attention flags
+  train_and_eval "$3" "--data $out/$part-data --tokenizer byte" "$4" ""
+  record "$3" "$(node --import tsx "scripts/$1.ts" eval --checkpoint "$out/$part/$3" $2 --device "$device" | tail -1)"
+}
+
 retrieval() { # task (scripts/TASK.ts), make flags, eval flags: byte-tokenizer corpus, every kind, the task's score
   local task=$1 make=$2 score=$3
-  node --import tsx "scripts/$task.ts" make --out "$out/$task-data" $make
+  node --import tsx "scripts/$task.ts" make --out "$out/$part-data" $make
   for r in "${lm_runs[@]}"; do
-    local name=${r%%|*}
-    wanted "$name" || continue
-    train_and_eval "$name" "--data $out/$task-data --tokenizer byte" "${r#*|}" ""
-    record "$name" "$(node --import tsx "scripts/$task.ts" eval --checkpoint "$out/$part/$name" $score --device "$device" | tail -1)"
+    wanted "${r%%|*}" && spawn retrieval_one "$task" "$score" "${r%%|*}" "${r#*|}"
   done
+  finish
 }
 
 case "$part" in
   lm)
-    for r in "${lm_runs[@]}"; do train_and_eval "${r%%|*}" "--data sotu --vocab 4096" "${r#*|}" "$lm_contexts"; done ;;
+    for r in "${lm_runs[@]}"; do spawn train_and_eval "${r%%|*}" "--data sotu --vocab 4096" "${r#*|}" "$lm_contexts"; done
+    finish ;;
   slope)
-    for r in "${slope_runs[@]}"; do train_and_eval "${r%%|*}" "--data sotu --vocab 4096" "${r#*|}" "${lm_contexts%% *}"; done ;;
+    for r in "${slope_runs[@]}"; do spawn train_and_eval "${r%%|*}" "--data sotu --vocab 4096" "${r#*|}" "${lm_contexts%% *}"; done
+    finish ;;
   passkey) retrieval passkey "--docs 3000 --length 3800 --seed 1" "--docs 100 --length 3800" ;;
   recall) retrieval recall "--docs 3000 --pairs 240 --seed 1" "--docs 20 --pairs 240" ;;
-  *) echo "unknown part $part (lm, slope, passkey or recall)" >&2; exit 2 ;;
+  gap) retrieval recall "--docs 3000 --pairs 48 --key-length 1 --gap 3200 --seed 1" "--docs 20 --pairs 48 --key-length 1 --gap 3200" ;;
+  *) echo "unknown part $part (lm, slope, passkey, recall or gap)" >&2; exit 2 ;;
 esac
 
 if [ -n "${COPY:-}" ]; then

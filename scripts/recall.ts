@@ -1,7 +1,7 @@
 // The multi-query associative recall experiment of issue 7 (src/data/recall.ts), around the CLI:
-//   node --import tsx scripts/recall.ts make --out data/recall --docs 3000 --pairs 240 --seed 1
+//   node --import tsx scripts/recall.ts make --out data/recall --docs 3000 --pairs 240 --seed 1 [--key-length 3] [--gap 0]
 //       writes a folder of documents to train on: `sparsek train --data data/recall --tokenizer byte ...`
-//   node --import tsx scripts/recall.ts eval --checkpoint runs/x --docs 20 --pairs 240 [--near 512] [--device cuda]
+//   node --import tsx scripts/recall.ts eval --checkpoint runs/x --docs 20 --pairs 240 [--key-length 3] [--gap 0] [--near 512] [--device cuda]
 //       scores fresh documents (a seed no `make` uses); last line JSON {nearAccuracy, farAccuracy, ...}:
 //       value digits whose fact is at most --near characters back, and those further back (chance 0.1)
 import fs from 'node:fs';
@@ -18,9 +18,11 @@ const flag = (name: string, fallback?: string): string => {
   return fallback;
 };
 
+const shape = () => ({ pairs: Number(flag('pairs', '240')), keyLength: Number(flag('key-length', '3')), gap: Number(flag('gap', '0')) });
+
 if (command === 'make') {
   const out = flag('out');
-  const docs = recallDocuments(Number(flag('docs', '3000')), { pairs: Number(flag('pairs', '240')), seed: Number(flag('seed', '1')) });
+  const docs = recallDocuments(Number(flag('docs', '3000')), { ...shape(), seed: Number(flag('seed', '1')) });
   fs.mkdirSync(out, { recursive: true });
   for (let d = 0; d < docs.length; d++) await writeFileAtomic(path.join(out, `${String(d).padStart(5, '0')}.txt`), docs[d].text);
   console.log(JSON.stringify({ out, docs: docs.length, chars: docs.reduce((a, d) => a + d.text.length, 0) }));
@@ -29,7 +31,7 @@ if (command === 'make') {
   const n = Number(flag('docs', '20'));
   const near = Number(flag('near', '512'));
   const model = await loadModel(dir, { device: flag('device', 'cpu') as 'cpu' | 'cuda' });
-  const docs = recallDocuments(n, { pairs: Number(flag('pairs', '240')), seed: 1_000_003 });
+  const docs = recallDocuments(n, { ...shape(), seed: 1_000_003 });
   const sum = { nearCorrect: 0, nearTotal: 0, farCorrect: 0, farTotal: 0 };
   for (const doc of docs) {
     const ids = model.tokenizer.encode(doc.text);

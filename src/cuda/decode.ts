@@ -4,7 +4,7 @@
 // every position, grown by doubling, for comparison). The scalar side (scores, positions and the
 // CausalSelector that decides admissions and evictions) stays on the host: it is a few numbers per
 // head and step, and each step downloads only the NKV new scores per layer.
-// With batchPrefill (off by default until its GPU test has run on a GPU; off, prefill steps),
+// With batchPrefill (the default; off, prefill steps through the prompt token by token),
 // prefill(ids) runs the prompt through one forward of the CUDA Gpt (fp32), replays the scores
 // through the host selectors as the steps would, and gathers the rings' and selected slots' K/V
 // from the forward's k and v with the embedding gather (one launch per buffer and layer); the
@@ -71,8 +71,8 @@ export class CudaDecoder {
 
   /**
    * Options as the CPU Decoder's: supportCap (default 4K), prefillMax (default context). batchPrefill
-   * (default false) makes prefill() run the batched forward; off, prefill() steps through the prompt.
-   * It is off by default until its GPU test (test/cuda/decode.test.ts) has run on a GPU.
+   * (default true) makes prefill() run the batched forward; false, prefill() steps through the prompt
+   * (the reference test/cuda/decode.test.ts compares with).
    */
   constructor(readonly config: ModelConfig, host: Params, readonly be: CudaBackend,
     opts: { supportCap?: number; prefillMax?: number; batchPrefill?: boolean } = {}) {
@@ -88,7 +88,7 @@ export class CudaDecoder {
     this.ringCap = c.attention === 'dense' ? 256 : c.window;
     const supportCap = Math.max(opts.supportCap ?? 4 * c.k, c.k + 1);
     this.prefillMax = opts.prefillMax === undefined ? c.context : checkInt('opts.prefillMax', opts.prefillMax, 1);
-    this.batchPrefill = opts.batchPrefill ?? false;
+    this.batchPrefill = opts.batchPrefill ?? true;
     for (let l = 0; l < c.layers; l++) {
       this.layers.push({
         kRing: be.alloc(Math.max(1, NKV * this.ringCap * HS)),

@@ -10,7 +10,8 @@
 import { ArgumentError } from '../core/errors.js';
 import { Rng } from '../core/random.js';
 
-const FILLER = 'The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ';
+/** The repetitive filler sentence of the passkey documents (and of recall documents' gaps). */
+export const FILLER = 'The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ';
 const QUESTION = 'What is the pass key? The pass key is ';
 
 /** One passkey document, with where its key sentence starts and the key itself. */

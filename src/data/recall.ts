@@ -9,6 +9,7 @@
 
 import { ArgumentError } from '../core/errors.js';
 import { Rng } from '../core/random.js';
+import { FILLER } from './passkey.js';
 
 /** One recall document and, per query, where its value digits are and how far back its fact is. */
 export interface RecallDocument {
@@ -17,28 +18,51 @@ export interface RecallDocument {
   queries: { at: number; distance: number }[];
 }
 
+/** What recallDocuments makes: `pairs` facts per document, keys of `keyLength` characters, and `gap` filler characters between facts and queries. */
+export interface RecallOptions {
+  pairs: number;
+  seed: number;
+  /** Characters per key (default 3, over a-z). 1 uses the 52 letters a-z and A-Z, so that a key is one byte token. */
+  keyLength?: number;
+  /** Characters of filler (passkey's sentences) between the facts and the queries (default 0): with a gap longer
+   * than a window, no query's fact is within the window. */
+  gap?: number;
+}
+
 /**
  * n documents of `pairs` facts each, then the same keys queried in a shuffled order.
  * @example
  *   const [d] = recallDocuments(1, { pairs: 3, seed: 1 });
  *   d.text   // e.g. 'Facts: qzf=37, abk=05, rrt=90. Recall: abk=05. qzf=37. rrt=90.'
+ *   recallDocuments(1, { pairs: 3, seed: 1, keyLength: 1, gap: 40 })[0].text
+ *            // e.g. 'Facts: Q=37, b=05, r=90. The grass is green. The sky is blue. Recall: b=05. Q=37. r=90.'
  */
-export function recallDocuments(n: number, opts: { pairs: number; seed: number }): RecallDocument[] {
+export function recallDocuments(n: number, opts: RecallOptions): RecallDocument[] {
+  const { keyLength = 3, gap = 0 } = opts;
   if (!Number.isInteger(n) || n < 1) throw new ArgumentError('n', 'an integer >= 1', n);
-  if (!Number.isInteger(opts.pairs) || opts.pairs < 1 || opts.pairs > 10000) throw new ArgumentError('pairs', 'an integer in [1, 10000]', opts.pairs);
+  if (!Number.isInteger(keyLength) || keyLength < 1 || keyLength > 8) throw new ArgumentError('keyLength', 'an integer in [1, 8]', keyLength);
+  const letters = keyLength === 1 ? 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ' : 'abcdefghijklmnopqrstuvwxyz';
+  const maxPairs = Math.min(10000, letters.length ** keyLength);
+  if (!Number.isInteger(opts.pairs) || opts.pairs < 1 || opts.pairs > maxPairs) {
+    throw new ArgumentError('pairs', `an integer in [1, ${maxPairs}] (distinct keys of ${keyLength} character${keyLength > 1 ? 's' : ''})`, opts.pairs);
+  }
+  if (!Number.isInteger(gap) || gap < 0) throw new ArgumentError('gap', 'an integer >= 0 (filler characters)', gap);
   const rng = new Rng(opts.seed);
-  const letters = 'abcdefghijklmnopqrstuvwxyz';
   const docs: RecallDocument[] = [];
   for (let d = 0; d < n; d++) {
     const keys = new Set<string>();
-    while (keys.size < opts.pairs) keys.add(Array.from({ length: 3 }, () => letters[rng.int(26)]).join(''));
+    while (keys.size < opts.pairs) keys.add(Array.from({ length: keyLength }, () => letters[rng.int(letters.length)]).join(''));
     const facts = [...keys].map((k) => ({ key: k, value: String(rng.int(100)).padStart(2, '0') }));
     let text = 'Facts: ';
     const factAt = new Map<string, number>();
     facts.forEach((f, i) => {
-      factAt.set(f.key, text.length + 4); // the value's first digit
+      factAt.set(f.key, text.length + keyLength + 1); // the value's first digit
       text += `${f.key}=${f.value}${i + 1 < facts.length ? ', ' : '. '}`;
     });
+    if (gap > 0) {
+      const from = rng.int(FILLER.length); // a varying phase, so that the filler is not one fixed string
+      text += FILLER.repeat(Math.ceil((gap + from) / FILLER.length) + 1).slice(from, from + gap).trimEnd() + ' ';
+    }
     text += 'Recall: ';
     const order = facts.map((_, i) => i);
     for (let i = order.length - 1; i > 0; i--) {
@@ -48,7 +72,7 @@ export function recallDocuments(n: number, opts: { pairs: number; seed: number }
     const queries: RecallDocument['queries'] = [];
     order.forEach((i, q) => {
       const f = facts[i];
-      const at = text.length + 4;
+      const at = text.length + keyLength + 1;
       queries.push({ at, distance: at - (factAt.get(f.key) as number) });
       text += `${f.key}=${f.value}.${q + 1 < order.length ? ' ' : ''}`;
     });

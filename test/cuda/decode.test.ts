@@ -129,8 +129,8 @@ describe('CudaDecoder.prefill equals stepping through the prompt', { skip }, () 
       const { c, p } = model(over);
       if (zeroScores) for (const l of p.layers) l.wscore?.fill(0);
       const be = precision ? new CudaBackend(cudaRuntime(), { precision }) : new CudaBackend();
-      const pre = new CudaDecoder(c, p, be, { batchPrefill: true });
-      const ref = new CudaDecoder(c, p, be);
+      const pre = new CudaDecoder(c, p, be);
+      const ref = new CudaDecoder(c, p, be, { batchPrefill: false });
       const cpu = new Decoder(c, p);
       const ids = randomIds(T + 20, c.vocabSize, 5);
       const got = Float32Array.from(pre.prefill(ids.slice(0, T)));
@@ -162,11 +162,11 @@ describe('CudaDecoder.prefill equals stepping through the prompt', { skip }, () 
     const ids = randomIds(100, c.vocabSize, 3);
     // A first round warms whatever the backend keeps for good (scratch, workspaces); the second
     // must end where it began.
-    const warm = new CudaDecoder(c, p, be, { batchPrefill: true });
+    const warm = new CudaDecoder(c, p, be);
     warm.prefill(ids);
     warm.dispose();
     const before = be.counters().inUseBytes;
-    const dec = new CudaDecoder(c, p, be, { batchPrefill: true });
+    const dec = new CudaDecoder(c, p, be);
     const held = be.counters().inUseBytes;
     dec.prefill(ids);
     assert.equal(be.counters().inUseBytes, held, 'bytes in use after prefill: the cache only');

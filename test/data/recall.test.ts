@@ -28,6 +28,28 @@ describe('recall documents', () => {
     assert.throws(() => recallDocuments(1, { pairs: 0, seed: 1 }), /pairs/);
   });
 
+  test('one-character keys and a filler gap: every fact is at least the gap back, and keys stay distinct', () => {
+    const gap = 600;
+    const docs = recallDocuments(10, { pairs: 48, seed: 3, keyLength: 1, gap });
+    for (const d of docs) {
+      const [factPart, recallPart] = d.text.split('Recall: ');
+      const facts = new Map([...factPart.matchAll(/(?:^Facts: |, )([a-zA-Z])=(\d\d)/g)].map((m) => [m[1], m[2]]));
+      assert.equal(facts.size, 48, 'distinct one-letter keys');
+      assert.ok(factPart.includes('The grass is green.') || factPart.includes('The sky is blue.'), 'the gap is filler');
+      for (const q of d.queries) {
+        const key = d.text[q.at - 2];
+        assert.equal(d.text[q.at - 1], '=');
+        assert.equal(d.text.slice(q.at, q.at + 2), facts.get(key));
+        assert.equal(d.text.slice(q.at - q.distance - 2, q.at - q.distance + 2), `${key}=${facts.get(key)}`, 'distance points at the fact');
+        assert.ok(q.distance > gap, `distance ${q.distance} beyond the gap`);
+      }
+      assert.equal(recallPart.split('. ').length, 48);
+    }
+    assert.throws(() => recallDocuments(1, { pairs: 53, seed: 1, keyLength: 1 }), /pairs.*\[1, 52\]/);
+    assert.throws(() => recallDocuments(1, { pairs: 5, seed: 1, gap: -1 }), /gap/);
+    assert.throws(() => recallDocuments(1, { pairs: 5, seed: 1, keyLength: 0 }), /keyLength/);
+  });
+
   test('scoring counts right argmaxes at the value digits, split by distance', () => {
     const tok = new ByteTokenizer();
     const [d] = recallDocuments(1, { pairs: 30, seed: 5 });
