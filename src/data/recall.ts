@@ -25,8 +25,9 @@ export interface RecallOptions {
   /** Characters per key (default 3, over a-z). 1 uses the 52 letters a-z and A-Z, so that a key is one byte token. */
   keyLength?: number;
   /** Characters of filler (passkey's sentences) between the facts and the queries (default 0): with a gap longer
-   * than a window, no query's fact is within the window. */
-  gap?: number;
+   * than a window, no query's fact is within the window. [min, max]: each document draws its gap uniformly,
+   * so that a corpus mixes easy (near) and hard (far) retrievals. */
+  gap?: number | [number, number];
 }
 
 /**
@@ -46,7 +47,10 @@ export function recallDocuments(n: number, opts: RecallOptions): RecallDocument[
   if (!Number.isInteger(opts.pairs) || opts.pairs < 1 || opts.pairs > maxPairs) {
     throw new ArgumentError('pairs', `an integer in [1, ${maxPairs}] (distinct keys of ${keyLength} character${keyLength > 1 ? 's' : ''})`, opts.pairs);
   }
-  if (!Number.isInteger(gap) || gap < 0) throw new ArgumentError('gap', 'an integer >= 0 (filler characters)', gap);
+  const [gapMin, gapMax] = typeof gap === 'number' ? [gap, gap] : gap;
+  if (!Number.isInteger(gapMin) || !Number.isInteger(gapMax) || gapMin < 0 || gapMax < gapMin) {
+    throw new ArgumentError('gap', 'an integer >= 0, or [min, max] with 0 <= min <= max (filler characters)', gap);
+  }
   const rng = new Rng(opts.seed);
   const docs: RecallDocument[] = [];
   for (let d = 0; d < n; d++) {
@@ -59,9 +63,10 @@ export function recallDocuments(n: number, opts: RecallOptions): RecallDocument[
       factAt.set(f.key, text.length + keyLength + 1); // the value's first digit
       text += `${f.key}=${f.value}${i + 1 < facts.length ? ', ' : '. '}`;
     });
-    if (gap > 0) {
+    const gapChars = gapMin + rng.int(gapMax - gapMin + 1);
+    if (gapChars > 0) {
       const from = rng.int(FILLER.length); // a varying phase, so that the filler is not one fixed string
-      text += FILLER.repeat(Math.ceil((gap + from) / FILLER.length) + 1).slice(from, from + gap).trimEnd() + ' ';
+      text += FILLER.repeat(Math.ceil((gapChars + from) / FILLER.length) + 1).slice(from, from + gapChars).trimEnd() + ' ';
     }
     text += 'Recall: ';
     const order = facts.map((_, i) => i);

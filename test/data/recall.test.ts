@@ -47,7 +47,17 @@ describe('recall documents', () => {
     }
     assert.throws(() => recallDocuments(1, { pairs: 53, seed: 1, keyLength: 1 }), /pairs.*\[1, 52\]/);
     assert.throws(() => recallDocuments(1, { pairs: 5, seed: 1, gap: -1 }), /gap/);
+    assert.throws(() => recallDocuments(1, { pairs: 5, seed: 1, gap: [10, 5] }), /gap/);
     assert.throws(() => recallDocuments(1, { pairs: 5, seed: 1, keyLength: 0 }), /keyLength/);
+  });
+
+  test('a gap range draws each document\'s gap within it: both near and far facts occur', () => {
+    const docs = recallDocuments(40, { pairs: 16, seed: 4, keyLength: 1, gap: [0, 1000] });
+    const fillers = docs.map((d) => d.text.split('Recall: ')[0].replace(/^Facts: .*?\. /, '').length);
+    assert.ok(Math.min(...fillers) < 300 && Math.max(...fillers) > 700, `gaps spread over the range: ${Math.min(...fillers)}..${Math.max(...fillers)}`);
+    for (const n of fillers) assert.ok(n <= 1001, `gap ${n} within the range (plus its separator)`);
+    const distances = docs.flatMap((d) => d.queries.map((q) => q.distance));
+    assert.ok(distances.some((x) => x <= 200) && distances.some((x) => x > 900), 'near and far facts');
   });
 
   test('scoring counts right argmaxes at the value digits, split by distance', () => {
