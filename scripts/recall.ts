@@ -1,5 +1,5 @@
 // The multi-query associative recall experiment of issue 7 (src/data/recall.ts), around the CLI:
-//   node --import tsx scripts/recall.ts make --out data/recall --docs 3000 --pairs 240 --seed 1 [--key-length 3] [--gap 0 | --gap MIN:MAX]
+//   node --import tsx scripts/recall.ts make --out data/recall --docs 3000 --pairs 240 --seed 1 [--key-length 3] [--gap 0 | --gap MIN:MAX] [--style text|compact]
 //       writes a folder of documents to train on: `sparsek train --data data/recall --tokenizer byte ...`
 //   node --import tsx scripts/recall.ts eval --checkpoint runs/x --docs 20 --pairs 240 [--key-length 3] [--gap 0] [--near 512] [--device cuda]
 //       scores fresh documents (a seed no `make` uses); last line JSON {nearAccuracy, farAccuracy, ...}:
@@ -23,7 +23,7 @@ const gapFlag = (): number | [number, number] => {
   const g = flag('gap', '0').split(':').map(Number);
   return g.length === 2 ? [g[0], g[1]] : g[0];
 };
-const shape = () => ({ pairs: Number(flag('pairs', '240')), keyLength: Number(flag('key-length', '3')), gap: gapFlag() });
+const shape = () => ({ pairs: Number(flag('pairs', '240')), keyLength: Number(flag('key-length', '3')), gap: gapFlag(), style: flag('style', 'text') as 'text' | 'compact' });
 
 if (command === 'make') {
   const out = flag('out');

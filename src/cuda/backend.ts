@@ -443,8 +443,15 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     let st: AttentionState | null = null;
     let last: { out: CudaBuffer; q: CudaBuffer; k: CudaBuffer; v: CudaBuffer; u: CudaBuffer | null } | null = null;
     const nothing = 0n; // the pointer passed for a SEL-only argument of a window kernel, which never reads it
+    // The tensor-core kernels read only each block's first selection row (SPEC section 3's block
+    // property), so their forward writes those; plan() fills in every row on demand.
+    let rowsComplete = false;
     const plan = (): { tau: Float64Array; count: Int32Array; sel: Int32Array; K: number } | null => {
       if (!sparse || st === null || st.tau === null || st.count === null || st.sel === null) return null;
+      if (!rowsComplete && last?.u) {
+        this.sparsekSelect(st, last.u, BH, T, K, W, true);
+        rowsComplete = true;
+      }
       return { tau: this.downloadRaw(st.tau, new Float64Array(nu)), count: this.downloadRaw(st.count, new Int32Array(nu)),
         sel: this.downloadRaw(st.sel, new Int32Array(nu * K)), K };
     };
@@ -471,7 +478,10 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           }
         }
         const s = st;
-        if (sparse && u !== null) this.sparsekSelect(s, u, BH, T, K, W);
+        if (sparse && u !== null) {
+          rowsComplete = tc === null;
+          this.sparsekSelect(s, u, BH, T, K, W, rowsComplete);
+        }
         else if (selects) this.selectNothing(s, BH, T, W);
         last = { out, q, k, v, u };
         if (tc !== null && s.tau && s.thk && s.count && s.sel) {
@@ -568,9 +578,10 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * SparseK's selection of every (b, KV head) row into s, exactly as the CPU's CausalSelector
    * (kernels/selection-fast.ts, O(T log^2 T) per row, parallel over queries): a merge-sort tree of
    * each row's scores, one anchor per block of 64 queries, the anchors' rows, then every query's
-   * tau, thk, count, nfree and row; then each key's interval of attending queries.
+   * tau, thk, count, nfree and, with allRows, row (else only the rows of queries 64 b, which the
+   * tensor-core kernels read); then each key's interval of attending queries.
    */
-  private sparsekSelect(s: AttentionState, u: CudaBuffer, BH: number, T: number, K: number, W: number): void {
+  private sparsekSelect(s: AttentionState, u: CudaBuffer, BH: number, T: number, K: number, W: number, allRows: boolean): void {
     if (s.tau === null || s.thk === null || s.count === null || s.nfree === null || s.sel === null || s.e === null) return;
     const { d, Tx, NL, nb } = fsGeometry(T, W);
     const lvl = BH * Tx;
@@ -605,7 +616,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     this.launch('sparsek_fs_anchor', fsAnchorSource, Math.ceil((BH * (nb + 1)) / 4), 128, [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
     this.launch('sparsek_fs_rows', fsRowsSource, [nb, BH, 1], FS_ROWS_THREADS, [s.sel, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, T, 6],
       4 * Math.ceil(Tx / 32));
-    const all = { ALL: true };
+    const all = { ALL: allRows };
     this.launch(fsBlockName(all), () => fsBlockSource(all), [nb, BH, 1], FS_CHUNK,
       [s.tau, s.thk, s.count, s.nfree, s.sel, athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
     this.launch('sparsek_key_intervals', keyIntervalsSource, blocks(BH * T), ELEM_BLOCK, [s.e, u, s.thk, BH, T, W]);

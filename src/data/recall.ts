@@ -1,6 +1,6 @@
 // Multi-query associative recall (Arora et al. 2023, "Zoology") for issue 7's long-range
 // experiment: a document lists key=value facts ("qzf=37, ") and then asks for every key again in
-// another order ("qzf=37. "). Each query's two value digits can be predicted only by finding the
+// another order ("qzf=37. "). Each query's value digits can be predicted only by finding the
 // key's fact, which is often further back than a window reaches. Unlike the passkey task, every
 // document holds hundreds of such predictions, so a model gets a dense signal to learn retrieval
 // from. Documents come from a seed (training and evaluation sets are disjoint by seed). Scoring is
@@ -16,6 +16,8 @@ export interface RecallDocument {
   text: string;
   /** For each query: the character offset of its first value digit, and that digit's offset minus the fact's. */
   queries: { at: number; distance: number }[];
+  /** Digits per value (2 for style 'text', 1 for 'compact'). */
+  digits: number;
 }
 
 /** What recallDocuments makes: `pairs` facts per document, keys of `keyLength` characters, and `gap` filler characters between facts and queries. */
@@ -28,6 +30,10 @@ export interface RecallOptions {
    * than a window, no query's fact is within the window. [min, max]: each document draws its gap uniformly,
    * so that a corpus mixes easy (near) and hard (far) retrievals. */
   gap?: number | [number, number];
+  /** 'text' (default): 'qzf=37, ' facts and 'qzf=37. ' queries, two-digit values. 'compact': 'Q3 ' facts and queries,
+   * one-digit values right after the key, so that recall is the plain induction pattern (find the key, copy
+   * what follows it), the form small models learn first (Olsson et al. 2022). */
+  style?: 'text' | 'compact';
 }
 
 /**
@@ -39,7 +45,10 @@ export interface RecallOptions {
  *            // e.g. 'Facts: Q=37, b=05, r=90. The grass is green. The sky is blue. Recall: b=05. Q=37. r=90.'
  */
 export function recallDocuments(n: number, opts: RecallOptions): RecallDocument[] {
-  const { keyLength = 3, gap = 0 } = opts;
+  const { keyLength = 3, gap = 0, style = 'text' } = opts;
+  if (style !== 'text' && style !== 'compact') throw new ArgumentError('style', "'text' or 'compact'", style);
+  const digits = style === 'compact' ? 1 : 2;
+  const sep = style === 'compact' ? '' : '=';
   if (!Number.isInteger(n) || n < 1) throw new ArgumentError('n', 'an integer >= 1', n);
   if (!Number.isInteger(keyLength) || keyLength < 1 || keyLength > 8) throw new ArgumentError('keyLength', 'an integer in [1, 8]', keyLength);
   const letters = keyLength === 1 ? 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ' : 'abcdefghijklmnopqrstuvwxyz';
@@ -56,12 +65,12 @@ export function recallDocuments(n: number, opts: RecallOptions): RecallDocument[
   for (let d = 0; d < n; d++) {
     const keys = new Set<string>();
     while (keys.size < opts.pairs) keys.add(Array.from({ length: keyLength }, () => letters[rng.int(letters.length)]).join(''));
-    const facts = [...keys].map((k) => ({ key: k, value: String(rng.int(100)).padStart(2, '0') }));
+    const facts = [...keys].map((k) => ({ key: k, value: String(rng.int(10 ** digits)).padStart(digits, '0') }));
     let text = 'Facts: ';
     const factAt = new Map<string, number>();
     facts.forEach((f, i) => {
-      factAt.set(f.key, text.length + keyLength + 1); // the value's first digit
-      text += `${f.key}=${f.value}${i + 1 < facts.length ? ', ' : '. '}`;
+      factAt.set(f.key, text.length + keyLength + sep.length); // the value's first digit
+      text += `${f.key}${sep}${f.value}${i + 1 < facts.length ? (style === 'compact' ? ' ' : ', ') : '. '}`;
     });
     const gapChars = gapMin + rng.int(gapMax - gapMin + 1);
     if (gapChars > 0) {
@@ -77,18 +86,18 @@ export function recallDocuments(n: number, opts: RecallOptions): RecallDocument[
     const queries: RecallDocument['queries'] = [];
     order.forEach((i, q) => {
       const f = facts[i];
-      const at = text.length + keyLength + 1;
+      const at = text.length + keyLength + sep.length;
       queries.push({ at, distance: at - (factAt.get(f.key) as number) });
-      text += `${f.key}=${f.value}.${q + 1 < order.length ? ' ' : ''}`;
+      text += `${f.key}${sep}${f.value}${style === 'compact' ? '' : '.'}${q + 1 < order.length ? ' ' : ''}`;
     });
-    docs.push({ text, queries });
+    docs.push({ text, queries, digits });
   }
   return docs;
 }
 
 /**
- * Scores logits (T, V) of a document's byte ids (T = text length): for each query's two value
- * digits, whether the logits row before it has its maximum at that digit. Counts are split at
+ * Scores logits (T, V) of a document's byte ids (T = text length): for each query's value
+ * digits (doc.digits of them), whether the logits row before it has its maximum at that digit. Counts are split at
  * `near`: facts at most that many characters back, and facts further back.
  */
 export function scoreRecall(logits: ArrayLike<number>, V: number, ids: ArrayLike<number>, doc: RecallDocument, near: number):
@@ -96,7 +105,7 @@ export function scoreRecall(logits: ArrayLike<number>, V: number, ids: ArrayLike
   if (logits.length !== ids.length * V) throw new ArgumentError('logits', `(${ids.length}, ${V}) values`, logits.length);
   const r = { nearCorrect: 0, nearTotal: 0, farCorrect: 0, farTotal: 0 };
   for (const q of doc.queries) {
-    for (const t of [q.at, q.at + 1]) {
+    for (let t = q.at; t < q.at + doc.digits; t++) {
       if (t < 1 || t >= ids.length) continue;
       const row = t - 1; // row t - 1 predicts token t
       let best = 0;

@@ -85,8 +85,19 @@ describe('tensor-core SparseK attention (precision bf16) against the CPU layer',
       check('dq', be.download(dQ), want.dq, 4 * U);
       check('dk', be.download(dK), want.dk, 4 * U);
       check('dv', be.download(dV), want.dv, 4 * U);
-      if (scored) check('du', be.download(dU), want.du, 4 * U);
-      else assert.equal(layer.selections(), null, 'no selection to report for dense and window');
+      if (scored) {
+        check('du', be.download(dU), want.du, 4 * U);
+        // The forward wrote only the blocks' first selection rows (all the kernels read); the
+        // rest come on demand, and every query's row must equal the CPU's.
+        const got = layer.selections(), ref = cpu.selections();
+        assert.ok(got !== null && ref !== null);
+        assert.equal(got.length, ref.length);
+        for (let r = 0; r < ref.length; r++) {
+          for (let i = 0; i < T; i++) assert.deepEqual([...got[r].rows[i]], [...ref[r].rows[i]], `row ${r} query ${i}: selected keys`);
+        }
+      } else {
+        assert.equal(layer.selections(), null, 'no selection to report for dense and window');
+      }
       layer.dispose();
     });
   }

@@ -60,6 +60,22 @@ describe('recall documents', () => {
     assert.ok(distances.some((x) => x <= 200) && distances.some((x) => x > 900), 'near and far facts');
   });
 
+  test('compact style: one-digit values right after the key, both in facts and queries', () => {
+    for (const d of recallDocuments(10, { pairs: 20, seed: 6, keyLength: 1, gap: [0, 300], style: 'compact' })) {
+      assert.equal(d.digits, 1);
+      const [factPart, recallPart] = d.text.split('Recall: ');
+      const facts = new Map([...factPart.matchAll(/(?:^Facts: | )([a-zA-Z])(\d)(?= |\. )/g)].map((m) => [m[1], m[2]]));
+      assert.equal(facts.size, 20);
+      assert.match(recallPart, /^([a-zA-Z]\d )*[a-zA-Z]\d$/, 'queries are key-digit pairs');
+      for (const q of d.queries) {
+        const key = d.text[q.at - 1];
+        assert.equal(d.text[q.at], facts.get(key), `value of ${key}`);
+        assert.equal(d.text.slice(q.at - q.distance - 1, q.at - q.distance + 1), `${key}${facts.get(key)}`, 'distance points at the fact');
+      }
+    }
+    assert.throws(() => recallDocuments(1, { pairs: 5, seed: 1, style: 'json' as 'text' }), /style/);
+  });
+
   test('scoring counts right argmaxes at the value digits, split by distance', () => {
     const tok = new ByteTokenizer();
     const [d] = recallDocuments(1, { pairs: 30, seed: 5 });
