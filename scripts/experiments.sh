@@ -6,8 +6,10 @@
 #   slope     SparseK + window with eps = 0, 0.01 and 0.05, and with K:W = 128:384 and 384:128
 #   passkey   the passkey retrieval task (src/data/passkey.ts) at 4K characters with the byte tokenizer
 #   recall    multi-query associative recall (src/data/recall.ts): 240 facts, then 240 queries, ~3.9K characters
-#   gap       the same with 32 one-letter keys and 0 to 3,400 characters of filler (drawn per document)
-#             between facts and queries: near facts teach retrieval, far ones are beyond a 512-key window
+#   gap       the same in the compact style ('Q3 b5 ...': find the key, copy what follows, the plain
+#             induction pattern) with 32 one-letter keys and 0 to 3,400 characters of filler (drawn per
+#             document) between facts and queries: near facts teach retrieval, far ones are beyond a
+#             512-key window
 # Each run folder keeps config.json and metrics.jsonl; results.jsonl gathers one JSON line per
 # evaluation. Model: 6 layers, width 384, 6 heads (HS = 64), same steps and batch for all.
 # Environment: STEPS (default 300), BATCH (default 2), EXP_OUT (default runs/exp), COPY (a folder to copy
@@ -98,7 +100,7 @@ case "$part" in
     finish ;;
   passkey) retrieval passkey "--docs 3000 --length 3800 --seed 1" "--docs 100 --length 3800" ;;
   recall) retrieval recall "--docs 3000 --pairs 240 --seed 1" "--docs 20 --pairs 240" ;;
-  gap) retrieval recall "--docs 6000 --pairs 32 --key-length 1 --gap 0:3400 --seed 1" "--docs 50 --pairs 32 --key-length 1 --gap 0:3400" ;;
+  gap) retrieval recall "--docs 12000 --pairs 32 --key-length 1 --style compact --gap 0:3400 --seed 1" "--docs 100 --pairs 32 --key-length 1 --style compact --gap 0:3400" ;;
   *) echo "unknown part $part (lm, slope, passkey, recall or gap)" >&2; exit 2 ;;
 esac
 
