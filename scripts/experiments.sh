@@ -10,6 +10,9 @@
 #             induction pattern) with 32 one-letter keys and 0 to 3,400 characters of filler (drawn per
 #             document) between facts and queries: near facts teach retrieval, far ones are beyond a
 #             512-key window
+#   curriculum  the gap task in two stages: train on documents without a gap (every fact near, ~20 per
+#             row: a dense signal to learn retrieval from), then finetune STEPS2 (default STEPS) steps on
+#             the gap task; scored on the gap task
 # Each run folder keeps config.json and metrics.jsonl; results.jsonl gathers one JSON line per
 # evaluation. Model: 6 layers, width 384, 6 heads (HS = 64), same steps and batch for all.
 # Environment: STEPS (default 300), BATCH (default 2), EXP_OUT (default runs/exp), COPY (a folder to copy
@@ -18,7 +21,7 @@
 # part), LR (peak learning rate) and SEED (training seed) for all runs of the call; PARALLEL (how many
 # runs train at once on the one GPU, default 1: these small models leave most of an H100 idle).
 set -euo pipefail
-part=${1:?usage: scripts/experiments.sh lm|slope|passkey|recall|gap}
+part=${1:?usage: scripts/experiments.sh lm|slope|passkey|recall|gap|curriculum}
 steps=${STEPS:-300}
 batch=${BATCH:-2}
 out=${EXP_OUT:-runs/exp}
@@ -91,6 +94,18 @@ retrieval() { # task (scripts/TASK.ts), make flags, eval flags: byte-tokenizer c
   finish
 }
 
+curriculum_one() { # run name, attention flags: train on near facts, finetune on near and far, score both
+  local name=$1 flags=$2 dir="$out/$part/$1"
+  wanted "$name" || return 0
+  rm -rf "$dir" "$dir-near"
+  local t0=$SECONDS
+  $cli train --data "$out/$part-near" --tokenizer byte $model $flags $common --out "$dir-near" | tail -1
+  $cli finetune --checkpoint "$dir-near" --data "$out/$part-far" --batch $batch --steps ${STEPS2:-$steps} --device $device --quiet \
+    --eval-every 100 $lr $seed --out "$dir" | tail -1
+  echo "# $name trained in $((SECONDS - t0)) s"
+  record "$name" "$(node --import tsx scripts/recall.ts eval --checkpoint "$dir" $recall_far --docs 100 --device "$device" | tail -1)"
+}
+
 case "$part" in
   lm)
     for r in "${lm_runs[@]}"; do spawn train_and_eval "${r%%|*}" "--data sotu --vocab 4096" "${r#*|}" "$lm_contexts"; done
@@ -101,7 +116,13 @@ case "$part" in
   passkey) retrieval passkey "--docs 3000 --length 3800 --seed 1" "--docs 100 --length 3800" ;;
   recall) retrieval recall "--docs 3000 --pairs 240 --seed 1" "--docs 20 --pairs 240" ;;
   gap) retrieval recall "--docs 12000 --pairs 32 --key-length 1 --style compact --gap 0:3400 --seed 1" "--docs 100 --pairs 32 --key-length 1 --style compact --gap 0:3400" ;;
-  *) echo "unknown part $part (lm, slope, passkey, recall or gap)" >&2; exit 2 ;;
+  curriculum)
+    recall_far="--pairs 32 --key-length 1 --style compact --gap 0:3400"
+    node --import tsx scripts/recall.ts make --out "$out/$part-near" --docs 20000 --pairs 32 --key-length 1 --style compact --gap 0 --seed 1
+    node --import tsx scripts/recall.ts make --out "$out/$part-far" --docs 12000 $recall_far --seed 2
+    for r in "${lm_runs[@]}"; do spawn curriculum_one "${r%%|*}" "${r#*|}"; done
+    finish ;;
+  *) echo "unknown part $part (lm, slope, passkey, recall, gap or curriculum)" >&2; exit 2 ;;
 esac
 
 if [ -n "${COPY:-}" ]; then

@@ -241,8 +241,19 @@ async function loadPath(path: string): Promise<Document[]> {
   const files = (await listTextFiles(path)).map((f) => relative(path, f).split(sep).join('/'));
   files.sort(cmp);
   if (files.length === 0) throw new DataError(`corpus folder '${path}' contains no .txt or .md files`);
-  return Promise.all(files.map(async (rel) => ({ name: rel, text: await readText(join(path, rel)) })));
+  // A bounded number of reads at a time: a folder of many thousand documents must not exhaust
+  // the process's file descriptors (EMFILE).
+  const docs: Document[] = new Array(files.length);
+  let next = 0;
+  const reader = async (): Promise<void> => {
+    for (let i = next++; i < files.length; i = next++) docs[i] = { name: files[i], text: await readText(join(path, files[i])) };
+  };
+  await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, files.length) }, reader));
+  return docs;
 }
+
+/** Files a folder corpus reads at once. */
+const READ_CONCURRENCY = 32;
 
 async function listTextFiles(dir: string): Promise<string[]> {
   const out: string[] = [];

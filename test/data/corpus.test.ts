@@ -6,6 +6,8 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -113,6 +115,19 @@ describe('loadCorpus: files and folders', () => {
     const docs = await loadCorpus(root);
     assert.deepEqual(docs.map((d) => d.name), ['a/one.TXT', 'b/deep/notes.md', 'z.txt']);
     assert.deepEqual(docs.map((d) => d.text), ['one', '# notes', 'zed']);
+  });
+
+  test('a folder of more documents than the process may hold open files: all read, in order', () => {
+    // In a child whose open-file limit is 128, a folder of 600 files: reading them all at once
+    // fails with EMFILE, a bounded number at a time does not.
+    const root = join(dir, 'many');
+    mkdirSync(root, { recursive: true });
+    for (let i = 0; i < 600; i++) writeFileSync(join(root, `${String(i).padStart(4, '0')}.txt`), `doc ${i}`);
+    const corpus = fileURLToPath(new URL('../../src/data/corpus.ts', import.meta.url));
+    const script = `import('${corpus}').then(async (m) => { const d = await m.loadCorpus('${root}');`
+      + ` console.log(JSON.stringify([d.length, d[0].text, d[599].name])); })`;
+    const out = execFileSync('bash', ['-c', `ulimit -n 128 && exec "${process.execPath}" --import tsx -e "${script}"`], { encoding: 'utf8' });
+    assert.deepEqual(JSON.parse(out.trim()), [600, 'doc 0', '0599.txt']);
   });
 
   test('missing path, folder without text files, whitespace-only corpus: DataError', async () => {
