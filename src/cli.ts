@@ -317,16 +317,19 @@ function readMetrics(dir: string): Metric[] {
   return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Metric);
 }
 
-async function plotRuns(dirs: string[], out: string): Promise<void> {
+/** Loss curves of run folders: curves 'both' (default), 'train' or 'validation'; points from step fromStep on. */
+async function plotRuns(dirs: string[], out: string, opts: { curves?: string; fromStep?: number } = {}): Promise<void> {
+  const curves = opts.curves ?? 'both', from = opts.fromStep ?? 0;
   const series = dirs.flatMap((dir) => {
-    const ms = readMetrics(dir);
+    const ms = readMetrics(dir).filter((m) => m.step >= from);
     const name = path.basename(path.resolve(dir));
-    return [
-      { name: `${name} train`, group: name, points: ms.filter((m) => m.loss !== undefined).map((m) => ({ step: m.step, loss: m.loss! })) },
-      { name: `${name} validation`, group: name, dashed: true, points: ms.filter((m) => m.valLoss !== undefined).map((m) => ({ step: m.step, loss: m.valLoss! })) },
-    ].filter((s) => s.points.length > 0);
+    const train = { name: `${name} train`, group: name, points: ms.filter((m) => m.loss !== undefined).map((m) => ({ step: m.step, loss: m.loss! })) };
+    const val = { name: `${name} validation`, group: name, dashed: curves === 'both', points: ms.filter((m) => m.valLoss !== undefined).map((m) => ({ step: m.step, loss: m.valLoss! })) };
+    return (curves === 'train' ? [train] : curves === 'validation' ? [{ ...val, name }] : [train, val]).filter((s) => s.points.length > 0);
   });
-  await writePlot(out, lossChart(series, { title: 'Loss (nats per token)' }));
+  if (series.length === 0) throw new OptionError(`sparsek plot: no ${curves === 'both' ? '' : `${curves} `}losses at step ${from} or later in ${dirs.join(', ')}`);
+  const what = curves === 'validation' ? 'Validation loss' : curves === 'train' ? 'Training loss' : 'Loss';
+  await writePlot(out, lossChart(series, { title: `${what} (nats per token)` }));
 }
 
 /** Selection maps of a SparseK run for a text: which positions each query selected, per layer and KV head. */
@@ -351,10 +354,12 @@ async function cmdPlot(argv: string[]): Promise<void> {
     selection: { kind: 'string', help: 'a sparsek run folder: draw its selection map for --text' },
     text: { kind: 'string', help: 'text for the selection map' },
     out: { kind: 'string', help: 'FILE.svg or FILE.png' },
+    curves: { kind: 'string', help: 'which loss curves of --runs: both (default), train or validation', choices: ['both', 'train', 'validation'] },
+    'from-step': { kind: 'int', help: 'draw --runs from this step on (default 0)' },
   });
   const out = need(o, 'out', 'plot');
   if (o.selection !== undefined) await plotSelection(o.selection as string, need(o, 'text', 'plot'), out);
-  else await plotRuns(need(o, 'runs', 'plot') as unknown as string[], out);
+  else await plotRuns(need(o, 'runs', 'plot') as unknown as string[], out, { curves: o.curves as string | undefined, fromStep: o['from-step'] as number | undefined });
   console.log(out);
 }
 
@@ -431,7 +436,7 @@ const COMMANDS: Record<string, { help: string; run: (argv: string[]) => Promise<
   convert: { help: 'add SparseK scoring to a model: --from DIR --attention sparsek --k K --window W [--score-slope E] --out DIR', run: cmdConvert },
   finetune: { help: 'train from a checkpoint\'s weights: --checkpoint DIR --data D --steps N --out DIR [train options]', run: cmdFinetune },
   export: { help: 'write a Hugging Face-style folder (Llama family): --checkpoint DIR --out DIR', run: cmdExport },
-  plot: { help: 'loss curves (--runs DIR... --out F) or a selection map (--selection DIR --text T --out F)', run: cmdPlot },
+  plot: { help: 'loss curves (--runs DIR... --out F [--curves both|train|validation] [--from-step N]) or a selection map (--selection DIR --text T --out F)', run: cmdPlot },
   doctor: { help: 'what devices and libraries were found', run: cmdDoctor },
 };
 

@@ -133,6 +133,20 @@ describe('sparsek CLI: happy path', () => {
     assert.deepEqual([...fs.readFileSync(png).subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'PNG signature');
     assert.deepEqual(tmpLeftovers(path.join(root, 'plots')), []);
   });
+
+  test('plot --curves picks training or validation curves; --from-step past the last step is an error', async () => {
+    const v = path.join(root, 'plots', 'v.svg'), t = path.join(root, 'plots', 't.svg');
+    assert.equal((await cli('plot', '--runs', run, '--curves', 'validation', '--out', v)).code, 0);
+    assert.equal((await cli('plot', '--runs', run, '--curves', 'train', '--from-step', '1', '--out', t)).code, 0);
+    const vs = fs.readFileSync(v, 'utf8'), ts = fs.readFileSync(t, 'utf8');
+    assert.match(vs, /Validation loss/);
+    assert.doesNotMatch(vs, / train</);
+    assert.match(ts, /Training loss/);
+    assert.match(ts, / train</);
+    assert.doesNotMatch(ts, / validation</);
+    assertUsageError(await cli('plot', '--runs', run, '--from-step', '100000000', '--out', v), 'step 100000000');
+    assertUsageError(await cli('plot', '--runs', run, '--curves', 'all', '--out', v), '--curves');
+  });
 });
 
 describe('sparsek CLI: bad input exits 2 and names the problem', () => {
