@@ -1,12 +1,14 @@
 // The multi-query associative recall experiment of issue 7 (src/data/recall.ts), around the CLI:
 //   node --import tsx scripts/recall.ts make --out data/recall --docs 3000 --pairs 240 --seed 1 [--key-length 3] [--gap 0 | --gap MIN:MAX] [--style text|compact]
 //       writes a folder of documents to train on: `sparsek train --data data/recall --tokenizer byte ...`
+//   --task copy --length 32 [--gap ...]: the long-range copy task instead (src/data/recall.ts, copyDocuments),
+//       for make and eval alike
 //   node --import tsx scripts/recall.ts eval --checkpoint runs/x --docs 20 --pairs 240 [--key-length 3] [--gap 0] [--near 512] [--device cuda]
 //       scores fresh documents (a seed no `make` uses); last line JSON {nearAccuracy, farAccuracy, ...}:
 //       value digits whose fact is at most --near characters back, and those further back (chance 0.1)
 import fs from 'node:fs';
 import path from 'node:path';
-import { recallDocuments, scoreRecall } from '../src/data/recall.js';
+import { copyDocuments, recallDocuments, scoreRecall } from '../src/data/recall.js';
 import { loadModel } from '../src/model/load.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
 
@@ -24,10 +26,14 @@ const gapFlag = (): number | [number, number] => {
   return g.length === 2 ? [g[0], g[1]] : g[0];
 };
 const shape = () => ({ pairs: Number(flag('pairs', '240')), keyLength: Number(flag('key-length', '3')), gap: gapFlag(), style: flag('style', 'text') as 'text' | 'compact' });
+// --task recall (default) or copy (--length letters, repeated after the gap)
+const documents = (n: number, seed: number) => (flag('task', 'recall') === 'copy'
+  ? copyDocuments(n, { length: Number(flag('length', '32')), gap: gapFlag(), seed })
+  : recallDocuments(n, { ...shape(), seed }));
 
 if (command === 'make') {
   const out = flag('out');
-  const docs = recallDocuments(Number(flag('docs', '3000')), { ...shape(), seed: Number(flag('seed', '1')) });
+  const docs = documents(Number(flag('docs', '3000')), Number(flag('seed', '1')));
   fs.mkdirSync(out, { recursive: true });
   for (let d = 0; d < docs.length; d++) await writeFileAtomic(path.join(out, `${String(d).padStart(5, '0')}.txt`), docs[d].text);
   console.log(JSON.stringify({ out, docs: docs.length, chars: docs.reduce((a, d) => a + d.text.length, 0) }));
@@ -36,7 +42,7 @@ if (command === 'make') {
   const n = Number(flag('docs', '20'));
   const near = Number(flag('near', '512'));
   const model = await loadModel(dir, { device: flag('device', 'cpu') as 'cpu' | 'cuda' });
-  const docs = recallDocuments(n, { ...shape(), seed: 1_000_003 });
+  const docs = documents(n, 1_000_003);
   const sum = { nearCorrect: 0, nearTotal: 0, farCorrect: 0, farTotal: 0 };
   for (const doc of docs) {
     const ids = model.tokenizer.encode(doc.text);

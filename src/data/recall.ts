@@ -56,10 +56,7 @@ export function recallDocuments(n: number, opts: RecallOptions): RecallDocument[
   if (!Number.isInteger(opts.pairs) || opts.pairs < 1 || opts.pairs > maxPairs) {
     throw new ArgumentError('pairs', `an integer in [1, ${maxPairs}] (distinct keys of ${keyLength} character${keyLength > 1 ? 's' : ''})`, opts.pairs);
   }
-  const [gapMin, gapMax] = typeof gap === 'number' ? [gap, gap] : gap;
-  if (!Number.isInteger(gapMin) || !Number.isInteger(gapMax) || gapMin < 0 || gapMax < gapMin) {
-    throw new ArgumentError('gap', 'an integer >= 0, or [min, max] with 0 <= min <= max (filler characters)', gap);
-  }
+  const [gapMin, gapMax] = gapRange(gap);
   const rng = new Rng(opts.seed);
   const docs: RecallDocument[] = [];
   for (let d = 0; d < n; d++) {
@@ -72,11 +69,7 @@ export function recallDocuments(n: number, opts: RecallOptions): RecallDocument[
       factAt.set(f.key, text.length + keyLength + sep.length); // the value's first digit
       text += `${f.key}${sep}${f.value}${i + 1 < facts.length ? (style === 'compact' ? ' ' : ', ') : '. '}`;
     });
-    const gapChars = gapMin + rng.int(gapMax - gapMin + 1);
-    if (gapChars > 0) {
-      const from = rng.int(FILLER.length); // a varying phase, so that the filler is not one fixed string
-      text += FILLER.repeat(Math.ceil((gapChars + from) / FILLER.length) + 1).slice(from, from + gapChars).trimEnd() + ' ';
-    }
+    text += filler(rng, gapMin + rng.int(gapMax - gapMin + 1));
     text += 'Recall: ';
     const order = facts.map((_, i) => i);
     for (let i = order.length - 1; i > 0; i--) {
@@ -93,6 +86,60 @@ export function recallDocuments(n: number, opts: RecallOptions): RecallDocument[
     docs.push({ text, queries, digits });
   }
   return docs;
+}
+
+/** What copyDocuments makes: a random string of `length` letters, `gap` filler characters, then the string again. */
+export interface CopyOptions {
+  length: number;
+  seed: number;
+  /** Filler characters between the string and its repeat, or [min, max] drawn per document (default 0). */
+  gap?: number | [number, number];
+}
+
+/**
+ * The long-range copy task, a denser relative of recall: 'Copy: <letters>. <filler> Again: <letters>.'
+ * Every letter of the repeat after its first follows from the original by the induction pattern
+ * (find the previous letter's earlier occurrence, copy what follows it), which small models learn far
+ * sooner than key-value recall. Scored as recall (scoreRecall), one query per letter of the repeat
+ * after the first, its distance the repeat's offset from the original.
+ * @example
+ *   copyDocuments(1, { length: 5, seed: 1, gap: 20 })[0].text
+ *            // e.g. 'Copy: qzfab. The grass is green. Again: qzfab.'
+ */
+export function copyDocuments(n: number, opts: CopyOptions): RecallDocument[] {
+  const { length, gap = 0 } = opts;
+  if (!Number.isInteger(n) || n < 1) throw new ArgumentError('n', 'an integer >= 1', n);
+  if (!Number.isInteger(length) || length < 2 || length > 10000) throw new ArgumentError('length', 'an integer in [2, 10000] (letters to copy)', length);
+  const [gapMin, gapMax] = gapRange(gap);
+  const rng = new Rng(opts.seed);
+  const letters = 'abcdefghijklmnopqrstuvwxyz';
+  const docs: RecallDocument[] = [];
+  for (let d = 0; d < n; d++) {
+    const str = Array.from({ length }, () => letters[rng.int(26)]).join('');
+    let text = 'Copy: ';
+    const from = text.length;
+    text += `${str}. ${filler(rng, gapMin + rng.int(gapMax - gapMin + 1))}Again: `;
+    const again = text.length;
+    text += `${str}.`;
+    const queries = Array.from({ length: length - 1 }, (_, i) => ({ at: again + i + 1, distance: again - from }));
+    docs.push({ text, queries, digits: 1 });
+  }
+  return docs;
+}
+
+function gapRange(gap: number | [number, number]): [number, number] {
+  const [lo, hi] = typeof gap === 'number' ? [gap, gap] : gap;
+  if (!Number.isInteger(lo) || !Number.isInteger(hi) || lo < 0 || hi < lo) {
+    throw new ArgumentError('gap', 'an integer >= 0, or [min, max] with 0 <= min <= max (filler characters)', gap);
+  }
+  return [lo, hi];
+}
+
+/** n characters of passkey's filler from a random phase, ending in a space ('' for n = 0). */
+function filler(rng: Rng, n: number): string {
+  if (n === 0) return '';
+  const from = rng.int(FILLER.length); // a varying phase, so that the filler is not one fixed string
+  return FILLER.repeat(Math.ceil((n + from) / FILLER.length) + 1).slice(from, from + n).trimEnd() + ' ';
 }
 
 /**

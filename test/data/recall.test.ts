@@ -3,7 +3,7 @@
 // reproducible from the seed; scoring counts argmax hits split by distance.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { recallDocuments, scoreRecall } from '../../src/data/recall.js';
+import { copyDocuments, recallDocuments, scoreRecall } from '../../src/data/recall.js';
 import { ByteTokenizer } from '../../src/tokenizer/index.js';
 
 describe('recall documents', () => {
@@ -74,6 +74,27 @@ describe('recall documents', () => {
       }
     }
     assert.throws(() => recallDocuments(1, { pairs: 5, seed: 1, style: 'json' as 'text' }), /style/);
+  });
+
+  test('copy documents: the repeat equals the original, queries point at its letters after the first', () => {
+    const docs = copyDocuments(20, { length: 12, seed: 8, gap: [0, 400] });
+    const gaps = new Set<number>();
+    for (const d of docs) {
+      const m = /^Copy: ([a-z]{12})\. (.*)Again: ([a-z]{12})\.$/s.exec(d.text);
+      assert.ok(m, d.text);
+      assert.equal(m[3], m[1], 'the repeat');
+      gaps.add(m[2].length);
+      assert.equal(d.digits, 1);
+      assert.equal(d.queries.length, 11);
+      for (const [i, q] of d.queries.entries()) {
+        assert.equal(d.text[q.at], m[1][i + 1], `query ${i}: letter ${i + 1} of the repeat`);
+        assert.equal(d.text[q.at - q.distance], d.text[q.at], 'distance points at the same letter of the original');
+      }
+    }
+    assert.ok(gaps.size > 5 && Math.max(...gaps) > 300, 'gaps drawn over the range');
+    assert.deepEqual(copyDocuments(2, { length: 12, seed: 8, gap: [0, 400] }), docs.slice(0, 2), 'reproducible from the seed');
+    assert.throws(() => copyDocuments(1, { length: 1, seed: 1 }), /length/);
+    assert.throws(() => copyDocuments(1, { length: 5, seed: 1, gap: [3, 2] }), /gap/);
   });
 
   test('scoring counts right argmaxes at the value digits, split by distance', () => {
