@@ -10,6 +10,9 @@
 #             induction pattern) with 32 one-letter keys and 0 to 3,400 characters of filler (drawn per
 #             document) between facts and queries: near facts teach retrieval, far ones are beyond a
 #             512-key window
+#   copy      'Copy: <32 letters>. <0 to 3,600 characters of filler> Again: <the letters>.': every letter of
+#             the repeat after its first is retrievable from the original (the induction pattern), most
+#             of them beyond a 512-key window
 #   curriculum  the gap task in two stages: train on documents without a gap (every fact near, ~20 per
 #             row: a dense signal to learn retrieval from), then finetune STEPS2 (default STEPS) steps on
 #             the gap task; scored on the gap task
@@ -21,7 +24,7 @@
 # part), LR (peak learning rate) and SEED (training seed) for all runs of the call; PARALLEL (how many
 # runs train at once on the one GPU, default 1: these small models leave most of an H100 idle).
 set -euo pipefail
-part=${1:?usage: scripts/experiments.sh lm|slope|passkey|recall|gap|curriculum}
+part=${1:?usage: scripts/experiments.sh lm|slope|passkey|recall|gap|copy|curriculum}
 steps=${STEPS:-300}
 batch=${BATCH:-2}
 out=${EXP_OUT:-runs/exp}
@@ -116,13 +119,14 @@ case "$part" in
   passkey) retrieval passkey "--docs 3000 --length 3800 --seed 1" "--docs 100 --length 3800" ;;
   recall) retrieval recall "--docs 3000 --pairs 240 --seed 1" "--docs 20 --pairs 240" ;;
   gap) retrieval recall "--docs 12000 --pairs 32 --key-length 1 --style compact --gap 0:3400 --seed 1" "--docs 100 --pairs 32 --key-length 1 --style compact --gap 0:3400" ;;
+  copy) retrieval recall "--task copy --length 32 --docs 12000 --gap 0:3600 --seed 1" "--task copy --length 32 --docs 100 --gap 0:3600" ;;
   curriculum)
     recall_far="--pairs 32 --key-length 1 --style compact --gap 0:3400"
     node --import tsx scripts/recall.ts make --out "$out/$part-near" --docs 20000 --pairs 32 --key-length 1 --style compact --gap 0 --seed 1
     node --import tsx scripts/recall.ts make --out "$out/$part-far" --docs 12000 $recall_far --seed 2
     for r in "${lm_runs[@]}"; do spawn curriculum_one "${r%%|*}" "${r#*|}"; done
     finish ;;
-  *) echo "unknown part $part (lm, slope, passkey, recall, gap or curriculum)" >&2; exit 2 ;;
+  *) echo "unknown part $part (lm, slope, passkey, recall, gap, copy or curriculum)" >&2; exit 2 ;;
 esac
 
 if [ -n "${COPY:-}" ]; then
