@@ -88,6 +88,10 @@ export function recallDocuments(n: number, opts: RecallOptions): RecallDocument[
   return docs;
 }
 
+/** The letters of copied strings: capitals, less the filler's (T, H), so that a letter of the string
+ * occurs in the filler nowhere and matching it finds the string, not the filler's many letters. */
+const COPY_LETTERS = 'ABCDEFGIJKLMNOPQRSUVWXYZ';
+
 /** What copyDocuments makes: a random string of `length` letters, `gap` filler characters, then the string again. */
 export interface CopyOptions {
   length: number;
@@ -104,7 +108,7 @@ export interface CopyOptions {
  * after the first, its distance the repeat's offset from the original.
  * @example
  *   copyDocuments(1, { length: 5, seed: 1, gap: 20 })[0].text
- *            // e.g. 'Copy: qzfab. The grass is green. Again: qzfab.'
+ *            // e.g. 'Copy: QZFAB. The grass is green. Again: QZFAB.'
  */
 export function copyDocuments(n: number, opts: CopyOptions): RecallDocument[] {
   const { length, gap = 0 } = opts;
@@ -112,10 +116,9 @@ export function copyDocuments(n: number, opts: CopyOptions): RecallDocument[] {
   if (!Number.isInteger(length) || length < 2 || length > 10000) throw new ArgumentError('length', 'an integer in [2, 10000] (letters to copy)', length);
   const [gapMin, gapMax] = gapRange(gap);
   const rng = new Rng(opts.seed);
-  const letters = 'abcdefghijklmnopqrstuvwxyz';
   const docs: RecallDocument[] = [];
   for (let d = 0; d < n; d++) {
-    const str = Array.from({ length }, () => letters[rng.int(26)]).join('');
+    const str = Array.from({ length }, () => COPY_LETTERS[rng.int(COPY_LETTERS.length)]).join('');
     let text = 'Copy: ';
     const from = text.length;
     text += `${str}. ${filler(rng, gapMin + rng.int(gapMax - gapMin + 1))}Again: `;

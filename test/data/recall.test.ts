@@ -4,6 +4,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyDocuments, recallDocuments, scoreRecall } from '../../src/data/recall.js';
+import { FILLER } from '../../src/data/passkey.js';
 import { ByteTokenizer } from '../../src/tokenizer/index.js';
 
 describe('recall documents', () => {
@@ -80,8 +81,9 @@ describe('recall documents', () => {
     const docs = copyDocuments(20, { length: 12, seed: 8, gap: [0, 400] });
     const gaps = new Set<number>();
     for (const d of docs) {
-      const m = /^Copy: ([a-z]{12})\. (.*)Again: ([a-z]{12})\.$/s.exec(d.text);
+      const m = /^Copy: ([A-Z]{12})\. (.*)Again: ([A-Z]{12})\.$/s.exec(d.text);
       assert.ok(m, d.text);
+      assert.ok(![...m[1]].some((ch) => FILLER.includes(ch)), 'no letter of the string occurs in the filler');
       assert.equal(m[3], m[1], 'the repeat');
       gaps.add(m[2].length);
       assert.equal(d.digits, 1);
