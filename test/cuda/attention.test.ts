@@ -24,7 +24,7 @@ import type { AttentionConfig } from '../../src/backend.js';
 import { patternAttentionBackward, patternAttentionForward, planSparsek, sparsekAttentionBackwardInto, sparsekAttentionForwardInto } from '../../src/cpu/kernels/attention.js';
 import { baselinePattern } from '../../src/cpu/kernels/baselines.js';
 import { makeAttention } from '../../src/cpu/attention-layer.js';
-import { backend, gpuTest, rand, dev } from './gpu.js';
+import { assertNear, backend, gpuTest, rand, dev } from './gpu.js';
 import { rng } from '../helpers.js';
 
 
@@ -37,21 +37,6 @@ function scores(n: number, T: number, mode: Scores, seed: number): Float32Array 
     u[x] = mode === 'spread' ? (r() * 2 - 1) * 3 : mode === 'ties' ? Math.floor(r() * 4) / 2 : mode === 'equal' ? 0.25 : 0.05 * t + r() * 0.5;
   }
   return u;
-}
-
-/** max |got - want| / max |want| <= tol (both zero counts as 0); returns the ratio. */
-function assertNear(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string): number {
-  assert.equal(got.length, want.length, `${what}: length`);
-  let scale = 0;
-  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
-  let worst = 0, at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i] - want[i]);
-    if (!(err <= worst)) { worst = err; at = i; } // NaN lands here
-  }
-  const ratio = scale > 0 ? worst / scale : worst;
-  if (!(ratio <= tol)) assert.fail(`${what}[${at}]: got ${got[at]}, want ${want[at]} (error ${worst.toExponential(2)} = ${ratio.toExponential(2)} of max |want| ${scale.toExponential(2)}, tol ${tol})`);
-  return ratio;
 }
 
 interface Case {

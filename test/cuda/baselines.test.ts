@@ -28,7 +28,7 @@ import { patternAttentionBackward, patternAttentionForward } from '../../src/cpu
 import { baselinePattern } from '../../src/cpu/kernels/baselines.js';
 import { baselineOptions } from '../../src/cpu/attention-layer.js';
 import type { BaselineOptions } from '../../src/cpu/kernels/baselines.js';
-import { backend, gpuTest, rand, dev } from './gpu.js';
+import { assertNear, backend, gpuTest, rand, dev } from './gpu.js';
 
 
 type Keys = 'random' | 'period3' | 'equal';
@@ -42,21 +42,6 @@ function keys(s: AttentionShape, mode: Keys, seed: number): Float32Array {
     for (let j = period; j < T; j++) k.copyWithin((bh * T + j) * HS, (bh * T + (j % period)) * HS, (bh * T + (j % period) + 1) * HS);
   }
   return k;
-}
-
-/** max |got - want| / max |want| <= tol (both zero counts as 0); returns the ratio. */
-function assertNear(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string): number {
-  assert.equal(got.length, want.length, `${what}: length`);
-  let scale = 0;
-  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
-  let worst = 0, at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i] - want[i]);
-    if (!(err <= worst)) { worst = err; at = i; } // NaN lands here
-  }
-  const ratio = scale > 0 ? worst / scale : worst;
-  if (!(ratio <= tol)) assert.fail(`${what}[${at}]: got ${got[at]}, want ${want[at]} (error ${worst.toExponential(2)} = ${ratio.toExponential(2)} of max |want| ${scale.toExponential(2)}, tol ${tol})`);
-  return ratio;
 }
 
 const maxAbs = (a: ArrayLike<number>): number => {

@@ -1,6 +1,7 @@
 // What the GPU test files share: whether CUDA is usable here (and why not, for the visible skip),
 // one CudaBackend for a file's tests, and seeded device copies of test data.
 import { test } from 'node:test';
+import assert from 'node:assert/strict';
 import { cudaAvailability } from '../../src/cuda/runtime.js';
 import { CudaBackend } from '../../src/cuda/backend.js';
 import type { CudaBuffer, CudaIntBuffer } from '../../src/cuda/backend.js';
@@ -42,4 +43,19 @@ export function devInt(a: Int32Array): CudaIntBuffer {
   const b = be.allocInt(a.length);
   be.uploadInt(b, a);
   return b;
+}
+
+/** max |got - want| / max |want| <= tol (both zero counts as 0); returns the ratio. */
+export function assertNear(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string): number {
+  assert.equal(got.length, want.length, `${what}: length`);
+  let scale = 0;
+  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
+  let worst = 0, at = -1;
+  for (let i = 0; i < want.length; i++) {
+    const err = Math.abs(got[i] - want[i]);
+    if (!(err <= worst)) { worst = err; at = i; } // NaN lands here
+  }
+  const ratio = scale > 0 ? worst / scale : worst;
+  if (!(ratio <= tol)) assert.fail(`${what}[${at}]: got ${got[at]}, want ${want[at]} (error ${worst.toExponential(2)} = ${ratio.toExponential(2)} of max |want| ${scale.toExponential(2)}, tol ${tol})`);
+  return ratio;
 }
