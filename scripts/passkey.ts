@@ -4,27 +4,17 @@
 //   node --import tsx scripts/passkey.ts eval --checkpoint runs/x --docs 100 --length 3800 [--device cuda]
 //       scores fresh documents (seed 1000 + the make seed's complement: never the training ones), keys in
 //       the first half, so the key is at least ~length/2 characters back; last line JSON {digitAccuracy, exact, ...}
-import fs from 'node:fs';
-import path from 'node:path';
 import { passkeyDocuments, passkeyProbe, scorePasskey } from '../src/data/passkey.js';
 import { loadModel } from '../src/model/load.js';
-import { writeFileAtomic } from '../src/io/atomic.js';
+import { taskArgs, writeDocuments } from './task-cli.js';
 
-const [command, ...rest] = process.argv.slice(2);
-const flag = (name: string, fallback?: string): string => {
-  const i = rest.indexOf(`--${name}`);
-  if (i >= 0) return rest[i + 1];
-  if (fallback === undefined) throw new Error(`scripts/passkey.ts ${command}: --${name} is required`);
-  return fallback;
-};
+const { command, flag } = taskArgs('scripts/passkey.ts');
 
 if (command === 'make') {
   const out = flag('out');
   const n = Number(flag('docs', '3000'));
   const docs = passkeyDocuments(n, { length: Number(flag('length', '3800')), depth: [0, 1], seed: Number(flag('seed', '1')) });
-  fs.mkdirSync(out, { recursive: true });
-  for (let d = 0; d < docs.length; d++) await writeFileAtomic(path.join(out, `${String(d).padStart(5, '0')}.txt`), docs[d].text);
-  console.log(JSON.stringify({ out, docs: docs.length, chars: docs.reduce((a, d) => a + d.text.length, 0) }));
+  await writeDocuments(out, docs.map((d) => d.text));
 } else if (command === 'eval') {
   const dir = flag('checkpoint');
   const n = Number(flag('docs', '100'));

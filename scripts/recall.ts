@@ -6,19 +6,11 @@
 //   node --import tsx scripts/recall.ts eval --checkpoint runs/x --docs 20 --pairs 240 [--key-length 3] [--gap 0] [--near 512] [--device cuda]
 //       scores fresh documents (a seed no `make` uses); last line JSON {nearAccuracy, farAccuracy, ...}:
 //       value digits whose fact is at most --near characters back, and those further back (chance 0.1)
-import fs from 'node:fs';
-import path from 'node:path';
 import { copyDocuments, recallDocuments, scoreRecall } from '../src/data/recall.js';
 import { loadModel } from '../src/model/load.js';
-import { writeFileAtomic } from '../src/io/atomic.js';
+import { taskArgs, writeDocuments } from './task-cli.js';
 
-const [command, ...rest] = process.argv.slice(2);
-const flag = (name: string, fallback?: string): string => {
-  const i = rest.indexOf(`--${name}`);
-  if (i >= 0) return rest[i + 1];
-  if (fallback === undefined) throw new Error(`scripts/recall.ts ${command}: --${name} is required`);
-  return fallback;
-};
+const { command, flag } = taskArgs('scripts/recall.ts');
 
 // --gap N, or --gap MIN:MAX for a gap drawn per document
 const gapFlag = (): number | [number, number] => {
@@ -34,9 +26,7 @@ const documents = (n: number, seed: number) => (flag('task', 'recall') === 'copy
 if (command === 'make') {
   const out = flag('out');
   const docs = documents(Number(flag('docs', '3000')), Number(flag('seed', '1')));
-  fs.mkdirSync(out, { recursive: true });
-  for (let d = 0; d < docs.length; d++) await writeFileAtomic(path.join(out, `${String(d).padStart(5, '0')}.txt`), docs[d].text);
-  console.log(JSON.stringify({ out, docs: docs.length, chars: docs.reduce((a, d) => a + d.text.length, 0) }));
+  await writeDocuments(out, docs.map((d) => d.text));
 } else if (command === 'eval') {
   const dir = flag('checkpoint');
   const n = Number(flag('docs', '20'));
