@@ -2,10 +2,11 @@
 // CudaBackend exactly as training runs it, the SparseK selection included (SPEC section 3), for
 // the shapes of .device/peers.py (PyTorch SDPA flash and FlexAttention, run in the same call).
 //   node --import tsx bench/attention.ts [--T 4096,16384,65536] [--HS 64] [--NH 16] [--NKV 16]
-//        [--K 512] [--W 512] [--precision bf16] [--kinds sparsek]
+//        [--K 512] [--W 512] [--precision bf16] [--kinds sparsek] [--profile]
 // Times are medians of CUDA-synchronised wall times (the GPU is busy far longer than the launch
 // overhead at these sizes). TFLOP/s counts 4 HS FLOP per attended (query, key) pair for the
-// forward and 14 HS for forward + backward (the backward's 5 products of 2 HS).
+// forward and 14 HS for forward + backward (the backward's 5 products of 2 HS). --profile adds the
+// GPU time of each kernel of one forward and one backward.
 import { execSync } from 'node:child_process';
 import { CudaBackend } from '../src/cuda/backend.js';
 import type { CudaAttentionLayer } from '../src/cuda/backend.js';
@@ -58,6 +59,12 @@ for (const attention of kinds) {
     console.log(JSON.stringify({ peer: 'sparsek-cuda', attention, precision, kernels: layer.kernels, T, HS, NH, NKV, K, W,
       fwd_ms: Number(fwd.toFixed(3)), fwd_bwd_ms: Number(both.toFixed(3)),
       fwd_tflops: Number(((4 * HS * pairs) / (fwd * 1e9)).toFixed(1)), fwd_bwd_tflops: Number(((14 * HS * pairs) / (both * 1e9)).toFixed(1)) }));
+    if (args.includes('--profile')) {
+      // GPU time per kernel of one forward and one backward (CUDA events around each launch).
+      const part = (fn: () => void) => Object.fromEntries(be.rt.profile(fn).map((k) => [k.name, Number(k.ms.toFixed(3))]));
+      console.log(JSON.stringify({ profile: 'forward', T, HS, NKV, kernels: part(() => layer.forward(out, q, k, v, scored)) }));
+      console.log(JSON.stringify({ profile: 'backward', T, HS, NKV, kernels: part(() => layer.backward(dq, dk, dv, scored ? du : null, dout)) }));
+    }
     layer.dispose();
     for (const b of [q, k, v, u, dout, out, dq, dk, dv, du]) be.free(b);
   }

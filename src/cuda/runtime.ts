@@ -447,7 +447,41 @@ export class CudaRuntime {
     }
     const [gx, gy, gz] = typeof grid === 'number' ? [grid, 1, 1] : grid;
     if (gx < 1 || gy < 1 || gz < 1) return; // nothing to do (an empty shape)
+    const timing = this.profiling?.(k.name);
     this.cu('cuLaunchKernel', k.fn, gx, gy, gz, block, 1, 1, sharedBytes, this.stream, this.paramBase, null);
+    timing?.();
+  }
+
+  private profiling: ((name: string) => () => void) | null = null;
+
+  /**
+   * Runs fn with a CUDA event pair around every kernel launch and returns the GPU time per kernel
+   * name (ms, summed over its launches; the events serialise nothing, the stream is in order).
+   * For benchmarks: cuBLAS calls are not counted.
+   */
+  profile(fn: () => void): { name: string; calls: number; ms: number }[] {
+    const pairs: { name: string; start: bigint; end: bigint }[] = [];
+    this.profiling = (name) => {
+      const p = { name, start: this.createEvent(), end: this.createEvent() };
+      pairs.push(p);
+      this.record(p.start);
+      return () => this.record(p.end);
+    };
+    try {
+      fn();
+    } finally {
+      this.profiling = null;
+    }
+    const byName = new Map<string, { name: string; calls: number; ms: number }>();
+    for (const p of pairs) {
+      const e = byName.get(p.name) ?? { name: p.name, calls: 0, ms: 0 };
+      e.calls++;
+      e.ms += this.elapsedMs(p.start, p.end);
+      byName.set(p.name, e);
+      this.destroyEvent(p.start);
+      this.destroyEvent(p.end);
+    }
+    return [...byName.values()].sort((a, b) => b.ms - a.ms);
   }
 
   /** Releases the cuBLAS handle, modules, stream, arena and the primary context (end of process). */
