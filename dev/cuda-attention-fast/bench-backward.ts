@@ -446,12 +446,12 @@ function forward(OUT: 'bf16' | 'f32', out: DeviceBlock, lse: DeviceBlock, d: Dev
     [out.ptr, lse.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.u.ptr, s.tau.ptr, s.thk.ptr, s.count.ptr, s.sel.ptr, shape.T, shape.NH, shape.NKV, K, W, 1 / Math.sqrt(shape.HS)]);
 }
 interface Dev { q: DeviceBlock; k: DeviceBlock; v: DeviceBlock; u: DeviceBlock; dout: DeviceBlock }
-interface Outs { dq: DeviceBlock; dk: DeviceBlock; dv: DeviceBlock; D: DeviceBlock; dgk: DeviceBlock; mean: DeviceBlock; P: DeviceBlock; du: DeviceBlock }
+interface Outs { dq: DeviceBlock; dk: DeviceBlock; dv: DeviceBlock; D: DeviceBlock; dsel: DeviceBlock; mean: DeviceBlock; P: DeviceBlock; du: DeviceBlock }
 function outs(shape: AttentionShape, K: number): Outs {
   const { B, T, NH, NKV, HS } = shape;
   return {
     dq: take(B * NH * T * HS * 4), dk: take(B * NKV * T * HS * 4), dv: take(B * NKV * T * HS * 4), D: take(B * NH * T * 4),
-    dgk: take(B * NKV * T * K * 4), mean: take(B * NKV * T * 8), P: take(B * NKV * (T + 1) * 8), du: take(B * NKV * T * 4),
+    dsel: take(B * NKV * T * 8), mean: take(B * NKV * T * 8), P: take(B * NKV * (T + 1) * 8), du: take(B * NKV * T * 4),
   };
 }
 const giveAll = (o: object): void => { for (const b of Object.values(o)) if (b && typeof b === 'object' && 'ptr' in b) rt.arena.give(b as DeviceBlock); };
@@ -463,13 +463,14 @@ function backward(v: BackwardVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceB
   const win = (): void => rt.launch(kern(bwdWinSource(v), true), [Math.ceil(T / BT), NKV, B], BWD_THREADS, bwdWinShared(v),
     [o.dk.ptr, o.dv.ptr, o.dq.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, T, NH, NKV, W, scale]);
   const sel = (): void => rt.launch(kern(bwdSelSource(v), true), [Math.ceil(T / BT), NKV, B], BWD_THREADS, bwdSelShared(v, K),
-    [o.dq.ptr, o.dk.ptr, o.dv.ptr, o.dgk.ptr, o.mean.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, d.u.ptr,
-      s.tau.ptr, s.thk.ptr, s.count.ptr, s.sel.ptr, s.nfree.ptr, s.off.ptr, T, NH, NKV, K, W, scale]);
+    [o.dq.ptr, o.dk.ptr, o.dv.ptr, o.dsel.ptr, o.mean.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, d.u.ptr,
+      s.tau.ptr, s.thk.ptr, s.count.ptr, s.sel.ptr, s.nfree.ptr, T, NH, NKV, K, W, scale]);
   const du = (): void => {
     rt.launch(kern(meanPrefixSource()), BH, PREFIX_BLOCK, 0, [o.P.ptr, o.mean.ptr, T]);
-    rt.launch(kern(scoreGradSource()), blocks(BH * T, 256), 256, 0, [o.du.ptr, d.u.ptr, s.tau.ptr, s.e.ptr, s.off.ptr, o.dgk.ptr, o.P.ptr, BH, T, K, W]);
+    rt.launch(kern(scoreGradSource('sums')), blocks(BH * T, 256), 256, 0, [o.du.ptr, d.u.ptr, s.tau.ptr, o.dsel.ptr, o.P.ptr, BH, T, K, W]);
   };
-  return { prep, win, sel, du, all: (): void => { prep(); win(); sel(); if (K > 0) { s.offsets(); du(); } } };
+  const zero = (): void => rt.cu('cuMemsetD32Async', o.dsel.ptr, 0, 2 * BH * T, rt.stream);
+  return { prep, win, sel, du, all: (): void => { prep(); win(); zero(); sel(); if (K > 0) du(); } };
 }
 
 // ---- 2. validation -------------------------------------------------------------------------------
@@ -561,10 +562,8 @@ if (!args.includes('--skip-validate')) {
           dk: Float64Array.from(get(o.dk, new Float32Array(BH * T * HS))),
           dv: Float64Array.from(get(o.dv, new Float32Array(BH * T * HS))),
           du: c.K > 0 ? Float64Array.from(get(o.du, new Float32Array(BH * T))) : new Float64Array(BH * T),
-          dgk: [],
+          dgk: [], // sel sums each key's gate gradients on the device (dsel); du checks them
         };
-        const dgAll = get(o.dgk, new Float32Array(BH * T * c.K));
-        got.dgk = p.sd.off.map((of, bh) => Float64Array.from(dgAll.subarray(bh * T * c.K, bh * T * c.K + Math.max(1, of[T]))));
         const res: Record<string, string> = {};
         let ok = offOk;
         const check = (name: string, g: ArrayLike<number>, r: ArrayLike<number>, n: ArrayLike<number>): void => {
@@ -578,8 +577,6 @@ if (!args.includes('--skip-validate')) {
         check('dv', got.dv, p.ref.dv, naive.dv);
         if (c.K > 0) {
           check('du', got.du, p.ref.du, naive.du);
-          const cat = (a: Float64Array[]): Float64Array => { const r = new Float64Array(a.reduce((x, y) => x + y.length, 0)); let at = 0; for (const y of a) { r.set(y, at); at += y.length; } return r; };
-          check('dg', cat(got.dgk), cat(p.ref.dgk), cat(naive.dgk));
         }
         emit({ kind: 'validate', case: c.name, B, T, NH, NKV, HS, K: c.K, W: c.W, variant: vname(v), out: OUT, ok, ...res });
         if (!ok) process.exitCode = 1;
@@ -624,7 +621,7 @@ for (const HS of HSs) {
           rt.synchronize();
           // each kernel alone (re-running win or sel only grows the sums it adds to: same work)
           const prep = timeMs(bw.prep, repeats), win = timeMs(bw.win, repeats), sel = timeMs(bw.sel, repeats);
-          const du = timeMs(() => { s!.offsets(); bw.du(); }, repeats);
+          const du = timeMs(bw.du, repeats);
           const total = timeMs(bw.all, repeats);
           emit({ kind: 'time', variant: vname(v), T, NH: NHt, HS, K, W, pairs, fwd_ms: +fwdMs.toFixed(3), prep_ms: +prep.toFixed(3), win_ms: +win.toFixed(3),
             sel_ms: +sel.toFixed(3), du_ms: +du.toFixed(3), bwd_ms: +total.toFixed(3), bwd_tflops_attn: tf(total - du), fwd_tflops_at_10HS: tf(fwdMs) });

@@ -516,13 +516,17 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           return b;
         };
         const D = take(B * NH * T * 4);
-        const off = selects ? take(BH * (T + 1) * 4) : null;
-        const dgk = selects ? take(nu * K * 4) : null;
         const mean = selects ? take(nu * 8) : null;
+        // The gate gradients' way to du: the tensor-core backward sums them per key (dsel); the fp32
+        // one stores each selected pair's in dgk, by key (off), for sparsek_score_grad to sum.
+        const dsel = tc !== null && selects ? take(nu * 8) : null;
+        const off = tc === null && selects ? take(BH * (T + 1) * 4) : null;
+        const dgk = tc === null && selects ? take(nu * K * 4) : null;
         if (off !== null && s.e !== null) this.launch('sparsek_key_offsets', keyOffsetsSource, BH, PREFIX_BLOCK, [off, s.e, T, W]);
-        if (tc !== null && half !== null && off !== null && dgk !== null && mean !== null && s.tau && s.thk && s.count && s.sel && s.nfree) {
+        if (tc !== null && half !== null && dsel !== null && mean !== null && s.tau && s.thk && s.count && s.sel && s.nfree) {
           // prep: D and dq = 0; win: the window pairs (stores dk, dv); sel: the selected pairs (adds).
           const dout16 = take(nq * 2);
+          this.rt.cu('cuMemsetD32Async', dsel.ptr, 0, 2 * nu, this.rt.stream);
           this.launch('to_bf16', toBf16Source, blocks(nq), ELEM_BLOCK, [dout16, dout, nq]);
           this.zero(dk);
           this.zero(dv);
@@ -531,7 +535,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           this.launch(bwdWinSource(tc.bwd).name, () => bwdWinSource(tc.bwd), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
             [dk, dv, dq, half.q, half.k, half.v, dout16, s.lse, D, T, NH, NKV, W, scale], bwdWinShared(tc.bwd));
           this.launch(bwdSelSource(tc.bwd).name, () => bwdSelSource(tc.bwd), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
-            [dq, dk, dv, dgk, mean, half.q, half.k, half.v, dout16, s.lse, D, u ?? s.tau, s.tau, s.thk, s.count, s.sel, s.nfree, off, T, NH, NKV, K, W, scale],
+            [dq, dk, dv, dsel, mean, half.q, half.k, half.v, dout16, s.lse, D, u ?? s.tau, s.tau, s.thk, s.count, s.sel, s.nfree, T, NH, NKV, K, W, scale],
             bwdSelShared(tc.bwd, K));
         } else {
           // pass 1: dq, D, gate gradients; pass 2: dk, dv
@@ -542,11 +546,14 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
             [dk, dv, dout, s.lse, D, q, k, v, u ?? nothing, s.tau ?? nothing, s.e ?? nothing,
               T, NH, NKV, W, scale]);
         }
-        if (du !== null && u !== null && mean !== null && off !== null && dgk !== null && s.tau !== null && s.e !== null) {
+        if (du !== null && u !== null && mean !== null && s.tau !== null && s.e !== null) {
           const P = take(BH * (T + 1) * 8);
           this.launch('sparsek_mean_prefix', meanPrefixSource, BH, PREFIX_BLOCK, [P, mean, T]);
-          this.launch('sparsek_score_grad', scoreGradSource, blocks(nu), ELEM_BLOCK,
-            [du, u, s.tau, s.e, off, dgk, P, BH, T, K, W]);
+          if (dsel !== null) {
+            this.launch('sparsek_score_grad_sums', () => scoreGradSource('sums'), blocks(nu), ELEM_BLOCK, [du, u, s.tau, dsel, P, BH, T, K, W]);
+          } else if (off !== null && dgk !== null) {
+            this.launch('sparsek_score_grad', () => scoreGradSource('slots'), blocks(nu), ELEM_BLOCK, [du, u, s.tau, s.e, off, dgk, P, BH, T, K, W]);
+          }
         }
         for (const b of scratch) this.rt.arena.give(b); // reusable at once: later work on the stream runs after these kernels
       },

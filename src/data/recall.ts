@@ -94,7 +94,9 @@ const COPY_LETTERS = 'ABCDEFGIJKLMNOPQRSUVWXYZ';
 
 /** What copyDocuments makes: a random string of `length` letters, `gap` filler characters, then the string again. */
 export interface CopyOptions {
-  length: number;
+  /** Letters to copy, or [min, max] drawn per document: a varying length varies the distance from each letter of
+   * the repeat to its original even without a gap, so that no fixed-offset attention solves the task. */
+  length: number | [number, number];
   seed: number;
   /** Filler characters between the string and its repeat, or [min, max] drawn per document (default 0). */
   gap?: number | [number, number];
@@ -111,13 +113,18 @@ export interface CopyOptions {
  *            // e.g. 'Copy: QZFAB. The grass is green. Again: QZFAB.'
  */
 export function copyDocuments(n: number, opts: CopyOptions): RecallDocument[] {
-  const { length, gap = 0 } = opts;
+  const { length: lengths, gap = 0 } = opts;
   if (!Number.isInteger(n) || n < 1) throw new ArgumentError('n', 'an integer >= 1', n);
-  if (!Number.isInteger(length) || length < 2 || length > 10000) throw new ArgumentError('length', 'an integer in [2, 10000] (letters to copy)', length);
+  const [lenMin, lenMax] = typeof lengths === 'number' ? [lengths, lengths] : lengths;
+  if (!Number.isInteger(lenMin) || !Number.isInteger(lenMax) || lenMin < 2 || lenMax < lenMin || lenMax > 10000) {
+    throw new ArgumentError('length', 'an integer in [2, 10000], or [min, max] with 2 <= min <= max <= 10000 (letters to copy)', lengths);
+  }
   const [gapMin, gapMax] = gapRange(gap);
   const rng = new Rng(opts.seed);
   const docs: RecallDocument[] = [];
   for (let d = 0; d < n; d++) {
+    // A fixed length draws nothing, so that documents of a fixed length stay what earlier seeds made.
+    const length = lenMin === lenMax ? lenMin : lenMin + rng.int(lenMax - lenMin + 1);
     const str = Array.from({ length }, () => COPY_LETTERS[rng.int(COPY_LETTERS.length)]).join('');
     let text = 'Copy: ';
     const from = text.length;

@@ -397,14 +397,14 @@ export function bwdSelSource(v: BackwardVariant): KernelSource {
   const name = bwdSelName(o);
   return {
     name,
-    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr',
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr',
       'i32', 'i32', 'i32', 'i32', 'i32', 'f32'],
     source: `${common(o)}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
     float* dq,                        // (B, NH, T, HS)  added to (this block owns its rows)
     float* dk,                        // (B, NKV, T, HS) added to (atomically)
     float* dv,                        // (B, NKV, T, HS) added to (atomically)
-    float* dgk,                       // (B, NKV, T*K) gate gradients by key: off_j + (i - j - W)
+    double* dsel,                     // (B, NKV, T) added to: sum over queries i and heads of dg_ij [j in Sel_i ∩ F_i]
     double* mean,                     // (B, NKV, T) sum_{Sel_i ∩ F_i} dg_ij / |F_i| (0 when F_i is empty)
     const bf16* __restrict__ q,       // (B, NH, T, HS)
     const bf16* __restrict__ k,       // (B, NKV, T, HS)
@@ -418,7 +418,6 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const int* __restrict__ count,    // (B, NKV, T)
     const int* __restrict__ sel,      // (B, NKV, T, K)
     const int* __restrict__ nfree,    // (B, NKV, T) |F_i|
-    const int* __restrict__ off,      // (B, NKV, T + 1) key j's first slot (sparsek_key_offsets)
     int T, int NH, int NKV, int K, int W, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Ks = reinterpret_cast<bf16*>(smem);   // [2][BT][LDS]
@@ -436,8 +435,6 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   const float sl = scale * LOG2E;
   const bf16* kb = k + kv0 * HS;
   const bf16* vb = v + kv0 * HS;
-  const size_t dg0 = kv0 * K;                 // == ((b NKV + h) T) K
-  const int* offr = off + ((size_t)b * NKV + h) * (T + 1);
 
   // keys: Sel_{i0} (nsel), then the new candidates [rlo, rhi) in one tile
   const int nsel = K > 0 ? count[kv0 + i0] : 0;
@@ -447,25 +444,24 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   const int nkeys = nT * BT;
   float* mu_ = reinterpret_cast<float*>(mkey + nkeys);
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
-  int* moff = mpos + nkeys;
+  float* mdg = reinterpret_cast<float*>(mpos + nkeys); // per key: its dg summed over the block's F pairs and heads
   for (int base = 0; base < nkeys; base += 4 * NTHR) {
     int j[4];
     float uu[4];
-    int of[4];
 #pragma unroll
     for (int a = 0; a < 4; a++) {
       const int x = base + a * NTHR + tid, t = x / BT, r = x % BT;
       j[a] = x >= nkeys ? -1 : t < nselT ? (x < nsel ? srow[x] : -1) : (rlo + r < rhi ? rlo + r : -1);
     }
 #pragma unroll
-    for (int a = 0; a < 4; a++) { uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f; of[a] = j[a] >= 0 ? offr[j[a]] : 0; }
+    for (int a = 0; a < 4; a++) uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f;
 #pragma unroll
     for (int a = 0; a < 4; a++) {
       const int x = base + a * NTHR + tid;
       if (x < nkeys) {
         mpos[x] = j[a];
         mu_[x] = uu[a];
-        moff[x] = of[a] - W;          // slot of (i, j) = moff + i - j
+        mdg[x] = 0.f;
         mkey[x] = j[a] >= 0 ? (((u64)ord_of(uu[a]) << 32) | (unsigned)j[a]) : 0ull;
       }
     }
@@ -532,7 +528,8 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
       const u64* tkey = mkey + t * BT;
       const float* tu = mu_ + t * BT;
       const int* tpos = mpos + t * BT;
-      const int* toff = moff + t * BT;
+      float* tdg = mdg + t * BT;
+      float cdg[NT][2];               // this thread's two columns per n, summed over its two rows
       // S = Q K^T, dP = dO V^T for the warp's 16 queries x 64 keys
       float s[NT][4], dp[NT][4];
 #pragma unroll
@@ -559,6 +556,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
 #pragma unroll
       for (int n = 0; n < NT; n++) {
         float ds[4], pg[4];
+        cdg[n][0] = cdg[n][1] = 0.f;
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
@@ -571,11 +569,12 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
           ds[e] = p * (gt * dp[n][e] - Dr[rr]);
           pg[e] = p * gt;
           if (in) {
-            const float dg = p * dp[n][e];
-            float* slot = dgk + dg0 + toff[c] + (i - j);
-            *slot = gi == 0 ? dg : *slot + dg;
             const double ud = uj;
-            if (ud > qtd[rr] && ud - qtd[rr] < 1.0) num[rr] += dg;
+            if (ud > qtd[rr] && ud - qtd[rr] < 1.0) { // j in F_i: dg_ij reaches u through SparseK's backward
+              const float dg = p * dp[n][e];
+              num[rr] += dg;
+              cdg[n][e & 1] += dg;
+            }
           }
         }
         sa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(ds[0], ds[1]);
@@ -590,6 +589,17 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
       // dQ += dS K (k = keys: down the rows of the K tile)
 #pragma unroll
       for (int kk = 0; kk < BT / 16; kk++) MMA_BT(acc, sa[kk], Kst + kk * 16 * LDS, LDS, NO, lane);
+      // each column's dg over the warp's 16 rows (lanes of one t4), then over the 4 warps in shared memory
+#pragma unroll
+      for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int x = 0; x < 2; x++) {
+          float v = cdg[n][x];
+          v += __shfl_xor_sync(FULL, v, 4);
+          v += __shfl_xor_sync(FULL, v, 8);
+          v += __shfl_xor_sync(FULL, v, 16);
+          if (g8 == 0 && v != 0.f) atomicAdd(tdg + n * 8 + 2 * t4 + x, v);
+        }
       __syncthreads();
       // the tile's dK = scale dS^T Q and dV = (P g)^T dO for keys 16w .. 16w + 15, added atomically
       const int j_0 = tpos[w * 16 + g8], j_1 = tpos[w * 16 + g8 + 8];
@@ -632,6 +642,11 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
         *p = x;
       }
     }
+  }
+  __syncthreads(); // every tile's column sums are in mdg
+  for (int x = tid; x < nkeys; x += NTHR) {
+    const float v = mdg[x];
+    if (mpos[x] >= 0 && v != 0.f) atomicAdd(dsel + kv0 + mpos[x], (double)v);
   }
 #pragma unroll
   for (int rr = 0; rr < 2; rr++) {

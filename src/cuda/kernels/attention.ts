@@ -482,22 +482,26 @@ extern "C" __global__ void __launch_bounds__(PB) sparsek_mean_prefix(
  * du (overwritten), SparseK's backward (SPEC section 1) through every query's threshold:
  *   du_j = sum_{i in [a, e)} dg_ij [j in Sel_i] - (P[e] - P[a]),
  * [a, e) = { i >= j + W : 0 < u_j - tau_i < 1 }: a = max(j + W, first i with u_j - tau_i < 1),
- * e = first i with u_j <= tau_i (tau never decreases). j is in Sel_i for i in [j + W, e_j), whose
- * gate gradients sit in dgk from off_j on. Sums in double.
+ * e = first i with u_j <= tau_i (tau never decreases). The first sum comes from
+ *   'slots': the gate gradients in dgk (attention_backward_query's layout: j is in Sel_i for i in
+ *            [j + W, e_j), its slots from off_j on), summed here in double;
+ *   'sums':  dsel_j, that sum already made by the tensor-core backward (spk_bwd_sel).
  * Launch: grid ceil(B*NKV*T / 256), block 256.
  */
-export function scoreGradSource(): KernelSource {
+export function scoreGradSource(from: 'slots' | 'sums' = 'slots'): KernelSource {
+  const slots = from === 'slots';
+  const name = slots ? 'sparsek_score_grad' : 'sparsek_score_grad_sums';
   return {
-    name: 'sparsek_score_grad',
-    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32'],
+    name,
+    params: slots ? ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32'] : ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32'],
     source: `
-extern "C" __global__ void sparsek_score_grad(
+extern "C" __global__ void ${name}(
     float* du,           // (B*NKV, T)
     const float* u,      // (B*NKV, T)
     const double* tau,   // (B*NKV, T)
-    const int* e,        // (B*NKV, T)
+${slots ? `    const int* e,        // (B*NKV, T)
     const int* off,      // (B*NKV, T + 1)
-    const float* dgk,    // (B*NKV, T*K)
+    const float* dgk,    // (B*NKV, T*K)` : `    const double* dsel,  // (B*NKV, T)`}
     const double* P,     // (B*NKV, T + 1)
     int BH, int T, int K, int W) {
   const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -525,10 +529,10 @@ extern "C" __global__ void sparsek_score_grad(
     }
     const int en = lo;
     if (en > a) {
-      const int stop = min(en, e[idx]);
+${slots ? `      const int stop = min(en, e[idx]);
       const float* g = dgk + bh * T * K + off[bh * (T + 1) + j]; // g[i - (j + W)]: query i's slot
       double direct = 0.0;
-      for (int i = a; i < stop; i++) direct += (double)g[i - start];
+      for (int i = a; i < stop; i++) direct += (double)g[i - start];` : `      const double direct = dsel[idx];`}
       const double* Pr = P + bh * (T + 1);
       r = direct - (Pr[en] - Pr[a]);
     }
