@@ -1,7 +1,7 @@
 // Harness for the fast selection (kernel.ts): emulation, GPU validation, timing. One JSON line per result.
 //
 //   node --import tsx dev/cuda-selection-fast/bench.ts [--T 4096,16384,65536] [--rows 16] [--K 512] [--W 512]
-//        [--repeats 20] [--dump DIR] [--no-old] [--skip-emulate]
+//        [--repeats 20] [--dump DIR] [--no-old] [--skip-emulate] [--probe]
 //
 // 1. emulate (no GPU): emulate.ts's fastSelect, the kernels' algorithm step for step, against CausalSelector
 //    (src/cpu/kernels/selection.ts) on awkward cases: tau to 1e-9 (relative, absolute below 1), thk, count,
@@ -11,6 +11,7 @@
 //    (every row, the (BH, T, K) layout). Continues past a failure; exit status 1 if any.
 // 3. time (GPU, CUDA events, median): per pass and in all, 'block' and 'all', u ~ N(0, 1) and U(0, 1),
 //    next to the existing kernels (src/cuda/kernels/selection.ts) unless --no-old.
+// --probe adds, per timing shape, fs_block's clock64() cycles and walk lengths per phase (sum and max).
 // --dump DIR writes each kernel's .cu for `nvcc -arch=sm_90 -cubin --ptxas-options=-v`.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -21,7 +22,7 @@ import type { CudaRuntime, DeviceBlock, Kernel, KernelSource } from '../../src/c
 import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../cuda-attention/selection-tiles.js';
 import { fastSelect, keyOf, ordOf } from './emulate.js';
 import {
-  FS_CHUNK, FS_ROWS_THREADS, fsAnchorSource, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource,
+  FS_CHUNK, FS_PROBE_PHASES, FS_ROWS_THREADS, fsAnchorSource, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource,
 } from '../../src/cuda/kernels/selection-fast.js';
 
 const args = process.argv.slice(2);
@@ -235,6 +236,17 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
   const block = (): void => rt.launch(kBlock, [nb, BH, 1], FS_CHUNK, 0,
     [tau.ptr, thk.ptr, count.ptr, nfree.ptr, sel.ptr, athk.ptr, atau.ptr, tk.ptr, tp.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb]);
   const run = (): void => { tree(); anchors(); rows(); block(); };
+  // Where fs_block's time goes (--probe): clock64() cycles per phase and walk lengths, summed and maxed.
+  const probe = (): Record<string, { sum: number; max: number }> => {
+    const kProbe = kernel(fsBlockSource({ ALL: all, PROBE: true }));
+    const slots = take(16 * 8);
+    rt.cu('cuMemsetD32Async', slots.ptr, 0, 32, rt.stream);
+    rt.launch(kProbe, [nb, BH, 1], FS_CHUNK, 0,
+      [tau.ptr, thk.ptr, count.ptr, nfree.ptr, sel.ptr, athk.ptr, atau.ptr, tk.ptr, tp.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb, slots.ptr]);
+    const got = get(slots, new BigUint64Array(16));
+    rt.arena.give(slots);
+    return Object.fromEntries(FS_PROBE_PHASES.map((name, k) => [name, { sum: Number(got[k]), max: Number(got[8 + k]) }]));
+  };
   const free = (): void => { for (const b of [tk, tp, ...sk, ...sp, athk, atau, tau, thk, count, nfree, sel]) rt.arena.give(b); };
   const read = (r: number) => {
     const o = r * T;
@@ -247,7 +259,7 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
       row: (q: number) => sl.subarray((r * rowsPer + q) * K, (r * rowsPer + q + 1) * K),
     };
   };
-  return { run, tree, anchors, rows, block, free, read, nb, NL, Tx, treeBytes: 2 * NL * lvl * 8 };
+  return { run, tree, anchors, rows, block, probe, free, read, nb, NL, Tx, treeBytes: 2 * NL * lvl * 8 };
 }
 
 /** The existing kernels (src/cuda/kernels/selection.ts), as CudaBackend launches them. */
@@ -321,6 +333,10 @@ for (const T of Ts) {
         out({ phase: 'time', T, rows: ROWS, K: KB, W: WB, dist, mode: all ? 'all' : 'block', ms: +ms.toFixed(4),
           parts: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, +v.toFixed(4)])), oldMs: oldMs === null ? null : +oldMs.toFixed(3),
           treeMiB: +(f.treeBytes / 2 ** 20).toFixed(1), NL: f.NL });
+        if (args.includes('--probe')) {
+          f.run();
+          out({ phase: 'probe', T, dist, mode: all ? 'all' : 'block', blocks: f.nb * ROWS, queries: T * ROWS, ...f.probe() });
+        }
         f.free();
         rt.arena.give(du);
       } catch (e) {

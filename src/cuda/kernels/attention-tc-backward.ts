@@ -48,6 +48,8 @@ export interface BackwardVariant {
   FASTEXP?: boolean;
   /** __launch_bounds__ minimum blocks per SM for win and sel (0: none). */
   MINB?: number;
+  /** Lab probe only (wrong results): the global reductions become plain stores, to time what they cost. */
+  STORE?: boolean;
 }
 
 /** Queries and keys per tile, both kernels. */
@@ -55,10 +57,10 @@ export const BT = 64;
 const NTHR = 128;
 
 function full(o: BackwardVariant): Required<BackwardVariant> {
-  return { FASTEXP: true, MINB: 0, ...o };
+  return { FASTEXP: true, MINB: 0, STORE: false, ...o };
 }
 
-const suffix = (o: Required<BackwardVariant>): string => `hs${o.HS}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}`;
+const suffix = (o: Required<BackwardVariant>): string => `hs${o.HS}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.STORE ? '_store' : ''}`;
 export const bwdWinName = (v: BackwardVariant): string => `spk_bwd_win_${suffix(full(v))}`;
 export const bwdSelName = (v: BackwardVariant): string => `spk_bwd_sel_${suffix(full(v))}`;
 export const bwdPrepName = (OUT: 'bf16' | 'f32'): string => `spk_bwd_prep_${OUT}`;
@@ -146,7 +148,9 @@ __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
 }
 // *p += a, p[1] += b, as one 8-byte reduction (sm_90; two scalar ones before)
 __device__ __forceinline__ void red2(float* p, float a, float b) {
-#if __CUDA_ARCH__ >= 900
+#if ${o.STORE ? 1 : 0}
+  *reinterpret_cast<float2*>(p) = make_float2(a, b);
+#elif __CUDA_ARCH__ >= 900
   asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(p), "f"(a), "f"(b) : "memory");
 #else
   asm volatile("red.global.add.f32 [%0], %1;" :: "l"(p), "f"(a) : "memory");

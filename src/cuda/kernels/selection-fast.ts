@@ -338,10 +338,16 @@ extern "C" __global__ void __launch_bounds__(NTHR) sparsek_fs_rows(
 export interface BlockVariant {
   /** Also write every query's sel row ((T, K) layout, rows at 64 b already written by sparsek_fs_rows). */
   ALL: boolean;
+  /** Lab only (dev/cuda-selection-fast): a last argument, u64 probe[FS_PROBES], gets clock64() cycles and step
+   * counts per phase, summed over threads (slots 0..7) and their maxima (slots 8..15). */
+  PROBE?: boolean;
 }
 
+/** The probe's phases (PROBE): cycles of each, then the walks' step counts. */
+export const FS_PROBE_PHASES = ['prologue', 'newCandidates', 'thkWalk', 'tauWalk', 'nfree', 'thkSteps', 'tauSteps', 'block'] as const;
+
 export function fsBlockName(v: BlockVariant): string {
-  return `sparsek_fs_block${v.ALL ? '_all' : ''}`;
+  return `sparsek_fs_block${v.ALL ? '_all' : ''}${v.PROBE ? '_probe' : ''}`;
 }
 
 /**
@@ -352,9 +358,18 @@ export function fsBlockSource(v: BlockVariant): KernelSource {
   const name = fsBlockName(v);
   return {
     name,
-    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32',
+      ...(v.PROBE ? ['ptr' as const] : [])],
     source: `${common()}
 #define ALL ${v.ALL ? 1 : 0}
+#define PROBE ${v.PROBE ? 1 : 0}
+#if PROBE
+#define MARK(slot, t0) { const long long t1_ = clock64(); atomicAdd(probe + (slot), (u64)(t1_ - (t0))); atomicMax(probe + 8 + (slot), (u64)(t1_ - (t0))); t0 = t1_; }
+#define COUNT(slot, n) { atomicAdd(probe + (slot), (u64)(n)); atomicMax(probe + 8 + (slot), (u64)(n)); }
+#else
+#define MARK(slot, t0)
+#define COUNT(slot, n)
+#endif
 struct BlockP { int thkHi, gtLoC, ge1C, gtHiC; double gtLoS, ge1S; int yThk, yE0, yE1, yX0, yX1; };
 extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
     double* tau,         // (BH, T)
@@ -367,8 +382,12 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
     const u64* tk,       // (NL, BH, Tx)
     const double* tp,    // (NL, BH, Tx)
     const float* u,      // (BH, T)
-    int BH, int T, int K, int W, int Tx, int d, int NL, int nb) {
+    int BH, int T, int K, int W, int Tx, int d, int NL, int nb${v.PROBE ? ', u64* probe' : ''}) {
   __shared__ BlockP P;
+#if PROBE
+  long long tq = clock64();
+  const long long tb = tq;
+#endif
   const int b = blockIdx.x, row = blockIdx.y, tid = threadIdx.x;
   const int i0 = CHUNK * b, i = i0 + tid;
   const size_t o = (size_t)row * T + i;
@@ -398,6 +417,9 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
     }
   }
   __syncthreads();
+#if PROBE
+  if (tid == 0) MARK(0, tq) else tq = clock64();
+#endif
   u64 myThk = 0ull; // thk_i for the rows (ALL)
   if (i < T) {
     const int n = clampn((long long)i - W + 1, T);
@@ -420,18 +442,23 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
         if (k >= kGe1) { u0++; ge1S += (double)v; }
         if (k >= kGtHi) gtHi++;
       }
+      MARK(1, tq)
       // thk_i: down the root from thk_hi, counting candidates
       int cnt = aThk;
       u64 tk_i = 0ull;
       for (int y = P.yThk; ; y--) {
         const u64 key = root[y];
-        if (pos_of(key) < n && ++cnt == K) { tk_i = key; break; }
+        if (pos_of(key) < n && ++cnt == K) { tk_i = key; COUNT(5, P.yThk - y + 1) break; }
       }
+      MARK(2, tq)
       // tau_i: up through the breakpoints in (tau_lo, tau_hi]
       double t_i;
       if (tauLo == tauHi) t_i = tauLo;
       else {
         int U = u0, nF = gtLoC - u0, pE = P.yE0, pX = P.yX0;
+#if PROBE
+        const int pE0 = pE, pX0 = pX;
+#endif
         double sF = gtLoS - ge1S, cur = tauLo;
         for (;;) {
           while (pE < P.yE1 && pos_of(root[pE]) >= n) pE++;
@@ -447,6 +474,7 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
           if (f <= (double)K + tol || last) {
             const double t = nF > 0 ? (sF + (double)U - (double)K) / (double)nF : cur;
             t_i = t < cur ? cur : t > tn ? tn : t;
+            COUNT(6, (pE - pE0) + (pX - pX0))
             break;
           }
           if (tE <= tX) { nF--; sF -= tE; pE++; }
@@ -455,6 +483,7 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
           cur = tn;
         }
       }
+      MARK(3, tq)
       // |F_i|: the walk ranges directly, the middle (tau_hi, tau_lo + 1) in aggregate
       int nf = 0;
       for (int y = P.yE0; y < P.yE1; y++) {
@@ -468,6 +497,7 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
         if (pos_of(key) < n && v > t_i && v - t_i < 1.0) nf++;
       }
       if (P.yX0 > P.yE1) nf += gtHi - u0;
+      MARK(4, tq)
       myThk = tk_i;
       tau[o] = t_i; thk[o] = tk_i; count[o] = K; nfree[o] = nf;
     }
@@ -497,6 +527,9 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
   }
 #else
   (void)myThk;
+#endif
+#if PROBE
+  if (tid == 0) { long long t = tb; MARK(7, t) }
 #endif
 }
 `,
