@@ -82,10 +82,10 @@ export function bwdSelMaxTiles(K: number): number {
   return Math.ceil(K / BT) + 1;
 }
 
-/** sel: dynamic shared bytes (K and V double-buffered, Q, dO, dS, P g, 20 bytes of data per key). */
+/** sel: dynamic shared bytes (K and V double-buffered, Q, dO, dS, P g, 24 bytes of data per key, the block's thk). */
 export function bwdSelShared(v: BackwardVariant, K: number): number {
   const l = LDS(v.HS);
-  return 2 * 2 * BT * l * 2 + 2 * BT * l * 2 + 2 * BT * LDP * 2 + bwdSelMaxTiles(K) * BT * 20;
+  return 2 * 2 * BT * l * 2 + 2 * BT * l * 2 + 2 * BT * LDP * 2 + bwdSelMaxTiles(K) * BT * 24 + BT * 8;
 }
 
 /** The PTX helpers of kernel.ts plus vector reductions. */
@@ -111,6 +111,23 @@ typedef unsigned int u32;
 __device__ __forceinline__ unsigned ord_of(float x) {
   unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ float float_of_ord(unsigned o) {
+  return __uint_as_float((o & 0x80000000u) ? (o ^ 0x80000000u) : ~o);
+}
+// [lo, hi]: the floats f with (double)f > t and (double)f - t < 1, i.e. SparseK's free set for the
+// threshold t, exactly as the double test decides it (both sides are monotone in f); empty (lo > hi)
+// for t = +-inf.
+__device__ __forceinline__ void free_bounds(double t, float& lo, float& hi) {
+  if (!(t > -(double)FINF && t < (double)FINF)) { lo = FINF; hi = -FINF; return; }
+  unsigned a = ord_of((float)t);
+  while ((double)float_of_ord(a) <= t) a++;
+  while ((double)float_of_ord(a - 1) > t) a--;
+  unsigned c = ord_of((float)(t + 1.0));
+  while (!((double)float_of_ord(c) - t < 1.0)) c--;
+  while ((double)float_of_ord(c + 1) - t < 1.0) c++;
+  lo = float_of_ord(a);
+  hi = float_of_ord(c);
 }
 __device__ __forceinline__ u32 smem_addr(const void* p) {
   u32 a;
@@ -449,6 +466,9 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   float* mu_ = reinterpret_cast<float*>(mkey + nkeys);
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
   float* mdg = reinterpret_cast<float*>(mpos + nkeys); // per key: its dg summed over the block's F pairs and heads
+  int* mrng = reinterpret_cast<int*>(mdg + nkeys);      // per key: the block rows [lo, hi) that select it, lo | hi << 8
+  u64* bthk = reinterpret_cast<u64*>(mrng + nkeys);    // thk of the block's 64 queries (~0 past T); 8-aligned: 24 bytes per key
+  for (int r = tid; r < BT; r += NTHR) bthk[r] = i0 + r < T ? thk[kv0 + i0 + r] : ~0ull;
   for (int base = 0; base < nkeys; base += 4 * NTHR) {
     int j[4];
     float uu[4];
@@ -471,19 +491,37 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     }
   }
 
-  // this thread's two query rows
+  __syncthreads();
+  // Which block rows select each key: thk never decreases with i, so key >= thk_i holds for the rows
+  // before hi (a search of the block's thk); a new candidate j also needs j <= i - W, the rows from lo.
+  for (int x = tid; x < nkeys; x += NTHR) {
+    const int j = mpos[x];
+    int lo = 0, hi = 0;
+    if (j >= 0) {
+      const u64 key = mkey[x];
+      int a = 0, z = BT;
+      while (a < z) {
+        const int mid = (a + z) >> 1;
+        if (bthk[mid] <= key) a = mid + 1;
+        else z = mid;
+      }
+      hi = a;
+      lo = x < nselT * BT ? 0 : min(BT, max(0, j + W - i0));
+    }
+    mrng[x] = lo | hi << 8;
+  }
+
+  // this thread's two query rows, and the float bounds of their free sets
   int qi[2];
-  u64 qthk[2];
-  float qtf[2];
-  double qtd[2], num[2] = {0.0, 0.0};
+  float qtf[2], flo[2], fhi[2];
+  float num[2] = {0.f, 0.f};         // sum over F pairs of dg (fp32, like every other sum here)
 #pragma unroll
   for (int rr = 0; rr < 2; rr++) {
     const int i = i0 + w * 16 + g8 + rr * 8;
     qi[rr] = i;
-    const bool ok = i < T;
-    qthk[rr] = ok ? thk[kv0 + i] : ~0ull;
-    qtd[rr] = ok ? tau[kv0 + i] : (double)FINF;
-    qtf[rr] = (float)qtd[rr];
+    const double td = i < T ? tau[kv0 + i] : (double)FINF;
+    qtf[rr] = (float)td;
+    free_bounds(td, flo[rr], fhi[rr]);
   }
 
   auto issue = [&](int t, int st) {
@@ -528,12 +566,10 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
       __syncthreads();
       const bf16* Kst = Ks + st * BT * LDS;
       const bf16* Vst = Vs + st * BT * LDS;
-      const bool seltile = t < nselT;
-      const u64* tkey = mkey + t * BT;
+      const int* trng = mrng + t * BT;
       const float* tu = mu_ + t * BT;
       const int* tpos = mpos + t * BT;
       float* tdg = mdg + t * BT;
-      float cdg[NT][2];               // this thread's two columns per n, summed over its two rows
       // S = Q K^T, dP = dO V^T for the warp's 16 queries x 64 keys
       float s[NT][4], dp[NT][4];
 #pragma unroll
@@ -557,30 +593,28 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
         }
       }
       u32 sa[BT / 16][4];
+      float cdgn[NT][2];
 #pragma unroll
       for (int n = 0; n < NT; n++) {
-        float ds[4], pg[4];
-        cdg[n][0] = cdg[n][1] = 0.f;
+        float ds[4], pg[4], cdg[2] = {0.f, 0.f}; // this thread's two columns, summed over its two rows
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
-          const int j = tpos[c], i = qi[rr];
-          // selected by i: Sel_{i0}'s keys are all <= i0 - W; a new candidate must also be <= i - W
-          const bool in = j >= 0 && tkey[c] >= qthk[rr] && (seltile || j <= i - W);
+          const int rg = trng[c], rl = w * 16 + g8 + rr * 8;
+          const bool in = rl >= (rg & 255) && rl < (rg >> 8); // j in Sel_i
           const float p = in ? ex2(s[n][e] * sl - L2[rr]) : 0.f;
           const float uj = tu[c];
           const float gt = fminf(fmaxf(uj - qtf[rr], 0.f), 1.f);
           ds[e] = p * (gt * dp[n][e] - Dr[rr]);
           pg[e] = p * gt;
-          if (in) {
-            const double ud = uj;
-            if (ud > qtd[rr] && ud - qtd[rr] < 1.0) { // j in F_i: dg_ij reaches u through SparseK's backward
-              const float dg = p * dp[n][e];
-              num[rr] += dg;
-              cdg[n][e & 1] += dg;
-            }
+          if (in && uj >= flo[rr] && uj <= fhi[rr]) { // j in F_i: dg_ij reaches u through SparseK's backward
+            const float dg = p * dp[n][e];
+            num[rr] += dg;
+            cdg[e & 1] += dg;
           }
         }
+        cdgn[n][0] = cdg[0];
+        cdgn[n][1] = cdg[1];
         sa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(ds[0], ds[1]);
         sa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(ds[2], ds[3]);
         // dS and P g as [query][key] for the tile's dK and dV products
@@ -593,12 +627,12 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
       // dQ += dS K (k = keys: down the rows of the K tile)
 #pragma unroll
       for (int kk = 0; kk < BT / 16; kk++) MMA_BT(acc, sa[kk], Kst + kk * 16 * LDS, LDS, NO, lane);
-      // each column's dg over the warp's 16 rows (lanes of one t4), then over the 4 warps in shared memory
+      // each column's dg over the warp's 16 rows (the lanes of one t4), then the 4 warps' in shared memory
 #pragma unroll
       for (int n = 0; n < NT; n++)
 #pragma unroll
         for (int x = 0; x < 2; x++) {
-          float v = cdg[n][x];
+          float v = cdgn[n][x];
           v += __shfl_xor_sync(FULL, v, 4);
           v += __shfl_xor_sync(FULL, v, 8);
           v += __shfl_xor_sync(FULL, v, 16);
@@ -659,7 +693,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const int i = qi[rr];
     if (t4 == 0 && i < T) {
       const int nf = nfree[kv0 + i];
-      mean[kv0 + i] = nf > 0 ? num[rr] / nf : 0.0;
+      mean[kv0 + i] = nf > 0 ? (double)num[rr] / nf : 0.0;
     }
   }
 }

@@ -81,9 +81,11 @@ struct Tree {
 };
 struct CS { int c; double s; };
 
-// Count and sum over candidates j < n with key >= kappa; a whole warp calls it (lane l: level l).
-__device__ CS cs_warp(const Tree& tr, int n, u64 kappa) {
-  const int lane = threadIdx.x & 31;
+// Count and sum over candidates j < n with key >= kappa; a group of L lanes calls it (L = 32, a whole
+// warp, or 16, each half of a warp with its own n and kappa when NL <= 16): lane l of the group takes level l.
+template <int L>
+__device__ CS cs_lanes(const Tree& tr, int n, u64 kappa) {
+  const int lane = threadIdx.x & (L - 1);
   const int m = (n + tr.d) / CHUNK;
   int c = 0;
   double s = 0.0;
@@ -96,17 +98,18 @@ __device__ CS cs_warp(const Tree& tr, int n, u64 kappa) {
     c = x1 - lb;
     s = p[x1 - 1] - (lb > x0 ? p[lb - 1] : 0.0);
   }
-  for (int j = max(0, m * CHUNK - tr.d) + lane; j < n; j += 32) {
+  for (int j = max(0, m * CHUNK - tr.d) + lane; j < n; j += L) {
     const float v = tr.u[j];
     if (key_of(v, j) >= kappa) { c++; s += (double)v; }
   }
-  for (int o = 16; o > 0; o >>= 1) {
+  for (int o = L / 2; o > 0; o >>= 1) {
     c += __shfl_xor_sync(FULL, c, o);
     s += __shfl_xor_sync(FULL, s, o);
   }
   CS r; r.c = c; r.s = s;
   return r;
 }
+__device__ __forceinline__ CS cs_warp(const Tree& tr, int n, u64 kappa) { return cs_lanes<32>(tr, n, kappa); }
 `;
 }
 
@@ -401,22 +404,68 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
   const u64 thkHi = athk[ab + 1];
   // P (and the anchors) matter only when some query of the block is full
   const bool blockFull = K > 0 && clampn((long long)min(T - 1, i0 + CHUNK - 1) - W + 1, T) > K;
-  if (blockFull && tid < 32) {
-    // what Cand_{a_b} contributes outside the walks
-    const CS a = cs_warp(tr, nlo, thkHi + 1ull);
-    const CS g = cs_warp(tr, nlo, key_gt(tauLo));
-    const CS e = cs_warp(tr, nlo, key_ge(tauLo + 1.0));
-    const CS h = cs_warp(tr, nlo, key_gt(tauHi));
-    if (tid == 0) {
-      P.thkHi = a.c; P.gtLoC = g.c; P.gtLoS = g.s; P.ge1C = e.c; P.ge1S = e.s; P.gtHiC = h.c;
-      P.yThk = lower_bound(root, 0, Tx, thkHi);
-      P.yE0 = lower_bound(root, 0, Tx, key_gt(tauLo));
-      P.yE1 = lower_bound(root, 0, Tx, key_gt(tauHi));
-      P.yX0 = lower_bound(root, 0, Tx, key_ge(tauLo + 1.0));
-      P.yX1 = lower_bound(root, 0, Tx, key_gt(tauHi + 1.0));
+  const u64 kGtLo = key_gt(tauLo), kGe1 = key_ge(tauLo + 1.0), kGtHi = key_gt(tauHi);
+  if (blockFull) {
+    // What Cand_{a_b} contributes outside the walks: four counts (and sums) and five places in the
+    // root, all independent, so they run side by side (the block's time is mostly their latency).
+    // (selects rather than arrays, which dynamic indices would put in local memory)
+    const auto kappa = [&](int q) { return q == 0 ? thkHi + 1ull : q == 1 ? kGtLo : q == 2 ? kGe1 : kGtHi; };
+    const auto put = [&](int q, CS c) {
+      if (q == 0) P.thkHi = c.c;
+      else if (q == 1) { P.gtLoC = c.c; P.gtLoS = c.s; }
+      else if (q == 2) { P.ge1C = c.c; P.ge1S = c.s; }
+      else P.gtHiC = c.c;
+    };
+    if (tid < 5) {
+      const u64 at = tid == 0 ? thkHi : tid == 1 ? kGtLo : tid == 2 ? kGtHi : tid == 3 ? kGe1 : key_gt(tauHi + 1.0);
+      const int y = lower_bound(root, 0, Tx, at);
+      if (tid == 0) P.yThk = y;
+      else if (tid == 1) P.yE0 = y;
+      else if (tid == 2) P.yE1 = y;
+      else if (tid == 3) P.yX0 = y;
+      else P.yX1 = y;
+    }
+    if (NL <= 16) { // a half warp per count: warp 0 the first two, warp 1 the others
+      const CS c = cs_lanes<16>(tr, nlo, kappa(tid >> 4));
+      if ((tid & 15) == 0) put(tid >> 4, c);
+    } else {        // a warp per count, two each
+      const int q = 2 * (tid >> 5);
+      const CS c0 = cs_warp(tr, nlo, kappa(q)), c1 = cs_warp(tr, nlo, kappa(q + 1));
+      if ((tid & 31) == 0) { put(q, c0); put(q + 1, c1); }
     }
   }
   __syncthreads();
+  // The new candidates nlo + m (m < 64) in prefix sums over m, so that query i, whose new candidates
+  // are m < n_i - nlo, reads its counts and sums at once: four counts packed a byte each (each <= 64),
+  // and the two sums of values.
+  __shared__ int pc[CHUNK + 1];
+  __shared__ double pg[CHUNK + 1], pe[CHUNK + 1];
+  if (blockFull) {
+    const int lane = tid & 31, j = nlo + tid;
+    int c = 0;
+    double sg = 0.0, se = 0.0;
+    if (j < T) {
+      const float v = ur[j];
+      const u64 k = key_of(v, j);
+      c = (k > thkHi ? 1 : 0) | (k >= kGtLo ? 1 << 8 : 0) | (k >= kGe1 ? 1 << 16 : 0) | (k >= kGtHi ? 1 << 24 : 0);
+      if (k >= kGtLo) sg = (double)v;
+      if (k >= kGe1) se = (double)v;
+    }
+    for (int o = 1; o < 32; o <<= 1) {
+      const int c2 = __shfl_up_sync(FULL, c, o);
+      const double g2 = __shfl_up_sync(FULL, sg, o), e2 = __shfl_up_sync(FULL, se, o);
+      if (lane >= o) { c += c2; sg += g2; se += e2; }
+    }
+    if (tid == 31) { pc[0] = c; pg[0] = sg; pe[0] = se; } // warp 0's total, for warp 1
+    __syncthreads();
+    if (tid >= 32) { c += pc[0]; sg += pg[0]; se += pe[0]; }
+    __syncthreads();
+    pc[tid + 1] = c;
+    pg[tid + 1] = sg;
+    pe[tid + 1] = se;
+    if (tid == 0) { pc[0] = 0; pg[0] = 0.0; pe[0] = 0.0; }
+    __syncthreads();
+  }
 #if PROBE
   if (tid == 0) MARK(0, tq) else tq = clock64();
 #endif
@@ -431,17 +480,10 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
       myThk = ~0ull;
       tau[o] = mx; thk[o] = ~0ull; count[o] = 0; nfree[o] = 0;
     } else {
-      const u64 kGtLo = key_gt(tauLo), kGe1 = key_ge(tauLo + 1.0), kGtHi = key_gt(tauHi);
-      int aThk = P.thkHi, u0 = P.ge1C, gtLoC = P.gtLoC, gtHi = P.gtHiC;
-      double gtLoS = P.gtLoS, ge1S = P.ge1S;
-      for (int j = nlo; j < n; j++) {
-        const float v = ur[j];
-        const u64 k = key_of(v, j);
-        if (k > thkHi) aThk++;
-        if (k >= kGtLo) { gtLoC++; gtLoS += (double)v; }
-        if (k >= kGe1) { u0++; ge1S += (double)v; }
-        if (k >= kGtHi) gtHi++;
-      }
+      const int o = n - nlo, cc = pc[o];
+      const int aThk = P.thkHi + (cc & 255), gtLoC = P.gtLoC + ((cc >> 8) & 255);
+      const int u0 = P.ge1C + ((cc >> 16) & 255), gtHi = P.gtHiC + (cc >> 24);
+      const double gtLoS = P.gtLoS + pg[o], ge1S = P.ge1S + pe[o];
       MARK(1, tq)
       // thk_i: down the root from thk_hi, counting candidates
       int cnt = aThk;
