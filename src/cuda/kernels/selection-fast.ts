@@ -451,10 +451,10 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
       if (k >= kGtLo) sg = (double)v;
       if (k >= kGe1) se = (double)v;
     }
-    for (int o = 1; o < 32; o <<= 1) {
-      const int c2 = __shfl_up_sync(FULL, c, o);
-      const double g2 = __shfl_up_sync(FULL, sg, o), e2 = __shfl_up_sync(FULL, se, o);
-      if (lane >= o) { c += c2; sg += g2; se += e2; }
+    for (int s = 1; s < 32; s <<= 1) {
+      const int c2 = __shfl_up_sync(FULL, c, s);
+      const double g2 = __shfl_up_sync(FULL, sg, s), e2 = __shfl_up_sync(FULL, se, s);
+      if (lane >= s) { c += c2; sg += g2; se += e2; }
     }
     if (tid == 31) { pc[0] = c; pg[0] = sg; pe[0] = se; } // warp 0's total, for warp 1
     __syncthreads();
@@ -480,10 +480,10 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
       myThk = ~0ull;
       tau[o] = mx; thk[o] = ~0ull; count[o] = 0; nfree[o] = 0;
     } else {
-      const int o = n - nlo, cc = pc[o];
+      const int m = n - nlo, cc = pc[m]; // the query's new candidates: nlo + [0, m)
       const int aThk = P.thkHi + (cc & 255), gtLoC = P.gtLoC + ((cc >> 8) & 255);
       const int u0 = P.ge1C + ((cc >> 16) & 255), gtHi = P.gtHiC + (cc >> 24);
-      const double gtLoS = P.gtLoS + pg[o], ge1S = P.ge1S + pe[o];
+      const double gtLoS = P.gtLoS + pg[m], ge1S = P.ge1S + pe[m];
       MARK(1, tq)
       // thk_i: down the root from thk_hi, counting candidates
       int cnt = aThk;
