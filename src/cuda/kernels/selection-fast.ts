@@ -24,9 +24,10 @@
 //     (nb, K) array per row, or row 64 b of a (T, K) array.
 //  4. queries (sparsek_fs_block, 64 threads a block, a thread per query i of [64 b, 64 b + 64)):
 //     monotonicity gives thk_{a_b} <= thk_i <= thk_{a_{b+1}} and tau_{a_b} <= tau_i <= tau_{a_{b+1}}, and
-//     Cand_i = Cand_{a_b} + at most 63 new candidates. So thk_i is a walk down the sorted root from
+//     Cand_i = Cand_{a_b} + at most 63 new candidates. So thk_i is a walk down the sorted keys (of the
+//     smallest first tree node that holds the block's candidates, the root for late blocks) from
 //     thk_{a_{b+1}}, counting keys at positions < n_i; tau_i is a walk up through the breakpoints in
-//     (tau_lo, tau_hi], which are two contiguous ranges of the root (values in (tau_lo, tau_hi] and
+//     (tau_lo, tau_hi], which are two contiguous ranges of those keys (values in (tau_lo, tau_hi] and
 //     [tau_lo + 1, tau_hi + 1]); everything outside them enters as CS aggregates of Cand_{a_b} plus the
 //     new candidates. The value ranges (tau_b, tau_{b+1}] of different blocks are disjoint, so the walks
 //     of a row touch O(T) root entries per query slot in all (each block's 64 threads walk the same range).
@@ -396,14 +397,22 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
   const size_t o = (size_t)row * T + i;
   Tree tr; tr.tk = tk; tr.tp = tp; tr.u = u + (size_t)row * T; tr.NL = NL; tr.BH = BH; tr.Tx = Tx; tr.d = d; tr.row = row;
   const float* ur = tr.u;
-  const u64* root = tr.keys(NL - 1);
   const int iF = K + W;
   const int nlo = clampn((long long)max(i0, iF) - W + 1, T);
+  // The walks run over the sorted keys of the smallest first node of the tree (positions x = j + d in
+  // [0, 64 << L)) that holds every candidate of the block, not over the root: the root also holds every
+  // later position, which early blocks (few candidates, thresholds moving fast) would step over by the
+  // thousand. The walks skip positions >= n either way.
+  const int nmax = clampn((long long)min(T - 1, i0 + CHUNK - 1) - W + 1, T);
+  int L = 0;
+  while (L < NL - 1 && (CHUNK << L) < nmax + d) L++;
+  const u64* root = tr.keys(L);
+  const int rootN = min(Tx, CHUNK << L);
   const size_t ab = (size_t)row * (nb + 1) + b;
   const double tauLo = atau[ab], tauHi = atau[ab + 1];
   const u64 thkHi = athk[ab + 1];
   // P (and the anchors) matter only when some query of the block is full
-  const bool blockFull = K > 0 && clampn((long long)min(T - 1, i0 + CHUNK - 1) - W + 1, T) > K;
+  const bool blockFull = K > 0 && nmax > K;
   const u64 kGtLo = key_gt(tauLo), kGe1 = key_ge(tauLo + 1.0), kGtHi = key_gt(tauHi);
   if (blockFull) {
     // What Cand_{a_b} contributes outside the walks: four counts (and sums) and five places in the
@@ -418,7 +427,7 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
     };
     if (tid < 5) {
       const u64 at = tid == 0 ? thkHi : tid == 1 ? kGtLo : tid == 2 ? kGtHi : tid == 3 ? kGe1 : key_gt(tauHi + 1.0);
-      const int y = lower_bound(root, 0, Tx, at);
+      const int y = lower_bound(root, 0, rootN, at);
       if (tid == 0) P.yThk = y;
       else if (tid == 1) P.yE0 = y;
       else if (tid == 2) P.yE1 = y;
