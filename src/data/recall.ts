@@ -100,6 +100,10 @@ export interface CopyOptions {
   seed: number;
   /** Filler characters between the string and its repeat, or [min, max] drawn per document (default 0). */
   gap?: number | [number, number];
+  /** How many times the string is repeated (default 1), each after its own gap: 'Copy: S. <gap> Again: S. <gap> Again: S.'
+   * More repeats give more letters to predict per document, and from the second repeat on several earlier
+   * occurrences that show the answer. */
+  repeats?: number;
 }
 
 /**
@@ -107,14 +111,15 @@ export interface CopyOptions {
  * Every letter of the repeat after its first follows from the original by the induction pattern
  * (find the previous letter's earlier occurrence, copy what follows it), which small models learn far
  * sooner than key-value recall. Scored as recall (scoreRecall), one query per letter of the repeat
- * after the first, its distance the repeat's offset from the original.
+ * after the first, its distance the repeat's offset from the original (with repeats, from the previous repeat).
  * @example
  *   copyDocuments(1, { length: 5, seed: 1, gap: 20 })[0].text
  *            // e.g. 'Copy: QZFAB. The grass is green. Again: QZFAB.'
  */
 export function copyDocuments(n: number, opts: CopyOptions): RecallDocument[] {
-  const { length: lengths, gap = 0 } = opts;
+  const { length: lengths, gap = 0, repeats = 1 } = opts;
   if (!Number.isInteger(n) || n < 1) throw new ArgumentError('n', 'an integer >= 1', n);
+  if (!Number.isInteger(repeats) || repeats < 1 || repeats > 100) throw new ArgumentError('repeats', 'an integer in [1, 100]', repeats);
   const [lenMin, lenMax] = typeof lengths === 'number' ? [lengths, lengths] : lengths;
   if (!Number.isInteger(lenMin) || !Number.isInteger(lenMax) || lenMin < 2 || lenMax < lenMin || lenMax > 10000) {
     throw new ArgumentError('length', 'an integer in [2, 10000], or [min, max] with 2 <= min <= max <= 10000 (letters to copy)', lengths);
@@ -127,11 +132,17 @@ export function copyDocuments(n: number, opts: CopyOptions): RecallDocument[] {
     const length = lenMin === lenMax ? lenMin : lenMin + rng.int(lenMax - lenMin + 1);
     const str = Array.from({ length }, () => COPY_LETTERS[rng.int(COPY_LETTERS.length)]).join('');
     let text = 'Copy: ';
-    const from = text.length;
-    text += `${str}. ${filler(rng, gapMin + rng.int(gapMax - gapMin + 1))}Again: `;
-    const again = text.length;
-    text += `${str}.`;
-    const queries = Array.from({ length: length - 1 }, (_, i) => ({ at: again + i + 1, distance: again - from }));
+    let from = text.length; // where the previous occurrence starts: a repeat's distance is to the nearest one
+    text += str;
+    const queries: RecallDocument['queries'] = [];
+    for (let r = 0; r < repeats; r++) {
+      text += `. ${filler(rng, gapMin + rng.int(gapMax - gapMin + 1))}Again: `;
+      const again = text.length;
+      text += str;
+      for (let i = 1; i < length; i++) queries.push({ at: again + i, distance: again - from });
+      from = again;
+    }
+    text += '.';
     docs.push({ text, queries, digits: 1 });
   }
   return docs;

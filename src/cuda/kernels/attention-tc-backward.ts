@@ -82,10 +82,13 @@ export function bwdSelMaxTiles(K: number): number {
   return Math.ceil(K / BT) + 1;
 }
 
-/** sel: dynamic shared bytes (K and V double-buffered, Q, dO, dS, P g, 24 bytes of data per key, the block's thk). */
+/**
+ * sel: dynamic shared bytes (K double-buffered, V, Q, dO, dS, P g, 16 bytes of data per key, the block's
+ * thk): 72.5 KiB at HS = 64 and K = 512, so that three blocks fit an H100 SM.
+ */
 export function bwdSelShared(v: BackwardVariant, K: number): number {
   const l = LDS(v.HS);
-  return 2 * 2 * BT * l * 2 + 2 * BT * l * 2 + 2 * BT * LDP * 2 + bwdSelMaxTiles(K) * BT * 24 + BT * 8;
+  return 2 * BT * l * 2 + BT * l * 2 + 2 * BT * l * 2 + 2 * BT * LDP * 2 + bwdSelMaxTiles(K) * BT * 16 + BT * 8;
 }
 
 /** The PTX helpers of kernel.ts plus vector reductions. */
@@ -441,13 +444,13 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const int* __restrict__ nfree,    // (B, NKV, T) |F_i|
     int T, int NH, int NKV, int K, int W, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* Ks = reinterpret_cast<bf16*>(smem);   // [2][BT][LDS]
-  bf16* Vs = Ks + 2 * BT * LDS;               // [2][BT][LDS]
-  bf16* Qs = Vs + 2 * BT * LDS;               // [BT][LDS]
+  bf16* Ks = reinterpret_cast<bf16*>(smem);   // [2][BT][LDS] (the next tile's K loads during this one)
+  bf16* Vs = Ks + 2 * BT * LDS;               // [BT][LDS] (the next tile's V loads once dP is done)
+  bf16* Qs = Vs + BT * LDS;                   // [BT][LDS]
   bf16* Os = Qs + BT * LDS;                   // [BT][LDS] dO
   bf16* Ss = Os + BT * LDS;                   // [BT queries][LDP keys] dS
   bf16* Gs = Ss + BT * LDP;                   // [BT queries][LDP keys] P * gate
-  u64* mkey = reinterpret_cast<u64*>(Gs + BT * LDP);
+  u64* bthk = reinterpret_cast<u64*>(Gs + BT * LDP); // thk of the block's 64 queries (~0 past T)
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
   const int mi = lane >> 3, r8 = lane & 7;
   const int i0 = blockIdx.x * BT, h = blockIdx.y, b = blockIdx.z;
@@ -463,12 +466,26 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   const int rlo = max(0, i0 - W + 1), rhi = K > 0 ? min(T, i0 + BT - W) : 0;
   const int nselT = (nsel + BT - 1) / BT, nT = nselT + (rhi > rlo ? 1 : 0);
   const int nkeys = nT * BT;
-  float* mu_ = reinterpret_cast<float*>(mkey + nkeys);
+  float* mu_ = reinterpret_cast<float*>(bthk + BT);
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
   float* mdg = reinterpret_cast<float*>(mpos + nkeys); // per key: its dg summed over the block's F pairs and heads
   int* mrng = reinterpret_cast<int*>(mdg + nkeys);      // per key: the block rows [lo, hi) that select it, lo | hi << 8
-  u64* bthk = reinterpret_cast<u64*>(mrng + nkeys);    // thk of the block's 64 queries (~0 past T); 8-aligned: 24 bytes per key
   for (int r = tid; r < BT; r += NTHR) bthk[r] = i0 + r < T ? thk[kv0 + i0 + r] : ~0ull;
+  __syncthreads();
+  // Which block rows select each key: thk never decreases with i, so key >= thk_i holds for the rows
+  // before hi (a search of the block's thk); a new candidate j also needs j <= i - W, the rows from lo.
+  const auto rows_of = [&](int x, int j, float uj) {
+    if (j < 0) return 0;
+    const u64 key = ((u64)ord_of(uj) << 32) | (unsigned)j;
+    int a = 0, z = BT;
+    while (a < z) {
+      const int mid = (a + z) >> 1;
+      if (bthk[mid] <= key) a = mid + 1;
+      else z = mid;
+    }
+    const int lo = x < nselT * BT ? 0 : min(BT, max(0, j + W - i0));
+    return lo | a << 8;
+  };
   for (int base = 0; base < nkeys; base += 4 * NTHR) {
     int j[4];
     float uu[4];
@@ -486,29 +503,9 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
         mpos[x] = j[a];
         mu_[x] = uu[a];
         mdg[x] = 0.f;
-        mkey[x] = j[a] >= 0 ? (((u64)ord_of(uu[a]) << 32) | (unsigned)j[a]) : 0ull;
+        mrng[x] = rows_of(x, j[a], uu[a]);
       }
     }
-  }
-
-  __syncthreads();
-  // Which block rows select each key: thk never decreases with i, so key >= thk_i holds for the rows
-  // before hi (a search of the block's thk); a new candidate j also needs j <= i - W, the rows from lo.
-  for (int x = tid; x < nkeys; x += NTHR) {
-    const int j = mpos[x];
-    int lo = 0, hi = 0;
-    if (j >= 0) {
-      const u64 key = mkey[x];
-      int a = 0, z = BT;
-      while (a < z) {
-        const int mid = (a + z) >> 1;
-        if (bthk[mid] <= key) a = mid + 1;
-        else z = mid;
-      }
-      hi = a;
-      lo = x < nselT * BT ? 0 : min(BT, max(0, j + W - i0));
-    }
-    mrng[x] = lo | hi << 8;
   }
 
   // this thread's two query rows, and the float bounds of their free sets
@@ -524,15 +521,13 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     free_bounds(td, flo[rr], fhi[rr]);
   }
 
-  auto issue = [&](int t, int st) {
-    bf16* kd = Ks + st * BT * LDS;
-    bf16* vd = Vs + st * BT * LDS;
+  // tile t's gathered rows of K (into stage st) or V, as one cp.async group
+  auto issue = [&](int t, bf16* dst, const bf16* src) {
     for (int x = tid; x < BT * CPR; x += NTHR) {
       const int r = x / CPR, cc = x % CPR;
       const int j = mpos[t * BT + r];
       const size_t o = (size_t)(j >= 0 ? j : 0) * HS + cc * 8;
-      cp_async16(smem_addr(kd + r * LDS + cc * 8), kb + o, j >= 0 ? 16 : 0);
-      cp_async16(smem_addr(vd + r * LDS + cc * 8), vb + o, j >= 0 ? 16 : 0);
+      cp_async16(smem_addr(dst + r * LDS + cc * 8), src + o, j >= 0 ? 16 : 0);
     }
     cp_commit();
   };
@@ -547,7 +542,8 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
       cp_async16(smem_addr(Os + r * LDS + cc * 8), dout + o, i < T ? 16 : 0);
     }
     cp_commit();
-    issue(0, 0);
+    issue(0, Ks, kb);
+    issue(0, Vs, vb);
     float L2[2], Dr[2];
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
@@ -561,11 +557,12 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     for (int n = 0; n < NO; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 
     for (int t = 0, st = 0; t < nT; t++, st ^= 1) {
-      if (t + 1 < nT) { issue(t + 1, st ^ 1); cp_wait<1>(); }
+      // K(t + 1) goes out now; every older group (K(t), V(t)) must be in
+      if (t + 1 < nT) { issue(t + 1, Ks + (st ^ 1) * BT * LDS, kb); cp_wait<1>(); }
       else cp_wait<0>();
       __syncthreads();
       const bf16* Kst = Ks + st * BT * LDS;
-      const bf16* Vst = Vs + st * BT * LDS;
+      const bf16* Vst = Vs;
       const int* trng = mrng + t * BT;
       const float* tu = mu_ + t * BT;
       const int* tpos = mpos + t * BT;
@@ -639,6 +636,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
           if (g8 == 0 && v != 0.f) atomicAdd(tdg + n * 8 + 2 * t4 + x, v);
         }
       __syncthreads();
+      if (t + 1 < nT) issue(t + 1, Vs, vb); // every warp is past dP: V(t + 1) loads during dK and dV
       // the tile's dK = scale dS^T Q and dV = (P g)^T dO for keys 16w .. 16w + 15, added atomically
       const int j_0 = tpos[w * 16 + g8], j_1 = tpos[w * 16 + g8 + 8];
 #pragma unroll
