@@ -22,7 +22,7 @@ import type { CudaRuntime, DeviceBlock, Kernel, KernelSource } from '../../src/c
 import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../cuda-attention/selection-tiles.js';
 import { fastSelect, keyOf, ordOf } from './emulate.js';
 import {
-  FS_CHUNK, FS_PROBE_PHASES, FS_ROWS_THREADS, fsAnchorSource, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource,
+  FS_ANCHOR_THREADS, FS_CHUNK, FS_PROBE_PHASES, FS_ROWS_THREADS, fsAnchorSource, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource,
 } from '../../src/cuda/kernels/selection-fast.js';
 
 const args = process.argv.slice(2);
@@ -229,7 +229,7 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
       inP = oP;
     }
   };
-  const anchors = (): void => rt.launch(kAnchor, Math.ceil((BH * (nb + 1)) / 4), 128, 0,
+  const anchors = (): void => rt.launch(kAnchor, BH * (nb + 1), FS_ANCHOR_THREADS, 0,
     [athk.ptr, atau.ptr, tk.ptr, tp.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb]);
   const rows = (): void => rt.launch(kRows, [nb, BH, 1], FS_ROWS_THREADS, rowsShared,
     [sel.ptr, athk.ptr, tk.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb, all ? T : nb, all ? 6 : 0]);

@@ -179,75 +179,99 @@ extern "C" __global__ void sparsek_fs_merge(
   };
 }
 
+/** Threads of sparsek_fs_anchor: four warps search for one anchor together. */
+export const FS_ANCHOR_THREADS = 128;
+
 /**
- * Phase A: thk and tau at each block's base query a_b = max(64 b, K + W), b = 0..nb; a warp per (b, row).
- * athk = 0 and atau = -inf where the base has <= K candidates. Launch: ceil(BH (nb + 1) / 4) x 128.
+ * Phase A: thk and tau at each block's base query a_b = max(64 b, K + W), b = 0..nb; a block of four
+ * warps per (b, row), grid BH (nb + 1). athk = 0 and atau = -inf where the base has <= K candidates.
+ * The searches run over the sorted keys of the smallest first tree node that holds the candidates
+ * (as fs_block's walks) and are 5-ary: each warp tests one pivot (a count CS over the tree, whose
+ * latency is the cost) per round, so a search takes log5 of the node's length rounds, not log2.
  */
 export function fsAnchorSource(): KernelSource {
   return {
     name: 'sparsek_fs_anchor',
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
     source: `${common()}
-extern "C" __global__ void __launch_bounds__(128) sparsek_fs_anchor(
+#define AW (${FS_ANCHOR_THREADS} / 32)
+// The smallest m in [lo, hi) with pred(m), hi if none (pred false then true as m grows; pred(hi) is never
+// evaluated). The whole block calls it; each warp evaluates pred at one pivot per round.
+template <class Pred>
+__device__ int smallest_true(int lo, int hi, Pred pred, int* flags) {
+  const int w = threadIdx.x >> 5;
+  while (lo < hi) {
+    const int s = hi - lo, p = lo + ((w + 1) * s) / (AW + 1);
+    const bool t = pred(p);
+    if ((threadIdx.x & 31) == 0) flags[w] = t ? 1 : 0;
+    __syncthreads();
+    int nlo = lo, nhi = hi;
+    for (int x = 0; x < AW; x++) {
+      const int px = lo + ((x + 1) * s) / (AW + 1);
+      if (flags[x]) { nhi = min(nhi, px); }
+      else nlo = max(nlo, px + 1);
+    }
+    __syncthreads();
+    lo = nlo;
+    hi = max(nlo, nhi);
+  }
+  return lo;
+}
+extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_anchor(
     u64* athk,           // (BH, nb + 1)
     double* atau,        // (BH, nb + 1)
     const u64* tk,       // (NL, BH, Tx) tree keys
     const double* tp,    // (NL, BH, Tx) tree prefix sums
     const float* u,      // (BH, T)
     int BH, int T, int K, int W, int Tx, int d, int NL, int nb) {
-  const int gw = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5);
-  if (gw >= BH * (nb + 1)) return;
+  __shared__ int flags[AW];
+  const int gw = blockIdx.x;
   const int row = gw / (nb + 1), b = gw % (nb + 1);
   Tree tr; tr.tk = tk; tr.tp = tp; tr.u = u + (size_t)row * T; tr.NL = NL; tr.BH = BH; tr.Tx = Tx; tr.d = d; tr.row = row;
   const int n = clampn((long long)max(CHUNK * b, K + W) - W + 1, T);
-  const bool w0 = (threadIdx.x & 31) == 0;
+  const bool w0 = threadIdx.x == 0;
   if (n <= K) {
     if (w0) { athk[gw] = 0ull; atau[gw] = -DINF; }
     return;
   }
-  const u64* root = tr.keys(NL - 1);
-  const int first = Tx - T;
-  // the r-th largest candidate key: the largest root key with at least r candidates at or above it
-  u64 kr[2];
-  for (int q = 0; q < (K > 0 ? 2 : 1); q++) {
-    const int r = K + 1 - q;
-    int lo = first, hi = Tx - 1;
-    while (lo < hi) {
-      const int m = (lo + hi + 1) >> 1;
-      if (cs_warp(tr, n, root[m]).c >= r) lo = m; else hi = m - 1;
-    }
-    kr[q] = root[lo];
-  }
-  const double next = val_of(kr[0]);
+  // keys[first, N): the real positions of the first node holding x = j + d < n + d (pads, key 0, below)
+  int L = 0;
+  while (L < NL - 1 && (CHUNK << L) < n + d) L++;
+  const u64* keys = tr.keys(L);
+  const int N = min(Tx, CHUNK << L), first = N - (min(N, T + d) - d);
+  // the r-th largest candidate key (r = max(K, 1)): the largest index with at least r candidates at or above it
+  const int r = max(K, 1);
+  const int m = smallest_true(first + 1, N, [&](int y) { return cs_warp(tr, n, keys[y]).c < r; }, flags) - 1;
   if (K == 0) {
-    if (w0) { athk[gw] = ~0ull; atau[gw] = next; }
+    if (w0) { athk[gw] = ~0ull; atau[gw] = val_of(keys[m]); }
     return;
   }
-  const u64 thk = kr[1];
+  const u64 thk = keys[m];
+  // the next candidate below it (positions < n; the node holds at most about as many later ones)
+  int y = m - 1;
+  while (pos_of(keys[y]) >= n) y--;
+  const double next = val_of(keys[y]);
   const double theta = val_of(thk);
   double tau;
   if (next <= theta - 1.0) tau = next;
   else {
-    // smallest y with f(g(root[y])) <= K, g(v) = v (entry) and v - 1 (exit)
+    // smallest y with f(g(keys[y])) <= K, g(v) = v (entry) and v - 1 (exit)
     int ys[2];
     for (int q = 0; q < 2; q++) {
-      int lo = first, hi = Tx;
-      while (lo < hi) {
-        const int m = (lo + hi) >> 1;
-        const double t = val_of(root[m]) - (double)q;
+      ys[q] = smallest_true(first, N, [&](int x) {
+        const double t = val_of(keys[x]) - (double)q;
         const CS a = cs_warp(tr, n, key_gt(t)), c = cs_warp(tr, n, key_ge(t + 1.0));
         const int nF = a.c - c.c;
         const double sF = a.s - c.s, nFt = (double)nF * t, f = (double)c.c + sF - nFt;
         const double tol = 4.0 * 2.220446049250313e-16 * ((double)c.c + fabs(sF) + fabs(nFt));
-        if (f <= (double)K + tol) hi = m; else lo = m + 1;
-      }
-      ys[q] = lo;
+        return f <= (double)K + tol;
+      }, flags);
     }
     double lo = -DINF, hi = DINF;
-    if (ys[0] > first) lo = fmax(lo, val_of(root[ys[0] - 1]));
-    if (ys[1] > first) lo = fmax(lo, val_of(root[ys[1] - 1]) - 1.0);
-    if (ys[0] < Tx) hi = fmin(hi, val_of(root[ys[0]]));
-    if (ys[1] < Tx) hi = fmin(hi, val_of(root[ys[1]]) - 1.0);
+    if (ys[0] > first) lo = fmax(lo, val_of(keys[ys[0] - 1]));
+    if (ys[1] > first) lo = fmax(lo, val_of(keys[ys[1] - 1]) - 1.0);
+    if (ys[0] < N) hi = fmin(hi, val_of(keys[ys[0]]));
+    if (ys[1] < N) hi = fmin(hi, val_of(keys[ys[1]]) - 1.0);
     if (!(lo < hi)) tau = lo;
     else {
       const CS a = cs_warp(tr, n, key_gt(lo)), c = cs_warp(tr, n, key_gt(lo + 1.0));
