@@ -25,7 +25,7 @@ import {
 import type { AttentionVariant } from './kernels/attention.js';
 import { keyIntervalsSource } from './kernels/selection.js';
 import {
-  fsAnchorSource, fsBlockName, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource, FS_ANCHOR_THREADS, FS_CHUNK, FS_ROWS_THREADS,
+  fsAnchorGrid, fsAnchorSource, fsAnchorWarps, fsBlockName, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource, FS_ANCHOR_THREADS, FS_CHUNK, FS_ROWS_THREADS,
 } from './kernels/selection-fast.js';
 import { embeddingBackwardSource, embeddingForwardSource, EMBEDDING_BLOCK } from './kernels/embedding.js';
 import {
@@ -620,7 +620,9 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       inP = oP;
     }
     // 2. anchors, 3. their rows (row 64 b of the (T, K) layout), 4. every query
-    this.launch('sparsek_fs_anchor', fsAnchorSource, BH * (nb + 1), FS_ANCHOR_THREADS, [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
+    const AW = fsAnchorWarps(BH * (nb + 1), this.rt.multiprocessors);
+    this.launch(`sparsek_fs_anchor_w${AW}`, () => fsAnchorSource(AW), fsAnchorGrid(BH * (nb + 1), AW), FS_ANCHOR_THREADS,
+      [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
     this.launch('sparsek_fs_rows', fsRowsSource, [nb, BH, 1], FS_ROWS_THREADS, [s.sel, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, T, 6],
       4 * Math.ceil(Tx / 32));
     const all = { ALL: allRows };

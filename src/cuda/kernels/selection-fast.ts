@@ -179,39 +179,59 @@ extern "C" __global__ void sparsek_fs_merge(
   };
 }
 
-/** Threads of sparsek_fs_anchor: four warps search for one anchor together. */
+/** Threads of a sparsek_fs_anchor block: four warps, one anchor each or one anchor together. */
 export const FS_ANCHOR_THREADS = 128;
 
 /**
- * Phase A: thk and tau at each block's base query a_b = max(64 b, K + W), b = 0..nb; a block of four
- * warps per (b, row), grid BH (nb + 1). athk = 0 and atau = -inf where the base has <= K candidates.
- * The searches run over the sorted keys of the smallest first tree node that holds the candidates
- * (as fs_block's walks) and are 5-ary: each warp tests one pivot (a count CS over the tree, whose
- * latency is the cost) per round, so a search takes log5 of the node's length rounds, not log2.
+ * Warps per anchor: 4 while the anchors alone would not fill the GPU (latency is the cost: short
+ * rows, few of them), else 1 (the tree's memory traffic is the cost: 4-ary rounds do more of it).
  */
-export function fsAnchorSource(): KernelSource {
+export function fsAnchorWarps(anchors: number, multiprocessors: number): 1 | 4 {
+  return anchors < 64 * multiprocessors ? 4 : 1;
+}
+
+/** Grid of sparsek_fs_anchor for `anchors` = BH (nb + 1) anchors. */
+export function fsAnchorGrid(anchors: number, AW: 1 | 4): number {
+  return Math.ceil((anchors * AW) / (FS_ANCHOR_THREADS / 32));
+}
+
+/**
+ * Phase A: thk and tau at each block's base query a_b = max(64 b, K + W), b = 0..nb; AW warps per
+ * (b, row), grid fsAnchorGrid. athk = 0 and atau = -inf where the base has <= K candidates.
+ * The searches run over the sorted keys of the smallest first tree node that holds the candidates
+ * (as fs_block's walks) and are (AW + 1)-ary: each warp tests one pivot (a count CS over the tree)
+ * per round.
+ */
+export function fsAnchorSource(AW: 1 | 4): KernelSource {
   return {
-    name: 'sparsek_fs_anchor',
+    name: `sparsek_fs_anchor_w${AW}`,
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
     source: `${common()}
-#define AW (${FS_ANCHOR_THREADS} / 32)
+#define AW ${AW}
+__device__ __forceinline__ void group_sync() {
+#if AW == 1
+  __syncwarp();
+#else
+  __syncthreads();
+#endif
+}
 // The smallest m in [lo, hi) with pred(m), hi if none (pred false then true as m grows; pred(hi) is never
-// evaluated). The whole block calls it; each warp evaluates pred at one pivot per round.
+// evaluated). The anchor's AW warps call it; each evaluates pred at one pivot per round.
 template <class Pred>
 __device__ int smallest_true(int lo, int hi, Pred pred, int* flags) {
-  const int w = threadIdx.x >> 5;
+  const int w = (threadIdx.x >> 5) % AW;
   while (lo < hi) {
     const int s = hi - lo, p = lo + ((w + 1) * s) / (AW + 1);
     const bool t = pred(p);
     if ((threadIdx.x & 31) == 0) flags[w] = t ? 1 : 0;
-    __syncthreads();
+    group_sync();
     int nlo = lo, nhi = hi;
     for (int x = 0; x < AW; x++) {
       const int px = lo + ((x + 1) * s) / (AW + 1);
       if (flags[x]) { nhi = min(nhi, px); }
       else nlo = max(nlo, px + 1);
     }
-    __syncthreads();
+    group_sync();
     lo = nlo;
     hi = max(nlo, nhi);
   }
@@ -224,12 +244,14 @@ extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_an
     const double* tp,    // (NL, BH, Tx) tree prefix sums
     const float* u,      // (BH, T)
     int BH, int T, int K, int W, int Tx, int d, int NL, int nb) {
-  __shared__ int flags[AW];
-  const int gw = blockIdx.x;
+  __shared__ int allFlags[${FS_ANCHOR_THREADS} / 32];
+  const int gw = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) / (32 * AW)); // this warp's anchor
+  if (gw >= BH * (nb + 1)) return; // (AW 1 only: with AW 4 a block is one anchor)
+  int* flags = allFlags + (threadIdx.x >> 5) / AW * AW;
   const int row = gw / (nb + 1), b = gw % (nb + 1);
   Tree tr; tr.tk = tk; tr.tp = tp; tr.u = u + (size_t)row * T; tr.NL = NL; tr.BH = BH; tr.Tx = Tx; tr.d = d; tr.row = row;
   const int n = clampn((long long)max(CHUNK * b, K + W) - W + 1, T);
-  const bool w0 = threadIdx.x == 0;
+  const bool w0 = threadIdx.x % (32 * AW) == 0;
   if (n <= K) {
     if (w0) { athk[gw] = 0ull; atau[gw] = -DINF; }
     return;
