@@ -99,6 +99,28 @@ describe('recall documents', () => {
     assert.throws(() => copyDocuments(1, { length: 5, seed: 1, gap: [3, 2] }), /gap/);
   });
 
+  test('copy documents of a length drawn per document: the distance varies without a gap', () => {
+    const docs = copyDocuments(40, { length: [4, 30], seed: 3 });
+    const lengths = new Set<number>();
+    const distances = new Set<number>();
+    for (const d of docs) {
+      const m = /^Copy: ([A-Z]+)\. Again: ([A-Z]+)\.$/.exec(d.text);
+      assert.ok(m, d.text);
+      assert.equal(m[2], m[1], 'the repeat');
+      assert.ok(m[1].length >= 4 && m[1].length <= 30, `length ${m[1].length} in [4, 30]`);
+      lengths.add(m[1].length);
+      assert.equal(d.queries.length, m[1].length - 1);
+      for (const q of d.queries) assert.equal(d.text[q.at - q.distance], d.text[q.at], 'distance points at the same letter');
+      distances.add(d.queries[0].distance);
+    }
+    assert.ok(lengths.size > 10 && distances.size === lengths.size, 'lengths, and with them distances, drawn over the range');
+    assert.deepEqual(copyDocuments(3, { length: [4, 30], seed: 3 }), docs.slice(0, 3), 'reproducible from the seed');
+    assert.equal(copyDocuments(1, { length: [7, 7], seed: 2 })[0].text, copyDocuments(1, { length: 7, seed: 2 })[0].text, '[n, n] is n');
+    assert.throws(() => copyDocuments(1, { length: [1, 5], seed: 1 }), /length/);
+    assert.throws(() => copyDocuments(1, { length: [6, 5], seed: 1 }), /length/);
+    assert.throws(() => copyDocuments(1, { length: [2, Number.NaN], seed: 1 }), /length/);
+  });
+
   test('scoring counts right argmaxes at the value digits, split by distance', () => {
     const tok = new ByteTokenizer();
     const [d] = recallDocuments(1, { pairs: 30, seed: 5 });

@@ -237,7 +237,7 @@ __device__ int smallest_true(int lo, int hi, Pred pred, int* flags) {
   }
   return lo;
 }
-extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_anchor(
+extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_anchor_w${AW}(
     u64* athk,           // (BH, nb + 1)
     double* atau,        // (BH, nb + 1)
     const u64* tk,       // (NL, BH, Tx) tree keys

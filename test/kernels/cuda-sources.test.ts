@@ -1,0 +1,82 @@
+// The CUDA kernel sources, checked without a GPU: each KernelSource must define the extern "C"
+// entry point its name promises (the runtime looks the function up by that name), with as many
+// parameters as its `params` list (the launcher packs arguments by that list). A mismatch would
+// otherwise surface only on the GPU machine, as CUDA_ERROR_NOT_FOUND or garbage arguments.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { KernelSource } from '../../src/cuda/runtime.js';
+import { fsAnchorSource, fsBlockSource } from '../../src/cuda/kernels/selection-fast.js';
+import { bwdPrepSource, bwdSelSource, bwdWinSource } from '../../src/cuda/kernels/attention-tc-backward.js';
+import { fastForwardSource } from '../../src/cuda/kernels/attention-tc.js';
+import { attentionBackwardKeySource, attentionBackwardQuerySource, attentionForwardSource, scoreGradSource } from '../../src/cuda/kernels/attention.js';
+import { baselineBackwardKeySource, baselineBackwardQuerySource, baselineForwardSource, qktopkSelectSource } from '../../src/cuda/kernels/baselines.js';
+import { geluBackwardSource, geluForwardSource } from '../../src/cuda/kernels/activation.js';
+
+/** The parameter list of `extern "C" __global__ void ... name(...)`, or null if there is no such function. */
+function entryParams(source: string, name: string): string[] | null {
+  const code = source.replace(/\/\/[^\n]*/g, ''); // comments may hold commas and unmatched brackets
+  const m = new RegExp(`extern "C" __global__ void(?:\\s+__launch_bounds__\\([^)]*\\))?\\s+${name}\\(`).exec(code);
+  if (m === null) return null;
+  let depth = 1, at = m.index + m[0].length;
+  const start = at;
+  while (depth > 0 && at < code.length) {
+    if (code[at] === '(') depth++;
+    else if (code[at] === ')') depth--;
+    at++;
+  }
+  const list = code.slice(start, at - 1).trim();
+  return list === '' ? [] : list.split(',').map((p) => p.trim());
+}
+
+/** Every kernel source the project builds: the argument-free generators of every module, and the variants. */
+async function allSources(): Promise<KernelSource[]> {
+  const dir = join(import.meta.dirname, '../../src/cuda/kernels');
+  const out: KernelSource[] = [];
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts'))) {
+    const mod = (await import(join(dir, file))) as Record<string, unknown>;
+    for (const [key, fn] of Object.entries(mod)) {
+      if (key.endsWith('Source') && typeof fn === 'function' && fn.length === 0) {
+        const s = (fn as () => unknown)();
+        if (typeof s === 'object' && s !== null && 'name' in s) out.push(s as KernelSource);
+      }
+    }
+  }
+  for (const AW of [1, 4] as const) out.push(fsAnchorSource(AW));
+  for (const ALL of [false, true]) for (const PROBE of [false, true]) out.push(fsBlockSource({ ALL, PROBE }));
+  for (const HS of [64, 128] as const) {
+    for (const MINB of [0, 3]) for (const STORE of [false, true]) out.push(bwdSelSource({ HS, MINB, STORE }), bwdWinSource({ HS, MINB, STORE }));
+    for (const OUT of ['bf16', 'f32'] as const) {
+      out.push(bwdPrepSource(OUT, HS), fastForwardSource({ HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MINB: 4 }));
+    }
+  }
+  for (const SEL of [false, true]) {
+    const o = { HS: 64, VEC: 4 as const, SEL };
+    out.push(attentionForwardSource(o), attentionBackwardQuerySource(o), attentionBackwardKeySource(o));
+  }
+  out.push(scoreGradSource('slots'), scoreGradSource('sums'), qktopkSelectSource(64));
+  for (const kind of ['fixed', 'hash', 'qktopk'] as const) {
+    out.push(baselineForwardSource(kind, 64), baselineBackwardQuerySource(kind, 64), baselineBackwardKeySource(kind, 64));
+  }
+  for (const form of ['tanh', 'erf'] as const) out.push(geluForwardSource({ form }), geluBackwardSource({ form }));
+  return out;
+}
+
+test('every CUDA kernel source defines the entry point its name promises, with its parameter count', async () => {
+  const sources = await allSources();
+  assert.ok(sources.length >= 60, `found ${sources.length} kernel sources`);
+  for (const s of sources) {
+    const params = entryParams(s.source, s.name);
+    assert.ok(params !== null, `${s.name}: no extern "C" __global__ function of that name in its source`);
+    assert.equal(params.length, s.params.length, `${s.name}: ${params.length} parameters in the source, ${s.params.length} in params`);
+  }
+});
+
+test('the entry-point check fails on a misnamed kernel and on a missing parameter', () => {
+  const src = 'extern "C" __global__ void __launch_bounds__(128, 2) k_a(float* x, // a comment, with a comma) and [0, n)\n int n) {}';
+  assert.deepEqual(entryParams(src, 'k_a'), ['float* x', 'int n']);
+  assert.equal(entryParams(src, 'k_b'), null);
+  assert.equal(entryParams(src, 'k'), null);
+});
