@@ -13,6 +13,13 @@
 #   copy      'Copy: <32 letters>. <0 to 3,600 characters of filler> Again: <the letters>.': every letter of
 #             the repeat after its first is retrievable from the original (the induction pattern), most
 #             of them beyond a 512-key window
+#   induction the copy task with varied lengths and repeats ('Copy: S. Again: S. Again: S. ...', 8 to 32
+#             letters): a corpus of documents without a gap (4 repeats, the form a small model learns on
+#             CPU in ~700 steps) and of documents with 0 to 1,500 characters of filler before each of 3
+#             repeats; scored on the latter, the far accuracy counting letters whose previous occurrence
+#             is more than 512 characters back (beyond window's W = 512 and sparsek-window's W = 256).
+#             Chance is 1/24 = 0.042. The lead's ~10-minute call: ONLY="dense window sparsek-window sparsek"
+#             STEPS=2000 BATCH=8
 #   curriculum  the gap task in two stages: train on documents without a gap (every fact near, ~20 per
 #             row: a dense signal to learn retrieval from), then finetune STEPS2 (default STEPS) steps on
 #             the gap task; scored on the gap task
@@ -24,7 +31,7 @@
 # part), LR (peak learning rate) and SEED (training seed) for all runs of the call; PARALLEL (how many
 # runs train at once on the one GPU, default 1: these small models leave most of an H100 idle).
 set -euo pipefail
-part=${1:?usage: scripts/experiments.sh lm|slope|passkey|recall|gap|copy|curriculum}
+part=${1:?usage: scripts/experiments.sh lm|slope|passkey|recall|gap|copy|induction|curriculum}
 steps=${STEPS:-300}
 batch=${BATCH:-2}
 out=${EXP_OUT:-runs/exp}
@@ -120,13 +127,21 @@ case "$part" in
   recall) retrieval recall "--docs 3000 --pairs 240 --seed 1" "--docs 20 --pairs 240" ;;
   gap) retrieval recall "--docs 12000 --pairs 32 --key-length 1 --style compact --gap 0:3400 --seed 1" "--docs 100 --pairs 32 --key-length 1 --style compact --gap 0:3400" ;;
   copy) retrieval recall "--task copy --length 32 --docs 12000 --gap 0:3600 --seed 1" "--task copy --length 32 --docs 100 --gap 0:3600" ;;
+  induction)
+    copy_far="--task copy --length 8:32 --repeats 3 --gap 0:1500"
+    node --import tsx scripts/recall.ts make --out "$out/$part-data/near" --task copy --length 8:32 --repeats 4 --docs 60000 --seed 1
+    node --import tsx scripts/recall.ts make --out "$out/$part-data/far" $copy_far --docs 12000 --seed 2
+    for r in "${lm_runs[@]}"; do
+      wanted "${r%%|*}" && spawn retrieval_one recall "$copy_far --docs 100" "${r%%|*}" "${r#*|}"
+    done
+    finish ;;
   curriculum)
     recall_far="--pairs 32 --key-length 1 --style compact --gap 0:3400"
     node --import tsx scripts/recall.ts make --out "$out/$part-near" --docs 20000 --pairs 32 --key-length 1 --style compact --gap 0 --seed 1
     node --import tsx scripts/recall.ts make --out "$out/$part-far" --docs 12000 $recall_far --seed 2
     for r in "${lm_runs[@]}"; do spawn curriculum_one "${r%%|*}" "${r#*|}"; done
     finish ;;
-  *) echo "unknown part $part (lm, slope, passkey, recall, gap, copy or curriculum)" >&2; exit 2 ;;
+  *) echo "unknown part $part (lm, slope, passkey, recall, gap, copy, induction or curriculum)" >&2; exit 2 ;;
 esac
 
 if [ -n "${COPY:-}" ]; then

@@ -1,7 +1,7 @@
 // The multi-query associative recall experiment of issue 7 (src/data/recall.ts), around the CLI:
 //   node --import tsx scripts/recall.ts make --out data/recall --docs 3000 --pairs 240 --seed 1 [--key-length 3] [--gap 0 | --gap MIN:MAX] [--style text|compact]
 //       writes a folder of documents to train on: `sparsek train --data data/recall --tokenizer byte ...`
-//   --task copy --length 32 [--gap ...]: the long-range copy task instead (src/data/recall.ts, copyDocuments),
+//   --task copy --length 32 | --length MIN:MAX [--gap ...] [--repeats 1]: the long-range copy task instead (src/data/recall.ts, copyDocuments),
 //       for make and eval alike
 //   node --import tsx scripts/recall.ts eval --checkpoint runs/x --docs 20 --pairs 240 [--key-length 3] [--gap 0] [--near 512] [--device cuda]
 //       scores fresh documents (a seed no `make` uses); last line JSON {nearAccuracy, farAccuracy, ...}:
@@ -12,15 +12,16 @@ import { taskArgs, writeDocuments } from './task-cli.js';
 
 const { command, flag } = taskArgs('scripts/recall.ts');
 
-// --gap N, or --gap MIN:MAX for a gap drawn per document
-const gapFlag = (): number | [number, number] => {
-  const g = flag('gap', '0').split(':').map(Number);
+// --gap N, or --gap MIN:MAX for a gap drawn per document (likewise --length of the copy task)
+const rangeFlag = (name: string, fallback: string): number | [number, number] => {
+  const g = flag(name, fallback).split(':').map(Number);
   return g.length === 2 ? [g[0], g[1]] : g[0];
 };
+const gapFlag = () => rangeFlag('gap', '0');
 const shape = () => ({ pairs: Number(flag('pairs', '240')), keyLength: Number(flag('key-length', '3')), gap: gapFlag(), style: flag('style', 'text') as 'text' | 'compact' });
 // --task recall (default) or copy (--length letters, repeated after the gap)
 const documents = (n: number, seed: number) => (flag('task', 'recall') === 'copy'
-  ? copyDocuments(n, { length: Number(flag('length', '32')), gap: gapFlag(), seed })
+  ? copyDocuments(n, { length: rangeFlag('length', '32'), gap: gapFlag(), repeats: Number(flag('repeats', '1')), seed })
   : recallDocuments(n, { ...shape(), seed }));
 
 if (command === 'make') {

@@ -183,11 +183,11 @@ extern "C" __global__ void sparsek_fs_merge(
 export const FS_ANCHOR_THREADS = 128;
 
 /**
- * Warps per anchor: 4 while the anchors alone would not fill the GPU (latency is the cost: short
- * rows, few of them), else 1 (the tree's memory traffic is the cost: 4-ary rounds do more of it).
+ * Warps per anchor: 4 while there are few anchors (latency is the cost: H100, 16 rows of 4K), else 1
+ * (the tree's memory traffic is the cost, and 5-ary rounds do more of it: 16 rows of 16K already).
  */
 export function fsAnchorWarps(anchors: number, multiprocessors: number): 1 | 4 {
-  return anchors < 64 * multiprocessors ? 4 : 1;
+  return anchors < 16 * multiprocessors ? 4 : 1;
 }
 
 /** Grid of sparsek_fs_anchor for `anchors` = BH (nb + 1) anchors. */
