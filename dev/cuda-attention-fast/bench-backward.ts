@@ -34,6 +34,7 @@ import { patternAttentionBackward, patternAttentionForward, planSparsek, sparsek
 import type { SparsekPlan } from '../../src/cpu/kernels/attention.js';
 import type { AttentionShape } from '../../src/core/check.js';
 import { fastForwardShared, fastForwardSource } from '../../src/cuda/kernels/attention-tc.js';
+import { compactRows } from './rows.js';
 import type { FastForwardVariant } from '../../src/cuda/kernels/attention-tc.js';
 import {
   BT, BWD_THREADS, bwdPrepSource, bwdSelName, bwdSelShared, bwdSelSource, bwdWinName, bwdWinShared, bwdWinSource,
@@ -434,9 +435,10 @@ function selection(u: DeviceBlock, BH: number, T: number, K: number, W: number) 
   rt.launch(kern(keyIntervalsSource()), blocks(BH * T, 256), 256, 0, [e.ptr, u.ptr, thk.ptr, BH, T, W]);
   const offsets = (): void => rt.launch(kern(keyOffsetsSource()), BH, PREFIX_BLOCK, 0, [off.ptr, e.ptr, T, W]);
   offsets();
+  const rows64 = compactRows(rt, sel, BH, T, K); // the rows the tensor-core kernels read
   rt.synchronize();
-  const free = (): void => { for (const b of [tau, thk, count, nfree, sel, flags, e, off, scratch]) rt.arena.give(b); };
-  return { tau, thk, count, nfree, sel, e, off, offsets, free };
+  const free = (): void => { for (const b of [tau, thk, count, nfree, sel, rows64, flags, e, off, scratch]) rt.arena.give(b); };
+  return { tau, thk, count, nfree, sel, rows64, e, off, offsets, free };
 }
 type Sel = ReturnType<typeof selection>;
 
@@ -444,7 +446,7 @@ const FWD: FastForwardVariant = { HS: 64, BQ: 64, OUT: 'bf16', META: 'all', STAG
 function forward(OUT: 'bf16' | 'f32', out: DeviceBlock, lse: DeviceBlock, d: Dev, s: Sel, shape: AttentionShape, K: number, W: number): void {
   const o: FastForwardVariant = { ...FWD, HS: shape.HS as 64 | 128, OUT };
   rt.launch(kern(fastForwardSource(o), true), [Math.ceil(shape.T / 64), shape.NH, shape.B], 128, fastForwardShared(o, K, W),
-    [out.ptr, lse.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.u.ptr, s.tau.ptr, s.thk.ptr, s.count.ptr, s.sel.ptr, shape.T, shape.NH, shape.NKV, K, W, 1 / Math.sqrt(shape.HS)]);
+    [out.ptr, lse.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.u.ptr, s.tau.ptr, s.thk.ptr, s.count.ptr, s.rows64.ptr, shape.T, shape.NH, shape.NKV, K, W, 1 / Math.sqrt(shape.HS)]);
 }
 interface Dev { q: DeviceBlock; k: DeviceBlock; v: DeviceBlock; u: DeviceBlock; dout: DeviceBlock }
 interface Outs { dq: DeviceBlock; dk: DeviceBlock; dv: DeviceBlock; D: DeviceBlock; dsel: DeviceBlock; mean: DeviceBlock; P: DeviceBlock; du: DeviceBlock }
@@ -465,7 +467,7 @@ function backward(v: BackwardVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceB
     [o.dk.ptr, o.dv.ptr, o.dq.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, T, NH, NKV, W, scale]);
   const sel = (): void => rt.launch(kern(bwdSelSource(v), true), [Math.ceil(T / BT), NKV, B], BWD_THREADS, bwdSelShared(v, K),
     [o.dq.ptr, o.dk.ptr, o.dv.ptr, o.dsel.ptr, o.mean.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, d.u.ptr,
-      s.tau.ptr, s.thk.ptr, s.count.ptr, s.sel.ptr, s.nfree.ptr, T, NH, NKV, K, W, scale]);
+      s.tau.ptr, s.thk.ptr, s.count.ptr, s.rows64.ptr, s.nfree.ptr, T, NH, NKV, K, W, scale]);
   const du = (): void => {
     rt.launch(kern(meanPrefixSource()), BH, PREFIX_BLOCK, 0, [o.P.ptr, o.mean.ptr, T]);
     rt.launch(kern(scoreGradSource('sums')), blocks(BH * T, 256), 256, 0, [o.du.ptr, d.u.ptr, s.tau.ptr, o.dsel.ptr, o.P.ptr, BH, T, K, W]);

@@ -25,6 +25,7 @@ import { planSparsek, sparsekAttentionForwardInto, sparsekPattern } from '../../
 import type { SparsekPlan } from '../../src/cpu/kernels/attention.js';
 import type { AttentionShape } from '../../src/core/check.js';
 import { fastForwardName, fastForwardShared, fastForwardSource } from '../../src/cuda/kernels/attention-tc.js';
+import { compactRows } from './rows.js';
 import type { FastForwardVariant } from '../../src/cuda/kernels/attention-tc.js';
 
 const args = process.argv.slice(2);
@@ -223,9 +224,10 @@ function selection(u: DeviceBlock, BH: number, T: number, Kp: number, Wp: number
     rt.launch(global, G, SELECT_BQ, 0, [tau.ptr, thk.ptr, count.ptr, nfree.ptr, sel.ptr, flags.ptr, scratch.ptr, u.ptr, T, Kp, Wp, jbits, ntiles, BH, capG]);
   };
   run();
+  const blocks = compactRows(rt, sel, BH, T, Kp); // the rows the kernel reads
   const flagged = get(flags, new Int32Array(BH * ntiles)).reduce((a, b) => a + b, 0);
-  const free = (): void => { for (const b of [tau, thk, count, nfree, sel, flags, scratch]) rt.arena.give(b); };
-  return { tau, thk, count, sel, run, free, flagged, ntiles: BH * ntiles };
+  const free = (): void => { for (const b of [tau, thk, count, nfree, sel, blocks, flags, scratch]) rt.arena.give(b); };
+  return { tau, thk, count, sel, blocks, run, free, flagged, ntiles: BH * ntiles };
 }
 
 const loaded = new Map<string, Kernel>();
@@ -245,7 +247,7 @@ function launchFast(o: FastForwardVariant, out: DeviceBlock, lse: DeviceBlock, q
   s: ReturnType<typeof selection>, shape: AttentionShape, Kp: number, Wp: number): void {
   const kern = fastKernel(o);
   rt.launch(kern, [Math.ceil(shape.T / o.BQ), shape.NH, shape.B], 2 * o.BQ, fastForwardShared(o, Kp, Wp),
-    [out.ptr, lse.ptr, q.ptr, k.ptr, v.ptr, u.ptr, s.tau.ptr, s.thk.ptr, s.count.ptr, s.sel.ptr, shape.T, shape.NH, shape.NKV, Kp, Wp, 1 / Math.sqrt(shape.HS)]);
+    [out.ptr, lse.ptr, q.ptr, k.ptr, v.ptr, u.ptr, s.tau.ptr, s.thk.ptr, s.count.ptr, s.blocks.ptr, shape.T, shape.NH, shape.NKV, Kp, Wp, 1 / Math.sqrt(shape.HS)]);
 }
 
 // ---- 2. validation -------------------------------------------------------------------------------

@@ -107,7 +107,11 @@ interface AttentionState {
   thk: DeviceBlock | null; // (B, NKV, T) u64: key of Sel_i's weakest member
   count: DeviceBlock | null; // (B, NKV, T) int: |Sel_i|
   nfree: DeviceBlock | null; // (B, NKV, T) int: |F_i|
-  sel: DeviceBlock | null; // (B, NKV, T, K) int
+  /** What the attention kernels read: every query's row (B, NKV, T, K) for the fp32 kernels; for the
+   * tensor-core ones only the rows of queries 64 b, compact (B, NKV, ceil(T / 64), K). */
+  sel: DeviceBlock | null;
+  /** Every query's row (B, NKV, T, K) under the tensor-core kernels, made on demand by plan(). */
+  rows: DeviceBlock | null;
   e: DeviceBlock | null; // (B, NKV, T) int: key j is attended by queries [j, e_j)
 }
 
@@ -444,16 +448,20 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     let last: { out: CudaBuffer; q: CudaBuffer; k: CudaBuffer; v: CudaBuffer; u: CudaBuffer | null } | null = null;
     const nothing = 0n; // the pointer passed for a SEL-only argument of a window kernel, which never reads it
     // The tensor-core kernels read only each block's first selection row (SPEC section 3's block
-    // property), so their forward writes those; plan() fills in every row on demand.
+    // property), so their forward writes those alone (T / 64 rows, not T: 32 MiB rather than 2 GiB at
+    // T = 64K, K = 512, 16 heads); plan() makes every row on demand.
     let rowsComplete = false;
     const plan = (): { tau: Float64Array; count: Int32Array; sel: Int32Array; K: number } | null => {
       if (!sparse || st === null || st.tau === null || st.count === null || st.sel === null) return null;
-      if (!rowsComplete && last?.u) {
-        this.sparsekSelect(st, last.u, BH, T, K, W, true);
+      if (tc !== null && !rowsComplete && last?.u) {
+        st.rows ??= own(nu * K * 4);
+        this.sparsekSelect(st, last.u, BH, T, K, W, { rows: st.rows, all: true });
         rowsComplete = true;
       }
+      const rows = tc !== null ? st.rows : st.sel;
+      if (rows === null) return null;
       return { tau: this.downloadRaw(st.tau, new Float64Array(nu)), count: this.downloadRaw(st.count, new Int32Array(nu)),
-        sel: this.downloadRaw(st.sel, new Int32Array(nu * K)), K };
+        sel: this.downloadRaw(rows, new Int32Array(nu * K)), K };
     };
     const layer: CudaAttentionLayer = {
       forward: (out, q, k, v, u) => {
@@ -467,20 +475,20 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           need('u', u, nu, dims);
         }
         if (st === null) {
-          st = { lse: own(B * NH * T * 4), tau: null, thk: null, count: null, nfree: null, sel: null, e: null };
+          st = { lse: own(B * NH * T * 4), tau: null, thk: null, count: null, nfree: null, sel: null, rows: null, e: null };
           if (selects) {
             st.tau = own(nu * 8);
             st.thk = own(nu * 8);
             st.count = own(nu * 4);
             st.nfree = own(nu * 4);
-            st.sel = own(nu * K * 4);
+            st.sel = own((tc !== null ? BH * Math.ceil(T / FS_CHUNK) : nu) * K * 4);
             st.e = own(nu * 4);
           }
         }
         const s = st;
-        if (sparse && u !== null) {
-          rowsComplete = tc === null;
-          this.sparsekSelect(s, u, BH, T, K, W, rowsComplete);
+        if (sparse && u !== null && s.sel !== null) {
+          rowsComplete = false;
+          this.sparsekSelect(s, u, BH, T, K, W, { rows: s.sel, all: tc === null });
         }
         else if (selects) this.selectNothing(s, BH, T, W);
         last = { out, q, k, v, u };
@@ -585,11 +593,13 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * SparseK's selection of every (b, KV head) row into s, exactly as the CPU's CausalSelector
    * (kernels/selection-fast.ts, O(T log^2 T) per row, parallel over queries): a merge-sort tree of
    * each row's scores, one anchor per block of 64 queries, the anchors' rows, then every query's
-   * tau, thk, count, nfree and, with allRows, row (else only the rows of queries 64 b, which the
-   * tensor-core kernels read); then each key's interval of attending queries.
+   * tau, thk, count, nfree; into out.rows every query's row (all: the (B, NKV, T, K) layout) or only
+   * those of queries 64 b, which the tensor-core kernels read (compact, (B, NKV, ceil(T / 64), K));
+   * then each key's interval of attending queries.
    */
-  private sparsekSelect(s: AttentionState, u: CudaBuffer, BH: number, T: number, K: number, W: number, allRows: boolean): void {
-    if (s.tau === null || s.thk === null || s.count === null || s.nfree === null || s.sel === null || s.e === null) return;
+  private sparsekSelect(s: AttentionState, u: CudaBuffer, BH: number, T: number, K: number, W: number,
+    out: { rows: DeviceBlock; all: boolean }): void {
+    if (s.tau === null || s.thk === null || s.count === null || s.nfree === null || s.e === null) return;
     const { d, Tx, NL, nb } = fsGeometry(T, W);
     const lvl = BH * Tx;
     const scratch: DeviceBlock[] = [];
@@ -623,11 +633,12 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const AW = fsAnchorWarps(BH * (nb + 1), this.rt.multiprocessors);
     this.launch(`sparsek_fs_anchor_w${AW}`, () => fsAnchorSource(AW), fsAnchorGrid(BH * (nb + 1), AW), FS_ANCHOR_THREADS,
       [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
-    this.launch('sparsek_fs_rows', fsRowsSource, [nb, BH, 1], FS_ROWS_THREADS, [s.sel, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, T, 6],
+    this.launch('sparsek_fs_rows', fsRowsSource, [nb, BH, 1], FS_ROWS_THREADS,
+      [out.rows, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, out.all ? T : nb, out.all ? 6 : 0],
       4 * Math.ceil(Tx / 32));
-    const all = { ALL: allRows };
+    const all = { ALL: out.all };
     this.launch(fsBlockName(all), () => fsBlockSource(all), [nb, BH, 1], FS_CHUNK,
-      [s.tau, s.thk, s.count, s.nfree, s.sel, athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
+      [s.tau, s.thk, s.count, s.nfree, out.rows, athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
     this.launch('sparsek_key_intervals', keyIntervalsSource, blocks(BH * T), ELEM_BLOCK, [s.e, u, s.thk, BH, T, W]);
     for (const b of scratch) this.rt.arena.give(b); // reusable at once: later work on the stream runs after these kernels
   }

@@ -440,7 +440,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const double* __restrict__ tau,   // (B, NKV, T)
     const u64* __restrict__ thk,      // (B, NKV, T) key of Sel_i's weakest member (0: all selected)
     const int* __restrict__ count,    // (B, NKV, T)
-    const int* __restrict__ sel,      // (B, NKV, T, K)
+    const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
     const int* __restrict__ nfree,    // (B, NKV, T) |F_i|
     int T, int NH, int NKV, int K, int W, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
@@ -462,7 +462,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
 
   // keys: Sel_{i0} (nsel), then the new candidates [rlo, rhi) in one tile
   const int nsel = K > 0 ? count[kv0 + i0] : 0;
-  const int* srow = sel + (kv0 + i0) * (size_t)K;
+  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
   const int rlo = max(0, i0 - W + 1), rhi = K > 0 ? min(T, i0 + BT - W) : 0;
   const int nselT = (nsel + BT - 1) / BT, nT = nselT + (rhi > rlo ? 1 : 0);
   const int nkeys = nT * BT;

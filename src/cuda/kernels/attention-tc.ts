@@ -257,7 +257,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const double* __restrict__ tau,   // (B, NKV, T)
     const u64* __restrict__ thk,      // (B, NKV, T)  key of Sel_i's weakest member, 0 when all are selected
     const int* __restrict__ count,    // (B, NKV, T)
-    const int* __restrict__ sel,      // (B, NKV, T, K) ascending positions
+    const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
     int T, int NH, int NKV, int K, int W, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Ks = reinterpret_cast<bf16*>(smem);        // [STAGES][BK][LDS]
@@ -275,7 +275,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
 
   // the block's keys: nsel selected (row i0 of sel), then the range [lo, hi)
   const int nsel = count[kv0 + i0];
-  const int* srow = sel + (kv0 + i0) * (size_t)K;
+  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
   const int lo = max(0, i0 - W + 1), hi = min(T, i0 + BQ);
   const int nselT = (nsel + BK - 1) / BK, nT = nselT + (hi - lo + BK - 1) / BK;
   // position of the block's x-th key (x = tile * BK + row), -1 past the end of its part
