@@ -39,7 +39,7 @@ import { crossEntropyBackwardSource, crossEntropyForwardSource } from './kernels
 import { columnFinishSource, columnPartialsSource, COLUMN_ROWS } from './kernels/reduce.js';
 import { addBiasSource } from './kernels/matmul.js';
 import { adamwSource, sumSquaresSource, OPTIM_BLOCK, SUMSQ_BLOCKS } from './kernels/optim.js';
-import { specialise, toBf16Source } from './kernels/storage.js';
+import { specialise, toBf16Source, toBf16x8Source } from './kernels/storage.js';
 import { fastForwardShared, fastForwardSource } from './kernels/attention-tc.js';
 import type { FastForwardVariant } from './kernels/attention-tc.js';
 import { bwdPrepName, bwdPrepSource, bwdSelShared, bwdSelSource, bwdWinShared, bwdWinSource, BT, BWD_THREADS } from './kernels/attention-tc-backward.js';
@@ -495,7 +495,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         if (tc !== null && s.tau && s.thk && s.count && s.sel) {
           half ??= { q: own(nq * 2), k: own(nkv * 2), v: own(nkv * 2) };
           for (const [dst, src] of [[half.q, q], [half.k, k], [half.v, v]] as const) {
-            this.launch('to_bf16', toBf16Source, blocks(src.length), ELEM_BLOCK, [dst, src, src.length]);
+            this.copyToBf16(dst, src, src.length);
           }
           this.launch(fastForwardSource(tc.fwd).name, () => fastForwardSource(tc.fwd), [Math.ceil(T / tc.fwd.BQ), NH, B], 2 * tc.fwd.BQ,
             [out, s.lse, half.q, half.k, half.v, u ?? s.tau, s.tau, s.thk, s.count, s.sel, T, NH, NKV, K, W, scale], fastForwardShared(tc.fwd, K, W));
@@ -535,7 +535,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           // prep: D and dq = 0; win: the window pairs (stores dk, dv); sel: the selected pairs (adds).
           const dout16 = take(nq * 2);
           this.rt.cu('cuMemsetD32Async', dsel.ptr, 0, 2 * nu, this.rt.stream);
-          this.launch('to_bf16', toBf16Source, blocks(nq), ELEM_BLOCK, [dout16, dout, nq]);
+          this.copyToBf16(dout16, dout, nq);
           this.zero(dk);
           this.zero(dv);
           this.launch(`${bwdPrepName('f32')}_hs${HS}`, () => bwdPrepSource('f32', HS), Math.ceil((B * NH * T) / 8), 256,
@@ -753,7 +753,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       if (weight) return this.shadow(x);
       const copy = this.rt.arena.take(x.length * 2);
       copies.push(copy);
-      this.launch('to_bf16', toBf16Source, blocks(x.length), ELEM_BLOCK, [copy, x, x.length]);
+      this.copyToBf16(copy, x, x.length);
       return copy.ptr;
     };
     const a = bf16(A, aIsWeight), b = bf16(B, false);
@@ -761,6 +761,13 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     this.rt.blas('cublasGemmEx', this.rt.cublas, ta, tb, m, n, k, ONE, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, beta, Cm.ptr, ct, ldc,
       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     for (const c of copies) this.rt.arena.give(c); // reusable at once: later work on the stream runs after the product
+  }
+
+  /** dst (bf16, n elements) = src (float32) rounded to nearest even: 8 a thread where n and the addresses allow. */
+  private copyToBf16(dst: DeviceBlock, src: CudaBuffer, n: number): void {
+    if (n % 8 === 0 && dst.ptr % 16n === 0n && src.ptr % 16n === 0n) {
+      this.launch('to_bf16_x8', toBf16x8Source, blocks(n / 8), ELEM_BLOCK, [dst, src, n / 8]);
+    } else this.launch('to_bf16', toBf16Source, blocks(n), ELEM_BLOCK, [dst, src, n]);
   }
 
   /** The address of float32 weight w's bf16 copy, refreshing its root's copy when the root was written since. */
@@ -772,7 +779,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       this.shadows.set(root, sh);
     }
     if (sh.stale) {
-      this.launch('to_bf16', toBf16Source, blocks(root.length), ELEM_BLOCK, [sh.copy, root, root.length]);
+      this.copyToBf16(sh.copy, root, root.length);
       sh.stale = false;
     }
     return sh.copy.ptr + BigInt(w.offset * 2);

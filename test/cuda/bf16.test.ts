@@ -14,6 +14,7 @@ import type { Backend } from '../../src/backend.js';
 import { allocParamsOn } from '../../src/model/params.js';
 import { fillParams, randomIds, tinyConfig } from '../model/fixtures.js';
 import { Rng } from '../../src/core/random.js';
+import { toBf16Source, toBf16x8Source } from '../../src/cuda/kernels/storage.js';
 
 const avail = cudaAvailability();
 const skip = avail.available ? false : `no CUDA device: ${avail.reason}`;
@@ -73,6 +74,30 @@ describe('bf16 storage on CUDA', { skip }, () => {
     assert.deepEqual(be.download(be.view(a, 17, 5)), rounded.subarray(17, 22));
     be.free(a);
     be.free(f);
+  });
+
+  test('the float32 -> bf16 copies, scalar and 8 a thread, round as the oracle, ties and specials included', () => {
+    const be = new CudaBackend(undefined, { precision: 'bf16' });
+    const rt = be.rt;
+    const scalar = rt.kernel(toBf16Source()), wide = rt.kernel(toBf16x8Source());
+    const n = 8 * 1001;
+    const x = randn(new Rng(7), n, 5);
+    // exact ties between two bf16 values (both parities), values that round up into the next binade, specials
+    const special = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), 255.5, 1.99609375 + 2 ** -9, 0, -0, Infinity, -Infinity, 1e-40, -3e38];
+    x.set(special, 100);
+    const src = be.alloc(n);
+    be.upload(src, x);
+    const want = Float32Array.from(x, nearestBf16);
+    for (const [k, grid, count] of [[scalar, Math.ceil(n / 256), n], [wide, Math.ceil(n / 8 / 256), n / 8]] as const) {
+      const dst = rt.arena.take(n * 2);
+      rt.launch(k, grid, 256, 0, [dst.ptr, src.ptr, count]);
+      const bits = new Uint16Array(n);
+      rt.cu('cuMemcpyDtoHAsync_v2', bits, dst.ptr, n * 2, rt.stream);
+      rt.synchronize();
+      assert.deepEqual(fromBf16(bits), want, k.name);
+      rt.arena.give(dst);
+    }
+    be.free(src);
   });
 
   test('RMSNorm with bf16 output and SwiGLU on bf16 operands: within one bf16 rounding of the fp32 CPU result', () => {

@@ -42,6 +42,32 @@ extern "C" __global__ void to_bf16(
 }
 
 /**
+ * The same copy, 8 elements a thread: two float4 loads and one 16-byte store (n8 = n / 8; both
+ * addresses 16-byte aligned). It rounds exactly as to_bf16 (the same bf16 struct) and is what the
+ * backend launches when n and the addresses allow. Grid ceil(n8 / 256), block 256.
+ */
+export function toBf16x8Source(): KernelSource {
+  return {
+    name: 'to_bf16_x8',
+    params: ['ptr', 'ptr', 'i32'],
+    source: `${BF16_SOURCE}
+extern "C" __global__ void to_bf16_x8(
+    bf16* out,           // (8 n8), 16-byte aligned
+    const float* inp,    // (8 n8), 16-byte aligned
+    int n8) {
+  const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (size_t)n8) return;
+  const float4 a = reinterpret_cast<const float4*>(inp)[2 * i], b = reinterpret_cast<const float4*>(inp)[2 * i + 1];
+  __align__(16) bf16 r[8];
+  r[0] = a.x; r[1] = a.y; r[2] = a.z; r[3] = a.w;
+  r[4] = b.x; r[5] = b.y; r[6] = b.z; r[7] = b.w;
+  reinterpret_cast<uint4*>(out)[i] = *reinterpret_cast<const uint4*>(r);
+}
+`,
+  };
+}
+
+/**
  * kernel with the `float*` parameters at the positions flagged in bf16 made `bf16*` (positions are
  * the kernel's parameter indices). Returns kernel itself when no position is flagged. Throws when a
  * flagged parameter is not a float pointer: a bf16 buffer passed where the kernel cannot take one.
