@@ -7,6 +7,11 @@
 //
 //   node --import tsx bench/gpu.ts [--T 4096] [--B 1] [--steps 5] [--kinds sparsek,dense] [--precisions fp32,bf16]
 //        [--gen sparsek:4096,sparsek:32768,dense:4096] [--gen-tokens 64]
+//        [--gen-preset gpt2small|demo] [--gen-k K] [--gen-w W]
+// Generation also reports the GPU time per token of the decode kernels (CUDA events around each
+// launch): the attention over the cache, which SparseK keeps at W + K entries whatever the context,
+// and all of this project's decode kernels together (cuBLAS products not counted). The demo preset (4 layers, width 128) is small enough to prefill
+// a 512K-token prompt in one forward, for the per-token time from 4K to 512K context.
 
 import { execSync } from 'node:child_process';
 import { CudaBackend } from '../src/cuda/backend.js';
@@ -71,9 +76,13 @@ for (const [attention, precision] of kinds.flatMap((k) => precisions.map((p) => 
 
 const gen = flag('gen', 'sparsek:4096,sparsek:32768,dense:4096').split(',').filter(Boolean).map((x) => x.split(':'));
 const genTokens = Number(flag('gen-tokens', '64'));
+const genPreset = flag('gen-preset', 'gpt2small');
+if (!(genPreset in PRESETS)) throw new Error(`--gen-preset: one of ${Object.keys(PRESETS).join(', ')}, got ${genPreset}`);
 for (const [attention, ctx] of gen) {
   const context = Number(ctx);
-  const c: ModelConfig = { ...PRESETS.gpt2small, attention: attention as ModelConfig['attention'], context, scoreSlope: 0.01 };
+  const base = PRESETS[genPreset];
+  const c: ModelConfig = { ...base, attention: attention as ModelConfig['attention'], context, scoreSlope: 0.01,
+    k: Number(flag('gen-k', String(base.k))), window: Number(flag('gen-w', String(base.window))) };
   const host = allocParams(c);
   initParams(host, c, 1);
   // Non-zero score weights, so selection depends on content as in a trained model.
@@ -87,7 +96,13 @@ for (const [attention, ctx] of gen) {
   const t1 = performance.now();
   for (let i = 0; i < genTokens; i++) dec.step(rng.int(c.vocabSize));
   const ms = (performance.now() - t1) / genTokens;
+  // the same number of tokens again, with the GPU time of every kernel launch recorded
+  const kernels = be.rt.profile(() => { for (let i = 0; i < genTokens; i++) dec.step(rng.int(c.vocabSize)); });
+  const perToken = (names: (n: string) => boolean) => Number((kernels.filter((k) => names(k.name)).reduce((a, k) => a + k.ms, 0) / genTokens).toFixed(4));
   const st = dec.stats();
-  console.log(JSON.stringify({ peer: 'sparsek-cuda', task: 'generate', attention, context, tokens_per_s: Number((1000 / ms).toFixed(1)), ms_per_token: Number(ms.toFixed(3)), cache_bytes: st.bytes, cap_hits: st.capHits, prefill_s: Number(prefill.toFixed(1)) }));
+  console.log(JSON.stringify({ peer: 'sparsek-cuda', task: 'generate', preset: genPreset, attention, K: c.k, W: c.window, context,
+    tokens_per_s: Number((1000 / ms).toFixed(1)), ms_per_token: Number(ms.toFixed(3)),
+    attention_kernel_ms_per_token: perToken((n) => n.startsWith('decode_attention')), own_kernels_ms_per_token: perToken(() => true),
+    cache_bytes: st.bytes, cap_hits: st.capHits, prefill_s: Number(prefill.toFixed(1)) }));
   dec.dispose();
 }
