@@ -135,6 +135,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
   readonly rt: CudaRuntime;
   readonly precision: Precision;
   private readonly kernels = new Map<string, Kernel>();
+  /** Kernels (cache keys) opted in to more than 48 KiB of dynamic shared memory. */
+  private readonly optedIn = new Set<string>();
   /**
    * bf16 copies of float32 buffers used as matrix-product weights, per root buffer, with whether the
    * root was written since (upload and adamw mark it stale; the next product re-copies it whole).
@@ -601,6 +603,10 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     out: { rows: DeviceBlock; all: boolean }): void {
     if (s.tau === null || s.thk === null || s.count === null || s.nfree === null || s.e === null) return;
     const { d, Tx, NL, nb } = fsGeometry(T, W);
+    const rowsShared = 4 * Math.ceil(Tx / 32); // fs_rows' bitmap over the row's positions
+    if (rowsShared > this.sharedOptin() - 1024) {
+      throw new ArgumentError('shape.T', `at most about ${8 * (this.sharedOptin() - 1024) - 64} on this GPU for SparseK (the selection marks a row's positions in shared memory)`, T);
+    }
     const lvl = BH * Tx;
     const scratch: DeviceBlock[] = [];
     const take = (bytes: number): DeviceBlock => {
@@ -634,8 +640,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     this.launch(`sparsek_fs_anchor_w${AW}`, () => fsAnchorSource(AW), fsAnchorGrid(BH * (nb + 1), AW), FS_ANCHOR_THREADS,
       [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
     this.launch('sparsek_fs_rows', fsRowsSource, [nb, BH, 1], FS_ROWS_THREADS,
-      [out.rows, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, out.all ? T : nb, out.all ? 6 : 0],
-      4 * Math.ceil(Tx / 32));
+      [out.rows, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, out.all ? T : nb, out.all ? 6 : 0], rowsShared);
     const all = { ALL: out.all };
     this.launch(fsBlockName(all), () => fsBlockSource(all), [nb, BH, 1], FS_CHUNK,
       [s.tau, s.thk, s.count, s.nfree, out.rows, athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
@@ -828,14 +833,16 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     let k = this.kernels.get(key);
     if (k === undefined) {
       k = this.rt.kernel(specialise(make(), bf16));
-      // Opt in to the device's most (less the kernel's static shared memory): a later launch of the
-      // same kernel may need more than this one.
-      if (sharedBytes > 48 * 1024) {
-        const staticBytes = new Int32Array(1);
-        this.rt.cu('cuFuncGetAttribute', staticBytes, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, k.fn);
-        this.rt.cu('cuFuncSetAttribute', k.fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, this.sharedOptin() - staticBytes[0]);
-      }
       this.kernels.set(key, k);
+    }
+    // Past the default 48 KiB of dynamic shared memory, opt in to the device's most (less the
+    // kernel's static shared memory) on the first launch that needs it, whatever earlier launches of
+    // the kernel took (the selection's row bitmap grows with T).
+    if (sharedBytes > 48 * 1024 && !this.optedIn.has(key)) {
+      const staticBytes = new Int32Array(1);
+      this.rt.cu('cuFuncGetAttribute', staticBytes, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, k.fn);
+      this.rt.cu('cuFuncSetAttribute', k.fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, this.sharedOptin() - staticBytes[0]);
+      this.optedIn.add(key);
     }
     this.rt.launch(k, grid, block, sharedBytes, args.map((a) => (typeof a === 'object' ? a.ptr : a)));
   }

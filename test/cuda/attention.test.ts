@@ -178,6 +178,26 @@ describe('CUDA attention against the CPU reference', () => {
     }
   });
 
+  gpuTest('a long row after a short one: the selection opts in to more shared memory when T needs it (T = 4K, then 400K)', () => {
+    // fs_rows marks a row's positions in shared memory (T / 8 bytes): past 48 KiB the launch must opt in,
+    // even though the same kernel ran before with less. Checked against the CPU's selection at the end.
+    const be = backend();
+    const K = 4, W = 4, HS = 8;
+    for (const T of [4096, 400_000]) {
+      const shape = { B: 1, T, NH: 1, NKV: 1, HS };
+      const layer = be.attention({ attention: 'sparsek', k: K, window: W, hashBuckets: 4 }, shape);
+      const u = rand(T, 9);
+      layer.forward(be.alloc(T * HS), dev(rand(T * HS, 1)), dev(rand(T * HS, 2)), dev(rand(T * HS, 3)), dev(u));
+      const p = layer.plan();
+      assert.ok(p !== null);
+      // oracle for the last query: its K best candidates by (u, j)
+      const i = T - 1;
+      const top = Array.from({ length: i - W + 1 }, (_, j) => j).sort((a, b) => u[b] - u[a] || b - a).slice(0, K).sort((a, b) => a - b);
+      assert.deepEqual(Array.from(p.sel.subarray(i * K, i * K + p.count[i])), top, `T = ${T}, query ${i}`);
+      layer.dispose();
+    }
+  });
+
   gpuTest('backward is deterministic: two runs agree bit for bit (GQA, SparseK)', () => {
     const c: Case = { kind: 'sparsek', shape: { B: 1, T: 300, NH: 4, NKV: 2, HS: 48 }, K: 12, W: 6, u: 'spread' };
     const a = runBoth(c, 7).got, b = runBoth(c, 7).got;
