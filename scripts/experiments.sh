@@ -13,13 +13,13 @@
 #   copy      'Copy: <32 letters>. <0 to 3,600 characters of filler> Again: <the letters>.': every letter of
 #             the repeat after its first is retrievable from the original (the induction pattern), most
 #             of them beyond a 512-key window
-#   induction the copy task with varied lengths and repeats ('Copy: S. Again: S. Again: S. ...', 8 to 32
-#             letters): a corpus of documents without a gap (4 repeats, the form a small model learns on
-#             CPU in ~700 steps) and of documents with 0 to 1,500 characters of filler before each of 3
-#             repeats; scored on the latter, the far accuracy counting letters whose previous occurrence
-#             is more than 512 characters back (beyond window's W = 512 and sparsek-window's W = 256).
-#             Chance is 1/24 = 0.042. The lead's ~10-minute call: ONLY="dense window sparsek-window sparsek"
-#             STEPS=2000 BATCH=8
+#   induction the copy task with a varied length (8 to 32 letters) and repeats, in two stages: train on
+#             'Copy: S. Again: S. Again: S. Again: S. Again: S.' (no gap: the form a 2-layer width-64 model
+#             learns on CPU in ~600 steps, scripts/recall.ts --repeats), then finetune STEPS2 (default
+#             STEPS) steps at LR2 (default 1e-3) on those mixed with documents of 3 repeats, each after 0 to
+#             1,500 characters of filler. Scored after each stage: stage 1 on gap-free documents, stage 2
+#             on the gapped ones, where far counts letters whose previous occurrence is more than 512
+#             characters back (beyond window's W = 512 and sparsek-window's W = 256). Chance: 1/24 = 0.042.
 #   curriculum  the gap task in two stages: train on documents without a gap (every fact near, ~20 per
 #             row: a dense signal to learn retrieval from), then finetune STEPS2 (default STEPS) steps on
 #             the gap task; scored on the gap task
@@ -116,6 +116,19 @@ curriculum_one() { # run name, attention flags: train on near facts, finetune on
   record "$name" "$(node --import tsx scripts/recall.ts eval --checkpoint "$dir" $recall_far --docs 100 --device "$device" | tail -1)"
 }
 
+induction_one() { # run name, attention flags: the copy task without a gap, then finetuned with gaps; scored after each
+  local name=$1 flags=$2 dir="$out/$part/$1"
+  wanted "$name" || return 0
+  rm -rf "$dir" "$dir-near"
+  local t0=$SECONDS
+  $cli train --data "$out/$part-near" --tokenizer byte $model $flags $common --out "$dir-near" | tail -1
+  record "$name-near" "$(node --import tsx scripts/recall.ts eval --checkpoint "$dir-near" $copy_near --docs 100 --device "$device" | tail -1)"
+  $cli finetune --checkpoint "$dir-near" --data "$out/$part-far" --batch $batch --steps ${STEPS2:-$steps} --device $device --quiet \
+    --eval-every 100 --lr ${LR2:-1e-3} $seed --out "$dir" | tail -1
+  echo "# $name trained in $((SECONDS - t0)) s"
+  record "$name" "$(node --import tsx scripts/recall.ts eval --checkpoint "$dir" $copy_far --docs 100 --device "$device" | tail -1)"
+}
+
 case "$part" in
   lm)
     for r in "${lm_runs[@]}"; do spawn train_and_eval "${r%%|*}" "--data sotu --vocab 4096" "${r#*|}" "$lm_contexts"; done
@@ -128,12 +141,12 @@ case "$part" in
   gap) retrieval recall "--docs 12000 --pairs 32 --key-length 1 --style compact --gap 0:3400 --seed 1" "--docs 100 --pairs 32 --key-length 1 --style compact --gap 0:3400" ;;
   copy) retrieval recall "--task copy --length 32 --docs 12000 --gap 0:3600 --seed 1" "--task copy --length 32 --docs 100 --gap 0:3600" ;;
   induction)
+    copy_near="--task copy --length 8:32 --repeats 4"
     copy_far="--task copy --length 8:32 --repeats 3 --gap 0:1500"
-    node --import tsx scripts/recall.ts make --out "$out/$part-data/near" --task copy --length 8:32 --repeats 4 --docs 60000 --seed 1
-    node --import tsx scripts/recall.ts make --out "$out/$part-data/far" $copy_far --docs 12000 --seed 2
-    for r in "${lm_runs[@]}"; do
-      wanted "${r%%|*}" && spawn retrieval_one recall "$copy_far --docs 100" "${r%%|*}" "${r#*|}"
-    done
+    node --import tsx scripts/recall.ts make --out "$out/$part-near" $copy_near --docs 40000 --seed 1
+    node --import tsx scripts/recall.ts make --out "$out/$part-far/near" $copy_near --docs 20000 --seed 2
+    node --import tsx scripts/recall.ts make --out "$out/$part-far/gap" $copy_far --docs 12000 --seed 3
+    for r in "${lm_runs[@]}"; do spawn induction_one "${r%%|*}" "${r#*|}"; done
     finish ;;
   curriculum)
     recall_far="--pairs 32 --key-length 1 --style compact --gap 0:3400"

@@ -121,6 +121,32 @@ describe('recall documents', () => {
     assert.throws(() => copyDocuments(1, { length: [2, Number.NaN], seed: 1 }), /length/);
   });
 
+  test('copy documents with repeats: each repeat after its own gap, distances to the previous occurrence', () => {
+    const docs = copyDocuments(20, { length: [3, 9], seed: 4, gap: [0, 50], repeats: 3 });
+    for (const d of docs) {
+      const m = /^Copy: ([A-Z]+)\. (.*)Again: ([A-Z]+)\. (.*)Again: ([A-Z]+)\. (.*)Again: ([A-Z]+)\.$/s.exec(d.text);
+      assert.ok(m, d.text);
+      const s = m[1];
+      assert.deepEqual([m[3], m[5], m[7]], [s, s, s], 'three repeats of the string');
+      assert.equal(d.queries.length, 3 * (s.length - 1), 'letters 2.. of every repeat');
+      for (const q of d.queries) assert.equal(d.text[q.at - q.distance], d.text[q.at], 'distance points at the same letter');
+      // each repeat's distance is to the occurrence just before it, not to the first
+      const starts = [...d.text.matchAll(new RegExp(s, 'g'))].map((x) => x.index as number);
+      assert.equal(starts.length, 4);
+      for (let r = 0; r < 3; r++) {
+        for (let i = 0; i < s.length - 1; i++) {
+          const q = d.queries[r * (s.length - 1) + i];
+          assert.equal(q.at, starts[r + 1] + i + 1);
+          assert.equal(q.distance, starts[r + 1] - starts[r]);
+        }
+      }
+    }
+    assert.equal(copyDocuments(1, { length: 6, seed: 2, gap: [0, 9], repeats: 1 })[0].text,
+      copyDocuments(1, { length: 6, seed: 2, gap: [0, 9] })[0].text, 'repeats: 1 is the default');
+    assert.throws(() => copyDocuments(1, { length: 5, seed: 1, repeats: 0 }), /repeats/);
+    assert.throws(() => copyDocuments(1, { length: 5, seed: 1, repeats: 1.5 }), /repeats/);
+  });
+
   test('scoring counts right argmaxes at the value digits, split by distance', () => {
     const tok = new ByteTokenizer();
     const [d] = recallDocuments(1, { pairs: 30, seed: 5 });
