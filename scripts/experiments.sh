@@ -20,6 +20,8 @@
 #             1,500 characters of filler. Scored after each stage: stage 1 on gap-free documents, stage 2
 #             on the gapped ones, where far counts letters whose previous occurrence is more than 512
 #             characters back (beyond window's W = 512 and sparsek-window's W = 256). Chance: 1/24 = 0.042.
+#             COPY_NEAR and NEAR_DOCS change stage 1's documents (e.g. '--task copy --length 8:32 --repeats 150',
+#             one document a row at T = 4096), MIX_NEAR and MIX_DOCS the gap-free part of stage 2's.
 #   curriculum  the gap task in two stages: train on documents without a gap (every fact near, ~20 per
 #             row: a dense signal to learn retrieval from), then finetune STEPS2 (default STEPS) steps on
 #             the gap task; scored on the gap task
@@ -141,10 +143,11 @@ case "$part" in
   gap) retrieval recall "--docs 12000 --pairs 32 --key-length 1 --style compact --gap 0:3400 --seed 1" "--docs 100 --pairs 32 --key-length 1 --style compact --gap 0:3400" ;;
   copy) retrieval recall "--task copy --length 32 --docs 12000 --gap 0:3600 --seed 1" "--task copy --length 32 --docs 100 --gap 0:3600" ;;
   induction)
-    copy_near="--task copy --length 8:32 --repeats 4"
+    copy_near=${COPY_NEAR:---task copy --length 8:32 --repeats 4}
+    mix_near=${MIX_NEAR:-$copy_near}
     copy_far="--task copy --length 8:32 --repeats 3 --gap 0:1500"
-    node --import tsx scripts/recall.ts make --out "$out/$part-near" $copy_near --docs 40000 --seed 1
-    node --import tsx scripts/recall.ts make --out "$out/$part-far/near" $copy_near --docs 20000 --seed 2
+    node --import tsx scripts/recall.ts make --out "$out/$part-near" $copy_near --docs ${NEAR_DOCS:-40000} --seed 1
+    node --import tsx scripts/recall.ts make --out "$out/$part-far/near" $mix_near --docs ${MIX_DOCS:-20000} --seed 2
     node --import tsx scripts/recall.ts make --out "$out/$part-far/gap" $copy_far --docs 12000 --seed 3
     for r in "${lm_runs[@]}"; do spawn induction_one "${r%%|*}" "${r#*|}"; done
     finish ;;
