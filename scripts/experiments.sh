@@ -21,7 +21,8 @@
 #             on the gapped ones, where far counts letters whose previous occurrence is more than 512
 #             characters back (beyond window's W = 512 and sparsek-window's W = 256). Chance: 1/24 = 0.042.
 #             COPY_NEAR and NEAR_DOCS change stage 1's documents (e.g. '--task copy --length 8:32 --repeats 150',
-#             one document a row at T = 4096), MIX_NEAR and MIX_DOCS the gap-free part of stage 2's.
+#             one document a row at T = 4096), MIX_NEAR and MIX_DOCS the gap-free part of stage 2's; BATCH2 and
+#             CONTEXT2 stage 2's batch and context (stage 1 at a short context, MODEL's --context, then 4096).
 #   curriculum  the gap task in two stages: train on documents without a gap (every fact near, ~20 per
 #             row: a dense signal to learn retrieval from), then finetune STEPS2 (default STEPS) steps on
 #             the gap task; scored on the gap task
@@ -125,8 +126,8 @@ induction_one() { # run name, attention flags: the copy task without a gap, then
   local t0=$SECONDS
   $cli train --data "$out/$part-near" --tokenizer byte $model $flags $common --out "$dir-near" | tail -1
   record "$name-near" "$(node --import tsx scripts/recall.ts eval --checkpoint "$dir-near" $copy_near --docs 100 --device "$device" | tail -1)"
-  $cli finetune --checkpoint "$dir-near" --data "$out/$part-far" --batch $batch --steps ${STEPS2:-$steps} --device $device --quiet \
-    --eval-every 100 --lr ${LR2:-1e-3} $seed --out "$dir" | tail -1
+  $cli finetune --checkpoint "$dir-near" --data "$out/$part-far" --batch ${BATCH2:-$batch} --steps ${STEPS2:-$steps} --device $device --quiet \
+    --eval-every 100 --lr ${LR2:-1e-3} ${CONTEXT2:+--context $CONTEXT2} $seed --out "$dir" | tail -1
   echo "# $name trained in $((SECONDS - t0)) s"
   record "$name" "$(node --import tsx scripts/recall.ts eval --checkpoint "$dir" $copy_far --docs 100 --device "$device" | tail -1)"
 }

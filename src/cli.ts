@@ -281,7 +281,7 @@ async function cmdConvert(argv: string[]): Promise<void> {
 async function cmdFinetune(argv: string[]): Promise<void> {
   const o = parseOptions('finetune', argv, {
     checkpoint: { kind: 'string', help: 'run folder or Hugging Face model folder to start from' },
-    context: { kind: 'int', help: 'T: training context (at most the model\'s)' },
+    context: { kind: 'int', help: 'T: training context (longer than the model\'s extends it: RoPE models only)' },
     ...TRAIN_FLAGS,
   });
   if (o.resume !== undefined) throw new OptionError('sparsek finetune: --resume is not supported (use `sparsek train --resume --out DIR` on the finetune run folder)');
@@ -291,7 +291,8 @@ async function cmdFinetune(argv: string[]): Promise<void> {
   let mc = w.config;
   if (o.context !== undefined) {
     const T = o.context as number;
-    if (T > mc.context) throw new ArgumentError('--context', `at most the model's context ${mc.context}`, T);
+    // A RoPE model has no position table: finetuning at a longer context extends it (the run's
+    // config records the new context). Learned positions have exactly context rows.
     if ((mc.positions ?? 'rope') === 'learned' && T !== mc.context) throw new ArgumentError('--context', `the model's context ${mc.context} (its position table has that many rows)`, T);
     mc = { ...mc, context: T };
   }

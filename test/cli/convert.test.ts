@@ -21,6 +21,7 @@ import { train, DEFAULT_TRAIN } from '../../src/train/train.js';
 
 const FIX = path.join(import.meta.dirname, '..', 'fixtures', 'hf');
 const LLAMA = path.join(FIX, 'llama');
+const GPT2 = path.join(FIX, 'gpt2');
 const root = tempDir('convert');
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 const corpus = writeCorpus(path.join(root, 'corpus'), 4, 300);
@@ -211,6 +212,23 @@ describe('finetune', () => {
     // Started from the checkpoint, not a fresh init: three small steps stay close to it.
     assert.ok(maxAbsDiff(after.params.flat, before.params.flat) < 0.1);
     assert.deepEqual(after.tokenizer.encode('the union'), before.tokenizer.encode('the union'));
+  });
+});
+
+describe('finetune at a longer context', () => {
+  test('a RoPE model finetunes past its context, which its run records; learned positions cannot', async () => {
+    const run = path.join(root, 'short');
+    await train(tinyModel({ k: 2, window: 3, scoreSlope: 0.1 }), { ...DEFAULT_TRAIN, data: corpus, steps: 1, batch: 2, evalEvery: 1 }, run, { quiet: true, log: () => {} });
+    const T0 = (await loadWeights(run)).config.context;
+    const out = path.join(root, 'longer');
+    const r = await cli('finetune', '--checkpoint', run, '--data', corpus, '--steps', '2', '--batch', '1', '--context', String(2 * T0), '--eval-every', '2', '--out', out, '--quiet');
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(Number.isFinite(lastJson(r.stdout).loss));
+    assert.equal((await loadWeights(out)).config.context, 2 * T0);
+    // GPT-2 (learned positions) has a table of exactly its context's rows
+    const r2 = await cli('finetune', '--checkpoint', GPT2, '--data', corpus, '--steps', '1', '--context', '4096', '--out', path.join(root, 'gpt2-long'), '--quiet');
+    assert.equal(r2.code, 2);
+    assert.match(r2.stderr, /position table/);
   });
 });
 
