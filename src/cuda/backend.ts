@@ -635,7 +635,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       inK = oK;
       inP = oP;
     }
-    // 2. anchors, 3. their rows (row 64 b of the (T, K) layout), 4. every query
+    // 2. anchors, 3. their rows (the rows of queries 64 b), 4. every query (and, with out.all, its row)
     const AW = fsAnchorWarps(BH * (nb + 1), this.rt.multiprocessors);
     this.launch(`sparsek_fs_anchor_w${AW}`, () => fsAnchorSource(AW), fsAnchorGrid(BH * (nb + 1), AW), FS_ANCHOR_THREADS,
       [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
