@@ -88,6 +88,9 @@ function trainConfigFrom(o: Opts, base: TrainConfig): TrainConfig {
     steps: pick('steps', base.steps),
     minutes: pick('minutes', base.minutes),
     lr: pick('lr', base.lr),
+    // The cosine decays to a tenth of the peak (as llm.c and nanoGPT; the defaults are 3e-3 and
+    // 3e-4). Without this a --lr below the base floor failed at step 0.
+    minLr: o.lr === undefined ? base.minLr : (o.lr as number) / 10,
     seed: pick('seed', base.seed),
     evalEvery: pick('eval-every', base.evalEvery),
   };

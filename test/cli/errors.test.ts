@@ -94,6 +94,15 @@ describe('sparsek CLI: happy path', () => {
     assert.equal(fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 3);
   });
 
+  test('train --lr below the default floor: the cosine decays to a tenth of the given peak', async () => {
+    const low = path.join(root, 'low-lr');
+    const r = await cli('train', '--data', corpus, ...TINY, '--lr', '1e-4', '--out', low);
+    assert.equal(r.code, 0, r.stderr);
+    const cfg = JSON.parse(fs.readFileSync(path.join(low, 'config.json'), 'utf8'));
+    assert.equal(cfg.train.lr, 1e-4);
+    assert.ok(Math.abs(cfg.train.minLr - 1e-5) < 1e-18, `minLr ${cfg.train.minLr}`);
+  });
+
   test('eval: last stdout line is JSON {loss, perplexity, tokens}', async () => {
     const r = await cli('eval', '--checkpoint', run);
     assert.equal(r.code, 0, r.stderr);
