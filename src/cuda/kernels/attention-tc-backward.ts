@@ -2,11 +2,11 @@
 // stays with the existing du kernels), used by CudaBackend under precision bf16 (variants and
 // measurements: dev/cuda-attention-fast), matching the forward in attention-tc.ts: bf16 q, k, v,
 // dout; fp32 u; the forward's out (bf16 or fp32) and lse (natural log); the selection of
-// src/cuda/kernels/selection-fast.ts (tau, thk, count, sel, nfree) and the key offsets of attention.ts's
-// sparsek_key_offsets. Outputs fp32: dq, dk, dv (GQA: a group's heads summed into dk, dv), the gate
-// gradients dg_ij = a_ij (do_i . v_j) of every selected pair in attention.ts's key-ordered slot
-// layout (dgk + bh T K + off_j + (i - j - W), summed over the group's heads) and mean_i, exactly what
-// attention_backward_query writes, so sparsek_mean_prefix and sparsek_score_grad finish du unchanged.
+// src/cuda/kernels/selection-fast.ts (tau, thk, count, nfree, and sel: only the rows of queries
+// 64 r, compact). Outputs fp32: dq, dk, dv (GQA: a group's heads summed into dk, dv); for du, the
+// gate gradients dg_ij = a_ij (do_i . v_j) summed per key over its free-set pairs and the group's
+// heads (dsel_j, double) and mean_i = sum_{Sel_i ∩ F_i} dg_ij / |F_i|, from which
+// sparsek_mean_prefix and sparsek_score_grad_sums (attention.ts) finish du.
 // Not here: the selection, du itself, bf16 dq/dk/dv, wgmma/TMA (mma.sync m16n8k16 via inline PTX,
 // no headers, like kernel.ts).
 //
@@ -26,11 +26,12 @@
 //                  query-major instead, over the forward's selected keys: one block per 64 queries
 //                  [i0, i0 + 64) and KV head, keys Sel_{i0} (gathered) plus the <= 63 new candidates
 //                  (i0 - W, i0 + 63 - W] (SPEC section 3's block property: Sel_{i+1} is in Sel_i plus
-//                  one new candidate), the selection mask rebuilt as in kernel.ts
-//                  (j <= i - W and key(u_j, j) >= thk_i). dq stays in registers; the tile's dk and dv
-//                  (dS^T Q, (P g)^T dO through shared memory) go out with red.global.add; dg goes to
-//                  its slot (the group's first head stores, the others add: the same thread owns the
-//                  same slot for every head, so no race) and sum_{Sel_i ∩ F_i} dg to mean_i.
+//                  one new candidate), the selection mask as each key's range of block rows (thk
+//                  never decreases, so key(u_j, j) >= thk_i holds for a prefix; j <= i - W for a
+//                  suffix). dq stays in registers; the tile's dk and dv (dS^T Q, (P g)^T dO through
+//                  shared memory) go out with red.global.add; each key's free-set dg is summed in
+//                  shared memory over tiles and heads and added to dsel once per block, and
+//                  sum_{Sel_i ∩ F_i} dg goes to mean_i.
 //   spk_bwd_prep   D_i = do_i . o_i (out as stored), and dq = 0 for the window kernel's atomics.
 // Launch order on one stream: prep, win (stores dk, dv; adds to dq), sel (adds to dq, dk, dv).
 // Every pair is done once: win takes i - j < W, sel takes i - j >= W.
@@ -562,7 +563,6 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
       else cp_wait<0>();
       __syncthreads();
       const bf16* Kst = Ks + st * BT * LDS;
-      const bf16* Vst = Vs;
       const int* trng = mrng + t * BT;
       const float* tu = mu_ + t * BT;
       const int* tpos = mpos + t * BT;
@@ -582,7 +582,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
         for (int n = 0; n < NT; n += 2) {
           u32 bk[4], bv[4];
           ldsm4(smem_addr(Kst + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), bk);
-          ldsm4(smem_addr(Vst + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), bv);
+          ldsm4(smem_addr(Vs + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), bv);
           mma(s[n], qa, bk[0], bk[1]);
           mma(s[n + 1], qa, bk[2], bk[3]);
           mma(dp[n], oa, bv[0], bv[1]);
