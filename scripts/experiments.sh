@@ -23,6 +23,15 @@
 #             COPY_NEAR and NEAR_DOCS change stage 1's documents (e.g. '--task copy --length 8:32 --repeats 150',
 #             one document a row at T = 4096), MIX_NEAR and MIX_DOCS the gap-free part of stage 2's; BATCH2 and
 #             CONTEXT2 stage 2's batch and context (stage 1 at a short context, MODEL's --context, then 4096).
+#   grow      the copy task learned at T = 128 (4 repeats of 4 to 16 letters without a gap, STEPS steps at B = 16,
+#             default 1200, lr 3e-3), then finetuned at T = 128, 256, 512, ... GROW_T (default 4096), each stage
+#             on 3 repeats of 4 to 12 letters after 0 to (T - 82) / 3 characters of filler (so a document fits
+#             its context) mixed with every earlier stage's documents, GROW_STEPS steps a stage (default
+#             '400 600 1000 1500 2000 2500'), GROW_TOKENS
+#             tokens a step (default 8192), lr 5e-4. The 2-layer width-64 model of the CPU runs
+#             (docs/RESULTS.md); dense, window (W = 32) and sparsek + window (K = W = 16), the same K + W.
+#             Scored after every stage at its context, with accuracy by distance. A stage whose checkpoint
+#             exists is kept, so a second call resumes the chain (bring back $EXP_OUT/grow with COPY).
 #   curriculum  the gap task in two stages: train on documents without a gap (every fact near, ~20 per
 #             row: a dense signal to learn retrieval from), then finetune STEPS2 (default STEPS) steps on
 #             the gap task; scored on the gap task
@@ -34,7 +43,7 @@
 # part), LR (peak learning rate) and SEED (training seed) for all runs of the call; PARALLEL (how many
 # runs train at once on the one GPU, default 1: these small models leave most of an H100 idle).
 set -euo pipefail
-part=${1:?usage: scripts/experiments.sh lm|slope|passkey|recall|gap|copy|induction|curriculum}
+part=${1:?usage: scripts/experiments.sh lm|slope|passkey|recall|gap|copy|induction|grow|curriculum}
 steps=${STEPS:-300}
 batch=${BATCH:-2}
 out=${EXP_OUT:-runs/exp}
@@ -132,7 +141,60 @@ induction_one() { # run name, attention flags: the copy task without a gap, then
   record "$name" "$(node --import tsx scripts/recall.ts eval --checkpoint "$dir" $copy_far --docs 100 --device "$device" | tail -1)"
 }
 
+grow_runs=(
+  "dense|--attention dense"
+  "window|--attention window --window 32"
+  "sparsek-window|--attention sparsek --k 16 --window 16 --score-slope 0.05"
+)
+grow_gap() { echo $(( ($1 - 82) / 3 )); } # the longest filler that keeps 3 repeats of 12 letters within T
+
+grow_one() { # run name, attention flags: stage 1 at T = 128, then every context of $grow_contexts
+  local name=$1 flags=$2 dir="$out/$part/$1" prev T steps i=0
+  wanted "$name" || return 0
+  local t0=$SECONDS
+  if [ ! -f "$dir-1/config.json" ]; then
+    rm -rf "$dir-1"
+    $cli train --data "$out/$part-data/nogap" --tokenizer byte --layers 2 --dim 64 --heads 4 --kv-heads 4 --context 128 $flags \
+      --batch 16 --steps $steps1 --lr 3e-3 --device $device --quiet --eval-every 200 $seed --out "$dir-1" | tail -1
+  fi
+  prev="$dir-1"
+  set -- $grow_steps
+  for T in $grow_contexts; do
+    steps=$1; shift || true
+    if [ ! -f "$dir-$T/config.json" ]; then
+      rm -rf "$dir-$T"
+      $cli finetune --checkpoint "$prev" --context $T --data "$out/$part-data/mix$T" --tokenizer byte \
+        --batch $(( grow_tokens / T )) --steps $steps --lr $([ $T = 128 ] && echo 1e-3 || echo 5e-4) --device $device --quiet --eval-every 250 $seed --out "$dir-$T" | tail -1
+      record "$name-$T" "$(node --import tsx scripts/recall.ts eval --checkpoint "$dir-$T" --task copy --length 4:12 --repeats 3 \
+        --gap "0:$(grow_gap $T)" --docs 100 --near 32 --device "$device" | tail -1)"
+      echo "# $name reached T = $T at $((SECONDS - t0)) s"
+    fi
+    prev="$dir-$T"
+  done
+}
+
 case "$part" in
+  grow)
+    grow_contexts=""
+    for ((T = 128; T <= ${GROW_T:-4096}; T *= 2)); do grow_contexts="$grow_contexts $T"; done
+    grow_steps=${GROW_STEPS:-400 600 1000 1500 2000 2500}
+    grow_tokens=${GROW_TOKENS:-8192}
+    steps1=${STEPS:-1200}
+    mk() { node --import tsx scripts/recall.ts make --task copy --length "$1" --repeats "$2" --gap "$3" --docs "$4" --seed "$5" --out "$6" >/dev/null; }
+    d="$out/$part-data"
+    if [ ! -d "$d/mix128" ]; then
+      # Each stage's mix: the gap-free documents and every stage's gapped documents up to its own.
+      mk 4:16 4 0 40000 1 "$d/nogap"
+      prev="$d/nogap"
+      for T in $grow_contexts; do
+        mkdir -p "$d/mix$T"
+        cp -r "$prev"/* "$d/mix$T/"
+        mk 4:12 3 "0:$(grow_gap $T)" 6000 $((10 + T / 128)) "$d/mix$T/g$T"
+        prev="$d/mix$T"
+      done
+    fi
+    for r in "${grow_runs[@]}"; do spawn grow_one "${r%%|*}" "${r#*|}"; done
+    finish ;;
   lm)
     for r in "${lm_runs[@]}"; do spawn train_and_eval "${r%%|*}" "--data sotu --vocab 4096" "${r#*|}" "$lm_contexts"; done
     finish ;;
@@ -158,11 +220,15 @@ case "$part" in
     node --import tsx scripts/recall.ts make --out "$out/$part-far" --docs 12000 $recall_far --seed 2
     for r in "${lm_runs[@]}"; do spawn curriculum_one "${r%%|*}" "${r#*|}"; done
     finish ;;
-  *) echo "unknown part $part (lm, slope, passkey, recall, gap, copy, induction or curriculum)" >&2; exit 2 ;;
+  *) echo "unknown part $part (lm, slope, passkey, recall, gap, copy, induction, grow or curriculum)" >&2; exit 2 ;;
 esac
 
 if [ -n "${COPY:-}" ]; then
   # One archive: the device tool brings back a handful of files, not a folder per run.
   mkdir -p "$COPY"
-  (cd "$out" && tar czf "$COPY/exp-$part.tgz" results.jsonl "$part"/*/config.json "$part"/*/metrics.jsonl)
+  if [ "$part" = grow ]; then
+    (cd "$out" && tar czf "$COPY/exp-$part.tgz" results.jsonl "$part") # whole checkpoints (small), so a later call resumes
+  else
+    (cd "$out" && tar czf "$COPY/exp-$part.tgz" results.jsonl "$part"/*/config.json "$part"/*/metrics.jsonl)
+  fi
 fi
