@@ -30,8 +30,10 @@
 #             '400 600 1000 1500 2000 2500'), GROW_TOKENS
 #             tokens a step (default 8192), lr 5e-4. The 2-layer width-64 model of the CPU runs
 #             (docs/RESULTS.md); dense, window (W = 32) and sparsek + window (K = W = 16), the same K + W.
-#             Scored after every stage at its context, with accuracy by distance. A stage whose checkpoint
-#             exists is kept, so a second call resumes the chain (bring back $EXP_OUT/grow with COPY).
+#             Scored after every stage at its context, with accuracy by distance, and the last stage also on
+#             documents for twice its context (extrapolation). A stage whose checkpoint exists is kept, so a
+#             second call resumes the chain (COPY brings back the last stage of each run). Slope variants of
+#             sparsek + window: sparsek-window-eps0.01, -eps0 (ONLY picks runs).
 #   curriculum  the gap task in two stages: train on documents without a gap (every fact near, ~20 per
 #             row: a dense signal to learn retrieval from), then finetune STEPS2 (default STEPS) steps on
 #             the gap task; scored on the gap task
@@ -145,6 +147,8 @@ grow_runs=(
   "dense|--attention dense"
   "window|--attention window --window 32"
   "sparsek-window|--attention sparsek --k 16 --window 16 --score-slope 0.05"
+  "sparsek-window-eps0.01|--attention sparsek --k 16 --window 16 --score-slope 0.01"
+  "sparsek-window-eps0|--attention sparsek --k 16 --window 16 --score-slope 0"
 )
 grow_gap() { echo $(( ($1 - 82) / 3 )); } # the longest filler that keeps 3 repeats of 12 letters within T
 
@@ -171,6 +175,9 @@ grow_one() { # run name, attention flags: stage 1 at T = 128, then every context
     fi
     prev="$dir-$T"
   done
+  # length extrapolation: documents for twice the last context, whose far letters lie beyond any distance trained on
+  record "$name-$T-at-$((2 * T))" "$(node --import tsx scripts/recall.ts eval --checkpoint "$prev" --task copy --length 4:12 --repeats 3 \
+    --gap "0:$(grow_gap $((2 * T)))" --docs 100 --near 32 --device "$device" | tail -1)"
 }
 
 case "$part" in
@@ -226,8 +233,9 @@ esac
 if [ -n "${COPY:-}" ]; then
   # One archive: the device tool brings back a handful of files, not a folder per run.
   mkdir -p "$COPY"
-  if [ "$part" = grow ]; then
-    (cd "$out" && tar czf "$COPY/exp-$part.tgz" results.jsonl "$part") # whole checkpoints (small), so a later call resumes
+  if [ "$part" = grow ]; then # every stage's curves, and the last stage's checkpoints (small: a later call resumes from them)
+    (cd "$out" && tar czf "$COPY/exp-$part.tgz" results.jsonl "$part"/*/config.json "$part"/*/metrics.jsonl \
+      $(for r in "${grow_runs[@]}"; do ls -d "$part/${r%%|*}-"[0-9]* 2>/dev/null | sort -V | tail -1; done))
   else
     (cd "$out" && tar czf "$COPY/exp-$part.tgz" results.jsonl "$part"/*/config.json "$part"/*/metrics.jsonl)
   fi

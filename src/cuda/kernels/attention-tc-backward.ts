@@ -51,6 +51,8 @@ export interface BackwardVariant {
   MINB?: number;
   /** Lab probe only (wrong results): the global reductions become plain stores, to time what they cost. */
   STORE?: boolean;
+  /** sel key-major, in win's orientation (S^T = K Q^T; dK, dV from register fragments). */
+  KM?: boolean;
 }
 
 /** Queries and keys per tile, both kernels. */
@@ -58,10 +60,10 @@ export const BT = 64;
 const NTHR = 128;
 
 function full(o: BackwardVariant): Required<BackwardVariant> {
-  return { FASTEXP: true, MINB: 0, STORE: false, ...o };
+  return { FASTEXP: true, MINB: 0, STORE: false, KM: false, ...o };
 }
 
-const suffix = (o: Required<BackwardVariant>): string => `hs${o.HS}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.STORE ? '_store' : ''}`;
+const suffix = (o: Required<BackwardVariant>): string => `hs${o.HS}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.STORE ? '_store' : ''}${o.KM ? '_km' : ''}`;
 export const bwdWinName = (v: BackwardVariant): string => `spk_bwd_win_${suffix(full(v))}`;
 export const bwdSelName = (v: BackwardVariant): string => `spk_bwd_sel_${suffix(full(v))}`;
 export const bwdPrepName = (OUT: 'bf16' | 'f32'): string => `spk_bwd_prep_${OUT}`;
@@ -89,7 +91,10 @@ export function bwdSelMaxTiles(K: number): number {
  */
 export function bwdSelShared(v: BackwardVariant, K: number): number {
   const l = LDS(v.HS);
-  return 2 * BT * l * 2 + BT * l * 2 + 2 * BT * l * 2 + 2 * BT * LDP * 2 + bwdSelMaxTiles(K) * BT * 16 + BT * 8;
+  const perKey = bwdSelMaxTiles(K) * BT * 16, thk = BT * 8;
+  // key-major: one transposed tile (dS^T) instead of dS and P g, and 5 floats per query
+  if (v.KM) return 2 * BT * l * 2 + BT * l * 2 + 2 * BT * l * 2 + BT * LDP * 2 + perKey + thk + 5 * BT * 4;
+  return 2 * BT * l * 2 + BT * l * 2 + 2 * BT * l * 2 + 2 * BT * LDP * 2 + perKey + thk;
 }
 
 /** The PTX helpers of kernel.ts plus vector reductions. */
@@ -424,7 +429,7 @@ export function bwdSelSource(v: BackwardVariant): KernelSource {
     name,
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr',
       'i32', 'i32', 'i32', 'i32', 'i32', 'f32'],
-    source: `${common(o)}
+    source: o.KM ? bwdSelKeyMajor(o, name) : `${common(o)}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
     float* dq,                        // (B, NH, T, HS)  added to (this block owns its rows)
     float* dk,                        // (B, NKV, T, HS) added to (atomically)
@@ -697,4 +702,272 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
 }
 `,
   };
+}
+
+/**
+ * Selected pairs, key-major (variant KM): the same blocks, keys and mask as bwdSelSource's, in
+ * spk_bwd_win's orientation. Warp w owns keys 16w .. 16w + 15 of each tile and computes S^T = K Q^T
+ * and dP^T = V dO^T; dV = (P g)^T dO and dK = dS^T Q come from register fragments and go out with
+ * red.global.add per tile; dQ += dS K goes through one transposed tile (dS^T) in shared memory and
+ * accumulates in registers (warp w: queries 16w ..) over the block's tiles; each key's free-set dg
+ * is a row sum (2 shuffles) and num_i a per-thread column sum reduced once at the end.
+ */
+function bwdSelKeyMajor(o: Required<BackwardVariant>, name: string): string {
+  return `${common(o)}
+extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
+    float* dq, float* dk, float* dv, double* dsel, double* mean,
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dout,
+    const float* __restrict__ lse, const float* __restrict__ Dg, const float* __restrict__ u,
+    const double* __restrict__ tau, const u64* __restrict__ thk, const int* __restrict__ count,
+    const int* __restrict__ sel, const int* __restrict__ nfree,
+    int T, int NH, int NKV, int K, int W, float scale) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* Ks = reinterpret_cast<bf16*>(smem);   // [2][BT][LDS] (the next tile's K loads during this one)
+  bf16* Vs = Ks + 2 * BT * LDS;               // [BT][LDS] (the next tile's V loads once dP^T is done)
+  bf16* Qs = Vs + BT * LDS;                   // [BT][LDS]
+  bf16* Os = Qs + BT * LDS;                   // [BT][LDS] dO
+  bf16* Ps = Os + BT * LDS;                   // [BT keys][LDP queries] dS^T
+  u64* bthk = reinterpret_cast<u64*>(Ps + BT * LDP); // thk of the block's 64 queries (~0 past T)
+  float* qL = reinterpret_cast<float*>(bthk + BT);   // per query: lse log2 e (+inf: no p), this head
+  float* qD = qL + BT;                               // D_i, this head
+  float* qt = qD + BT;                               // tau_i as float (the gate's threshold)
+  float* qlo = qt + BT;                              // F_i's float bounds
+  float* qhi = qlo + BT;
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
+  const int mi = lane >> 3, r8 = lane & 7;
+  const int i0 = blockIdx.x * BT, h = blockIdx.y, b = blockIdx.z;
+  const int G = NH / NKV;
+  const size_t kv0 = ((size_t)b * NKV + h) * T;
+  const float sl = scale * LOG2E;
+  const bf16* kb = k + kv0 * HS;
+  const bf16* vb = v + kv0 * HS;
+
+  // keys: Sel_{i0} (nsel), then the new candidates [rlo, rhi) in one tile
+  const int nsel = K > 0 ? count[kv0 + i0] : 0;
+  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
+  const int rlo = max(0, i0 - W + 1), rhi = K > 0 ? min(T, i0 + BT - W) : 0;
+  const int nselT = (nsel + BT - 1) / BT, nT = nselT + (rhi > rlo ? 1 : 0);
+  const int nkeys = nT * BT;
+  float* mu_ = qhi + BT;
+  int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
+  float* mdg = reinterpret_cast<float*>(mpos + nkeys); // per key: its dg summed over the block's F pairs and heads
+  int* mrng = reinterpret_cast<int*>(mdg + nkeys);      // per key: the block rows [lo, hi) that select it, lo | hi << 8
+  for (int r = tid; r < BT; r += NTHR) {
+    const int i = i0 + r;
+    bthk[r] = i < T ? thk[kv0 + i] : ~0ull;
+    const double td = i < T ? tau[kv0 + i] : (double)FINF;
+    qt[r] = (float)td;
+    free_bounds(td, qlo[r], qhi[r]);
+  }
+  __syncthreads();
+  // Which block rows select each key (as in bwdSelSource): a prefix by thk, from lo for a new candidate.
+  const auto rows_of = [&](int x, int j, float uj) {
+    if (j < 0) return 0;
+    const u64 key = ((u64)ord_of(uj) << 32) | (unsigned)j;
+    int a = 0, z = BT;
+    while (a < z) {
+      const int mid = (a + z) >> 1;
+      if (bthk[mid] <= key) a = mid + 1;
+      else z = mid;
+    }
+    const int lo = x < nselT * BT ? 0 : min(BT, max(0, j + W - i0));
+    return lo | a << 8;
+  };
+  for (int x = tid; x < nkeys; x += NTHR) {
+    const int t = x / BT, r = x % BT;
+    const int j = t < nselT ? (x < nsel ? srow[x] : -1) : (rlo + r < rhi ? rlo + r : -1);
+    const float uj = j >= 0 ? u[kv0 + j] : 0.f;
+    mpos[x] = j;
+    mu_[x] = uj;
+    mdg[x] = 0.f;
+    mrng[x] = rows_of(x, j, uj);
+  }
+
+  auto issue = [&](int t, bf16* dst, const bf16* src) {
+    for (int x = tid; x < BT * CPR; x += NTHR) {
+      const int r = x / CPR, cc = x % CPR;
+      const int j = mpos[t * BT + r];
+      const size_t off = (size_t)(j >= 0 ? j : 0) * HS + cc * 8;
+      cp_async16(smem_addr(dst + r * LDS + cc * 8), src + off, j >= 0 ? 16 : 0);
+    }
+    cp_commit();
+  };
+
+  const int wk = w * 16;
+  float num[NT][2];                  // column sums of free-set dg over this thread's keys, tiles and heads
+#pragma unroll
+  for (int n = 0; n < NT; n++) num[n][0] = num[n][1] = 0.f;
+
+  for (int gi = 0; gi < G && nT > 0; gi++) {
+    const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
+    __syncthreads(); // metadata written; the previous head is done with Qs, Os, qL, qD and the stages
+    for (int x = tid; x < BT * CPR; x += NTHR) {
+      const int r = x / CPR, cc = x % CPR, i = i0 + r;
+      const size_t off = (r0 + (i < T ? i : 0)) * HS + cc * 8;
+      cp_async16(smem_addr(Qs + r * LDS + cc * 8), q + off, i < T ? 16 : 0);
+      cp_async16(smem_addr(Os + r * LDS + cc * 8), dout + off, i < T ? 16 : 0);
+    }
+    cp_commit();
+    issue(0, Ks, kb);
+    issue(0, Vs, vb);
+    for (int r = tid; r < BT; r += NTHR) {
+      const int i = i0 + r;
+      const float L = i < T ? lse[r0 + i] : -FINF;
+      qL[r] = L == -FINF ? FINF : L * LOG2E;
+      qD[r] = i < T ? Dg[r0 + i] : 0.f;
+    }
+    float acc[NO][4]; // dQ rows i0 + 16w ..
+#pragma unroll
+    for (int n = 0; n < NO; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+    for (int t = 0, st = 0; t < nT; t++, st ^= 1) {
+      if (t + 1 < nT) { issue(t + 1, Ks + (st ^ 1) * BT * LDS, kb); cp_wait<1>(); }
+      else cp_wait<0>();
+      __syncthreads();
+      const bf16* Kst = Ks + st * BT * LDS;
+      // this thread's two keys (rows g8 and g8 + 8 of the warp's 16): row ranges and scores
+      int klo[2], khi[2];
+      float ku[2];
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        const int x = t * BT + wk + g8 + 8 * rr, rg = mrng[x];
+        klo[rr] = rg & 255;
+        khi[rr] = rg >> 8;
+        ku[rr] = mu_[x];
+      }
+      // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys x 64 queries
+      float s[NT][4], dp[NT][4];
+#pragma unroll
+      for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < KS; ks++) {
+        u32 ka[4], va[4];
+        ldsm4(smem_addr(Kst + (wk + (mi & 1) * 8 + r8) * LDS + ks * 16 + (mi >> 1) * 8), ka);
+        ldsm4(smem_addr(Vs + (wk + (mi & 1) * 8 + r8) * LDS + ks * 16 + (mi >> 1) * 8), va);
+#pragma unroll
+        for (int n = 0; n < NT; n += 2) {
+          u32 bq[4], bo[4];
+          ldsm4(smem_addr(Qs + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), bq);
+          ldsm4(smem_addr(Os + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), bo);
+          mma(s[n], ka, bq[0], bq[1]);
+          mma(s[n + 1], ka, bq[2], bq[3]);
+          mma(dp[n], va, bo[0], bo[1]);
+          mma(dp[n + 1], va, bo[2], bo[3]);
+        }
+      }
+      u32 pa[BT / 16][4], sa[BT / 16][4];
+      float kdg[2] = {0.f, 0.f};
+#pragma unroll
+      for (int n = 0; n < NT; n++) {
+        const int c0 = n * 8 + 2 * t4;
+        const float2 L2 = *reinterpret_cast<const float2*>(qL + c0), D2 = *reinterpret_cast<const float2*>(qD + c0);
+        const float2 t2 = *reinterpret_cast<const float2*>(qt + c0);
+        const float2 lo2 = *reinterpret_cast<const float2*>(qlo + c0), hi2 = *reinterpret_cast<const float2*>(qhi + c0);
+        float pg[4], ds[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int rr = e >> 1, c = c0 + (e & 1);
+          const bool in = c >= klo[rr] && c < khi[rr]; // j in Sel_i
+          const float Lc = (e & 1) ? L2.y : L2.x, Dc = (e & 1) ? D2.y : D2.x, tc = (e & 1) ? t2.y : t2.x;
+          const float p = in ? ex2(s[n][e] * sl - Lc) : 0.f;
+          const float gt = fminf(fmaxf(ku[rr] - tc, 0.f), 1.f);
+          ds[e] = p * (gt * dp[n][e] - Dc);
+          pg[e] = p * gt;
+          if (in && ku[rr] >= ((e & 1) ? lo2.y : lo2.x) && ku[rr] <= ((e & 1) ? hi2.y : hi2.x)) { // j in F_i
+            const float dg = p * dp[n][e];
+            num[n][e & 1] += dg;
+            kdg[rr] += dg;
+          }
+        }
+        pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(pg[0], pg[1]);
+        pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(pg[2], pg[3]);
+        sa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(ds[0], ds[1]);
+        sa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(ds[2], ds[3]);
+        *reinterpret_cast<u32*>(Ps + (wk + g8) * LDP + c0) = sa[n >> 1][(n & 1) * 2 + 0];
+        *reinterpret_cast<u32*>(Ps + (wk + g8 + 8) * LDP + c0) = sa[n >> 1][(n & 1) * 2 + 1];
+      }
+      // each key's dg over the tile's queries: the 4 lanes of its row (this warp alone owns the key)
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        float x = kdg[rr];
+        x += __shfl_xor_sync(FULL, x, 1);
+        x += __shfl_xor_sync(FULL, x, 2);
+        if (t4 == 0 && x != 0.f) mdg[t * BT + wk + g8 + 8 * rr] += x;
+      }
+      __syncthreads(); // dS^T complete; every warp is past dP^T
+      if (t + 1 < nT) issue(t + 1, Vs, vb);
+      // dV = (P g)^T dO, then dK = scale dS^T Q, for the warp's keys, added atomically
+      const int jr[2] = {mpos[t * BT + wk + g8], mpos[t * BT + wk + g8 + 8]};
+#pragma unroll
+      for (int which = 0; which < 2; which++) {
+        float c[NO][4];
+#pragma unroll
+        for (int n = 0; n < NO; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < BT / 16; kk++) {
+          if (which == 0) MMA_BT(c, pa[kk], Os + kk * 16 * LDS, LDS, NO, lane)
+          else MMA_BT(c, sa[kk], Qs + kk * 16 * LDS, LDS, NO, lane)
+        }
+        float* dst = which == 0 ? dv : dk;
+        const float f = which == 0 ? 1.f : scale;
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+          if (jr[rr] < 0) continue;
+          float* row = dst + (kv0 + jr[rr]) * HS + 2 * t4;
+#pragma unroll
+          for (int n = 0; n < NO; n++) red2(row + n * 8, f * c[n][2 * rr], f * c[n][2 * rr + 1]);
+        }
+      }
+      // dQ rows i0 + 16w .. += dS K: A = dS from Ps ([key][query], so .trans), k = keys
+#pragma unroll
+      for (int kk = 0; kk < BT / 16; kk++) {
+        u32 a[4];
+        ldsm4t(smem_addr(Ps + (kk * 16 + (mi >> 1) * 8 + r8) * LDP + wk + (mi & 1) * 8), a);
+        MMA_BT(acc, a, Kst + kk * 16 * LDS, LDS, NO, lane);
+      }
+      __syncthreads(); // Ps and this stage are free again
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+      const int i = i0 + wk + g8 + 8 * rr;
+      if (i >= T) continue;
+#pragma unroll
+      for (int n = 0; n < NO; n++) {
+        float2* p = reinterpret_cast<float2*>(dq + (r0 + i) * HS + n * 8 + 2 * t4);
+        float2 x = *p;
+        x.x += scale * acc[n][2 * rr];
+        x.y += scale * acc[n][2 * rr + 1];
+        *p = x;
+      }
+    }
+  }
+  __syncthreads(); // every tile's key sums are in mdg; Ps is free
+  for (int x = tid; x < nkeys; x += NTHR) {
+    const float val = mdg[x];
+    if (mpos[x] >= 0 && val != 0.f) atomicAdd(dsel + kv0 + mpos[x], (double)val);
+  }
+  // num_i: each column's sum over the warp's keys (the 8 lanes of one t4), then over the 4 warps
+  float* wnum = reinterpret_cast<float*>(Ps); // [4][BT]
+#pragma unroll
+  for (int n = 0; n < NT; n++)
+#pragma unroll
+    for (int x = 0; x < 2; x++) {
+      float val = num[n][x];
+      val += __shfl_xor_sync(FULL, val, 4);
+      val += __shfl_xor_sync(FULL, val, 8);
+      val += __shfl_xor_sync(FULL, val, 16);
+      if (g8 == 0) wnum[w * BT + n * 8 + 2 * t4 + x] = val;
+    }
+  __syncthreads();
+  for (int r = tid; r < BT; r += NTHR) {
+    const int i = i0 + r;
+    if (i >= T) continue;
+    const int nf = nfree[kv0 + i];
+    const float tot = wnum[r] + wnum[BT + r] + wnum[2 * BT + r] + wnum[3 * BT + r];
+    mean[kv0 + i] = nf > 0 ? (double)tot / nf : 0.0;
+  }
+}
+`;
 }
