@@ -2,8 +2,8 @@
 //
 //   node --import tsx dev/cuda-attention-fast/bench-backward.ts [--T 4096,16384,65536] [--NH 16] [--NKV 16]
 //        [--HS 64,128] [--K 512] [--W 512] [--repeats 20] [--skip-validate] [--skip-emulate] [--no-prod]
-//        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:flags] (e exp2f, f ex2.approx; flags s: reductions as
-//        plain stores, a timing probe whose results are wrong; k: sel key-major)   [--dump DIR]
+//        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:s] (e exp2f, f ex2.approx; s: reductions as plain
+//        stores, a timing probe whose results are wrong)   [--dump DIR]
 //
 // 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks and
 //    query tiles with its band mask and whole-tile rule, sel's key set (Sel_{i0} then the new
@@ -49,7 +49,7 @@ const HSs = opt('HS', '64,128').split(',').map(Number);
 const Kt = Number(opt('K', '512')), Wt = Number(opt('W', '512')), repeats = Number(opt('repeats', '20'));
 const variants: BackwardVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',').map((s) => {
   const [hs, ex, mb, flags = ''] = s.split(':');
-  return { HS: Number(hs) as 64 | 128, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'), KM: flags.includes('k') };
+  return { HS: Number(hs) as 64 | 128, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s') };
 });
 const vname = (v: BackwardVariant): string => bwdSelName(v).replace('spk_bwd_sel_', '');
 const emit = (o: Record<string, unknown>): void => console.log(JSON.stringify(o));

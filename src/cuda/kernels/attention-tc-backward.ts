@@ -22,16 +22,17 @@
 //                  atomics), dq added with red.global.add.
 //   selected pairs (i - j >= W, j in Sel_i): scattered. A key block's selecting queries form an
 //                  interval, but a long one (a key with a high score stays selected for ~K / (1 - F(u))
-//                  queries), so key-major tiles would be nearly dense at long T. spk_bwd_sel goes
-//                  query-major instead, over the forward's selected keys: one block per 64 queries
-//                  [i0, i0 + 64) and KV head, keys Sel_{i0} (gathered) plus the <= 63 new candidates
-//                  (i0 - W, i0 + 63 - W] (SPEC section 3's block property: Sel_{i+1} is in Sel_i plus
-//                  one new candidate), the selection mask as each key's range of block rows (thk
-//                  never decreases, so key(u_j, j) >= thk_i holds for a prefix; j <= i - W for a
-//                  suffix). dq stays in registers; the tile's dk and dv (dS^T Q, (P g)^T dO through
-//                  shared memory) go out with red.global.add; each key's free-set dg is summed in
-//                  shared memory over tiles and heads and added to dsel once per block, and
-//                  sum_{Sel_i ∩ F_i} dg goes to mean_i.
+//                  queries), so key-major blocks over all queries would be nearly dense at long T.
+//                  spk_bwd_sel is blocked by queries instead, over the forward's selected keys: one
+//                  block per 64 queries [i0, i0 + 64) and KV head, keys Sel_{i0} (gathered) plus the
+//                  <= 63 new candidates (i0 - W, i0 + 63 - W] (SPEC section 3's block property:
+//                  Sel_{i+1} is in Sel_i plus one new candidate), the selection mask as each key's
+//                  range of block rows (thk never decreases, so key(u_j, j) >= thk_i holds for a
+//                  prefix; j <= i - W for a suffix). Within a block it works in win's orientation
+//                  (S^T per key tile): dk and dv from register fragments, added with red.global.add per
+//                  tile; dq in registers over the tiles (this block owns its rows); each key's
+//                  free-set dg summed in shared memory over tiles and heads and added to dsel once
+//                  per block, and sum_{Sel_i ∩ F_i} dg goes to mean_i.
 //   spk_bwd_prep   D_i = do_i . o_i (out as stored), and dq = 0 for the window kernel's atomics.
 // Launch order on one stream: prep, win (stores dk, dv; adds to dq), sel (adds to dq, dk, dv).
 // Every pair is done once: win takes i - j < W, sel takes i - j >= W.
@@ -51,8 +52,6 @@ export interface BackwardVariant {
   MINB?: number;
   /** Lab probe only (wrong results): the global reductions become plain stores, to time what they cost. */
   STORE?: boolean;
-  /** sel key-major, in win's orientation (S^T = K Q^T; dK, dV from register fragments). */
-  KM?: boolean;
 }
 
 /** Queries and keys per tile, both kernels. */
@@ -60,10 +59,10 @@ export const BT = 64;
 const NTHR = 128;
 
 function full(o: BackwardVariant): Required<BackwardVariant> {
-  return { FASTEXP: true, MINB: 0, STORE: false, KM: false, ...o };
+  return { FASTEXP: true, MINB: 0, STORE: false, ...o };
 }
 
-const suffix = (o: Required<BackwardVariant>): string => `hs${o.HS}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.STORE ? '_store' : ''}${o.KM ? '_km' : ''}`;
+const suffix = (o: Required<BackwardVariant>): string => `hs${o.HS}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.STORE ? '_store' : ''}`;
 export const bwdWinName = (v: BackwardVariant): string => `spk_bwd_win_${suffix(full(v))}`;
 export const bwdSelName = (v: BackwardVariant): string => `spk_bwd_sel_${suffix(full(v))}`;
 export const bwdPrepName = (OUT: 'bf16' | 'f32'): string => `spk_bwd_prep_${OUT}`;
@@ -86,15 +85,12 @@ export function bwdSelMaxTiles(K: number): number {
 }
 
 /**
- * sel: dynamic shared bytes (K double-buffered, V, Q, dO, dS, P g, 16 bytes of data per key, the block's
- * thk): 72.5 KiB at HS = 64 and K = 512, so that three blocks fit an H100 SM.
+ * sel: dynamic shared bytes (K double-buffered, V, Q, dO, dS^T, 16 bytes of data per key, the block's
+ * thk, 5 floats per query): 64.8 KiB at HS = 64 and K = 512, so that three blocks fit an H100 SM.
  */
 export function bwdSelShared(v: BackwardVariant, K: number): number {
   const l = LDS(v.HS);
-  const perKey = bwdSelMaxTiles(K) * BT * 16, thk = BT * 8;
-  // key-major: one transposed tile (dS^T) instead of dS and P g, and 5 floats per query
-  if (v.KM) return 2 * BT * l * 2 + BT * l * 2 + 2 * BT * l * 2 + BT * LDP * 2 + perKey + thk + 5 * BT * 4;
-  return 2 * BT * l * 2 + BT * l * 2 + 2 * BT * l * 2 + 2 * BT * LDP * 2 + perKey + thk;
+  return 2 * BT * l * 2 + BT * l * 2 + 2 * BT * l * 2 + BT * LDP * 2 + bwdSelMaxTiles(K) * BT * 16 + BT * 8 + 5 * BT * 4;
 }
 
 /** The PTX helpers of kernel.ts plus vector reductions. */
@@ -419,8 +415,14 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
 }
 
 /**
- * Selected pairs. Launch: grid (ceil(T / 64), NKV, B), block 128, dynamic shared bwdSelShared(v, K).
- * Warp w owns queries i0 + 16w .. i0 + 16w + 15. Runs after spk_bwd_win (adds to its dq, dk, dv).
+ * Selected pairs, in win's orientation. Launch: grid (ceil(T / 64), NKV, B), block 128, dynamic shared
+ * bwdSelShared(v, K). Runs after spk_bwd_win (adds to its dq, dk, dv). Each tile's keys: warp w owns
+ * keys 16w .. 16w + 15 and computes S^T = K Q^T and dP^T = V dO^T; dV = (P g)^T dO and dK = dS^T Q come
+ * from register fragments and go out with red.global.add per tile; dQ += dS K goes through one
+ * transposed tile (dS^T) in shared memory and accumulates in registers (warp w: queries 16w ..) over
+ * the block's tiles. A key's free-set dg is a row sum (2 shuffles); num_i is a per-thread column sum
+ * reduced once at the end. (Measured against the query-major form, which formed dK and dV from dS and
+ * P g in shared memory: 7% faster at 64K and HS 64, 14-17% at 4K; dev/cuda-attention-fast/README.md.)
  */
 export function bwdSelSource(v: BackwardVariant): KernelSource {
   const o = full(v);
@@ -429,7 +431,7 @@ export function bwdSelSource(v: BackwardVariant): KernelSource {
     name,
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr',
       'i32', 'i32', 'i32', 'i32', 'i32', 'f32'],
-    source: o.KM ? bwdSelKeyMajor(o, name) : `${common(o)}
+    source: `${common(o)}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
     float* dq,                        // (B, NH, T, HS)  added to (this block owns its rows)
     float* dk,                        // (B, NKV, T, HS) added to (atomically)
@@ -448,278 +450,6 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const int* __restrict__ count,    // (B, NKV, T)
     const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
     const int* __restrict__ nfree,    // (B, NKV, T) |F_i|
-    int T, int NH, int NKV, int K, int W, float scale) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  bf16* Ks = reinterpret_cast<bf16*>(smem);   // [2][BT][LDS] (the next tile's K loads during this one)
-  bf16* Vs = Ks + 2 * BT * LDS;               // [BT][LDS] (the next tile's V loads once dP is done)
-  bf16* Qs = Vs + BT * LDS;                   // [BT][LDS]
-  bf16* Os = Qs + BT * LDS;                   // [BT][LDS] dO
-  bf16* Ss = Os + BT * LDS;                   // [BT queries][LDP keys] dS
-  bf16* Gs = Ss + BT * LDP;                   // [BT queries][LDP keys] P * gate
-  u64* bthk = reinterpret_cast<u64*>(Gs + BT * LDP); // thk of the block's 64 queries (~0 past T)
-  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
-  const int mi = lane >> 3, r8 = lane & 7;
-  const int i0 = blockIdx.x * BT, h = blockIdx.y, b = blockIdx.z;
-  const int G = NH / NKV;
-  const size_t kv0 = ((size_t)b * NKV + h) * T;
-  const float sl = scale * LOG2E;
-  const bf16* kb = k + kv0 * HS;
-  const bf16* vb = v + kv0 * HS;
-
-  // keys: Sel_{i0} (nsel), then the new candidates [rlo, rhi) in one tile
-  const int nsel = K > 0 ? count[kv0 + i0] : 0;
-  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
-  const int rlo = max(0, i0 - W + 1), rhi = K > 0 ? min(T, i0 + BT - W) : 0;
-  const int nselT = (nsel + BT - 1) / BT, nT = nselT + (rhi > rlo ? 1 : 0);
-  const int nkeys = nT * BT;
-  float* mu_ = reinterpret_cast<float*>(bthk + BT);
-  int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
-  float* mdg = reinterpret_cast<float*>(mpos + nkeys); // per key: its dg summed over the block's F pairs and heads
-  int* mrng = reinterpret_cast<int*>(mdg + nkeys);      // per key: the block rows [lo, hi) that select it, lo | hi << 8
-  for (int r = tid; r < BT; r += NTHR) bthk[r] = i0 + r < T ? thk[kv0 + i0 + r] : ~0ull;
-  __syncthreads();
-  // Which block rows select each key: thk never decreases with i, so key >= thk_i holds for the rows
-  // before hi (a search of the block's thk); a new candidate j also needs j <= i - W, the rows from lo.
-  const auto rows_of = [&](int x, int j, float uj) {
-    if (j < 0) return 0;
-    const u64 key = ((u64)ord_of(uj) << 32) | (unsigned)j;
-    int a = 0, z = BT;
-    while (a < z) {
-      const int mid = (a + z) >> 1;
-      if (bthk[mid] <= key) a = mid + 1;
-      else z = mid;
-    }
-    const int lo = x < nselT * BT ? 0 : min(BT, max(0, j + W - i0));
-    return lo | a << 8;
-  };
-  for (int base = 0; base < nkeys; base += 4 * NTHR) {
-    int j[4];
-    float uu[4];
-#pragma unroll
-    for (int a = 0; a < 4; a++) {
-      const int x = base + a * NTHR + tid, t = x / BT, r = x % BT;
-      j[a] = x >= nkeys ? -1 : t < nselT ? (x < nsel ? srow[x] : -1) : (rlo + r < rhi ? rlo + r : -1);
-    }
-#pragma unroll
-    for (int a = 0; a < 4; a++) uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f;
-#pragma unroll
-    for (int a = 0; a < 4; a++) {
-      const int x = base + a * NTHR + tid;
-      if (x < nkeys) {
-        mpos[x] = j[a];
-        mu_[x] = uu[a];
-        mdg[x] = 0.f;
-        mrng[x] = rows_of(x, j[a], uu[a]);
-      }
-    }
-  }
-
-  // this thread's two query rows, and the float bounds of their free sets
-  int qi[2];
-  float qtf[2], flo[2], fhi[2];
-  float num[2] = {0.f, 0.f};         // sum over F pairs of dg (fp32, like every other sum here)
-#pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    const int i = i0 + w * 16 + g8 + rr * 8;
-    qi[rr] = i;
-    const double td = i < T ? tau[kv0 + i] : (double)FINF;
-    qtf[rr] = (float)td;
-    free_bounds(td, flo[rr], fhi[rr]);
-  }
-
-  // tile t's gathered rows of K (into stage st) or V, as one cp.async group
-  auto issue = [&](int t, bf16* dst, const bf16* src) {
-    for (int x = tid; x < BT * CPR; x += NTHR) {
-      const int r = x / CPR, cc = x % CPR;
-      const int j = mpos[t * BT + r];
-      const size_t o = (size_t)(j >= 0 ? j : 0) * HS + cc * 8;
-      cp_async16(smem_addr(dst + r * LDS + cc * 8), src + o, j >= 0 ? 16 : 0);
-    }
-    cp_commit();
-  };
-
-  for (int gi = 0; gi < G && nT > 0; gi++) {
-    const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
-    __syncthreads(); // metadata written; the previous head is done with Qs, Os and the stages
-    for (int x = tid; x < BT * CPR; x += NTHR) {
-      const int r = x / CPR, cc = x % CPR, i = i0 + r;
-      const size_t o = (r0 + (i < T ? i : 0)) * HS + cc * 8;
-      cp_async16(smem_addr(Qs + r * LDS + cc * 8), q + o, i < T ? 16 : 0);
-      cp_async16(smem_addr(Os + r * LDS + cc * 8), dout + o, i < T ? 16 : 0);
-    }
-    cp_commit();
-    issue(0, Ks, kb);
-    issue(0, Vs, vb);
-    float L2[2], Dr[2];
-#pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-      const int i = qi[rr];
-      const float L = i < T ? lse[r0 + i] : -FINF;
-      L2[rr] = L == -FINF ? FINF : L * LOG2E;
-      Dr[rr] = i < T ? Dg[r0 + i] : 0.f;
-    }
-    float acc[NO][4];
-#pragma unroll
-    for (int n = 0; n < NO; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-
-    for (int t = 0, st = 0; t < nT; t++, st ^= 1) {
-      // K(t + 1) goes out now; every older group (K(t), V(t)) must be in
-      if (t + 1 < nT) { issue(t + 1, Ks + (st ^ 1) * BT * LDS, kb); cp_wait<1>(); }
-      else cp_wait<0>();
-      __syncthreads();
-      const bf16* Kst = Ks + st * BT * LDS;
-      const int* trng = mrng + t * BT;
-      const float* tu = mu_ + t * BT;
-      const int* tpos = mpos + t * BT;
-      float* tdg = mdg + t * BT;
-      // S = Q K^T, dP = dO V^T for the warp's 16 queries x 64 keys
-      float s[NT][4], dp[NT][4];
-#pragma unroll
-      for (int n = 0; n < NT; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.f;
-#pragma unroll
-      for (int ks = 0; ks < KS; ks++) {
-        u32 qa[4], oa[4];
-        ldsm4(smem_addr(Qs + (w * 16 + (mi & 1) * 8 + r8) * LDS + ks * 16 + (mi >> 1) * 8), qa);
-        ldsm4(smem_addr(Os + (w * 16 + (mi & 1) * 8 + r8) * LDS + ks * 16 + (mi >> 1) * 8), oa);
-#pragma unroll
-        for (int n = 0; n < NT; n += 2) {
-          u32 bk[4], bv[4];
-          ldsm4(smem_addr(Kst + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), bk);
-          ldsm4(smem_addr(Vs + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), bv);
-          mma(s[n], qa, bk[0], bk[1]);
-          mma(s[n + 1], qa, bk[2], bk[3]);
-          mma(dp[n], oa, bv[0], bv[1]);
-          mma(dp[n + 1], oa, bv[2], bv[3]);
-        }
-      }
-      u32 sa[BT / 16][4];
-      float cdgn[NT][2];
-#pragma unroll
-      for (int n = 0; n < NT; n++) {
-        float ds[4], pg[4], cdg[2] = {0.f, 0.f}; // this thread's two columns, summed over its two rows
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
-          const int rg = trng[c], rl = w * 16 + g8 + rr * 8;
-          const bool in = rl >= (rg & 255) && rl < (rg >> 8); // j in Sel_i
-          const float p = in ? ex2(s[n][e] * sl - L2[rr]) : 0.f;
-          const float uj = tu[c];
-          const float gt = fminf(fmaxf(uj - qtf[rr], 0.f), 1.f);
-          ds[e] = p * (gt * dp[n][e] - Dr[rr]);
-          pg[e] = p * gt;
-          if (in && uj >= flo[rr] && uj <= fhi[rr]) { // j in F_i: dg_ij reaches u through SparseK's backward
-            const float dg = p * dp[n][e];
-            num[rr] += dg;
-            cdg[e & 1] += dg;
-          }
-        }
-        cdgn[n][0] = cdg[0];
-        cdgn[n][1] = cdg[1];
-        sa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(ds[0], ds[1]);
-        sa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(ds[2], ds[3]);
-        // dS and P g as [query][key] for the tile's dK and dV products
-        const int qr = w * 16 + g8, c0 = n * 8 + 2 * t4;
-        *reinterpret_cast<u32*>(Ss + qr * LDP + c0) = sa[n >> 1][(n & 1) * 2 + 0];
-        *reinterpret_cast<u32*>(Ss + (qr + 8) * LDP + c0) = sa[n >> 1][(n & 1) * 2 + 1];
-        *reinterpret_cast<u32*>(Gs + qr * LDP + c0) = pack_bf16(pg[0], pg[1]);
-        *reinterpret_cast<u32*>(Gs + (qr + 8) * LDP + c0) = pack_bf16(pg[2], pg[3]);
-      }
-      // dQ += dS K (k = keys: down the rows of the K tile)
-#pragma unroll
-      for (int kk = 0; kk < BT / 16; kk++) MMA_BT(acc, sa[kk], Kst + kk * 16 * LDS, LDS, NO, lane);
-      // each column's dg over the warp's 16 rows (the lanes of one t4), then the 4 warps' in shared memory
-#pragma unroll
-      for (int n = 0; n < NT; n++)
-#pragma unroll
-        for (int x = 0; x < 2; x++) {
-          float v = cdgn[n][x];
-          v += __shfl_xor_sync(FULL, v, 4);
-          v += __shfl_xor_sync(FULL, v, 8);
-          v += __shfl_xor_sync(FULL, v, 16);
-          if (g8 == 0 && v != 0.f) atomicAdd(tdg + n * 8 + 2 * t4 + x, v);
-        }
-      __syncthreads();
-      if (t + 1 < nT) issue(t + 1, Vs, vb); // every warp is past dP: V(t + 1) loads during dK and dV
-      // the tile's dK = scale dS^T Q and dV = (P g)^T dO for keys 16w .. 16w + 15, added atomically
-      const int j_0 = tpos[w * 16 + g8], j_1 = tpos[w * 16 + g8 + 8];
-#pragma unroll
-      for (int which = 0; which < 2; which++) {
-        const bf16* As = which == 0 ? Ss : Gs;
-        const bf16* Bs = which == 0 ? Qs : Os;
-        float* dst = which == 0 ? dk : dv;
-        const float f = which == 0 ? scale : 1.f;
-        float c[NO][4];
-#pragma unroll
-        for (int n = 0; n < NO; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < BT / 16; kk++) {
-          u32 a[4];
-          ldsm4t(smem_addr(As + (kk * 16 + (mi >> 1) * 8 + r8) * LDP + w * 16 + (mi & 1) * 8), a);
-          MMA_BT(c, a, Bs + kk * 16 * LDS, LDS, NO, lane);
-        }
-#pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-          const int j = rr == 0 ? j_0 : j_1;
-          if (j < 0) continue;
-          float* row = dst + (kv0 + j) * HS + 2 * t4;
-#pragma unroll
-          for (int n = 0; n < NO; n++) red2(row + n * 8, f * c[n][2 * rr], f * c[n][2 * rr + 1]);
-        }
-      }
-      __syncthreads(); // Ss, Gs and this stage are free again
-    }
-#pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-      const int i = qi[rr];
-      if (i >= T) continue;
-#pragma unroll
-      for (int n = 0; n < NO; n++) {
-        float2* p = reinterpret_cast<float2*>(dq + (r0 + i) * HS + n * 8 + 2 * t4);
-        float2 x = *p;
-        x.x += scale * acc[n][2 * rr];
-        x.y += scale * acc[n][2 * rr + 1];
-        *p = x;
-      }
-    }
-  }
-  __syncthreads(); // every tile's column sums are in mdg
-  for (int x = tid; x < nkeys; x += NTHR) {
-    const float v = mdg[x];
-    if (mpos[x] >= 0 && v != 0.f) atomicAdd(dsel + kv0 + mpos[x], (double)v);
-  }
-#pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    num[rr] += __shfl_xor_sync(FULL, num[rr], 1);
-    num[rr] += __shfl_xor_sync(FULL, num[rr], 2);
-    const int i = qi[rr];
-    if (t4 == 0 && i < T) {
-      const int nf = nfree[kv0 + i];
-      mean[kv0 + i] = nf > 0 ? (double)num[rr] / nf : 0.0;
-    }
-  }
-}
-`,
-  };
-}
-
-/**
- * Selected pairs, key-major (variant KM): the same blocks, keys and mask as bwdSelSource's, in
- * spk_bwd_win's orientation. Warp w owns keys 16w .. 16w + 15 of each tile and computes S^T = K Q^T
- * and dP^T = V dO^T; dV = (P g)^T dO and dK = dS^T Q come from register fragments and go out with
- * red.global.add per tile; dQ += dS K goes through one transposed tile (dS^T) in shared memory and
- * accumulates in registers (warp w: queries 16w ..) over the block's tiles; each key's free-set dg
- * is a row sum (2 shuffles) and num_i a per-thread column sum reduced once at the end.
- */
-function bwdSelKeyMajor(o: Required<BackwardVariant>, name: string): string {
-  return `${common(o)}
-extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
-    float* dq, float* dk, float* dv, double* dsel, double* mean,
-    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ dout,
-    const float* __restrict__ lse, const float* __restrict__ Dg, const float* __restrict__ u,
-    const double* __restrict__ tau, const u64* __restrict__ thk, const int* __restrict__ count,
-    const int* __restrict__ sel, const int* __restrict__ nfree,
     int T, int NH, int NKV, int K, int W, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Ks = reinterpret_cast<bf16*>(smem);   // [2][BT][LDS] (the next tile's K loads during this one)
@@ -760,7 +490,8 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     free_bounds(td, qlo[r], qhi[r]);
   }
   __syncthreads();
-  // Which block rows select each key (as in bwdSelSource): a prefix by thk, from lo for a new candidate.
+  // Which block rows select each key: thk never decreases with i, so key >= thk_i holds for the rows
+  // before hi (a search of the block's thk); a new candidate j also needs j <= i - W, the rows from lo.
   const auto rows_of = [&](int x, int j, float uj) {
     if (j < 0) return 0;
     const u64 key = ((u64)ord_of(uj) << 32) | (unsigned)j;
@@ -969,5 +700,6 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     mean[kv0 + i] = nf > 0 ? (double)tot / nf : 0.0;
   }
 }
-`;
+`,
+  };
 }
