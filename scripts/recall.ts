@@ -7,7 +7,7 @@
 //       scores fresh documents (a seed no `make` uses); last line JSON {nearAccuracy, farAccuracy, ...}:
 //       value digits whose fact is at most --near characters back, and those further back (chance 0.1);
 //       byDistance splits the same letters by distance to their fact: [0, 16], (16, 32], (32, 64], ... doubling
-import { copyDocuments, recallDocuments, scoreRecall } from '../src/data/recall.js';
+import { copyDocuments, recallDocuments, scoreRecall, scoreRecallByDistance } from '../src/data/recall.js';
 import { loadModel } from '../src/model/load.js';
 import { taskArgs, writeDocuments } from './task-cli.js';
 
@@ -36,28 +36,22 @@ if (command === 'make') {
   const model = await loadModel(dir, { device: flag('device', 'cpu') as 'cpu' | 'cuda' });
   const docs = documents(n, 1_000_003);
   const sum = { nearCorrect: 0, nearTotal: 0, farCorrect: 0, farTotal: 0 };
-  // Letters at most `edge` characters from their fact, for each bin edge: scoreRecall's near counts at that split.
+  // bins of distance to the fact: [0, 16], (16, 32], (32, 64], ... up to the longest document
   const edges = [16];
   while (edges[edges.length - 1] < Math.max(...docs.map((d) => d.text.length))) edges.push(2 * edges[edges.length - 1]);
-  const within = edges.map(() => ({ correct: 0, total: 0 }));
+  const bins = { correct: edges.map(() => 0), total: edges.map(() => 0) };
   for (const doc of docs) {
     const ids = model.tokenizer.encode(doc.text);
     if (ids.length !== doc.text.length) throw new Error('scripts/recall.ts needs a byte-tokenizer model (one token per character)');
     const logits = await model.logits(ids);
     const r = scoreRecall(logits, model.config.vocabSize, ids, doc, near);
     for (const k of Object.keys(sum) as (keyof typeof sum)[]) sum[k] += r[k];
-    edges.forEach((edge, e) => {
-      const b = scoreRecall(logits, model.config.vocabSize, ids, doc, edge);
-      within[e].correct += b.nearCorrect;
-      within[e].total += b.nearTotal;
-    });
+    const b = scoreRecallByDistance(logits, model.config.vocabSize, ids, doc, edges);
+    edges.forEach((_, e) => { bins.correct[e] += b.correct[e]; bins.total[e] += b.total[e]; });
   }
   model.dispose();
-  const byDistance = edges.map((to, e) => {
-    const correct = within[e].correct - (e > 0 ? within[e - 1].correct : 0);
-    const total = within[e].total - (e > 0 ? within[e - 1].total : 0);
-    return { from: e > 0 ? edges[e - 1] : 0, to, letters: total, accuracy: total > 0 ? correct / total : null };
-  }).filter((b) => b.letters > 0);
+  const byDistance = edges.map((to, e) => ({ from: e > 0 ? edges[e - 1] : 0, to, letters: bins.total[e],
+    accuracy: bins.total[e] > 0 ? bins.correct[e] / bins.total[e] : null })).filter((b) => b.letters > 0);
   console.log(JSON.stringify({ checkpoint: dir, docs: n, near, nearAccuracy: sum.nearCorrect / Math.max(1, sum.nearTotal),
     farAccuracy: sum.farCorrect / Math.max(1, sum.farTotal), nearDigits: sum.nearTotal, farDigits: sum.farTotal, byDistance }));
 } else {

@@ -163,6 +163,21 @@ function filler(rng: Rng, n: number): string {
   return FILLER.repeat(Math.ceil((n + from) / FILLER.length) + 1).slice(from, from + n).trimEnd() + ' ';
 }
 
+/** Calls visit(distance, hit) for each value digit of doc's queries: whether the logits row before it has its maximum at that digit. */
+function forEachDigit(logits: ArrayLike<number>, V: number, ids: ArrayLike<number>, doc: RecallDocument,
+  visit: (distance: number, hit: boolean) => void): void {
+  if (logits.length !== ids.length * V) throw new ArgumentError('logits', `(${ids.length}, ${V}) values`, logits.length);
+  for (const q of doc.queries) {
+    for (let t = q.at; t < q.at + doc.digits; t++) {
+      if (t < 1 || t >= ids.length) continue;
+      const row = t - 1; // row t - 1 predicts token t
+      let best = 0;
+      for (let v = 1; v < V; v++) if (logits[row * V + v] > logits[row * V + best]) best = v;
+      visit(q.distance, best === ids[t]);
+    }
+  }
+}
+
 /**
  * Scores logits (T, V) of a document's byte ids (T = text length): for each query's value
  * digits (doc.digits of them), whether the logits row before it has its maximum at that digit. Counts are split at
@@ -170,23 +185,34 @@ function filler(rng: Rng, n: number): string {
  */
 export function scoreRecall(logits: ArrayLike<number>, V: number, ids: ArrayLike<number>, doc: RecallDocument, near: number):
   { nearCorrect: number; nearTotal: number; farCorrect: number; farTotal: number } {
-  if (logits.length !== ids.length * V) throw new ArgumentError('logits', `(${ids.length}, ${V}) values`, logits.length);
   const r = { nearCorrect: 0, nearTotal: 0, farCorrect: 0, farTotal: 0 };
-  for (const q of doc.queries) {
-    for (let t = q.at; t < q.at + doc.digits; t++) {
-      if (t < 1 || t >= ids.length) continue;
-      const row = t - 1; // row t - 1 predicts token t
-      let best = 0;
-      for (let v = 1; v < V; v++) if (logits[row * V + v] > logits[row * V + best]) best = v;
-      const hit = best === ids[t] ? 1 : 0;
-      if (q.distance <= near) {
-        r.nearCorrect += hit;
-        r.nearTotal++;
-      } else {
-        r.farCorrect += hit;
-        r.farTotal++;
-      }
+  forEachDigit(logits, V, ids, doc, (distance, hit) => {
+    if (distance <= near) {
+      r.nearCorrect += hit ? 1 : 0;
+      r.nearTotal++;
+    } else {
+      r.farCorrect += hit ? 1 : 0;
+      r.farTotal++;
     }
-  }
+  });
   return r;
+}
+
+/**
+ * scoreRecall's digits counted by distance to their fact, in the bins [0, edges[0]], (edges[0], edges[1]], ...
+ * of ascending edges; digits further back than the last edge are not counted.
+ */
+export function scoreRecallByDistance(logits: ArrayLike<number>, V: number, ids: ArrayLike<number>, doc: RecallDocument,
+  edges: readonly number[]): { correct: number[]; total: number[] } {
+  if (edges.length === 0 || edges.some((e, i) => !(e >= 0) || (i > 0 && e <= edges[i - 1]))) {
+    throw new ArgumentError('edges', 'ascending distances >= 0', edges);
+  }
+  const correct = edges.map(() => 0), total = edges.map(() => 0);
+  forEachDigit(logits, V, ids, doc, (distance, hit) => {
+    const b = edges.findIndex((e) => distance <= e);
+    if (b < 0) return;
+    correct[b] += hit ? 1 : 0;
+    total[b]++;
+  });
+  return { correct, total };
 }

@@ -3,7 +3,7 @@
 // reproducible from the seed; scoring counts argmax hits split by distance.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyDocuments, recallDocuments, scoreRecall } from '../../src/data/recall.js';
+import { copyDocuments, recallDocuments, scoreRecall, scoreRecallByDistance } from '../../src/data/recall.js';
 import { FILLER } from '../../src/data/passkey.js';
 import { ByteTokenizer } from '../../src/tokenizer/index.js';
 
@@ -168,5 +168,29 @@ describe('recall documents', () => {
     assert.equal(r.farCorrect, want.far);
     assert.equal(r.nearTotal + r.farTotal, 2 * d.queries.length);
     assert.ok(r.farTotal > 0 && r.nearTotal > 0, 'both distance classes occur');
+  });
+
+  test('scoring by distance bins the same digits: bins add up to the near / far split', () => {
+    const tok = new ByteTokenizer();
+    const [d] = copyDocuments(1, { length: 8, gap: [0, 300], repeats: 6, seed: 4 });
+    const ids = tok.encode(d.text);
+    const V = tok.vocabSize;
+    const logits = new Float32Array(ids.length * V);
+    const edges = [64, 128, 256, 512];
+    const want = { correct: [0, 0, 0, 0], total: [0, 0, 0, 0] };
+    d.queries.forEach((q, i) => {
+      const right = i % 2 === 0;
+      logits[(q.at - 1) * V + (right ? ids[q.at] : (ids[q.at] + 1) % V)] = 1;
+      const b = edges.findIndex((e) => q.distance <= e);
+      want.correct[b] += right ? 1 : 0;
+      want.total[b]++;
+    });
+    const r = scoreRecallByDistance(logits, V, ids, d, edges);
+    assert.deepEqual(r, want);
+    assert.ok(r.total.filter((n) => n > 0).length >= 2, 'at least two bins occur');
+    const split = scoreRecall(logits, V, ids, d, 128);
+    assert.equal(r.correct[0] + r.correct[1], split.nearCorrect);
+    assert.equal(r.total[2] + r.total[3], split.farTotal);
+    assert.throws(() => scoreRecallByDistance(logits, V, ids, d, [64, 32]), /edges/);
   });
 });
