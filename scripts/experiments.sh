@@ -33,7 +33,9 @@
 #             Scored after every stage at its context, with accuracy by distance, and the last stage also on
 #             documents for twice its context (extrapolation). A stage whose checkpoint exists is kept, so a
 #             second call resumes the chain (COPY brings back the last stage of each run). Slope variants of
-#             sparsek + window: sparsek-window-eps0.01, -eps0 (ONLY picks runs).
+#             sparsek + window: sparsek-window-eps0.01, -eps0; and sparsek alone (K = 32, W = 0), fixed (blocks
+#             of 32 and their summary columns), hash (64 buckets: about 64 keys a query at T = 4096) and
+#             qktopk (exact top 16 by q . k, plus a window of 16). ONLY picks runs.
 #   curriculum  the gap task in two stages: train on documents without a gap (every fact near, ~20 per
 #             row: a dense signal to learn retrieval from), then finetune STEPS2 (default STEPS) steps on
 #             the gap task; scored on the gap task
@@ -149,6 +151,10 @@ grow_runs=(
   "sparsek-window|--attention sparsek --k 16 --window 16 --score-slope 0.05"
   "sparsek-window-eps0.01|--attention sparsek --k 16 --window 16 --score-slope 0.01"
   "sparsek-window-eps0|--attention sparsek --k 16 --window 16 --score-slope 0"
+  "sparsek|--attention sparsek --k 32 --window 0 --score-slope 0.01"
+  "fixed|--attention fixed --window 32"
+  "hash|--attention hash --hash-buckets 64"
+  "qktopk|--attention qktopk --k 16 --window 16"
 )
 grow_gap() { echo $(( ($1 - 82) / 3 )); } # the longest filler that keeps 3 repeats of 12 letters within T
 
