@@ -159,7 +159,7 @@ grow_runs=(
 grow_gap() { echo $(( ($1 - 82) / 3 )); } # the longest filler that keeps 3 repeats of 12 letters within T
 
 grow_one() { # run name, attention flags: stage 1 at T = 128, then every context of $grow_contexts
-  local name=$1 flags=$2 dir="$out/$part/$1" prev T steps i=0
+  local name=$1 flags=$2 dir="$out/$part/$1" prev T steps
   wanted "$name" || return 0
   local t0=$SECONDS
   if [ ! -f "$dir-1/config.json" ]; then
