@@ -566,7 +566,8 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
         khi[rr] = rg >> 8;
         ku[rr] = mu_[x];
       }
-      // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys x 64 queries
+      // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys x 64 queries: win's loop, written out again
+      // because as a shared __forceinline__ function it doubled this kernel's spills at MINB 3 (nvcc 13.0)
       float s[NT][4], dp[NT][4];
 #pragma unroll
       for (int n = 0; n < NT; n++)
