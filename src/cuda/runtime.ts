@@ -51,6 +51,12 @@ export interface KernelSource {
   source: string;
   /** The entry point's parameters in order; launch() encodes its arguments by these. */
   params: readonly ParamKind[];
+  /**
+   * Compile for the architecture-specific target (sm_90a rather than sm_90), which Hopper's
+   * warpgroup instructions (wgmma, setmaxnreg) need; such a CUBIN runs only on that exact
+   * architecture. Default false.
+   */
+  archSpecific?: boolean;
 }
 
 /** A compiled, loaded kernel. */
@@ -341,7 +347,7 @@ export class CudaRuntime {
    * version. Throws KernelCompileError with the log and numbered source if NVRTC rejects it.
    */
   kernel(src: KernelSource): Kernel {
-    const options = [`--gpu-architecture=${this.arch}`, '--std=c++17'];
+    const options = [`--gpu-architecture=${this.arch}${src.archSpecific === true ? 'a' : ''}`, '--std=c++17'];
     const key = createHash('sha256')
       .update(src.source).update('\0').update(options.join(' ')).update('\0')
       .update(`${this.arch} nvrtc ${this.nvrtcVersion.join('.')}`)
