@@ -44,10 +44,12 @@ for (const attention of kinds) {
     const nq = NH * T * HS, nkv = NKV * T * HS, nu = NKV * T;
     const rng = new Rng(T);
     const rand = (n: number, s = 1) => { const a = new Float32Array(n); for (let i = 0; i < n; i++) a[i] = (rng.uniform() * 2 - 1) * s; return a; };
-    const up = (a: Float32Array) => { const b = be.alloc(a.length); be.upload(b, a); return b; };
-    const q = up(rand(nq)), k = up(rand(nkv)), v = up(rand(nkv)), u = up(rand(nu, 2)), dout = up(rand(nq));
-    const [out, dq, dk, dv, du] = [be.alloc(nq), be.alloc(nq), be.alloc(nkv), be.alloc(nkv), be.alloc(nu)];
     const layer = be.attention({ attention, k: K, window: W, hashBuckets: 2 }, shape) as CudaAttentionLayer;
+    // q, k, v, out and dout in the storage the layer reads (bf16 for the tensor-core kernels, as the
+    // peers get them and as the model hands them over); the scores and gradients in float32.
+    const up = (a: Float32Array, storage = layer.io) => { const b = be.alloc(a.length, storage); be.upload(b, a); return b; };
+    const q = up(rand(nq)), k = up(rand(nkv)), v = up(rand(nkv)), u = up(rand(nu, 2), 'f32'), dout = up(rand(nq));
+    const [out, dq, dk, dv, du] = [be.alloc(nq, layer.io), be.alloc(nq), be.alloc(nkv), be.alloc(nkv), be.alloc(nu)];
     const scored = attention === 'sparsek' ? u : null;
     const reps = T >= 65536 ? 7 : 15;
     const fwd = median(() => layer.forward(out, q, k, v, scored), reps);
@@ -56,7 +58,7 @@ for (const attention of kinds) {
     let pairs = 0;
     for (let i = 0; i < T; i++) pairs += Math.min(W, i + 1) + (attention === 'sparsek' ? Math.min(K, Math.max(0, i - W + 1)) : 0);
     pairs *= NH;
-    console.log(JSON.stringify({ peer: 'sparsek-cuda', attention, precision, kernels: layer.kernels, T, HS, NH, NKV, K, W,
+    console.log(JSON.stringify({ peer: 'sparsek-cuda', attention, precision, kernels: layer.kernels, io: out.dtype, T, HS, NH, NKV, K, W,
       fwd_ms: Number(fwd.toFixed(3)), fwd_bwd_ms: Number(both.toFixed(3)),
       fwd_tflops: Number(((4 * HS * pairs) / (fwd * 1e9)).toFixed(1)), fwd_bwd_tflops: Number(((14 * HS * pairs) / (both * 1e9)).toFixed(1)) }));
     if (args.includes('--profile')) {

@@ -42,6 +42,13 @@ export interface Selection {
 
 /** One layer's attention: forward, then backward for the inputs of the last forward. */
 export interface AttentionLayer<F> {
+  /**
+   * The storage this layer's kernels read q, k, v and dout in and write out in: 'act' where they take
+   * the backend's activation precision (CUDA's tensor-core kernels take bf16), else 'f32'. Either
+   * storage is accepted where 'act' is named (float32 through a copy); u, dq, dk, dv and du are
+   * float32 always.
+   */
+  readonly io: Storage;
   /** Overwrites out (B, NH, T, HS) from q (B, NH, T, HS), k, v (B, NKV, T, HS) and u (B, NKV, T) or null. */
   forward(out: F, q: F, k: F, v: F, u: F | null): void;
   /** Overwrites dq, dk, dv (and du when scored) from dout. */

@@ -23,6 +23,7 @@ export function makeAttention(c: AttentionConfig, shape: AttentionShape): Attent
   let last: { q: Float32Array; k: Float32Array; v: Float32Array; u: Float32Array | null; plan: SparsekPlan | null } | null = null;
   const sel = { k: c.k, window: c.window };
   return {
+    io: 'f32',
     forward(out, q, k, v, u) {
       if (opts === null) {
         const plan = sparsekAttentionForwardInto(out, { q, k, v, u: u! }, shape, sel);

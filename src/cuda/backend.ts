@@ -438,7 +438,21 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // dense and window too, as SparseK with K = 0 (W = T for dense): a selection of nothing.
     const tc = this.tensorCoreVariants(HS, K, W);
     const selects = sparse || tc !== null;
-    let half: { q: DeviceBlock; k: DeviceBlock; v: DeviceBlock } | null = null;
+    // The tensor-core kernels read bf16 q, k, v and dout: a bf16 buffer is read in place, a float32
+    // one through a bf16 copy made here (io says which the caller should hand over).
+    const asBf16 = (x: CudaBuffer, copy: () => DeviceBlock): bigint => {
+      if (x.dtype === 'bf16') return x.ptr;
+      const b = copy();
+      this.copyToBf16(b, x, x.length);
+      return b.ptr;
+    };
+    const half = new Map<'q' | 'k' | 'v', DeviceBlock>(); // the copies of float32 q, k, v, kept for the backward
+    const halfOf = (slot: 'q' | 'k' | 'v', n: number) => (): DeviceBlock => {
+      let b = half.get(slot);
+      if (b === undefined) half.set(slot, b = own(n * 2));
+      return b;
+    };
+    let last16: { q: bigint; k: bigint; v: bigint } | null = null;
     // Device memory the forward leaves for the backward, taken on the first forward.
     const held: DeviceBlock[] = [];
     const own = (bytes: number): DeviceBlock => {
@@ -471,7 +485,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         need('q', q, nq, dims);
         need('k', k, nkv, dims);
         need('v', v, nkv, dims);
-        float32Only({ out, q, k, v, u });
+        if (tc === null) float32Only({ out, q, k, v });
+        float32Only({ u });
         if (sparse) {
           if (u === null) throw new ArgumentError('u', `the scores (B, NKV, T) ${dims} of SparseK attention`, null);
           need('u', u, nu, dims);
@@ -495,12 +510,10 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         else if (selects) this.selectNothing(s, BH, T, W);
         last = { out, q, k, v, u };
         if (tc !== null && s.tau && s.thk && s.count && s.sel) {
-          half ??= { q: own(nq * 2), k: own(nkv * 2), v: own(nkv * 2) };
-          for (const [dst, src] of [[half.q, q], [half.k, k], [half.v, v]] as const) {
-            this.copyToBf16(dst, src, src.length);
-          }
-          this.launch(fastForwardSource(tc.fwd).name, () => fastForwardSource(tc.fwd), [Math.ceil(T / tc.fwd.BQ), NH, B], 2 * tc.fwd.BQ,
-            [out, s.lse, half.q, half.k, half.v, u ?? s.tau, s.tau, s.thk, s.count, s.sel, T, NH, NKV, K, W, scale], fastForwardShared(tc.fwd, K, W));
+          last16 = { q: asBf16(q, halfOf('q', nq)), k: asBf16(k, halfOf('k', nkv)), v: asBf16(v, halfOf('v', nkv)) };
+          const fwd = { ...tc.fwd, OUT: out.dtype };
+          this.launch(fastForwardSource(fwd).name, () => fastForwardSource(fwd), [Math.ceil(T / fwd.BQ), NH, B], 2 * fwd.BQ,
+            [out.ptr, s.lse, last16.q, last16.k, last16.v, u ?? s.tau, s.tau, s.thk, s.count, s.sel, T, NH, NKV, K, W, scale], fastForwardShared(fwd, K, W));
           return;
         }
         const o = attentionVariant(HS, sparse, [q, k, v]);
@@ -515,7 +528,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         need('dv', dv, nkv, dims);
         need('dout', dout, nq, dims);
         if (du !== null) need('du', du, nu, dims);
-        float32Only({ dq, dk, dv, du, dout });
+        float32Only({ dq, dk, dv, du });
+        if (tc === null) float32Only({ dout });
         const { out, q, k, v, u } = last;
         const s = st;
         const o = attentionVariant(HS, sparse, [q, k, v, dout]);
@@ -533,19 +547,19 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         const off = tc === null && selects ? take(BH * (T + 1) * 4) : null;
         const dgk = tc === null && selects ? take(nu * K * 4) : null;
         if (off !== null && s.e !== null) this.launch('sparsek_key_offsets', keyOffsetsSource, BH, PREFIX_BLOCK, [off, s.e, T, W]);
-        if (tc !== null && half !== null && dsel !== null && mean !== null && s.tau && s.thk && s.count && s.sel && s.nfree) {
+        if (tc !== null && last16 !== null && dsel !== null && mean !== null && s.tau && s.thk && s.count && s.sel && s.nfree) {
           // prep: D and dq = 0; win: the window pairs (stores dk, dv); sel: the selected pairs (adds).
-          const dout16 = take(nq * 2);
+          const h = last16;
+          const dout16 = asBf16(dout, () => take(nq * 2));
           this.rt.cu('cuMemsetD32Async', dsel.ptr, 0, 2 * nu, this.rt.stream);
-          this.copyToBf16(dout16, dout, nq);
           this.zero(dk);
           this.zero(dv);
-          this.launch(`${bwdPrepName('f32')}_hs${HS}`, () => bwdPrepSource('f32', HS), Math.ceil((B * NH * T) / 8), 256,
-            [D, dq, dout16, out, B * NH * T, HS]);
+          this.launch(`${bwdPrepName(out.dtype)}_hs${HS}`, () => bwdPrepSource(out.dtype, HS), Math.ceil((B * NH * T) / 8), 256,
+            [D, dq, dout16, out.ptr, B * NH * T, HS]);
           this.launch(bwdWinSource(tc.bwd).name, () => bwdWinSource(tc.bwd), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
-            [dk, dv, dq, half.q, half.k, half.v, dout16, s.lse, D, T, NH, NKV, W, scale], bwdWinShared(tc.bwd));
+            [dk, dv, dq, h.q, h.k, h.v, dout16, s.lse, D, T, NH, NKV, W, scale], bwdWinShared(tc.bwd));
           this.launch(bwdSelSource(tc.bwd).name, () => bwdSelSource(tc.bwd), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
-            [dq, dk, dv, dsel, mean, half.q, half.k, half.v, dout16, s.lse, D, u ?? s.tau, s.tau, s.thk, s.count, s.sel, s.nfree, T, NH, NKV, K, W, scale],
+            [dq, dk, dv, dsel, mean, h.q, h.k, h.v, dout16, s.lse, D, u ?? s.tau, s.tau, s.thk, s.count, s.sel, s.nfree, T, NH, NKV, K, W, scale],
             bwdSelShared(tc.bwd, K));
         } else {
           // pass 1: dq, D, gate gradients; pass 2: dk, dv
@@ -579,6 +593,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       },
       plan,
       kernels: tc !== null ? 'tensor-core' : 'fp32',
+      io: tc !== null ? 'act' : 'f32',
       dispose: () => {
         // Explicit release, so a training step is allocation-neutral; the registry below only
         // covers layers dropped without dispose().

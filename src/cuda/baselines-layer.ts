@@ -196,6 +196,7 @@ export function baselineAttention(rt: CudaRuntime, c: AttentionConfig, shape: At
     selections: () => null,
     plan: () => null,
     kernels: 'fp32',
+    io: 'f32',
     dispose: () => {
       // Explicit release, so a training step is allocation-neutral; the registry covers layers
       // dropped without dispose().

@@ -127,11 +127,14 @@ export class Gpt<F = Float32Array, I = Int32Array> {
     const NH = c.heads;
     const NKV = c.kvHeads;
     const Fw = c.ffnDim;
-    // Storage: float32 for the residual stream, statistics, scores and attention's own tensors;
-    // 'act' (bf16 under mixed precision) for what enters and leaves the matrix products.
+    // Storage: float32 for the residual stream, statistics, scores and gradients; 'act' (bf16 under
+    // mixed precision) for what enters and leaves the matrix products; q, k, v, the attention output
+    // and its gradient as the attention layer reads and writes them (io: bf16 for the tensor-core kernels).
     const f = (n: number) => be.alloc(n);
     const act = (n: number) => be.alloc(n, 'act');
     const shape: AttentionShape = { B, T, NH, NKV, HS };
+    const layers = Array.from({ length: c.layers }, () => be.attention(c, shape));
+    const io = (n: number) => be.alloc(n, layers[0].io);
     const scored = c.attention === 'sparsek';
     const layerNorm = this.arch.norm === 'layer';
     const swiglu = this.arch.mlp === 'swiglu';
@@ -141,12 +144,12 @@ export class Gpt<F = Float32Array, I = Int32Array> {
       acts.push({
         x: f(N * C), ln1: act(N * C), mean1: layerNorm ? f(N) : null, rstd1: f(N),
         qFlat: act(N * NH * HS), kFlat: act(N * NKV * HS), vFlat: act(N * NKV * HS),
-        q: f(N * NH * HS), k: f(N * NKV * HS), v: f(N * NKV * HS),
+        q: io(N * NH * HS), k: io(N * NKV * HS), v: io(N * NKV * HS),
         uFlat: scored ? f(N * NKV) : null, u: scored ? f(N * NKV) : null,
-        att: f(N * NH * HS), attFlat: act(N * NH * HS),
+        att: io(N * NH * HS), attFlat: act(N * NH * HS),
         x2: f(N * C), ln2: act(N * C), mean2: layerNorm ? f(N) : null, rstd2: f(N),
         gate: swiglu ? act(N * Fw) : null, up: act(N * Fw), h: act(N * Fw),
-        attention: be.attention(c, shape),
+        attention: layers[l],
       });
     }
     let posIds: I | null = null;
@@ -158,7 +161,7 @@ export class Gpt<F = Float32Array, I = Int32Array> {
     }
     const g: Scratch<F> = {
       dx: f(N * C), dln: act(N * C), dh: act(N * Fw), dgate: swiglu ? act(N * Fw) : null, dup: act(N * Fw),
-      dattFlat: act(N * NH * HS), datt: f(N * NH * HS), dq: f(N * NH * HS), dk: f(N * NKV * HS), dv: f(N * NKV * HS),
+      dattFlat: act(N * NH * HS), datt: io(N * NH * HS), dq: f(N * NH * HS), dk: f(N * NKV * HS), dv: f(N * NKV * HS),
       dqPre: f(N * NH * HS), dkPre: f(N * NKV * HS),
       dqFlat: act(N * NH * HS), dkFlat: act(N * NKV * HS), dvFlat: act(N * NKV * HS), du: f(N * NKV), duFlat: f(N * NKV),
       tmp: f(N * NH * HS),

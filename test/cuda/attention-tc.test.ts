@@ -53,8 +53,10 @@ const cases: Case[] = [
 ];
 
 describe('tensor-core SparseK attention (precision bf16) against the CPU layer', { skip }, () => {
-  for (const c of cases) {
-    test(`${c.name}: B=${c.shape.B} T=${c.shape.T} NH=${c.shape.NH} NKV=${c.shape.NKV} HS=${c.shape.HS} K=${c.K} W=${c.W}`, () => {
+  // q, k, v, out and dout either as bf16 buffers (the layer's io, read and written in place, as the
+  // model hands them over) or as float32 ones (copied to bf16 by the layer; out written in float32).
+  for (const c of cases) for (const io of ['bf16', 'f32'] as const) {
+    test(`${c.name}: B=${c.shape.B} T=${c.shape.T} NH=${c.shape.NH} NKV=${c.shape.NKV} HS=${c.shape.HS} K=${c.K} W=${c.W}, ${io} q, k, v, out, dout`, () => {
       const { B, T, NH, NKV, HS } = c.shape;
       const nq = B * NH * T * HS, nkv = B * NKV * T * HS, nu = B * NKV * T;
       const q = bf16Rand(nq, 1), k = bf16Rand(nkv, 2), v = bf16Rand(nkv, 3), dout = bf16Rand(nq, 5);
@@ -68,18 +70,21 @@ describe('tensor-core SparseK attention (precision bf16) against the CPU layer',
       cpu.backward(want.dq, want.dk, want.dv, scored ? want.du : null, dout);
 
       const be = new CudaBackend(undefined, { precision: 'bf16' });
-      const up = (a: Float32Array) => {
-        const b = be.alloc(a.length);
+      const layer = be.attention(cfg, c.shape) as CudaAttentionLayer;
+      assert.equal(layer.kernels, 'tensor-core');
+      assert.equal(layer.io, 'act');
+      const storage = io === 'bf16' ? 'act' : 'f32';
+      const up = (a: Float32Array, s: 'act' | 'f32' = storage) => {
+        const b = be.alloc(a.length, s);
         be.upload(b, a);
         return b;
       };
-      const layer = be.attention(cfg, c.shape) as CudaAttentionLayer;
-      assert.equal(layer.kernels, 'tensor-core');
-      const [dOut, dQ, dK, dV, dU] = [be.alloc(nq), be.alloc(nq), be.alloc(nkv), be.alloc(nkv), be.alloc(nu)];
+      const [dOut, dQ, dK, dV, dU] = [be.alloc(nq, storage), be.alloc(nq), be.alloc(nkv), be.alloc(nkv), be.alloc(nu)];
+      assert.equal(dOut.dtype, io);
       be.fill(dK, 7); // the backward overwrites its outputs
       be.fill(dV, 7);
       be.fill(dU, 7);
-      layer.forward(dOut, up(q), up(k), up(v), scored ? up(u) : null);
+      layer.forward(dOut, up(q), up(k), up(v), scored ? up(u, 'f32') : null);
       layer.backward(dQ, dK, dV, scored ? dU : null, up(dout));
       check('out', be.download(dOut), want.out, 3 * U);
       check('dq', be.download(dQ), want.dq, 4 * U);
