@@ -25,7 +25,7 @@ import {
 import type { AttentionVariant } from './kernels/attention.js';
 import { keyIntervalsSource } from './kernels/selection.js';
 import {
-  fsAnchorGrid, fsAnchorSource, fsAnchorWarps, fsBlockName, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource, FS_ANCHOR_THREADS, FS_CHUNK, FS_ROWS_THREADS,
+  fsAnchorGrid, fsAnchorSource, fsAnchorWarps, fsBlockName, fsBlockSource, fsGeometry, fsLeavesSource, fsMergeSource, fsRowsSource, FS_ANCHOR_THREADS, FS_CHUNK, FS_LEAVES, FS_ROWS_THREADS,
 } from './kernels/selection-fast.js';
 import { embeddingBackwardSource, embeddingForwardSource, EMBEDDING_BLOCK } from './kernels/embedding.js';
 import {
@@ -629,26 +629,16 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       scratch.push(b);
       return b;
     };
-    const tk = take(NL * lvl * 8), tp = take(NL * lvl * 8), sk = [take(lvl * 8), take(lvl * 8)], sp = [take(lvl * 8), take(lvl * 8)];
+    const tk = take(NL * lvl * 8), tp = take(NL * lvl * 8);
     const athk = take(BH * (nb + 1) * 8), atau = take(BH * (nb + 1) * 8);
     const g = (n: number): number => Math.ceil(n / 256);
-    // 1. the tree: sorted leaves of 64, then merges of node size s = 1, 2, 4, ... (levels >= 64 kept)
-    this.launch('sparsek_fs_init', fsInitSource, g(lvl), 256, [sk[0], sp[0], u, BH, T, Tx, d]);
-    let inK: bigint = sk[0].ptr, inP: bigint = sp[0].ptr, flip = 1;
-    for (let size = 1; size < Tx; size *= 2) {
-      let oK: bigint, oP: bigint;
-      if (2 * size >= FS_CHUNK) {
-        const l = Math.log2((2 * size) / FS_CHUNK);
-        oK = tk.ptr + BigInt(l * lvl * 8);
-        oP = tp.ptr + BigInt(l * lvl * 8);
-      } else {
-        oK = sk[flip].ptr;
-        oP = sp[flip].ptr;
-        flip ^= 1;
-      }
-      this.launch('sparsek_fs_merge', fsMergeSource, g(lvl), 256, [oK, oP, inK, inP, BH, Tx, size]);
-      inK = oK;
-      inP = oP;
+    // 1. the tree: nodes up to FS_LEAVES sorted in shared memory, then merges of node size
+    // s = FS_LEAVES, 2 FS_LEAVES, ... (the levels of node size >= 64 kept)
+    this.launch('sparsek_fs_leaves', fsLeavesSource, [Math.ceil(Tx / FS_LEAVES), BH, 1], FS_LEAVES, [tk, tp, u, BH, T, Tx, d]);
+    const level = (size: number): bigint => BigInt(Math.log2(size / FS_CHUNK) * lvl * 8);
+    for (let size = FS_LEAVES; size < Tx; size *= 2) {
+      this.launch('sparsek_fs_merge', fsMergeSource, g(lvl), 256,
+        [tk.ptr + level(2 * size), tp.ptr + level(2 * size), tk.ptr + level(size), tp.ptr + level(size), BH, Tx, size]);
     }
     // 2. anchors, 3. their rows (the rows of queries 64 b), 4. every query (and, with out.all, its row)
     const AW = fsAnchorWarps(BH * (nb + 1), this.rt.multiprocessors);

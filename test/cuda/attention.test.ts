@@ -121,6 +121,7 @@ const cases: Case[] = [
   { kind: 'sparsek', shape: { B: 1, T: 113, NH: 2, NKV: 1, HS: 7 }, K: 5, W: 3, u: 'spread' }, // scalar loads
   { kind: 'sparsek', shape: { B: 1, T: 300, NH: 4, NKV: 2, HS: 48 }, K: 12, W: 3, u: 'ties' },
   { kind: 'sparsek', shape: { B: 1, T: 5000, NH: 1, NKV: 1, HS: 16 }, K: 8, W: 4, u: 'equal' }, // global-memory tiles
+  { kind: 'sparsek', shape: { B: 1, T: 3000, NH: 2, NKV: 2, HS: 16 }, K: 40, W: 30, u: 'spread' }, // tree nodes past shared memory's 1024
   { kind: 'dense', shape: { B: 1, T: 1, NH: 1, NKV: 1, HS: 48 }, K: 0, W: 0, u: 'spread' },
   { kind: 'dense', shape: { B: 2, T: 113, NH: 4, NKV: 2, HS: 48 }, K: 0, W: 0, u: 'spread' },
   { kind: 'dense', shape: { B: 1, T: 1000, NH: 2, NKV: 1, HS: 64 }, K: 0, W: 0, u: 'spread' },

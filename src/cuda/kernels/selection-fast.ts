@@ -179,6 +179,71 @@ extern "C" __global__ void sparsek_fs_merge(
   };
 }
 
+/** Positions of a row that one sparsek_fs_leaves block sorts in shared memory (its threads). */
+export const FS_LEAVES = 1024;
+
+/**
+ * sparsek_fs_init and the merges of node sizes s = 1 .. FS_LEAVES / 2 (while s < Tx) in one launch:
+ * each block takes FS_LEAVES consecutive positions of one row into shared memory and runs
+ * sparsek_fs_merge's passes there, with the same arithmetic (so the same bits), writing the levels
+ * of node size >= 64 to tk, tp. What it leaves to sparsek_fs_merge: node sizes FS_LEAVES and up.
+ * Launch: grid (ceil(Tx / FS_LEAVES), BH), FS_LEAVES threads.
+ */
+export function fsLeavesSource(): KernelSource {
+  return {
+    name: 'sparsek_fs_leaves',
+    params: ['ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32'],
+    source: `${common()}
+#define SB ${FS_LEAVES}
+extern "C" __global__ void __launch_bounds__(SB) sparsek_fs_leaves(
+    u64* tk,             // (NL, BH, Tx) tree keys: the levels of node size 64 .. SB written here
+    double* tp,          // (NL, BH, Tx) tree prefix sums
+    const float* u,      // (BH, T)
+    int BH, int T, int Tx, int d) {
+  __shared__ u64 ks[2][SB];
+  __shared__ double ps[2][SB];
+  const int row = blockIdx.y, x0 = blockIdx.x * SB, a = threadIdx.x, len = min(SB, Tx - x0);
+  const size_t r0 = (size_t)row * Tx;
+  if (a < len) { // sparsek_fs_init
+    const int j = x0 + a - d;
+    const bool real = j >= 0 && j < T;
+    const float v = real ? u[(size_t)row * T + j] : 0.f;
+    ks[0][a] = real ? key_of(v, j) : 0ull;
+    ps[0][a] = (double)v;
+  }
+  __syncthreads();
+  int cur = 0;
+  for (int s = 1; s < SB && s < Tx; s *= 2) { // sparsek_fs_merge, node size s, in shared memory
+    if (a < len) {
+      const int node = a / s, off = a - node * s, sb0 = (node ^ 1) * s;
+      const u64 k = ks[cur][a];
+      int rb = 0;
+      if (sb0 < len) {
+        int lo = sb0, hi = min(len, sb0 + s);
+        if ((node & 1) == 0) {
+          while (lo < hi) { const int m = (lo + hi) >> 1; if (ks[cur][m] < k) lo = m + 1; else hi = m; }
+        } else {
+          while (lo < hi) { const int m = (lo + hi) >> 1; if (ks[cur][m] <= k) lo = m + 1; else hi = m; }
+        }
+        rb = lo - sb0;
+      }
+      const int out = (node & ~1) * s + off + rb;
+      ks[cur ^ 1][out] = k;
+      ps[cur ^ 1][out] = ps[cur][a] + (rb > 0 ? ps[cur][sb0 + rb - 1] : 0.0);
+    }
+    __syncthreads();
+    cur ^= 1;
+    if (2 * s >= CHUNK && a < len) {
+      const size_t l = (size_t)(31 - __clz((2 * s) / CHUNK)); // level: node size CHUNK << l
+      tk[(l * BH) * Tx + r0 + x0 + a] = ks[cur][a];
+      tp[(l * BH) * Tx + r0 + x0 + a] = ps[cur][a];
+    }
+  }
+}
+`,
+  };
+}
+
 /** Threads of a sparsek_fs_anchor block: four warps, one anchor each or one anchor together. */
 export const FS_ANCHOR_THREADS = 128;
 
