@@ -551,9 +551,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           // prep: D and dq = 0; win: the window pairs (stores dk, dv); sel: the selected pairs (adds).
           const h = last16;
           const dout16 = asBf16(dout, () => take(nq * 2));
-          this.rt.cu('cuMemsetD32Async', dsel.ptr, 0, 2 * nu, this.rt.stream);
-          this.zero(dk);
-          this.zero(dv);
+          this.rt.cu('cuMemsetD32Async', dsel.ptr, 0, 2 * nu, this.rt.stream); // (dk and dv need no zeros: win stores every row)
           this.launch(`${bwdPrepName(out.dtype)}_hs${HS}`, () => bwdPrepSource(out.dtype, HS), Math.ceil((B * NH * T) / 8), 256,
             [D, dq, dout16, out.ptr, B * NH * T, HS]);
           this.launch(bwdWinSource(tc.bwd).name, () => bwdWinSource(tc.bwd), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
