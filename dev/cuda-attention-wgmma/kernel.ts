@@ -1,0 +1,525 @@
+// Hopper (sm_90a) wgmma version of the tensor-core SparseK attention FORWARD (SPEC.md sections 3
+// and 4), a lab variant of src/cuda/kernels/attention-tc.ts (fastForwardSource). Same semantics, same
+// parameter list, same grid (ceil(T / 64), NH, B); only the block (128 threads, one warpgroup) and the
+// dynamic shared memory (wgmmaForwardShared) differ. Not here: the selection, the backward, TMA,
+// swizzled layouts, two consumer warpgroups.
+//
+// The block's key set, the per-(query, key) mask, the gate and the online softmax are the production
+// kernel's (its header comment is the definition): Sel_{i0} gathered by index, then the contiguous
+// range [max(0, i0 - W + 1), min(T, i0 + 64)), in tiles of BK = 64 keys. What changes is the matrix
+// work of each tile:
+//   S = Q K^T   wgmma m64n64k16, A = Q and B = K both from shared memory (K-major), HS / 16 steps;
+//   O += P V    wgmma m64n{HS}k16, A = P * gate from registers (bf16), B = V from shared memory,
+//               stored key-major [key][hs], so MN-major for B: the transpose bit imm-trans-b = 1.
+// Warp w of the warpgroup owns rows 16w .. 16w + 15 of both accumulators, in the same per-warp
+// layout as mma.m16n8 C tiles laid side by side (PTX ISA, wgmma m64nNk16 D fragment):
+//   d[i] = (row 16w + g + 8 ((i >> 1) & 1), col 8 (i >> 2) + 2t + (i & 1)),  g = lane / 4, t = lane % 4
+// and the register A fragment of m64nNk16 is mma.m16n8k16's A fragment on the warp's 16 rows, so the
+// S accumulator of keys 16kk .. 16kk + 15 packs into P's A fragment in place (no shuffles):
+//   a[kk] = { bf16x2(d[8kk], d[8kk+1]), bf16x2(d[8kk+2], d[8kk+3]), bf16x2(d[8kk+4], d[8kk+5]), bf16x2(d[8kk+6], d[8kk+7]) }.
+//
+// Shared layout of every [64 rows][HS] tile (Q, K stages, V stages): no swizzle, core matrices of
+// 8 rows x 16 bytes stored as 128 contiguous bytes. Row r, 16-byte chunk c (columns 8c .. 8c + 7):
+//   byte (r / 8) * HS * 16 + c * 128 + (r % 8) * 16
+// i.e. chunk x = ((r / 8) * (HS / 8) + c) * 8 + r % 8 sits at byte 16 x, so thread x of a cp.async
+// sweep writes 16 contiguous bytes and a warp fills 512 contiguous bytes. Descriptors (PTX ISA,
+// matrix descriptor: bits 0-13 start >> 4, 16-29 leading byte offset >> 4, 32-45 stride byte offset >> 4,
+// 62-63 swizzle mode 0 = none):
+//   Q, K (K-major): leading = 128 (next core matrix along hs, the reduction dim),
+//                   stride = HS * 16 (next 8 rows); k-step ks starts at + 256 ks bytes.
+//   V (MN-major):   the same bytes seen with key as the reduction dim: the next 8 keys are HS * 16
+//                   bytes on, the next 8 hs columns 128 bytes on; k-step kk starts at + 2 HS * 16 kk bytes.
+//                   The probe (probe.ts, H100) showed which field takes which: for this MN-major,
+//                   no-swizzle operand the LEADING byte offset is the step along K (keys, HS * 16) and
+//                   the STRIDE byte offset the step along N (hs, 128): VSWAP = true, the default. The
+//                   other reading (leading = 128) read wrong data, and past the tile (a fault) when V
+//                   was the last thing in shared memory.
+// KSWAP = false (leading = step along K for K-major) and VSWAP = true are the only readings the GPU
+// accepted; the options stay so that the probe's verdict can be applied without editing the source.
+//
+// Ordering: cp.async writes shared memory through the generic proxy and wgmma reads it through the
+// async proxy, so each thread runs fence.proxy.async after its cp.async.wait_group, before the barrier
+// that precedes the wgmma. Accumulator registers written by a wgmma are read only after
+// wgmma.wait_group; an empty asm with "+f" on each of them stops the compiler from moving reads
+// above the wait.
+// OPEN BUG: with STAGES = 2 (a tile read by wgmma right after its cp.async group completes) HS = 64
+// fails validation, nondeterministically, with wrong scores (lse off by 1e-2), in both schedules and
+// with extra proxy fences (FENCE2); the same schedule with plain loads and st.shared (PLAIN) passes.
+// So cp.async.wait_group + fence.proxy.async + bar.sync does not, here, make cp.async data safe for
+// wgmma. STAGES 3 and 4 leave a tile in shared memory a whole iteration before it is read and passed
+// every check, but this does not prove them safe. Next: complete the copies on an mbarrier
+// (cp.async.mbarrier.arrive.noinc) or use bulk copies (cp.async.bulk, async proxy, one per gathered row).
+//
+// Schedule (OVERLAP, after FlashAttention-3's intra-warpgroup overlap, written from its paper's
+// description): S_0 and its softmax before the loop; then per tile t
+//   wait tile t + 1's copies, fence, barrier -> issue S_{t+1}, issue PV_t (P_t from registers)
+//   -> wait S_{t+1} (wait_group 1) -> mask and softmax of tile t + 1 while PV_t runs
+//   -> wait PV_t -> O *= corr_{t+1}, pack P_{t+1} -> barrier -> copy tile t + STAGES into t's stage.
+// No register that a wgmma in flight reads or writes is touched by other instructions (ptxas would
+// serialise the wgmmas, warning C7515). OVERLAP false waits for each wgmma at once (the reference
+// schedule for debugging).
+
+import type { KernelSource } from '../../src/cuda/runtime.js';
+
+export interface WgmmaForwardVariant {
+  HS: 64 | 128;
+  OUT: 'bf16' | 'f32';
+  /** cp.async ring depth: tile t + STAGES is issued once tile t is consumed, so 2 leaves no prefetch time. Default 3. */
+  STAGES?: 2 | 3 | 4;
+  /** __launch_bounds__ minimum blocks per SM (0: none). */
+  MINB?: number;
+  /** Issue S of the next tile before P V of this one and do its softmax while P V runs. Default true. */
+  OVERLAP?: boolean;
+  /**
+   * Extra proxy fences (experiment on the STAGES 2 failure): fence.proxy.async also after the barrier
+   * that publishes a tile, and before the copies that overwrite a stage wgmma has read. Default false.
+   */
+  FENCE2?: boolean;
+  /** K/V tiles by plain 16-byte loads and shared stores instead of cp.async (experiment). Default false. */
+  PLAIN?: boolean;
+  /** Swap leading/stride byte offsets of Q's and K's descriptors (probe fallback). */
+  KSWAP?: boolean;
+  /** V's descriptor: leading = HS * 16 (step along keys), stride = 128 (true, verified) or the reverse. Default true. */
+  VSWAP?: boolean;
+}
+
+export const BQ = 64;
+export const BK = 64;
+
+function full(v: WgmmaForwardVariant): Required<WgmmaForwardVariant> {
+  return { STAGES: 3, MINB: 0, OVERLAP: true, FENCE2: false, PLAIN: false, KSWAP: false, VSWAP: true, ...v };
+}
+
+export function wgmmaForwardName(v: WgmmaForwardVariant): string {
+  const o = full(v);
+  return `spk_fwd_wgmma_hs${o.HS}_${o.OUT}_s${o.STAGES}${o.OVERLAP ? '_ov' : ''}${o.FENCE2 ? '_f2' : ''}${o.PLAIN ? '_pl' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.KSWAP ? '_ks' : ''}${o.VSWAP ? '_vs' : ''}`;
+}
+
+export function wgmmaForwardMaxTiles(K: number, W: number): number {
+  return Math.ceil(K / BK) + Math.ceil((W + BQ - 1) / BK);
+}
+
+/** Dynamic shared bytes: Q tile, STAGES K and V tiles, 16 bytes of per-key data for every key of the block. */
+export function wgmmaForwardShared(v: WgmmaForwardVariant, K: number, W: number): number {
+  const o = full(v);
+  return BQ * o.HS * 2 + o.STAGES * 2 * BK * o.HS * 2 + wgmmaForwardMaxTiles(K, W) * BK * 16;
+}
+
+// ---- PTX wrappers, generated (the operand lists are long) ------------------------------------------
+
+const list = (n: number, from: number): string => Array.from({ length: n }, (_, i) => `%${from + i}`).join(',');
+const outs = (n: number, arr: string): string => Array.from({ length: n }, (_, i) => `"+f"(${arr}[${i}])`).join(', ');
+
+/** D(64 x N) (+)= A(64 x 16, shared) B(16 x N, shared), both K-major; accumulate when acc != 0. */
+export function wgmmaSS(N: number): string {
+  const nd = N / 2;
+  return `__device__ __forceinline__ void wg_ss_n${N}(float (&d)[${nd}], u64 da, u64 db, int acc) {
+  asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${nd + 2}, 0;\\n"
+    "wgmma.mma_async.sync.aligned.m64n${N}k16.f32.bf16.bf16 {${list(nd, 0)}}, %${nd}, %${nd + 1}, p, 1, 1, 0, 0;\\n}"
+    : ${outs(nd, 'd')}
+    : "l"(da), "l"(db), "r"(acc));
+}`;
+}
+
+/** D(64 x N) += A(64 x 16, registers) B(16 x N, shared, MN-major when TB = 1). */
+export function wgmmaRS(N: number, TB: 0 | 1): string {
+  const nd = N / 2;
+  return `__device__ __forceinline__ void wg_rs_n${N}_t${TB}(float (&d)[${nd}], u32 a0, u32 a1, u32 a2, u32 a3, u64 db) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n${N}k16.f32.bf16.bf16 {${list(nd, 0)}}, {%${nd},%${nd + 1},%${nd + 2},%${nd + 3}}, %${nd + 4}, 1, 1, 1, ${TB};"
+    : ${outs(nd, 'd')}
+    : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db));
+}`;
+}
+
+/** Common device helpers: shared addresses, cp.async, descriptors, wgmma fences. */
+export const PRELUDE = `
+typedef unsigned long long u64;
+typedef unsigned short bf16;
+typedef unsigned int u32;
+#define FULL 0xffffffffu
+#define FINF __int_as_float(0x7f800000)
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
+// generic-proxy writes (cp.async, st.shared) made visible to the async proxy (wgmma operand reads)
+__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" :: "n"(N) : "memory"); }
+// keeps reads of a wgmma accumulator below the wait that completes it
+template <int N> __device__ __forceinline__ void reg_fence(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i]) :: "memory");
+}
+// matrix descriptor, no swizzle: start >> 4 (bits 0-13), leading >> 4 (16-29), stride >> 4 (32-45)
+__device__ __forceinline__ u64 make_desc(u32 saddr, u32 lead, u32 stride) {
+  return (u64)((saddr & 0x3FFFFu) >> 4) | ((u64)(lead >> 4) << 16) | ((u64)(stride >> 4) << 32);
+}
+__device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
+  u32 d;
+  asm("cvt.rn.bf16x2.f32 %0, %2, %1;" : "=r"(d) : "f"(lo), "f"(hi));
+  return d;
+}
+`;
+
+/**
+ * Launch: grid (ceil(T / 64), NH, B), block 128, dynamic shared wgmmaForwardShared(v, K, W) (opt in above
+ * 48 KiB). Parameters as fastForwardSource's. Requires 16-byte aligned rows of q, k, v.
+ */
+export function wgmmaForwardSource(v: WgmmaForwardVariant): KernelSource {
+  const o = full(v);
+  const name = wgmmaForwardName(o);
+  const tileBytes = 64 * o.HS * 2;
+  const kLead = o.KSWAP ? o.HS * 16 : 128, kStride = o.KSWAP ? 128 : o.HS * 16;
+  const vLead = o.VSWAP ? o.HS * 16 : 128, vStride = o.VSWAP ? 128 : o.HS * 16;
+  return {
+    name,
+    archSpecific: true,
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'],
+    source: `${PRELUDE}
+#define HS ${o.HS}
+#define BQ ${BQ}
+#define BK ${BK}
+#define NTHR 128
+#define KS (HS / 16)           // k-steps of Q K^T
+#define NS (BK / 2)            // S accumulator registers per thread
+#define NO (HS / 2)            // O accumulator registers per thread
+#define CPR (HS / 8)           // 16-byte chunks per row
+#define TILE_BYTES ${tileBytes}
+#define OUT_BF16 ${o.OUT === 'bf16' ? 1 : 0}
+#define STAGES ${o.STAGES}
+#define OVERLAP ${o.OVERLAP ? 1 : 0}
+#define FENCE2 ${o.FENCE2 ? 1 : 0}
+#define PLAIN ${o.PLAIN ? 1 : 0}
+${wgmmaSS(64)}
+${wgmmaRS(o.HS, 1)}
+
+__device__ __forceinline__ unsigned ord_of(float x) {
+  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+struct Meta {
+  const u64* key;
+  const float* u;
+  const int* pos;
+};
+
+#define KIND_SEL 0
+#define KIND_EDGE 1
+#define KIND_WIN 2
+
+// Mask and online softmax of one tile on the finished S accumulator s (the production kernel's rule;
+// s[4n + e] here is its s[n][e]). Leaves p * gate in s, adds p to l, and returns the factor corr
+// that O must be scaled by before this tile's P V (applied once the previous P V has completed).
+template <int KIND>
+__device__ __forceinline__ void softmax_step(
+    float (&s)[NS], float (&corr)[2], float (&m)[2], float (&l)[2], Meta mt,
+    const int (&qi)[2], const u64 (&qthk)[2], const float (&qtau)[2], int i0, int W, float sl) {
+  const int t4 = threadIdx.x & 3;
+  float mx[2] = {-FINF, -FINF};
+#pragma unroll
+  for (int n = 0; n < BK / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
+      float x = s[4 * n + e] * sl;
+      if (KIND != KIND_WIN) {
+        const int j = mt.pos[c];
+        bool in;
+        if (KIND == KIND_SEL) {
+          in = j >= 0 && mt.key[c] >= qthk[rr];
+        } else {
+          const int i = qi[rr];
+          in = j >= 0 && j <= i && (j > i - W || (j > i0 - W && mt.key[c] >= qthk[rr]));
+        }
+        if (!in) x = -FINF;
+      }
+      s[4 * n + e] = x;
+      mx[rr] = fmaxf(mx[rr], x);
+    }
+  }
+  float mu[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 1));
+    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 2));
+    const float mn = fmaxf(m[rr], mx[rr]);
+    mu[rr] = mn == -FINF ? 0.f : mn;      // a row with no key yet: keep p = 0, corr = 1
+    corr[rr] = ex2(m[rr] - mu[rr]);
+    m[rr] = mn;
+    l[rr] *= corr[rr];
+  }
+#pragma unroll
+  for (int n = 0; n < BK / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int c = n * 8 + 2 * t4 + (e & 1);
+      float p = ex2(s[4 * n + e] - mu[e >> 1]);
+      l[e >> 1] += p;
+      if (KIND == KIND_SEL) p *= fminf(fmaxf(mt.u[c] - qtau[e >> 1], 0.f), 1.f);
+      if (KIND == KIND_EDGE && mt.pos[c] <= qi[e >> 1] - W) p *= fminf(fmaxf(mt.u[c] - qtau[e >> 1], 0.f), 1.f);
+      s[4 * n + e] = p;
+    }
+  }
+}
+
+// O *= corr, then P's register A fragments from s (keys 16kk .. 16kk + 15 -> pa[kk]).
+__device__ __forceinline__ void rescale_pack(float (&o)[NO], u32 (&pa)[BK / 16][4], const float (&s)[NS], const float (&corr)[2]) {
+#pragma unroll
+  for (int n = 0; n < NO / 4; n++) {
+    o[4 * n + 0] *= corr[0]; o[4 * n + 1] *= corr[0];
+    o[4 * n + 2] *= corr[1]; o[4 * n + 3] *= corr[1];
+  }
+#pragma unroll
+  for (int n = 0; n < BK / 8; n++) {
+    pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(s[4 * n + 0], s[4 * n + 1]);
+    pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(s[4 * n + 2], s[4 * n + 3]);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
+    void* out_,                       // (B, NH, T, HS) bf16 or fp32
+    float* lse,                       // (B, NH, T): natural log sum_j exp(s_ij); -inf for a row without keys
+    const bf16* __restrict__ q,       // (B, NH, T, HS)
+    const bf16* __restrict__ k,       // (B, NKV, T, HS)
+    const bf16* __restrict__ v,       // (B, NKV, T, HS)
+    const float* __restrict__ u,      // (B, NKV, T)
+    const double* __restrict__ tau,   // (B, NKV, T)
+    const u64* __restrict__ thk,      // (B, NKV, T)  key of Sel_i's weakest member, 0 when all are selected
+    const int* __restrict__ count,    // (B, NKV, T)
+    const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
+    int T, int NH, int NKV, int K, int W, float scale) {
+  extern __shared__ __align__(1024) unsigned char smem[];
+  unsigned char* Qs = smem;                                  // [64][HS] core-matrix layout
+  unsigned char* Ks = Qs + TILE_BYTES;                       // [STAGES][64][HS]
+  unsigned char* Vs = Ks + STAGES * TILE_BYTES;              // [STAGES][64][HS]
+  u64* mkey = reinterpret_cast<u64*>(Vs + STAGES * TILE_BYTES);
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2;
+  const int i0 = blockIdx.x * BQ, hq = blockIdx.y, b = blockIdx.z;
+  const int h = hq / (NH / NKV);
+  const size_t qrow0 = ((size_t)b * NH + hq) * T;
+  const size_t kv0 = ((size_t)b * NKV + h) * T;
+  const bf16* kb = k + kv0 * HS;
+  const bf16* vb = v + kv0 * HS;
+  const float sl = scale * 1.4426950408889634f;
+
+  const int nsel = count[kv0 + i0];
+  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K;
+  const int lo = max(0, i0 - W + 1), hi = min(T, i0 + BQ);
+  const int nselT = (nsel + BK - 1) / BK, nT = nselT + (hi - lo + BK - 1) / BK;
+  auto key_pos = [&](int x) -> int {
+    const int t = x / BK, r = x % BK;
+    if (t < nselT) return x < nsel ? srow[x] : -1;
+    const int j = lo + (t - nselT) * BK + r;
+    return j < hi ? j : -1;
+  };
+
+  // Q tile first (its own commit group), so it lands while the per-key data loads
+  {
+    const u32 qd = smem_addr(Qs);
+    for (int x = tid; x < BQ * CPR; x += NTHR) {
+      const int r = (x & 7) + ((x >> 3) / CPR) * 8, c = (x >> 3) % CPR;
+      const int i = i0 + r;
+      cp_async16(qd + x * 16, q + (qrow0 + (i < T ? i : 0)) * HS + c * 8, i < T ? 16 : 0);
+    }
+    cp_commit();
+  }
+
+  const int nkeys = nT * BK;
+  float* mu_ = reinterpret_cast<float*>(mkey + nkeys);
+  int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
+  for (int base = 0; base < nkeys; base += 4 * NTHR) {
+    int j[4];
+    float uu[4];
+#pragma unroll
+    for (int a = 0; a < 4; a++) { const int x = base + a * NTHR + tid; j[a] = x < nkeys ? key_pos(x) : -1; }
+#pragma unroll
+    for (int a = 0; a < 4; a++) uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f;
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+      const int x = base + a * NTHR + tid;
+      if (x < nkeys) {
+        mpos[x] = j[a];
+        mu_[x] = uu[a];
+        mkey[x] = j[a] >= 0 ? (((u64)ord_of(uu[a]) << 32) | (unsigned)j[a]) : 0ull;
+      }
+    }
+  }
+  __syncthreads();
+
+  // copies of tile t into stage t % STAGES: chunk x = ((r / 8) CPR + c) 8 + r % 8 at byte 16 x
+  auto issue = [&](int t) {
+    const int st = t % STAGES;
+    const u32 kd = smem_addr(Ks + st * TILE_BYTES), vd = smem_addr(Vs + st * TILE_BYTES);
+    for (int x = tid; x < BK * CPR; x += NTHR) {
+      const int r = (x & 7) + ((x >> 3) / CPR) * 8, c = (x >> 3) % CPR;
+      const int j = mpos[t * BK + r];
+      const int bytes = j >= 0 ? 16 : 0;
+      const size_t off = (size_t)(j >= 0 ? j : 0) * HS + c * 8;
+#if PLAIN
+      uint4 kx = make_uint4(0, 0, 0, 0), vx = make_uint4(0, 0, 0, 0);
+      if (bytes) { kx = *reinterpret_cast<const uint4*>(kb + off); vx = *reinterpret_cast<const uint4*>(vb + off); }
+      asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};" :: "r"(kd + x * 16), "r"(kx.x), "r"(kx.y), "r"(kx.z), "r"(kx.w) : "memory");
+      asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};" :: "r"(vd + x * 16), "r"(vx.x), "r"(vx.y), "r"(vx.z), "r"(vx.w) : "memory");
+#else
+      cp_async16(kd + x * 16, kb + off, bytes);
+      cp_async16(vd + x * 16, vb + off, bytes);
+#endif
+    }
+    cp_commit();
+  };
+  for (int t = 0; t < STAGES && t < nT; t++) issue(t);
+
+  int qi[2];
+  u64 qthk[2];
+  float qtau[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    const int i = i0 + w * 16 + g8 + rr * 8;
+    qi[rr] = i;
+    const bool ok = i < T;
+    qthk[rr] = ok ? thk[kv0 + i] : ~0ull;
+    qtau[rr] = ok ? (float)tau[kv0 + i] : FINF;
+  }
+  const u64 dq = make_desc(smem_addr(Qs), ${kLead}, ${kStride});
+  const u64 dk0 = make_desc(smem_addr(Ks), ${kLead}, ${kStride});
+  const u64 dv0 = make_desc(smem_addr(Vs), ${vLead}, ${vStride});
+
+  float o[NO];
+#pragma unroll
+  for (int n = 0; n < NO; n++) o[n] = 0.f;
+  float m[2] = {-FINF, -FINF}, l[2] = {0.f, 0.f};
+  float s[NS], corr[2];
+  u32 pa[BK / 16][4];
+
+  // tile t's copies complete (and Q's, committed first) once at most min(nT - 1 - t, STAGES - 1) newer
+  // groups are pending; then visible to the async proxy and to every warp
+  auto await_tile = [&](int t) {
+    const int issued = min(nT - 1, t == 0 ? STAGES - 1 : t - 1 + STAGES);
+    if (issued - t >= 2) cp_wait<2>();
+    else if (issued - t == 1) cp_wait<1>();
+    else cp_wait<0>();
+    fence_async_shared();
+    __syncthreads();
+#if FENCE2
+    fence_async_shared();
+#endif
+  };
+  auto issue_s = [&](int t) {
+    const u32 base = (t % STAGES) * TILE_BYTES;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dq + ks * 16, dk0 + (u64)((base + ks * 256) >> 4), ks);
+    wg_commit();
+  };
+  auto softmax = [&](int t) {
+    const Meta mt = Meta{mkey + t * BK, mu_ + t * BK, mpos + t * BK};
+    if (t < nselT) {
+      softmax_step<KIND_SEL>(s, corr, m, l, mt, qi, qthk, qtau, i0, W, sl);
+    } else {
+      const int a = lo + (t - nselT) * BK, z = a + BK - 1;
+      if (z <= i0 && a > i0 + BQ - 1 - W && z < hi) softmax_step<KIND_WIN>(s, corr, m, l, mt, qi, qthk, qtau, i0, W, sl);
+      else softmax_step<KIND_EDGE>(s, corr, m, l, mt, qi, qthk, qtau, i0, W, sl);
+    }
+  };
+
+  if (nT > 0) {
+    await_tile(0);
+    wg_fence();
+    issue_s(0);
+    wg_wait<0>();
+    reg_fence(s);
+    softmax(0);
+    rescale_pack(o, pa, s, corr);
+  }
+  auto issue_pv = [&](int t) {
+    const u32 vbase = (t % STAGES) * TILE_BYTES;
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; kk++)
+      wg_rs_n${o.HS}_t1(o, pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], dv0 + (u64)((vbase + kk * 2 * HS * 16) >> 4));
+    wg_commit();
+  };
+  // every tile but the last; the last one's P V after the loop (the group structure stays static)
+  for (int t = 0; t + 1 < nT; t++) {
+    await_tile(t + 1);
+#if OVERLAP
+    // S_{t+1} and PV_t in flight together; the softmax of tile t + 1 runs while PV_t does
+    wg_fence();
+    issue_s(t + 1);
+    issue_pv(t);
+    wg_wait<1>();
+    reg_fence(s);
+    softmax(t + 1);
+    wg_wait<0>();
+    reg_fence(o);
+#else
+    wg_fence();
+    issue_pv(t);
+    wg_wait<0>();
+    reg_fence(o);
+    wg_fence();
+    issue_s(t + 1);
+    wg_wait<0>();
+    reg_fence(s);
+    softmax(t + 1);
+#endif
+    rescale_pack(o, pa, s, corr);
+    // every warp's S_t and PV_t have read stage t % STAGES: refill it
+    if (t + STAGES < nT) {
+      __syncthreads();
+#if FENCE2
+      fence_async_shared();
+#endif
+      issue(t + STAGES);
+    }
+  }
+  if (nT > 0) {
+    wg_fence();
+    issue_pv(nT - 1);
+    wg_wait<0>();
+    reg_fence(o);
+  }
+
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    l[rr] += __shfl_xor_sync(FULL, l[rr], 1);
+    l[rr] += __shfl_xor_sync(FULL, l[rr], 2);
+  }
+  const int t4 = lane & 3;
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    const int i = qi[rr];
+    if (i >= T) continue;
+    const float inv = l[rr] > 0.f ? 1.f / l[rr] : 0.f;
+    const size_t row = qrow0 + i;
+#pragma unroll
+    for (int n = 0; n < NO / 4; n++) {
+      const float x0 = o[4 * n + 2 * rr] * inv, x1 = o[4 * n + 2 * rr + 1] * inv;
+      const int d = n * 8 + 2 * t4;
+#if OUT_BF16
+      reinterpret_cast<u32*>(out_)[(row * HS + d) >> 1] = pack_bf16(x0, x1);
+#else
+      float2 pr;
+      pr.x = x0;
+      pr.y = x1;
+      reinterpret_cast<float2*>(out_)[(row * HS + d) >> 1] = pr;
+#endif
+    }
+    if (t4 == 0) lse[row] = l[rr] > 0.f ? (m[rr] + log2f(l[rr])) * 0.6931471805599453f : -FINF;
+  }
+}
+`,
+  };
+}
