@@ -2,7 +2,8 @@
 //
 //   node --import tsx dev/cuda-attention-fast/bench.ts [--T 4096,16384,65536] [--NH 16] [--NKV 16]
 //        [--HS 64,128] [--K 512] [--W 512] [--repeats 20] [--skip-validate]
-//        [--variants 64:64:tile:2:0:e,64:64:all:2:0:f,...]   HS:BQ:META:STAGES:MINB:exp (e exp2f, f ex2.approx)
+//        [--variants 64:64:tile:2:0:e,64:64:all:2:0:f,...]   HS:BQ:META:STAGES:MINB:exp[:r] (e exp2f, f ex2.approx;
+//        r: MASK rows)
 //
 // 1. emulate (no GPU needed): the kernel's key set per block (Sel_{i0} then the range
 //    [i0 - W + 1, i0 + BQ)) and its per-(query, key) mask rule, in TypeScript, against the CPU
@@ -37,9 +38,9 @@ const K = Number(opt('K', '512')), W = Number(opt('W', '512')), repeats = Number
 const variants: FastForwardVariant[] = opt('variants',
   '64:64:tile:2:0:e,64:64:all:2:0:f,64:64:all:3:0:f,64:64:all:2:4:f,64:128:all:2:0:f,128:64:tile:2:0:e,128:64:all:2:0:f,128:64:all:3:0:f')
   .split(',').map((v) => {
-    const [hs, bq, meta, stages, minb, ex] = v.split(':');
+    const [hs, bq, meta, stages, minb, ex, mask] = v.split(':');
     return { HS: Number(hs) as 64 | 128, BQ: Number(bq) as 64 | 128, OUT: 'bf16', META: meta as 'tile' | 'all',
-      STAGES: Number(stages) as 2 | 3, MINB: Number(minb), FASTEXP: ex === 'f' };
+      STAGES: Number(stages) as 2 | 3, MINB: Number(minb), FASTEXP: ex === 'f', MASK: mask === 'r' ? 'rows' : 'key' };
   });
 
 // ---- inputs ---------------------------------------------------------------------------------
@@ -95,7 +96,26 @@ function weakest(plan: SparsekPlan, bh: number, i: number): [number, number] | n
   return best;
 }
 
-function emulate(shape: AttentionShape, Kp: number, Wp: number, BQ: number, u: Float32Array): string | null {
+/** MASK 'rows': the block rows [a, b) that attend key x of the block, gated from row g on (the kernel's precompute). */
+function rowRanges(keys: number[], nsel: number, i0: number, BQ: number, Wp: number, T: number, u: Float32Array, bh: number,
+  thk: ([number, number] | null)[]): { a: number; b: number; g: number }[] {
+  // rows past T never select (the kernel's ~0); thk is null (the kernel's 0) when all are selected
+  const selects = (r: number, kj: [number, number]): boolean => i0 + r < T && (thk[i0 + r] === null || geKey(kj, thk[i0 + r]!));
+  return keys.map((j, x) => {
+    const kj = ordKey(u[bh * T + j], j);
+    let hs = 0, z = BQ; // binary search, as the kernel (relies on thk never decreasing with i)
+    while (hs < z) {
+      const mid = (hs + z) >> 1;
+      if (selects(mid, kj)) hs = mid + 1;
+      else z = mid;
+    }
+    if (x < nsel) return { a: 0, b: hs, g: 0 };
+    const wend = Math.min(BQ, Math.max(0, j + Wp - i0));
+    return { a: Math.min(BQ, Math.max(0, j - i0)), b: Math.max(wend, hs), g: wend };
+  });
+}
+
+function emulate(shape: AttentionShape, Kp: number, Wp: number, BQ: number, u: Float32Array, rule: 'key' | 'rows' = 'key'): string | null {
   const { B, T } = shape;
   const plan = planSparsek(u, shape, { k: Kp, window: Wp });
   const pattern = sparsekPattern(plan, shape.NKV);
@@ -108,6 +128,7 @@ function emulate(shape: AttentionShape, Kp: number, Wp: number, BQ: number, u: F
       for (let c = 0; c < f.count[i0]; c++) keys.push(f.sel[i0 * Kp + c]);
       const nsel = keys.length;
       for (let j = Math.max(0, i0 - Wp + 1); j < Math.min(T, i0 + BQ); j++) keys.push(j);
+      const ranges = rule === 'rows' ? rowRanges(keys, nsel, i0, BQ, Wp, T, u, bh, thk) : null;
       for (let i = i0; i < Math.min(T, i0 + BQ); i++) {
         const got = new Map<number, number>();
         keys.forEach((j, x) => {
@@ -115,7 +136,11 @@ function emulate(shape: AttentionShape, Kp: number, Wp: number, BQ: number, u: F
           const sel = thk[i] === null || geKey(kj, thk[i]!);
           const gate = Math.min(1, Math.max(0, Math.fround(u[bh * T + j]) - Math.fround(f.tau[i])));
           let inMask: boolean, g = 1;
-          if (x < nsel) { inMask = sel; g = gate; }
+          if (ranges !== null) {
+            const r = i - i0, { a, b, g: from } = ranges[x];
+            inMask = r >= a && r < b;
+            if (r >= from) g = gate;
+          } else if (x < nsel) { inMask = sel; g = gate; }
           else {
             const win = j > i - Wp;
             inMask = j <= i && (win || (j > i0 - Wp && sel));
@@ -148,6 +173,7 @@ const cases: Case[] = [
   { name: 'K=0', shape: { B: 1, T: 513, NH: 2, NKV: 1, HS: 64 }, K: 0, W: 100, u: 'normal' },
   { name: 'tied', shape: { B: 1, T: 700, NH: 2, NKV: 2, HS: 128 }, K: 50, W: 20, u: 'tied' },
   { name: 'T=1', shape: { B: 1, T: 1, NH: 1, NKV: 1, HS: 64 }, K: 5, W: 3, u: 'normal' },
+  { name: 'dense (W = T)', shape: { B: 1, T: 300, NH: 2, NKV: 1, HS: 64 }, K: 0, W: 300, u: 'normal' },
 ];
 const scoresOf = (c: Case, seed: number): Float32Array => {
   const n = c.shape.B * c.shape.NKV * c.shape.T;
@@ -160,11 +186,13 @@ const scoresOf = (c: Case, seed: number): Float32Array => {
   let bad = 0;
   for (const c of cases) {
     for (const BQ of [64, 128]) {
-      const err = emulate(c.shape, c.K, c.W, BQ, scoresOf(c, 5));
-      if (err !== null) { bad++; console.log(`emulate ${c.name} BQ=${BQ}: ${err}`); }
+      for (const rule of ['key', 'rows'] as const) {
+        const err = emulate(c.shape, c.K, c.W, BQ, scoresOf(c, 5), rule);
+        if (err !== null) { bad++; console.log(`emulate ${c.name} BQ=${BQ} MASK ${rule}: ${err}`); }
+      }
     }
   }
-  console.log(`emulate: key sets and masks of ${cases.length} cases x BQ 64, 128 ${bad === 0 ? 'match the CPU rows' : 'FAILED'} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  console.log(`emulate: key sets and masks (both MASK rules) of ${cases.length} cases x BQ 64, 128 ${bad === 0 ? 'match the CPU rows' : 'FAILED'} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   if (bad > 0) process.exitCode = 1;
 }
 

@@ -684,7 +684,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    */
   private tensorCoreVariants(HS: number, K: number, W: number): { fwd: FastForwardVariant; bwd: BackwardVariant } | null {
     if (this.precision !== 'bf16' || (HS !== 64 && HS !== 128)) return null;
-    const fwd: FastForwardVariant = { HS, BQ: 64, OUT: 'f32', META: 'all', STAGES: 2, FASTEXP: true, MINB: HS === 64 ? 4 : 0 };
+    const fwd: FastForwardVariant = { HS, BQ: 64, OUT: 'f32', META: 'all', STAGES: 2, FASTEXP: true, MINB: HS === 64 ? 4 : 0, MASK: 'rows' };
     const bwd: BackwardVariant = { HS, FASTEXP: true, MINB: HS === 64 ? 3 : 0 };
     const fits = Math.max(fastForwardShared(fwd, K, W), bwdSelShared(bwd, K), bwdWinShared(bwd)) <= this.sharedOptin();
     return fits ? { fwd, bwd } : null;

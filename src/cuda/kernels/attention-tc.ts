@@ -49,17 +49,26 @@ export interface FastForwardVariant {
   FASTEXP?: boolean;
   /** __launch_bounds__ minimum blocks per SM (0: none): caps registers to raise occupancy. */
   MINB?: number;
+  /**
+   * How a tile's per-element mask is decided. 'key': from the key (j, u_j) and the query's thk_i and
+   * position, per element (the first version). 'rows': from the block rows that attend each key, a
+   * range [a_j, b_j) worked out once per key at the start (thk never decreases with i, so the rows
+   * selecting a key are a prefix, and with the window rows they form one range), plus the first row
+   * g_j whose pair is gated; the scores are scaled inside the exp2's argument (one FMA) and the gate
+   * is a saturating subtraction. 'rows' needs META 'all'. Default 'key'.
+   */
+  MASK?: 'key' | 'rows';
 }
 
 function full(o: FastForwardVariant): Required<FastForwardVariant> {
-  return { META: 'all', STAGES: 2, FASTEXP: true, MINB: 0, ...o };
+  return { META: 'all', STAGES: 2, FASTEXP: true, MINB: 0, MASK: 'key', ...o };
 }
 
 export const BK = 64;
 
 export function fastForwardName(v: FastForwardVariant): string {
   const o = full(v);
-  return `spk_fwd_tc_hs${o.HS}_bq${o.BQ}_${o.OUT}_${o.META}_s${o.STAGES}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}`;
+  return `spk_fwd_tc_hs${o.HS}_bq${o.BQ}_${o.OUT}_${o.META}_s${o.STAGES}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.MASK === 'rows' ? '_rows' : ''}`;
 }
 
 /** Tiles of BK keys a block may have: Sel_{i0} (<= K) and the range (<= W + BQ - 1). */
@@ -67,10 +76,14 @@ export function fastForwardMaxTiles(v: FastForwardVariant, K: number, W: number)
   return Math.ceil(K / BK) + Math.ceil((W + v.BQ - 1) / BK);
 }
 
-/** Dynamic shared memory bytes: the stages of K and V tiles plus per-key data (16 bytes a key). */
+/**
+ * Dynamic shared memory bytes: the stages of K and V tiles plus per-key data (16 bytes a key; with
+ * MASK 'rows', 12 bytes a key and the block's thk values).
+ */
 export function fastForwardShared(v: FastForwardVariant, K: number, W: number): number {
   const o = full(v);
   const tiles = o.STAGES * 2 * BK * (o.HS + 8) * 2;
+  if (o.MASK === 'rows') return tiles + 8 * o.BQ + fastForwardMaxTiles(o, K, W) * BK * 12;
   return tiles + (o.META === 'tile' ? 2 * BK * 16 : fastForwardMaxTiles(o, K, W) * BK * 16);
 }
 
@@ -81,6 +94,7 @@ export function fastForwardShared(v: FastForwardVariant, K: number, W: number): 
 export function fastForwardSource(v: FastForwardVariant): KernelSource {
   const o = full(v);
   if (o.META === 'tile' && o.STAGES !== 2) throw new Error('META tile supports STAGES 2 only');
+  if (o.MASK === 'rows' && o.META !== 'all') throw new Error('MASK rows needs META all');
   const name = fastForwardName(o);
   return {
     name,
@@ -103,6 +117,7 @@ typedef unsigned int u32;
 #define META_ALL ${o.META === 'all' ? 1 : 0}
 #define STAGES ${o.STAGES}
 #define FASTEXP ${o.FASTEXP ? 1 : 0}
+#define MASK_ROWS ${o.MASK === 'rows' ? 1 : 0}
 #define FULL 0xffffffffu
 #define FINF __int_as_float(0x7f800000)
 
@@ -139,6 +154,12 @@ __device__ __forceinline__ float ex2(float x) {
   return exp2f(x);
 #endif
 }
+// clip(a - b, 0, 1) in one instruction (a gate)
+__device__ __forceinline__ float sat_sub(float a, float b) {
+  float y;
+  asm("sub.sat.f32 %0, %1, %2;" : "=f"(y) : "f"(a), "f"(b));
+  return y;
+}
 // two floats to bf16x2, lo in the low half (the lower address)
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
   u32 d;
@@ -152,6 +173,7 @@ struct Meta {
   const u64* key;
   const float* u;
   const int* pos;
+  const int* rng; // MASK_ROWS: a_j | b_j << 8 | g_j << 16, block rows (see MASK)
 };
 
 // Tile kinds: selected keys of Sel_{i0}; range keys needing the per-element mask; range keys that
@@ -180,6 +202,57 @@ __device__ __forceinline__ void tile_step(
       mma(s[n + 1], qa[ks], b2, b3);
     }
   }
+#if MASK_ROWS
+  // mask (raw scores, -inf outside each key's rows); row max, then scaled into the exp2 domain
+  const int rl[2] = {(int)(threadIdx.x >> 5) * 16 + (lane >> 2), (int)(threadIdx.x >> 5) * 16 + (lane >> 2) + 8};
+  float mx[2] = {-FINF, -FINF};
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
+      float x = s[n][e];
+      if (KIND != KIND_WIN) {
+        const int rg = mt.rng[c];
+        const bool in = KIND == KIND_SEL ? rl[rr] < ((rg >> 8) & 255) : rl[rr] >= (rg & 255) && rl[rr] < ((rg >> 8) & 255);
+        if (!in) x = -FINF;
+      }
+      s[n][e] = x;
+      mx[rr] = fmaxf(mx[rr], x);
+    }
+  }
+  float corr[2], mu[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 1));
+    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 2));
+    const float mn = fmaxf(m[rr], mx[rr] * sl);
+    mu[rr] = mn == -FINF ? 0.f : mn;      // a row with no key yet: keep p = 0, corr = 1
+    corr[rr] = ex2(m[rr] - mu[rr]);
+    m[rr] = mn;
+    l[rr] *= corr[rr];
+  }
+#pragma unroll
+  for (int n = 0; n < NO; n++) {
+    o[n][0] *= corr[0]; o[n][1] *= corr[0];
+    o[n][2] *= corr[1]; o[n][3] *= corr[1];
+  }
+  u32 pa[BK / 16][4];
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+    float p[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int c = n * 8 + 2 * t4 + (e & 1);
+      p[e] = ex2(fmaf(s[n][e], sl, -mu[e >> 1]));
+      l[e >> 1] += p[e];
+      if (KIND == KIND_SEL) p[e] *= sat_sub(mt.u[c], qtau[e >> 1]);
+      if (KIND == KIND_EDGE && rl[e >> 1] >= (mt.rng[c] >> 16)) p[e] *= sat_sub(mt.u[c], qtau[e >> 1]);
+    }
+    pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
+    pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
+  }
+#else
   // mask and scale; row max
   float mx[2] = {-FINF, -FINF};
 #pragma unroll
@@ -234,6 +307,7 @@ __device__ __forceinline__ void tile_step(
     pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
     pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
   }
+#endif
   // O += (P * gate) V
 #pragma unroll
   for (int kk = 0; kk < BK / 16; kk++) {
@@ -262,7 +336,8 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Ks = reinterpret_cast<bf16*>(smem);        // [STAGES][BK][LDS]
   bf16* Vs = Ks + STAGES * BK * LDS;               // [STAGES][BK][LDS]
-  // per-key data: [2 stages][BK] (tile) or [nT * BK] (all): keys, then u, then positions
+  // per-key data: [2 stages][BK] (tile) or [nT * BK] (all): keys, then u, then positions; with
+  // MASK_ROWS the block's thk values [BQ], then u, positions and row ranges
   u64* mkey = reinterpret_cast<u64*>(Vs + STAGES * BK * LDS);
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
   const int i0 = blockIdx.x * BQ, hq = blockIdx.y, b = blockIdx.z;
@@ -285,7 +360,54 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const int j = lo + (t - nselT) * BK + r;
     return j < hi ? j : -1;
   };
-#if META_ALL
+#if MASK_ROWS
+  const int nkeys = nT * BK;
+  u64* bthk = mkey;
+  float* mu_ = reinterpret_cast<float*>(bthk + BQ);
+  int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
+  int* mrng = mpos + nkeys;
+  for (int r = tid; r < BQ; r += NTHR) bthk[r] = i0 + r < T ? thk[kv0 + i0 + r] : ~0ull;
+  __syncthreads();
+  // every key's data: position, u, and the block rows [a, b) that attend it, from g on gated
+  for (int base = 0; base < nkeys; base += 4 * NTHR) {
+    int j[4];
+    float uu[4];
+#pragma unroll
+    for (int a = 0; a < 4; a++) { const int x = base + a * NTHR + tid; j[a] = x < nkeys ? key_pos(x) : -1; }
+#pragma unroll
+    for (int a = 0; a < 4; a++) uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f;
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+      const int x = base + a * NTHR + tid;
+      if (x >= nkeys) continue;
+      mpos[x] = j[a];
+      mu_[x] = uu[a];
+      int ra = 0, rb = 0, rg = 0;
+      if (j[a] >= 0) {
+        // rows selecting j by its key: thk never decreases with i, so a prefix [0, hs)
+        const u64 key = ((u64)ord_of(uu[a]) << 32) | (unsigned)j[a];
+        int hs = 0, z = BQ;
+        while (hs < z) {
+          const int mid = (hs + z) >> 1;
+          if (bthk[mid] <= key) hs = mid + 1;
+          else z = mid;
+        }
+        if (x < nselT * BK) rb = hs; // Sel_{i0}: selected (and gated) by rows [0, hs)
+        else {
+          // a range key: window rows [j - i0, j + W - i0), then, as a new candidate, rows from
+          // j + W - i0 on that select it (gated)
+          const int wend = min(BQ, max(0, j[a] + W - i0));
+          ra = min(BQ, max(0, j[a] - i0));
+          rb = max(wend, hs);
+          rg = wend;
+        }
+      }
+      mrng[x] = ra | rb << 8 | rg << 16;
+    }
+  }
+  __syncthreads();
+  auto meta_of = [&](int t, int st) -> Meta { return Meta{nullptr, mu_ + t * BK, mpos + t * BK, mrng + t * BK}; };
+#elif META_ALL
   const int nkeys = nT * BK;
   float* mu_ = reinterpret_cast<float*>(mkey + nkeys);
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
@@ -308,11 +430,11 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     }
   }
   __syncthreads();
-  auto meta_of = [&](int t, int st) -> Meta { return Meta{mkey + t * BK, mu_ + t * BK, mpos + t * BK}; };
+  auto meta_of = [&](int t, int st) -> Meta { return Meta{mkey + t * BK, mu_ + t * BK, mpos + t * BK, nullptr}; };
 #else
   float* mu_ = reinterpret_cast<float*>(mkey + 2 * BK);
   int* mpos = reinterpret_cast<int*>(mu_ + 2 * BK);
-  auto meta_of = [&](int t, int st) -> Meta { return Meta{mkey + st * BK, mu_ + st * BK, mpos + st * BK}; };
+  auto meta_of = [&](int t, int st) -> Meta { return Meta{mkey + st * BK, mu_ + st * BK, mpos + st * BK, nullptr}; };
 #endif
 
   auto issue = [&](int t, int st) {
