@@ -22,7 +22,7 @@ import type { CudaRuntime, DeviceBlock, Kernel, KernelSource } from '../../src/c
 import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../cuda-attention/selection-tiles.js';
 import { fastSelect, keyOf, ordOf } from './emulate.js';
 import {
-  FS_ANCHOR_THREADS, FS_CHUNK, FS_PROBE_PHASES, FS_ROWS_THREADS, fsAnchorGrid, fsAnchorSource, fsAnchorWarps, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource,
+  FS_ANCHOR_STRIDE, FS_ANCHOR_THREADS, FS_CHUNK, FS_PROBE_PHASES, FS_ROWS_THREADS, fsAnchorLaunches, fsAnchorSource, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource,
 } from '../../src/cuda/kernels/selection-fast.js';
 
 const args = process.argv.slice(2);
@@ -207,7 +207,7 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
   const tau = take(BH * T * 8), thk = take(BH * T * 8), count = take(BH * T * 4), nfree = take(BH * T * 4);
   const sel = take(BH * (all ? T : nb) * K * 4);
   const rowsShared = 4 * Math.ceil(Tx / 32);
-  const kInit = kernel(fsInitSource()), kMerge = kernel(fsMergeSource()), AW = fsAnchorWarps(BH * (nb + 1), rt.multiprocessors), kAnchor = kernel(fsAnchorSource(AW));
+  const kInit = kernel(fsInitSource()), kMerge = kernel(fsMergeSource()), launches = fsAnchorLaunches(BH, nb, K, rt.multiprocessors);
   const kRows = kernel(fsRowsSource(), rowsShared), kBlock = kernel(fsBlockSource({ ALL: all }));
   const g = (n: number): number => Math.ceil(n / 256);
   const tree = (): void => {
@@ -229,8 +229,11 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
       inP = oP;
     }
   };
-  const anchors = (): void => rt.launch(kAnchor, fsAnchorGrid(BH * (nb + 1), AW), FS_ANCHOR_THREADS, 0,
-    [athk.ptr, atau.ptr, tk.ptr, tp.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb]);
+  // as CudaBackend: phase 1 (every FS_ANCHOR_STRIDE-th anchor) then phase 2 (the rest, bracketed), or one phase-0 launch
+  const anchors = (): void => {
+    for (const { phase, AW, grid } of launches) rt.launch(kernel(fsAnchorSource(AW)), grid, FS_ANCHOR_THREADS, 0,
+      [athk.ptr, atau.ptr, tk.ptr, tp.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb, FS_ANCHOR_STRIDE, phase]);
+  };
   const rows = (): void => rt.launch(kRows, [nb, BH, 1], FS_ROWS_THREADS, rowsShared,
     [sel.ptr, athk.ptr, tk.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb, all ? T : nb, all ? 6 : 0]);
   const block = (): void => rt.launch(kBlock, [nb, BH, 1], FS_CHUNK, 0,

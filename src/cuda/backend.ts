@@ -25,7 +25,7 @@ import {
 import type { AttentionVariant } from './kernels/attention.js';
 import { keyIntervalsSource } from './kernels/selection.js';
 import {
-  fsAnchorGrid, fsAnchorSource, fsAnchorWarps, fsBlockName, fsBlockSource, fsGeometry, fsLeavesSource, fsMergeSource, fsRowsSource, FS_ANCHOR_THREADS, FS_CHUNK, FS_LEAVES, FS_ROWS_THREADS,
+  fsAnchorLaunches, fsAnchorSource, FS_ANCHOR_STRIDE, fsBlockName, fsBlockSource, fsGeometry, fsLeavesSource, fsMergeSource, fsRowsSource, FS_ANCHOR_THREADS, FS_CHUNK, FS_LEAVES, FS_ROWS_THREADS,
 } from './kernels/selection-fast.js';
 import { embeddingBackwardSource, embeddingForwardSource, EMBEDDING_BLOCK } from './kernels/embedding.js';
 import {
@@ -639,9 +639,10 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         [tk.ptr + level(2 * size), tp.ptr + level(2 * size), tk.ptr + level(size), tp.ptr + level(size), BH, Tx, size]);
     }
     // 2. anchors, 3. their rows (the rows of queries 64 b), 4. every query (and, with out.all, its row)
-    const AW = fsAnchorWarps(BH * (nb + 1), this.rt.multiprocessors);
-    this.launch(`sparsek_fs_anchor_w${AW}`, () => fsAnchorSource(AW), fsAnchorGrid(BH * (nb + 1), AW), FS_ANCHOR_THREADS,
-      [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
+    for (const { phase, AW, grid } of fsAnchorLaunches(BH, nb, K, this.rt.multiprocessors)) {
+      this.launch(`sparsek_fs_anchor_w${AW}`, () => fsAnchorSource(AW), grid, FS_ANCHOR_THREADS,
+        [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb, FS_ANCHOR_STRIDE, phase]);
+    }
     this.launch('sparsek_fs_rows', fsRowsSource, [nb, BH, 1], FS_ROWS_THREADS,
       [out.rows, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, out.all ? T : nb, out.all ? 6 : 0], rowsShared);
     const all = { ALL: out.all };

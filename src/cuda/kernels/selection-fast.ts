@@ -260,6 +260,27 @@ export function fsAnchorGrid(anchors: number, AW: 1 | 4): number {
   return Math.ceil((anchors * AW) / (FS_ANCHOR_THREADS / 32));
 }
 
+/** Phase 1 of the anchors takes every FS_ANCHOR_STRIDE-th one (and the last) of a row. */
+export const FS_ANCHOR_STRIDE = 16;
+
+/**
+ * The launches of sparsek_fs_anchor for BH rows of nb + 1 anchors, in order. Where K > 0 and a row has
+ * more than 2 FS_ANCHOR_STRIDE anchors: phase 1, every FS_ANCHOR_STRIDE-th anchor and the last, with
+ * full searches; then phase 2, the others, each searching between the keys of the two phase-1 anchors
+ * around it (thk and tau never decrease with i). Otherwise one launch of every anchor (phase 0).
+ * Arguments after the kernel's others: S = FS_ANCHOR_STRIDE, phase.
+ */
+export function fsAnchorLaunches(BH: number, nb: number, K: number, multiprocessors: number): { phase: 0 | 1 | 2; AW: 1 | 4; grid: number }[] {
+  const S = FS_ANCHOR_STRIDE, all = BH * (nb + 1);
+  if (K === 0 || nb + 1 <= 2 * S) {
+    const AW = fsAnchorWarps(all, multiprocessors);
+    return [{ phase: 0, AW, grid: fsAnchorGrid(all, AW) }];
+  }
+  const first = BH * (Math.floor(nb / S) + 1 + (nb % S !== 0 ? 1 : 0));
+  const AW1 = fsAnchorWarps(first, multiprocessors), AW2 = fsAnchorWarps(all - first, multiprocessors);
+  return [{ phase: 1, AW: AW1, grid: fsAnchorGrid(first, AW1) }, { phase: 2, AW: AW2, grid: fsAnchorGrid(all, AW2) }];
+}
+
 /**
  * Phase A: thk and tau at each block's base query a_b = max(64 b, K + W), b = 0..nb; AW warps per
  * (b, row), grid fsAnchorGrid. athk = 0 and atau = -inf where the base has <= K candidates.
@@ -270,7 +291,7 @@ export function fsAnchorGrid(anchors: number, AW: 1 | 4): number {
 export function fsAnchorSource(AW: 1 | 4): KernelSource {
   return {
     name: `sparsek_fs_anchor_w${AW}`,
-    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
     source: `${common()}
 #define AW ${AW}
 __device__ __forceinline__ void group_sync() {
@@ -308,17 +329,22 @@ extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_an
     const u64* tk,       // (NL, BH, Tx) tree keys
     const double* tp,    // (NL, BH, Tx) tree prefix sums
     const float* u,      // (BH, T)
-    int BH, int T, int K, int W, int Tx, int d, int NL, int nb) {
+    int BH, int T, int K, int W, int Tx, int d, int NL, int nb,
+    int S, int phase) { // phase 0: every anchor; 1: b % S == 0 and nb; 2: the others, bracketed by those (K > 0)
   __shared__ int allFlags[${FS_ANCHOR_THREADS} / 32];
   const int gw = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) / (32 * AW)); // this warp's anchor
-  if (gw >= BH * (nb + 1)) return; // (AW 1 only: with AW 4 a block is one anchor)
+  // phase 1 numbers its anchors b = 0, S, 2 S, ..., nb per row; phases 0 and 2 every b (2 skips phase 1's)
+  const int per = phase == 1 ? nb / S + 1 + (nb % S != 0 ? 1 : 0) : nb + 1;
+  if (gw >= BH * per) return; // (AW 1 only: with AW 4 a block is one anchor)
   int* flags = allFlags + (threadIdx.x >> 5) / AW * AW;
-  const int row = gw / (nb + 1), b = gw % (nb + 1);
+  const int row = gw / per, b = phase == 1 ? min((gw % per) * S, nb) : gw % per;
+  if (phase == 2 && (b % S == 0 || b == nb)) return;
+  const size_t ai = (size_t)row * (nb + 1) + b;
   Tree tr; tr.tk = tk; tr.tp = tp; tr.u = u + (size_t)row * T; tr.NL = NL; tr.BH = BH; tr.Tx = Tx; tr.d = d; tr.row = row;
   const int n = clampn((long long)max(CHUNK * b, K + W) - W + 1, T);
   const bool w0 = threadIdx.x % (32 * AW) == 0;
   if (n <= K) {
-    if (w0) { athk[gw] = 0ull; atau[gw] = -DINF; }
+    if (w0) { athk[ai] = 0ull; atau[ai] = -DINF; }
     return;
   }
   // keys[first, N): the real positions of the first node holding x = j + d < n + d (pads, key 0, below)
@@ -328,9 +354,16 @@ extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_an
   const int N = min(Tx, CHUNK << L), first = N - (min(N, T + d) - d);
   // the r-th largest candidate key (r = max(K, 1)): the largest index with at least r candidates at or above it
   const int r = max(K, 1);
-  const int m = smallest_true(first + 1, N, [&](int y) { return cs_warp(tr, n, keys[y]).c < r; }, flags) - 1;
+  const auto below = [&](int y) { return cs_warp(tr, n, keys[y]).c < r; };
+  // Phase 2: thk and tau never decrease with i, so the anchors b0 = b - b % S and b1 = min(b0 + S, nb),
+  // made in phase 1, bracket this one's: the searches start from the keys between theirs.
+  const size_t a0 = (size_t)row * (nb + 1) + (b - b % S), a1 = (size_t)row * (nb + 1) + min(b - b % S + S, nb);
+  int m;
+  if (phase == 2) { // exact: the answer, thk_b's index + 1, lies in [lb(thk_b0) + 1, lb(thk_b1) + 1]
+    m = smallest_true(max(first + 1, lower_bound(keys, first, N, athk[a0]) + 1), min(N, lower_bound(keys, first, N, athk[a1]) + 1), below, flags) - 1;
+  } else m = smallest_true(first + 1, N, below, flags) - 1;
   if (K == 0) {
-    if (w0) { athk[gw] = ~0ull; atau[gw] = val_of(keys[m]); }
+    if (w0) { athk[ai] = ~0ull; atau[ai] = val_of(keys[m]); }
     return;
   }
   const u64 thk = keys[m];
@@ -345,14 +378,24 @@ extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_an
     // smallest y with f(g(keys[y])) <= K, g(v) = v (entry) and v - 1 (exit)
     int ys[2];
     for (int q = 0; q < 2; q++) {
-      ys[q] = smallest_true(first, N, [&](int x) {
+      const auto settled = [&](int x) {
         const double t = val_of(keys[x]) - (double)q;
         const CS a = cs_warp(tr, n, key_gt(t)), c = cs_warp(tr, n, key_ge(t + 1.0));
         const int nF = a.c - c.c;
         const double sF = a.s - c.s, nFt = (double)nF * t, f = (double)c.c + sF - nFt;
         const double tol = 4.0 * 2.220446049250313e-16 * ((double)c.c + fabs(sF) + fabs(nFt));
         return f <= (double)K + tol;
-      }, flags);
+      };
+      int y = -1;
+      if (phase == 2) {
+        // near the breakpoints between tau_b0 and tau_b1 (+ q): a guess, kept only if the predicate
+        // flips right at the answer (it is monotone, so that answer is the one the whole range gives)
+        const int lo = max(first, lower_bound(keys, first, N, key_ge(atau[a0] + (double)q)) - 1);
+        const int hi = min(N, lower_bound(keys, first, N, key_gt(atau[a1] + (double)q)) + 1);
+        y = smallest_true(lo, max(lo, hi), settled, flags);
+        if ((y == lo && y > first && settled(y - 1)) || (y == max(lo, hi) && y < N && !settled(y))) y = -1;
+      }
+      ys[q] = y >= 0 ? y : smallest_true(first, N, settled, flags);
     }
     double lo = -DINF, hi = DINF;
     if (ys[0] > first) lo = fmax(lo, val_of(keys[ys[0] - 1]));
@@ -367,7 +410,7 @@ extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_an
       tau = t < lo ? lo : t > hi ? hi : t;
     }
   }
-  if (w0) { athk[gw] = thk; atau[gw] = tau; }
+  if (w0) { athk[ai] = thk; atau[ai] = tau; }
 }
 `,
   };
