@@ -2,8 +2,8 @@
 //
 //   node --import tsx dev/cuda-attention-fast/bench-backward.ts [--T 4096,16384,65536] [--NH 16] [--NKV 16]
 //        [--HS 64,128] [--K 512] [--W 512] [--repeats 20] [--skip-validate] [--skip-emulate] [--no-prod]
-//        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:flags] (e exp2f, f ex2.approx; flags s: reductions as
-//        plain stores, a timing probe whose results are wrong; w: WHOLE; r: FREE)   [--dump DIR]
+//        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:s] (e exp2f, f ex2.approx; s: reductions as plain
+//        stores, a timing probe whose results are wrong)   [--dump DIR]
 //
 // 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks and
 //    query tiles with its band mask and whole-tile rule, sel's key set (Sel_{i0} then the new
@@ -49,8 +49,7 @@ const HSs = opt('HS', '64,128').split(',').map(Number);
 const Kt = Number(opt('K', '512')), Wt = Number(opt('W', '512')), repeats = Number(opt('repeats', '20'));
 const variants: BackwardVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',').map((s) => {
   const [hs, ex, mb, flags = ''] = s.split(':');
-  return { HS: Number(hs) as 64 | 128, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
-    WHOLE: flags.includes('w'), FREE: flags.includes('r') };
+  return { HS: Number(hs) as 64 | 128, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s') };
 });
 const vname = (v: BackwardVariant): string => bwdSelName(v).replace('spk_bwd_sel_', '');
 const emit = (o: Record<string, unknown>): void => console.log(JSON.stringify(o));
@@ -288,19 +287,6 @@ function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, s
       for (let cc = 0; cc < nsel; cc++) pos[cc] = f.sel[i0 * K + cc];
       for (let j = rlo; j < rhi; j++) pos[nselT * BT + j - rlo] = j;
       const num = new Float64Array(BT);
-      // FREE's rule: a key's rows in F_i are one range of the block's rows with finite tau (tau never
-      // decreases with i: -inf first, +inf past T last): u_j > tau_r on a prefix, u_j - tau_r < 1 on a suffix
-      const tauRow = (cq: number): number => (i0 + cq < T ? f.tau[i0 + cq] : Infinity);
-      let ra = 0;
-      while (ra < BT && tauRow(ra) === -Infinity) ra++;
-      let rb = ra;
-      while (rb < BT && tauRow(rb) !== Infinity) rb++;
-      const freeRows = (ud: number): [number, number] => {
-        let p1 = ra, p2 = ra;
-        while (p1 < rb && ud > tauRow(p1)) p1++;
-        while (p2 < rb && !(ud - tauRow(p2) < 1)) p2++;
-        return [p2, p1];
-      };
       for (let gi = 0; gi < G && nT > 0; gi++) {
         const written = new Map<number, number>();
         for (let t = 0; t < nT; t++) for (let r = 0; r < BT; r++) for (let cq = 0; cq < BT; cq++) {
@@ -317,8 +303,6 @@ function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, s
           written.set(slot, 1);
           dgk[bh][slot] = gi === 0 ? p * dov : dgk[bh][slot] + p * dov;
           const ud = x.u[ub + j], td = f.tau[i];
-          const [fa, fb] = freeRows(ud);
-          if ((cq >= fa && cq < fb) !== (ud > td && ud - td < 1)) return `sel: F rows of key ${j} in block ${i0} are not the range [${fa}, ${fb})`;
           if (ud > td && ud - td < 1) num[cq] += p * dov;
         }
         const selects = f.count.slice(i0, Math.min(T, i0 + BT)).reduce((a, y) => a + y, 0);

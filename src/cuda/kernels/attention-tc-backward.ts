@@ -52,16 +52,6 @@ export interface BackwardVariant {
   MINB?: number;
   /** Lab probe only (wrong results): the global reductions become plain stores, to time what they cost. */
   STORE?: boolean;
-  /**
-   * win: tiles whose pairs are all window pairs run a copy of the per-pair loop without the mask (the
-   * first version tested every pair). Default false.
-   */
-  WHOLE?: boolean;
-  /**
-   * sel: each key's rows in F_i as a range worked out once per block (tau never decreases with i), in
-   * place of two float compares per pair, and the gate as one saturating subtraction. Default false.
-   */
-  FREE?: boolean;
 }
 
 /** Queries and keys per tile, both kernels. */
@@ -69,11 +59,10 @@ export const BT = 64;
 const NTHR = 128;
 
 function full(o: BackwardVariant): Required<BackwardVariant> {
-  return { FASTEXP: true, MINB: 0, STORE: false, WHOLE: false, FREE: false, ...o };
+  return { FASTEXP: true, MINB: 0, STORE: false, ...o };
 }
 
-const suffix = (o: Required<BackwardVariant>): string =>
-  `hs${o.HS}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.STORE ? '_store' : ''}${o.WHOLE ? '_whole' : ''}${o.FREE ? '_free' : ''}`;
+const suffix = (o: Required<BackwardVariant>): string => `hs${o.HS}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.STORE ? '_store' : ''}`;
 export const bwdWinName = (v: BackwardVariant): string => `spk_bwd_win_${suffix(full(v))}`;
 export const bwdSelName = (v: BackwardVariant): string => `spk_bwd_sel_${suffix(full(v))}`;
 export const bwdPrepName = (OUT: 'bf16' | 'f32'): string => `spk_bwd_prep_${OUT}`;
@@ -174,12 +163,6 @@ __device__ __forceinline__ float ex2(float x) {
   return exp2f(x);
 #endif
 }
-// clip(a - b, 0, 1) in one instruction (a gate)
-__device__ __forceinline__ float sat_sub(float a, float b) {
-  float y;
-  asm("sub.sat.f32 %0, %1, %2;" : "=f"(y) : "f"(a), "f"(b));
-  return y;
-}
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
   u32 d;
   asm("cvt.rn.bf16x2.f32 %0, %2, %1;" : "=r"(d) : "f"(lo), "f"(hi));
@@ -255,35 +238,6 @@ extern "C" __global__ void __launch_bounds__(256) ${name}(
  * t < ceil((W + 63) / 64), for each head of the group. Tiles where every (i, j) is a window pair
  * skip the mask.
  */
-/**
- * win's per-pair loop over the warp's 16 keys x 64 queries: P and dS into registers (pa, sa) and dS^T
- * into Ps. whole: true, every pair is a window pair (no test); false, test each pair; null (the first
- * version), test each pair unless the tile is whole.
- */
-function pairLoop(whole: boolean | null): string {
-  const inside = whole === true ? 'true'
-    : `${whole === null ? 'whole || ' : ''}(d >= 0 && d < W && qa + c < T)`;
-  return `#pragma unroll
-    for (int n = 0; n < NT; n++) {
-      float p[4], ds[4];
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int c = n * 8 + 2 * t4 + (e & 1);
-${whole === true ? '' : `        const int d = qa + c - (j0 + wk + g8 + 8 * (e >> 1)); // i - j
-`}        const bool in = ${inside};
-        p[e] = in ? ex2(s[n][e] * sl - Lst[c]) : 0.f;
-        ds[e] = p[e] * (dp[n][e] - Dst[c]);
-      }
-      pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
-      pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
-      sa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(ds[0], ds[1]);
-      sa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(ds[2], ds[3]);
-      // dS^T for the block's dQ product: [key][query]
-      *reinterpret_cast<u32*>(Ps + (wk + g8) * LDP + n * 8 + 2 * t4) = sa[n >> 1][(n & 1) * 2 + 0];
-      *reinterpret_cast<u32*>(Ps + (wk + g8 + 8) * LDP + n * 8 + 2 * t4) = sa[n >> 1][(n & 1) * 2 + 1];
-    }`;
-}
-
 export function bwdWinSource(v: BackwardVariant): KernelSource {
   const o = full(v);
   const name = bwdWinName(o);
@@ -389,11 +343,25 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     // every pair a window pair: queries [qa, qa + 63] all < T, qa >= j0 + 63, qa + 63 - j0 < W
     const bool whole = qa >= j0 + BT - 1 && qa + BT - 1 - j0 < W && qa + BT <= T;
     u32 pa[BT / 16][4], sa[BT / 16][4];
-${o.WHOLE ? `if (whole) {
-${pairLoop(true)}
-    } else {
-${pairLoop(false)}
-    }` : pairLoop(null)}
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+      float p[4], ds[4];
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = n * 8 + 2 * t4 + (e & 1);
+        const int d = qa + c - (j0 + wk + g8 + 8 * (e >> 1)); // i - j
+        const bool in = whole || (d >= 0 && d < W && qa + c < T);
+        p[e] = in ? ex2(s[n][e] * sl - Lst[c]) : 0.f;
+        ds[e] = p[e] * (dp[n][e] - Dst[c]);
+      }
+      pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
+      pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
+      sa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(ds[0], ds[1]);
+      sa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(ds[2], ds[3]);
+      // dS^T for the block's dQ product: [key][query]
+      *reinterpret_cast<u32*>(Ps + (wk + g8) * LDP + n * 8 + 2 * t4) = sa[n >> 1][(n & 1) * 2 + 0];
+      *reinterpret_cast<u32*>(Ps + (wk + g8 + 8) * LDP + n * 8 + 2 * t4) = sa[n >> 1][(n & 1) * 2 + 1];
+    }
     // dV += P^T dO, dK += dS^T Q (k = queries: down the rows of the Q and dO tiles)
 #pragma unroll
     for (int kk = 0; kk < BT / 16; kk++) {
@@ -513,8 +481,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   float* mu_ = qhi + BT;
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
   float* mdg = reinterpret_cast<float*>(mpos + nkeys); // per key: its dg summed over the block's F pairs and heads
-  int* mrng = reinterpret_cast<int*>(mdg + nkeys);      // per key: the block rows [lo, hi) that select it, lo | hi << 8${o.FREE ? `
-                                                        // | fa << 16 | fb << 24, the rows [fa, fb) of those with j in F_i` : ''}
+  int* mrng = reinterpret_cast<int*>(mdg + nkeys);      // per key: the block rows [lo, hi) that select it, lo | hi << 8
   for (int r = tid; r < BT; r += NTHR) {
     const int i = i0 + r;
     bthk[r] = i < T ? thk[kv0 + i] : ~0ull;
@@ -522,13 +489,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     qt[r] = (float)td;
     free_bounds(td, qlo[r], qhi[r]);
   }
-  __syncthreads();${o.FREE ? `
-  // F_i's rows: tau never decreases with i, -inf first (no full selection yet) and +inf last (past T);
-  // between them, [ra, rb), so do F_i's float bounds, and the rows where a key is free are a range
-  int ra = 0, rb = 0;
-  for (int z = BT; ra < z;) { const int mid = (ra + z) >> 1; if (qt[mid] == -FINF) ra = mid + 1; else z = mid; }
-  rb = ra;
-  for (int z = BT; rb < z;) { const int mid = (rb + z) >> 1; if (qt[mid] != FINF) rb = mid + 1; else z = mid; }` : ''}
+  __syncthreads();
   // Which block rows select each key: thk never decreases with i, so key >= thk_i holds for the rows
   // before hi (a search of the block's thk); a new candidate j also needs j <= i - W, the rows from lo.
   const auto rows_of = [&](int x, int j, float uj) {
@@ -540,13 +501,8 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
       if (bthk[mid] <= key) a = mid + 1;
       else z = mid;
     }
-    const int lo = x < nselT * BT ? 0 : min(BT, max(0, j + W - i0));${o.FREE ? `
-    int p1 = ra, p2 = ra; // the first rows of [ra, rb) with lo_r > u_j, and with hi_r >= u_j
-    for (int z = rb; p1 < z;) { const int mid = (p1 + z) >> 1; if (!(qlo[mid] > uj)) p1 = mid + 1; else z = mid; }
-    for (int z = rb; p2 < z;) { const int mid = (p2 + z) >> 1; if (!(qhi[mid] >= uj)) p2 = mid + 1; else z = mid; }
-    const int fa = max(lo, p2), fb = min(a, p1);
-    return lo | a << 8 | (fa < fb ? fa | fb << 8 : 0) << 16;` : `
-    return lo | a << 8;`}
+    const int lo = x < nselT * BT ? 0 : min(BT, max(0, j + W - i0));
+    return lo | a << 8;
   };
   for (int x = tid; x < nkeys; x += NTHR) {
     const int t = x / BT, r = x % BT;
@@ -601,15 +557,13 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
       __syncthreads();
       const bf16* Kst = Ks + st * BT * LDS;
       // this thread's two keys (rows g8 and g8 + 8 of the warp's 16): row ranges and scores
-      int klo[2], khi[2];${o.FREE ? ' int kfa[2], kfb[2];' : ''}
+      int klo[2], khi[2];
       float ku[2];
 #pragma unroll
       for (int rr = 0; rr < 2; rr++) {
         const int x = t * BT + wk + g8 + 8 * rr, rg = mrng[x];
         klo[rr] = rg & 255;
-        khi[rr] = ${o.FREE ? '(rg >> 8) & 255' : 'rg >> 8'};${o.FREE ? `
-        kfa[rr] = (rg >> 16) & 255;
-        kfb[rr] = (unsigned)rg >> 24;` : ''}
+        khi[rr] = rg >> 8;
         ku[rr] = mu_[x];
       }
       // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys x 64 queries: win's loop, written out again
@@ -642,18 +596,18 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
         const int c0 = n * 8 + 2 * t4;
         const float2 L2 = *reinterpret_cast<const float2*>(qL + c0), D2 = *reinterpret_cast<const float2*>(qD + c0);
         const float2 t2 = *reinterpret_cast<const float2*>(qt + c0);
-${o.FREE ? '' : `        const float2 lo2 = *reinterpret_cast<const float2*>(qlo + c0), hi2 = *reinterpret_cast<const float2*>(qhi + c0);
-`}        float pg[4], ds[4];
+        const float2 lo2 = *reinterpret_cast<const float2*>(qlo + c0), hi2 = *reinterpret_cast<const float2*>(qhi + c0);
+        float pg[4], ds[4];
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int rr = e >> 1, c = c0 + (e & 1);
           const bool in = c >= klo[rr] && c < khi[rr]; // j in Sel_i
           const float Lc = (e & 1) ? L2.y : L2.x, Dc = (e & 1) ? D2.y : D2.x, tc = (e & 1) ? t2.y : t2.x;
           const float p = in ? ex2(s[n][e] * sl - Lc) : 0.f;
-          const float gt = ${o.FREE ? 'sat_sub(ku[rr], tc)' : 'fminf(fmaxf(ku[rr] - tc, 0.f), 1.f)'};
+          const float gt = fminf(fmaxf(ku[rr] - tc, 0.f), 1.f);
           ds[e] = p * (gt * dp[n][e] - Dc);
           pg[e] = p * gt;
-          if (${o.FREE ? 'c >= kfa[rr] && c < kfb[rr]' : 'in && ku[rr] >= ((e & 1) ? lo2.y : lo2.x) && ku[rr] <= ((e & 1) ? hi2.y : hi2.x)'}) { // j in F_i
+          if (in && ku[rr] >= ((e & 1) ? lo2.y : lo2.x) && ku[rr] <= ((e & 1) ? hi2.y : hi2.x)) { // j in F_i
             const float dg = p * dp[n][e];
             num[n][e & 1] += dg;
             kdg[rr] += dg;
