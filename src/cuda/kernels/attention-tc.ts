@@ -221,37 +221,7 @@ __device__ __forceinline__ void tile_step(
       mx[rr] = fmaxf(mx[rr], x);
     }
   }
-  float corr[2], mu[2];
-#pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 1));
-    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 2));
-    const float mn = fmaxf(m[rr], mx[rr] * sl);
-    mu[rr] = mn == -FINF ? 0.f : mn;      // a row with no key yet: keep p = 0, corr = 1
-    corr[rr] = ex2(m[rr] - mu[rr]);
-    m[rr] = mn;
-    l[rr] *= corr[rr];
-  }
-#pragma unroll
-  for (int n = 0; n < NO; n++) {
-    o[n][0] *= corr[0]; o[n][1] *= corr[0];
-    o[n][2] *= corr[1]; o[n][3] *= corr[1];
-  }
-  u32 pa[BK / 16][4];
-#pragma unroll
-  for (int n = 0; n < NT; n++) {
-    float p[4];
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int c = n * 8 + 2 * t4 + (e & 1);
-      p[e] = ex2(fmaf(s[n][e], sl, -mu[e >> 1]));
-      l[e >> 1] += p[e];
-      if (KIND == KIND_SEL) p[e] *= sat_sub(mt.u[c], qtau[e >> 1]);
-      if (KIND == KIND_EDGE && rl[e >> 1] >= (mt.rng[c] >> 16)) p[e] *= sat_sub(mt.u[c], qtau[e >> 1]);
-    }
-    pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
-    pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
-  }
+  const float mxs = sl; // the max of raw scores, into the exp2 domain
 #else
   // mask and scale; row max
   float mx[2] = {-FINF, -FINF};
@@ -276,12 +246,14 @@ __device__ __forceinline__ void tile_step(
       mx[rr] = fmaxf(mx[rr], x);
     }
   }
+  const float mxs = 1.f;
+#endif
   float corr[2], mu[2];
 #pragma unroll
   for (int rr = 0; rr < 2; rr++) {
     mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 1));
     mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 2));
-    const float mn = fmaxf(m[rr], mx[rr]);
+    const float mn = fmaxf(m[rr], mx[rr] * mxs);
     mu[rr] = mn == -FINF ? 0.f : mn;      // a row with no key yet: keep p = 0, corr = 1
     corr[rr] = ex2(m[rr] - mu[rr]);     // m = -inf: 0, and o, l are 0 anyway
     m[rr] = mn;
@@ -293,6 +265,22 @@ __device__ __forceinline__ void tile_step(
     o[n][2] *= corr[1]; o[n][3] *= corr[1];
   }
   u32 pa[BK / 16][4];
+#if MASK_ROWS
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+    float p[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int c = n * 8 + 2 * t4 + (e & 1);
+      p[e] = ex2(fmaf(s[n][e], sl, -mu[e >> 1]));
+      l[e >> 1] += p[e];
+      if (KIND == KIND_SEL) p[e] *= sat_sub(mt.u[c], qtau[e >> 1]);
+      if (KIND == KIND_EDGE && rl[e >> 1] >= (mt.rng[c] >> 16)) p[e] *= sat_sub(mt.u[c], qtau[e >> 1]);
+    }
+    pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
+    pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
+  }
+#else
 #pragma unroll
   for (int n = 0; n < NT; n++) {
     float p[4];
@@ -360,15 +348,21 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const int j = lo + (t - nselT) * BK + r;
     return j < hi ? j : -1;
   };
-#if MASK_ROWS
+#if META_ALL
   const int nkeys = nT * BK;
+#if MASK_ROWS
   u64* bthk = mkey;
   float* mu_ = reinterpret_cast<float*>(bthk + BQ);
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
   int* mrng = mpos + nkeys;
   for (int r = tid; r < BQ; r += NTHR) bthk[r] = i0 + r < T ? thk[kv0 + i0 + r] : ~0ull;
   __syncthreads();
-  // every key's data: position, u, and the block rows [a, b) that attend it, from g on gated
+#else
+  float* mu_ = reinterpret_cast<float*>(mkey + nkeys);
+  int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
+#endif
+  // every key's data, 4 independent loads of sel then 4 of u per thread and batch: position, u, and
+  // with MASK_ROWS the block rows [a, b) that attend it, from g on gated, else its key
   for (int base = 0; base < nkeys; base += 4 * NTHR) {
     int j[4];
     float uu[4];
@@ -382,6 +376,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
       if (x >= nkeys) continue;
       mpos[x] = j[a];
       mu_[x] = uu[a];
+#if MASK_ROWS
       int ra = 0, rb = 0, rg = 0;
       if (j[a] >= 0) {
         // rows selecting j by its key: thk never decreases with i, so a prefix [0, hs)
@@ -403,34 +398,17 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
         }
       }
       mrng[x] = ra | rb << 8 | rg << 16;
+#else
+      mkey[x] = j[a] >= 0 ? (((u64)ord_of(uu[a]) << 32) | (unsigned)j[a]) : 0ull;
+#endif
     }
   }
   __syncthreads();
+#if MASK_ROWS
   auto meta_of = [&](int t, int st) -> Meta { return Meta{nullptr, mu_ + t * BK, mpos + t * BK, mrng + t * BK}; };
-#elif META_ALL
-  const int nkeys = nT * BK;
-  float* mu_ = reinterpret_cast<float*>(mkey + nkeys);
-  int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
-  // all keys' data, 4 independent loads of sel then 4 of u per thread and batch
-  for (int base = 0; base < nkeys; base += 4 * NTHR) {
-    int j[4];
-    float uu[4];
-#pragma unroll
-    for (int a = 0; a < 4; a++) { const int x = base + a * NTHR + tid; j[a] = x < nkeys ? key_pos(x) : -1; }
-#pragma unroll
-    for (int a = 0; a < 4; a++) uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f;
-#pragma unroll
-    for (int a = 0; a < 4; a++) {
-      const int x = base + a * NTHR + tid;
-      if (x < nkeys) {
-        mpos[x] = j[a];
-        mu_[x] = uu[a];
-        mkey[x] = j[a] >= 0 ? (((u64)ord_of(uu[a]) << 32) | (unsigned)j[a]) : 0ull;
-      }
-    }
-  }
-  __syncthreads();
+#else
   auto meta_of = [&](int t, int st) -> Meta { return Meta{mkey + t * BK, mu_ + t * BK, mpos + t * BK, nullptr}; };
+#endif
 #else
   float* mu_ = reinterpret_cast<float*>(mkey + 2 * BK);
   int* mpos = reinterpret_cast<int*>(mu_ + 2 * BK);
