@@ -264,15 +264,17 @@ export function fsAnchorGrid(anchors: number, AW: 1 | 4): number {
 export const FS_ANCHOR_STRIDE = 16;
 
 /**
- * The launches of sparsek_fs_anchor for BH rows of nb + 1 anchors, in order. Where K > 0 and a row has
- * more than 2 FS_ANCHOR_STRIDE anchors: phase 1, every FS_ANCHOR_STRIDE-th anchor and the last, with
- * full searches; then phase 2, the others, each searching between the keys of the two phase-1 anchors
- * around it (thk and tau never decrease with i). Otherwise one launch of every anchor (phase 0).
- * Arguments after the kernel's others: S = FS_ANCHOR_STRIDE, phase.
+ * The launches of sparsek_fs_anchor for BH rows of nb + 1 anchors, in order. Where K > 0 and the
+ * anchors would take more than one wave of warps (more than 32 per SM): phase 1, every
+ * FS_ANCHOR_STRIDE-th anchor and the last, with full searches; then phase 2, the others, each
+ * searching between the keys of the two phase-1 anchors around it (thk and tau never decrease with
+ * i). Otherwise one launch of every anchor (phase 0): each anchor is a chain of dependent loads, and
+ * two phases in one wave only add a second chain (H100: 0.136 against 0.072 ms at T = 4K, 16 rows;
+ * 0.357 against 0.634 at 64K). Arguments after the kernel's others: S = FS_ANCHOR_STRIDE, phase.
  */
 export function fsAnchorLaunches(BH: number, nb: number, K: number, multiprocessors: number): { phase: 0 | 1 | 2; AW: 1 | 4; grid: number }[] {
   const S = FS_ANCHOR_STRIDE, all = BH * (nb + 1);
-  if (K === 0 || nb + 1 <= 2 * S) {
+  if (K === 0 || nb + 1 <= 2 * S || all <= 32 * multiprocessors) {
     const AW = fsAnchorWarps(all, multiprocessors);
     return [{ phase: 0, AW, grid: fsAnchorGrid(all, AW) }];
   }
