@@ -1,7 +1,7 @@
 // Harness for the fast selection (kernel.ts): emulation, GPU validation, timing. One JSON line per result.
 //
 //   node --import tsx dev/cuda-selection-fast/bench.ts [--T 4096,16384,65536] [--rows 16] [--K 512] [--W 512]
-//        [--repeats 20] [--dump DIR] [--no-old] [--skip-emulate] [--probe]
+//        [--repeats 20] [--dump DIR] [--no-old] [--skip-emulate] [--probe] [--two-phases]
 //
 // 1. emulate (no GPU): emulate.ts's fastSelect, the kernels' algorithm step for step, against CausalSelector
 //    (src/cpu/kernels/selection.ts) on awkward cases: tau to 1e-9 (relative, absolute below 1), thk, count,
@@ -30,6 +30,9 @@ const opt = (name: string, dflt: string): string => (args.includes(`--${name}`) 
 const Ts = opt('T', '4096,16384,65536').split(',').map(Number);
 const ROWS = Number(opt('rows', '16')), KB = Number(opt('K', '512')), WB = Number(opt('W', '512'));
 const repeats = Number(opt('repeats', '20'));
+// --two-phases: the anchors in two phases wherever a row has more than 2 FS_ANCHOR_STRIDE of them, as
+// CudaBackend does only past one wave of warps (so the small validation cases check phase 2 too)
+const twoPhases = args.includes('--two-phases');
 const out = (o: object): void => console.log(JSON.stringify(o));
 let failures = 0;
 
@@ -207,7 +210,7 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
   const tau = take(BH * T * 8), thk = take(BH * T * 8), count = take(BH * T * 4), nfree = take(BH * T * 4);
   const sel = take(BH * (all ? T : nb) * K * 4);
   const rowsShared = 4 * Math.ceil(Tx / 32);
-  const kInit = kernel(fsInitSource()), kMerge = kernel(fsMergeSource()), launches = fsAnchorLaunches(BH, nb, K, rt.multiprocessors);
+  const kInit = kernel(fsInitSource()), kMerge = kernel(fsMergeSource()), launches = fsAnchorLaunches(BH, nb, K, twoPhases ? 0 : rt.multiprocessors);
   const kRows = kernel(fsRowsSource(), rowsShared), kBlock = kernel(fsBlockSource({ ALL: all }));
   const g = (n: number): number => Math.ceil(n / 256);
   const tree = (): void => {
