@@ -36,6 +36,8 @@ import type { AttentionShape } from '../../src/core/check.js';
 import { fastForwardShared, fastForwardSource } from '../../src/cuda/kernels/attention-tc.js';
 import { compactRows } from './rows.js';
 import type { FastForwardVariant } from '../../src/cuda/kernels/attention-tc.js';
+import { bitsOf, bf16, cases as sharedCases, deviceHelpers, normal, scoresOf, toBf16 } from './harness.js';
+import type { Case } from './harness.js';
 import {
   BT, BWD_THREADS, bwdPrepSource, bwdSelName, bwdSelShared, bwdSelSource, bwdWinName, bwdWinShared, bwdWinSource,
 } from '../../src/cuda/kernels/attention-tc-backward.js';
@@ -64,55 +66,15 @@ if (args.includes('--dump')) {
   process.exit();
 }
 
-// ---- inputs (as bench.ts) --------------------------------------------------------------------
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-    s = (s ^ (s >>> 12)) >>> 0;
-    return s / 2 ** 32;
-  };
-}
-const normal = (n: number, seed: number): Float32Array => {
-  const r = rng(seed), a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
-  return a;
-};
-const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
-function bf16Bits(x: number): number {
-  f32[0] = x;
-  const b = u32[0];
-  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
-}
-function bf16(x: number): number {
-  u32[0] = bf16Bits(x) << 16;
-  return f32[0];
-}
-const toBf16 = (a: Float32Array): Float32Array => a.map(bf16);
-const bitsOf = (a: Float32Array): Uint16Array => {
-  const b = new Uint16Array(a.length);
-  for (let i = 0; i < a.length; i++) b[i] = bf16Bits(a[i]);
-  return b;
-};
+// ---- inputs, bf16 rounding, the shared cases: harness.ts ---------------------------------------
 const fr = Math.fround;
 
-interface Case { name: string; shape: AttentionShape; K: number; W: number; u: 'normal' | 'tied' }
 const cases: Case[] = [
-  { name: 'gqa', shape: { B: 1, T: 1000, NH: 4, NKV: 2, HS: 64 }, K: 100, W: 37, u: 'normal' },
-  { name: 'bench-like', shape: { B: 1, T: 2048, NH: 2, NKV: 2, HS: 64 }, K: 512, W: 512, u: 'normal' },
-  { name: 'W=0 B=2 HS=128', shape: { B: 2, T: 777, NH: 2, NKV: 1, HS: 128 }, K: 64, W: 0, u: 'normal' },
-  { name: 'K>=T', shape: { B: 1, T: 300, NH: 2, NKV: 2, HS: 64 }, K: 1000, W: 64, u: 'normal' },
-  { name: 'K=0', shape: { B: 1, T: 513, NH: 2, NKV: 1, HS: 64 }, K: 0, W: 100, u: 'normal' },
-  { name: 'tied', shape: { B: 1, T: 700, NH: 2, NKV: 2, HS: 128 }, K: 50, W: 20, u: 'tied' },
-  { name: 'T=1', shape: { B: 1, T: 1, NH: 1, NKV: 1, HS: 64 }, K: 5, W: 3, u: 'normal' },
+  ...sharedCases,
   // W = 63 and 2 (mod 64): the edges of win's whole-tile rule and of its query-tile count
   { name: 'W=127', shape: { B: 1, T: 611, NH: 2, NKV: 1, HS: 64 }, K: 40, W: 127, u: 'normal' },
   { name: 'W=130', shape: { B: 1, T: 611, NH: 1, NKV: 1, HS: 64 }, K: 70, W: 130, u: 'normal' },
 ];
-const scoresOf = (c: Case, seed: number): Float32Array => {
-  const z = normal(c.shape.B * c.shape.NKV * c.shape.T, seed);
-  return c.u === 'tied' ? z.map((x) => Math.round(x * 2) / 2) : z;
-};
 function caseInputs(c: Case) {
   const { B, T, NH, NKV, HS } = c.shape;
   const nq = B * NH * T * HS, nkv = B * NKV * T * HS;
@@ -376,35 +338,8 @@ if (!avail.available) {
 const rt: CudaRuntime = avail.runtime;
 console.log(`# ${rt.name} (${rt.arch}), ${rt.multiprocessors} SMs, driver ${rt.driverVersion}, NVRTC ${rt.nvrtcVersion.join('.')}, ${new Date().toISOString()}`);
 
-// ---- device helpers ---------------------------------------------------------------------------
-const take = (bytes: number): DeviceBlock => rt.arena.take(Math.max(bytes, 4));
-function put(host: ArrayBufferView): DeviceBlock {
-  const b = take(host.byteLength);
-  if (host.byteLength > 0) rt.cu('cuMemcpyHtoDAsync_v2', b.ptr, host, host.byteLength, rt.stream);
-  rt.synchronize();
-  return b;
-}
-function get<A extends Float32Array | Float64Array | Uint16Array | Int32Array>(b: DeviceBlock, host: A): A {
-  if (host.byteLength > 0) rt.cu('cuMemcpyDtoHAsync_v2', host, b.ptr, host.byteLength, rt.stream);
-  rt.synchronize();
-  return host;
-}
-function timeMs(fn: () => void, reps: number): number {
-  const start = rt.createEvent(), end = rt.createEvent();
-  fn();
-  fn();
-  const ms: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    rt.record(start);
-    fn();
-    rt.record(end);
-    ms.push(rt.elapsedMs(start, end));
-  }
-  rt.destroyEvent(start);
-  rt.destroyEvent(end);
-  ms.sort((a, b) => a - b);
-  return ms[Math.floor(ms.length / 2)];
-}
+const { take, put, get, timeMs } = deviceHelpers(rt);
+
 const loaded = new Map<string, Kernel>();
 function kern(src: KernelSource, shared = false): Kernel {
   let k = loaded.get(src.name);
