@@ -413,26 +413,27 @@ function rowPrefixCommon(): string {
 #define PB ${PREFIX_BLOCK}
 template <typename V, typename F>
 __device__ void row_prefix(V* out, int n, F get) {
-  // thread t sums its own run of ceil(n / PB) consecutive entries, the block scans those sums, then
-  // each thread writes its run's prefixes: three passes, whatever n
   __shared__ V wsum[PB / 32];
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  const int per = (n + PB - 1) / PB, x0 = min(n, (int)threadIdx.x * per), x1 = min(n, x0 + per);
-  V sum = 0;
-  for (int x = x0; x < x1; x++) sum += get(x);
-  V incl = sum;
-  for (int o = 1; o < 32; o <<= 1) {
-    const V y = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += y;
-  }
-  V run = __shfl_up_sync(0xffffffffu, incl, 1); // this thread's exclusive prefix within the warp
-  if (lane == 0) run = 0;
-  if (lane == 31) wsum[w] = incl;
-  __syncthreads();
-  for (int k = 0; k < w; k++) run += wsum[k];
-  for (int x = x0; x < x1; x++) {
-    run += get(x);
-    out[x + 1] = run;
+  V carry = 0;
+  for (int base = 0; base < n; base += PB) {
+    const int x = base + threadIdx.x;
+    const V val = x < n ? get(x) : (V)0;
+    V incl = val;
+    for (int o = 1; o < 32; o <<= 1) {
+      const V y = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += y;
+    }
+    __syncthreads();
+    if (lane == 31) wsum[w] = incl;
+    __syncthreads();
+    V before = 0, tot = 0;
+    for (int k = 0; k < PB / 32; k++) {
+      if (k < w) before += wsum[k];
+      tot += wsum[k];
+    }
+    if (x < n) out[x + 1] = carry + before + incl;
+    carry += tot;
   }
   if (threadIdx.x == 0) out[0] = 0;
 }
