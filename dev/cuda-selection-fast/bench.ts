@@ -22,7 +22,7 @@ import type { CudaRuntime, DeviceBlock, Kernel, KernelSource } from '../../src/c
 import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../cuda-attention/selection-tiles.js';
 import { fastSelect, keyOf, ordOf } from './emulate.js';
 import {
-  FS_ANCHOR_STRIDE, FS_ANCHOR_THREADS, FS_CHUNK, FS_PROBE_PHASES, FS_ROWS_THREADS, fsAnchorLaunches, fsAnchorSource, fsBlockSource, fsGeometry, fsLeavesSource, fsMergePathSource, fsRowsSource, FS_LEAVES, FS_MERGE_PATH,
+  FS_ANCHOR_STRIDE, FS_ANCHOR_THREADS, FS_CHUNK, FS_PROBE_PHASES, FS_ROWS_THREADS, fsAnchorLaunches, fsAnchorSource, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource,
 } from '../../src/cuda/kernels/selection-fast.js';
 
 const args = process.argv.slice(2);
@@ -145,7 +145,7 @@ if (!args.includes('--skip-emulate')) {
   if (bad > 0) failures++;
 }
 
-const sources = (): KernelSource[] => [fsLeavesSource(), fsMergePathSource(), fsAnchorSource(1), fsAnchorSource(4), fsRowsSource(), fsBlockSource({ ALL: false }), fsBlockSource({ ALL: true })];
+const sources = (): KernelSource[] => [fsInitSource(), fsMergeSource(), fsAnchorSource(1), fsAnchorSource(4), fsRowsSource(), fsBlockSource({ ALL: false }), fsBlockSource({ ALL: true })];
 if (args.includes('--dump')) {
   const dir = opt('dump', '/tmp/spk-fsel-cu');
   mkdirSync(dir, { recursive: true });
@@ -205,20 +205,31 @@ function kernel(src: KernelSource, shared = 0): Kernel {
 function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: boolean) {
   const { d, Tx, NL, nb } = fsGeometry(T, W);
   const lvl = BH * Tx;
-  const tk = take(NL * lvl * 8), tp = take(NL * lvl * 8);
+  const tk = take(NL * lvl * 8), tp = take(NL * lvl * 8), sk = [take(lvl * 8), take(lvl * 8)], sp = [take(lvl * 8), take(lvl * 8)];
   const athk = take(BH * (nb + 1) * 8), atau = take(BH * (nb + 1) * 8);
   const tau = take(BH * T * 8), thk = take(BH * T * 8), count = take(BH * T * 4), nfree = take(BH * T * 4);
   const sel = take(BH * (all ? T : nb) * K * 4);
   const rowsShared = 4 * Math.ceil(Tx / 32);
-  const kLeaves = kernel(fsLeavesSource()), kMergePath = kernel(fsMergePathSource()), launches = fsAnchorLaunches(BH, nb, K, twoPhases ? 0 : rt.multiprocessors);
+  const kInit = kernel(fsInitSource()), kMerge = kernel(fsMergeSource()), launches = fsAnchorLaunches(BH, nb, K, twoPhases ? 0 : rt.multiprocessors);
   const kRows = kernel(fsRowsSource(), rowsShared), kBlock = kernel(fsBlockSource({ ALL: all }));
-  // as CudaBackend: the nodes up to FS_LEAVES in shared memory, then block-wise merges
+  const g = (n: number): number => Math.ceil(n / 256);
   const tree = (): void => {
-    rt.launch(kLeaves, [Math.ceil(Tx / FS_LEAVES), BH, 1], FS_LEAVES, 0, [tk.ptr, tp.ptr, u.ptr, BH, T, Tx, d]);
-    const level = (size: number): bigint => BigInt(Math.log2(size / FS_CHUNK) * lvl * 8);
-    for (let size = FS_LEAVES; size < Tx; size *= 2) {
-      rt.launch(kMergePath, [Math.ceil(Tx / FS_MERGE_PATH), BH, 1], FS_MERGE_PATH, 0,
-        [tk.ptr + level(2 * size), tp.ptr + level(2 * size), tk.ptr + level(size), tp.ptr + level(size), BH, Tx, size]);
+    rt.launch(kInit, g(lvl), 256, 0, [sk[0].ptr, sp[0].ptr, u.ptr, BH, T, Tx, d]);
+    let inK = sk[0].ptr, inP = sp[0].ptr, flip = 1;
+    for (let s = 1; s < Tx; s *= 2) {
+      let oK: bigint, oP: bigint;
+      if (2 * s >= FS_CHUNK) {
+        const l = Math.log2((2 * s) / FS_CHUNK);
+        oK = tk.ptr + BigInt(l * lvl * 8);
+        oP = tp.ptr + BigInt(l * lvl * 8);
+      } else {
+        oK = sk[flip].ptr;
+        oP = sp[flip].ptr;
+        flip ^= 1;
+      }
+      rt.launch(kMerge, g(lvl), 256, 0, [oK, oP, inK, inP, BH, Tx, s]);
+      inK = oK;
+      inP = oP;
     }
   };
   // as CudaBackend: phase 1 (every FS_ANCHOR_STRIDE-th anchor) then phase 2 (the rest, bracketed), or one phase-0 launch
@@ -242,7 +253,7 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
     rt.arena.give(slots);
     return Object.fromEntries(FS_PROBE_PHASES.map((name, k) => [name, { sum: Number(got[k]), max: Number(got[8 + k]) }]));
   };
-  const free = (): void => { for (const b of [tk, tp, athk, atau, tau, thk, count, nfree, sel]) rt.arena.give(b); };
+  const free = (): void => { for (const b of [tk, tp, ...sk, ...sp, athk, atau, tau, thk, count, nfree, sel]) rt.arena.give(b); };
   const read = (r: number) => {
     const o = r * T;
     const ta = get(tau, new Float64Array(BH * T)), th = get(thk, new BigUint64Array(BH * T));

@@ -10,9 +10,9 @@
 // Passes, per row (b, KV head) of length T, candidates of query i: positions j < n_i = clamp(i - W + 1, 0, T):
 //  1. tree: a merge-sort tree over x = j + d (d = (W - 1) mod 64, so that each block's candidate prefix
 //     is a union of whole leaves): level l holds nodes of 64 << l positions, keys sorted ascending,
-//     with inclusive prefix sums of the values. Built by merges of node size 1, 2, 4, ... (each element
-//     finds its rank in its sibling): sparsek_fs_leaves does those up to FS_LEAVES in shared memory, in
-//     one launch, and sparsek_fs_merge_path one launch per larger size. CS(n, kappa) = (count, sum of u) over candidates j < n with key >= kappa costs one binary
+//     with inclusive prefix sums of the values. Built by sparsek_fs_merge, launched once per node size
+//     1, 2, 4, ... (each element finds its rank in its sibling: a binary search), the levels below 64 in
+//     scratch. CS(n, kappa) = (count, sum of u) over candidates j < n with key >= kappa costs one binary
 //     search per set bit of the prefix's leaf count plus < 64 tail elements: one warp, a lane per level.
 //  2. anchors (sparsek_fs_anchor, a warp each): for block b = 0..nb (nb = ceil(T / 64)), at the base query
 //     a_b = max(64 b, K + W) (the first full query of the block or later), thk and tau of its candidate
@@ -114,70 +114,66 @@ __device__ __forceinline__ CS cs_warp(const Tree& tr, int n, u64 kappa) { return
 `;
 }
 
-/** Outputs per block of sparsek_fs_merge_path (its threads); node sizes s >= FS_LEAVES only. */
-export const FS_MERGE_PATH = 1024;
+/** Writes the row's keys and values at x = j + d (pads: key 0, value 0). Launch: ceil(BH Tx / 256) x 256. */
+export function fsInitSource(): KernelSource {
+  return {
+    name: 'sparsek_fs_init',
+    params: ['ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32'],
+    source: `${common()}
+extern "C" __global__ void sparsek_fs_init(
+    u64* keys,           // (BH, Tx)
+    double* psum,        // (BH, Tx)
+    const float* u,      // (BH, T)
+    int BH, int T, int Tx, int d) {
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= (size_t)BH * Tx) return;
+  const int row = (int)(idx / Tx), x = (int)(idx % Tx), j = x - d;
+  const bool real = j >= 0 && j < T;
+  const float v = real ? u[(size_t)row * T + j] : 0.f;
+  keys[idx] = real ? key_of(v, j) : 0ull;
+  psum[idx] = (double)v;
+}
+`,
+  };
+}
 
 /**
- * One tree level above FS_LEAVES: nodes of s sorted keys (with per-node inclusive prefix sums) merged
- * pairwise into nodes of 2 s. Each element's output slot is its index in its node plus its rank in
- * the sibling (the count of the sibling's keys below it, for the left node A; at or below it, for the
- * right node B: so pads, all key 0, stay stable), and its prefix sum is its own plus the sibling's
- * up to that rank. Block-wise: each block takes FS_MERGE_PATH consecutive outputs of one merged node,
- * finds by merge path which runs of A and B they come from, loads both runs into shared memory, and
- * ranks each element there (its rank in the other node is the run's start plus its rank in the other
- * run). Node sizes s >= FS_MERGE_PATH (2 s must be a multiple of it).
- * Launch: grid (ceil(Tx / FS_MERGE_PATH), BH), FS_MERGE_PATH threads.
+ * One tree level: nodes of s sorted keys (with per-node inclusive prefix sums) merged pairwise into
+ * nodes of 2 s. Each element's output slot is its index in its node plus its rank in the sibling
+ * (lower bound from the left node, upper bound from the right: pads, all key 0, stay stable).
+ * Launch: ceil(BH Tx / 256) x 256.
  */
-export function fsMergePathSource(): KernelSource {
+export function fsMergeSource(): KernelSource {
   return {
-    name: 'sparsek_fs_merge_path',
+    name: 'sparsek_fs_merge',
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32'],
     source: `${common()}
-#define MB ${FS_MERGE_PATH}
-extern "C" __global__ void __launch_bounds__(MB) sparsek_fs_merge_path(
+extern "C" __global__ void sparsek_fs_merge(
     u64* okeys,          // (BH, Tx) nodes of 2 s
     double* opsum,       // (BH, Tx)
     const u64* keys,     // (BH, Tx) nodes of s
     const double* psum,  // (BH, Tx)
     int BH, int Tx, int s) {
-  __shared__ u64 sa[MB], sb[MB];
-  __shared__ int split[2];
-  const int row = blockIdx.y, p0 = blockIdx.x * MB, t = threadIdx.x;
-  const size_t r0 = (size_t)row * Tx;
-  // the merged node holding outputs [p0, p0 + MB) (2 s is a multiple of MB): A = its first s
-  // positions, B = the rest
-  const int n0 = p0 / (2 * s) * (2 * s);
-  const int aN = min(s, Tx - n0), bN = max(0, min(s, Tx - n0 - s));
-  const u64* A = keys + r0 + n0;
-  const u64* B = A + s;
-  const int d0 = p0 - n0, d1 = min(d0 + MB, aN + bN);
-  if (t < 2) { // merge path: how many of the first d outputs come from A
-    const int d = t == 0 ? d0 : d1;
-    int lo = max(0, d - bN), hi = min(d, aN);
-    while (lo < hi) { const int mid = (lo + hi) >> 1; if (A[mid] <= B[d - mid - 1]) lo = mid + 1; else hi = mid; }
-    split[t] = lo;
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= (size_t)BH * Tx) return;
+  const size_t r0 = idx - idx % Tx;
+  const int x = (int)(idx % Tx), node = x / s, a = x - node * s;
+  const int sb0 = (node ^ 1) * s;
+  const u64 k = keys[idx];
+  int rb = 0;
+  if (sb0 < Tx) {
+    const u64* sk = keys + r0;
+    int lo = sb0, hi = min(Tx, sb0 + s);
+    if ((node & 1) == 0) {
+      while (lo < hi) { const int m = (lo + hi) >> 1; if (sk[m] < k) lo = m + 1; else hi = m; }
+    } else {
+      while (lo < hi) { const int m = (lo + hi) >> 1; if (sk[m] <= k) lo = m + 1; else hi = m; }
+    }
+    rb = lo - sb0;
   }
-  __syncthreads();
-  const int i0 = split[0], i1 = split[1], j0 = d0 - i0, j1 = d1 - i1;
-  const int na = i1 - i0, nb = j1 - j0;
-  if (t < na) sa[t] = A[i0 + t];
-  if (t < nb) sb[t] = B[j0 + t];
-  __syncthreads();
-  if (t < na) { // A[i0 + t]: after the B keys below it (lower bound)
-    const u64 k = sa[t];
-    int lo = 0, hi = nb;
-    while (lo < hi) { const int m = (lo + hi) >> 1; if (sb[m] < k) lo = m + 1; else hi = m; }
-    const int a = i0 + t, rb = j0 + lo;
-    okeys[r0 + n0 + a + rb] = k;
-    opsum[r0 + n0 + a + rb] = psum[r0 + n0 + a] + (rb > 0 ? psum[r0 + n0 + s + rb - 1] : 0.0);
-  } else if (t < na + nb) { // B[j0 + t - na]: after the A keys at or below it (upper bound)
-    const u64 k = sb[t - na];
-    int lo = 0, hi = na;
-    while (lo < hi) { const int m = (lo + hi) >> 1; if (sa[m] <= k) lo = m + 1; else hi = m; }
-    const int bi = j0 + t - na, ra = i0 + lo;
-    okeys[r0 + n0 + bi + ra] = k;
-    opsum[r0 + n0 + bi + ra] = psum[r0 + n0 + s + bi] + (ra > 0 ? psum[r0 + n0 + ra - 1] : 0.0);
-  }
+  const size_t out = r0 + (size_t)((node & ~1) * s + a + rb);
+  okeys[out] = k;
+  opsum[out] = psum[idx] + (rb > 0 ? psum[r0 + sb0 + rb - 1] : 0.0);
 }
 `,
   };
@@ -187,10 +183,10 @@ extern "C" __global__ void __launch_bounds__(MB) sparsek_fs_merge_path(
 export const FS_LEAVES = 1024;
 
 /**
- * The tree's first levels: the row's keys and values at x = j + d (pads: key 0, value 0), then the
- * merges of node sizes s = 1 .. FS_LEAVES / 2 (while s < Tx), each as sparsek_fs_merge_path defines
- * a merge, in shared memory: each block takes FS_LEAVES consecutive positions of one row and writes
- * the levels of node size 64 .. FS_LEAVES to tk, tp. Node sizes FS_LEAVES and up: sparsek_fs_merge_path.
+ * sparsek_fs_init and the merges of node sizes s = 1 .. FS_LEAVES / 2 (while s < Tx) in one launch:
+ * each block takes FS_LEAVES consecutive positions of one row into shared memory and runs
+ * sparsek_fs_merge's passes there, with the same arithmetic (so the same bits), writing the levels
+ * of node size >= 64 to tk, tp. What it leaves to sparsek_fs_merge: node sizes FS_LEAVES and up.
  * Launch: grid (ceil(Tx / FS_LEAVES), BH), FS_LEAVES threads.
  */
 export function fsLeavesSource(): KernelSource {
@@ -208,7 +204,7 @@ extern "C" __global__ void __launch_bounds__(SB) sparsek_fs_leaves(
   __shared__ double ps[2][SB];
   const int row = blockIdx.y, x0 = blockIdx.x * SB, a = threadIdx.x, len = min(SB, Tx - x0);
   const size_t r0 = (size_t)row * Tx;
-  if (a < len) { // keys and values
+  if (a < len) { // sparsek_fs_init
     const int j = x0 + a - d;
     const bool real = j >= 0 && j < T;
     const float v = real ? u[(size_t)row * T + j] : 0.f;
@@ -217,7 +213,7 @@ extern "C" __global__ void __launch_bounds__(SB) sparsek_fs_leaves(
   }
   __syncthreads();
   int cur = 0;
-  for (int s = 1; s < SB && s < Tx; s *= 2) { // one merge of node size s, in shared memory
+  for (int s = 1; s < SB && s < Tx; s *= 2) { // sparsek_fs_merge, node size s, in shared memory
     if (a < len) {
       const int node = a / s, off = a - node * s, sb0 = (node ^ 1) * s;
       const u64 k = ks[cur][a];
