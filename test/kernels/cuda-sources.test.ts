@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KernelSource } from '../../src/cuda/runtime.js';
-import { fsAnchorSource, fsBlockSource } from '../../src/cuda/kernels/selection-fast.js';
+import { fsAnchorGrid, fsAnchorLaunches, fsAnchorSource, fsBlockSource, FS_ANCHOR_STRIDE, FS_ANCHOR_THREADS } from '../../src/cuda/kernels/selection-fast.js';
 import { bwdPrepSource, bwdSelSource, bwdWinSource } from '../../src/cuda/kernels/attention-tc-backward.js';
 import { fastForwardSource } from '../../src/cuda/kernels/attention-tc.js';
 import { attentionBackwardKeySource, attentionBackwardQuerySource, attentionForwardSource, scoreGradSource } from '../../src/cuda/kernels/attention.js';
@@ -49,7 +49,10 @@ async function allSources(): Promise<KernelSource[]> {
   for (const HS of [64, 128] as const) {
     for (const MINB of [0, 3]) for (const STORE of [false, true]) out.push(bwdSelSource({ HS, MINB, STORE }), bwdWinSource({ HS, MINB, STORE }));
     for (const OUT of ['bf16', 'f32'] as const) {
-      out.push(bwdPrepSource(OUT, HS), fastForwardSource({ HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MINB: 4 }));
+      for (const MASK of ['key', 'rows'] as const) {
+        out.push(fastForwardSource({ HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MINB: 4, MASK }));
+      }
+      out.push(bwdPrepSource(OUT, HS));
     }
   }
   for (const SEL of [false, true]) {
@@ -79,4 +82,22 @@ test('the entry-point check fails on a misnamed kernel and on a missing paramete
   assert.deepEqual(entryParams(src, 'k_a'), ['float* x', 'int n']);
   assert.equal(entryParams(src, 'k_b'), null);
   assert.equal(entryParams(src, 'k'), null);
+});
+
+test('the selection anchors: one phase within a wave of warps or with K = 0, else two whose grids cover every anchor', () => {
+  const SMS = 132, warpsPerBlock = FS_ANCHOR_THREADS / 32;
+  // 16 rows at T = 4K (nb = 64) fit a wave; at 64K (nb = 1024) they take two phases
+  assert.deepEqual(fsAnchorLaunches(16, 64, 512, SMS).map((l) => l.phase), [0]);
+  assert.deepEqual(fsAnchorLaunches(16, 1024, 0, SMS).map((l) => l.phase), [0]);
+  assert.deepEqual(fsAnchorLaunches(16, 20, 512, 0).map((l) => l.phase), [0]); // a row of <= 2 strides
+  const two = fsAnchorLaunches(16, 1024, 512, SMS);
+  assert.deepEqual(two.map((l) => l.phase), [1, 2]);
+  // phase 1: every stride-th anchor and the last of each row (nb = 1024: b = 0, 16, ..., 1024)
+  const first = 16 * (1024 / FS_ANCHOR_STRIDE + 1);
+  assert.equal(two[0].grid, fsAnchorGrid(first, two[0].AW));
+  // phase 2's grid spans every anchor of every row (its warps skip phase 1's)
+  assert.ok(two[1].grid * warpsPerBlock >= 16 * 1025 * two[1].AW, 'phase 2 covers every anchor');
+  // nb not a multiple of the stride: the last anchor is a phase-1 anchor of its own
+  const odd = fsAnchorLaunches(16, 1000, 512, SMS);
+  assert.equal(odd[0].grid, fsAnchorGrid(16 * (Math.floor(1000 / FS_ANCHOR_STRIDE) + 2), odd[0].AW));
 });
