@@ -22,6 +22,9 @@
 // then online softmax in the exp2 domain; the softmax sums every attended key's p, the value
 // product takes p * gate (the gate is not renormalised, SPEC section 4), as bf16 for P V.
 // Range tiles that every query of the block sees whole as window keys skip the mask entirely.
+// With MASK 'rows' (what CudaBackend runs) that rule is not evaluated per pair: thk never decreases
+// with i, so the block rows attending key j are one range [a_j, b_j), worked out once per block
+// (gated from row g_j on), and each pair is an integer compare of its row.
 //
 // Fragment layouts (PTX ISA, mma.m16n8k16, g = lane / 4, t = lane % 4): A (16x16 row) regs
 // {(g, 2t), (g+8, 2t), (g, 2t+8), (g+8, 2t+8)} pairs; B (16x8 col) {(2t, g), (2t+8, g)} pairs;
