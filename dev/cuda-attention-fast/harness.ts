@@ -157,7 +157,7 @@ export function deviceHelpers(rt: CudaRuntime) {
     rt.synchronize();
     return b;
   }
-  function get<A extends Float32Array | Float64Array | Uint16Array | Int32Array>(b: DeviceBlock, host: A): A {
+  function get<A extends Float32Array | Float64Array | Uint16Array | Int32Array | BigUint64Array>(b: DeviceBlock, host: A): A {
     if (host.byteLength > 0) rt.cu('cuMemcpyDtoHAsync_v2', host, b.ptr, host.byteLength, rt.stream);
     rt.synchronize();
     return host;

@@ -21,6 +21,7 @@ import { cudaAvailability } from '../../src/cuda/runtime.js';
 import type { CudaRuntime, DeviceBlock, Kernel, KernelSource } from '../../src/cuda/runtime.js';
 import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../cuda-attention/selection-tiles.js';
 import { fastSelect, keyOf, ordOf } from './emulate.js';
+import { deviceHelpers } from '../cuda-attention-fast/harness.js';
 import {
   FS_ANCHOR_STRIDE, FS_ANCHOR_THREADS, FS_CHUNK, FS_PROBE_PHASES, FS_ROWS_THREADS, fsAnchorLaunches, fsAnchorSource, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource,
 } from '../../src/cuda/kernels/selection-fast.js';
@@ -162,33 +163,7 @@ const rt: CudaRuntime = avail.runtime;
 out({ phase: 'device', name: rt.name, arch: rt.arch, sms: rt.multiprocessors, driver: rt.driverVersion, nvrtc: rt.nvrtcVersion.join('.'), at: new Date().toISOString() });
 
 // ---- device helpers -------------------------------------------------------------------------------
-const take = (bytes: number): DeviceBlock => rt.arena.take(Math.max(bytes, 8));
-function put(host: ArrayBufferView): DeviceBlock {
-  const b = take(host.byteLength);
-  rt.cu('cuMemcpyHtoDAsync_v2', b.ptr, host, host.byteLength, rt.stream);
-  rt.synchronize();
-  return b;
-}
-function get<A extends Float64Array | Int32Array | BigUint64Array>(b: DeviceBlock, host: A): A {
-  if (host.byteLength > 0) rt.cu('cuMemcpyDtoHAsync_v2', host, b.ptr, host.byteLength, rt.stream);
-  rt.synchronize();
-  return host;
-}
-function timeMs(fn: () => void, reps: number): number {
-  const start = rt.createEvent(), end = rt.createEvent();
-  fn();
-  const ms: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    rt.record(start);
-    fn();
-    rt.record(end);
-    ms.push(rt.elapsedMs(start, end));
-  }
-  rt.destroyEvent(start);
-  rt.destroyEvent(end);
-  ms.sort((a, b) => a - b);
-  return ms[Math.floor(ms.length / 2)];
-}
+const { take, put, get, timeMs } = deviceHelpers(rt);
 const loaded = new Map<string, Kernel>();
 function kernel(src: KernelSource, shared = 0): Kernel {
   let k = loaded.get(src.name);
