@@ -12,16 +12,11 @@ import { sparsekAttentionForwardInto, sparsekPattern } from '../../src/cpu/kerne
 import type { SparsekPlan } from '../../src/cpu/kernels/attention.js';
 import type { AttentionShape } from '../../src/core/check.js';
 import { compactRows } from './rows.js';
+import { rng } from '../../test/helpers.js';
 
 // ---- inputs ---------------------------------------------------------------------------------
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-    s = (s ^ (s >>> 12)) >>> 0;
-    return s / 2 ** 32;
-  };
-}
+// the tests' seeded generator (independent of src/core/random)
+export { rng };
 export const normal = (n: number, seed: number): Float32Array => {
   const r = rng(seed), a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
