@@ -2,8 +2,8 @@
 //
 //   node --import tsx dev/cuda-attention-fast/bench.ts [--T 4096,16384,65536] [--NH 16] [--NKV 16]
 //        [--HS 64,128] [--K 512] [--W 512] [--repeats 20] [--skip-validate]
-//        [--variants 64:64:tile:2:0:e,64:64:all:2:0:f,...]   HS:BQ:META:STAGES:MINB:exp[:r] (e exp2f, f ex2.approx;
-//        r: MASK rows)
+//        [--variants 64:64:tile:2:0:e,64:64:all:2:0:f,...]   HS:BQ:META:STAGES:MINB:exp[:mask[:WM]] (e exp2f,
+//        f ex2.approx; mask r: MASK rows, k: key; WM 2: two 16-row tiles per warp)
 //
 // 1. emulate (no GPU needed): the kernel's key set per block (Sel_{i0} then the range
 //    [i0 - W + 1, i0 + BQ)) and its per-(query, key) mask rule, in TypeScript, against the CPU
@@ -23,7 +23,7 @@ import type { DeviceBlock, Kernel } from '../../src/cuda/runtime.js';
 import { planSparsek, sparsekPattern } from '../../src/cpu/kernels/attention.js';
 import type { SparsekPlan } from '../../src/cpu/kernels/attention.js';
 import type { AttentionShape } from '../../src/core/check.js';
-import { fastForwardName, fastForwardShared, fastForwardSource } from '../../src/cuda/kernels/attention-tc.js';
+import { fastForwardName, fastForwardShared, fastForwardSource, fastForwardThreads } from '../../src/cuda/kernels/attention-tc.js';
 import type { FastForwardVariant } from '../../src/cuda/kernels/attention-tc.js';
 import { bitsOf, caseReference, cases as sharedCases, cudaOrExit, deviceHelpers, errors, fmt, fromBits, normal, scoresOf } from './harness.js';
 import type { Case } from './harness.js';
@@ -37,9 +37,9 @@ const K = Number(opt('K', '512')), W = Number(opt('W', '512')), repeats = Number
 const variants: FastForwardVariant[] = opt('variants',
   '64:64:tile:2:0:e,64:64:all:2:0:f,64:64:all:3:0:f,64:64:all:2:4:f,64:128:all:2:0:f,128:64:tile:2:0:e,128:64:all:2:0:f,128:64:all:3:0:f')
   .split(',').map((v) => {
-    const [hs, bq, meta, stages, minb, ex, mask] = v.split(':');
+    const [hs, bq, meta, stages, minb, ex, mask, wm = '1'] = v.split(':');
     return { HS: Number(hs) as 64 | 128, BQ: Number(bq) as 64 | 128, OUT: 'bf16', META: meta as 'tile' | 'all',
-      STAGES: Number(stages) as 2 | 3, MINB: Number(minb), FASTEXP: ex === 'f', MASK: mask === 'r' ? 'rows' : 'key' };
+      STAGES: Number(stages) as 2 | 3, MINB: Number(minb), FASTEXP: ex === 'f', MASK: mask === 'r' ? 'rows' : 'key', WM: Number(wm) as 1 | 2 };
   });
 
 // ---- 1. emulation of the kernel's key set and mask (no GPU) ------------------------------------
@@ -171,7 +171,7 @@ function fastKernel(o: FastForwardVariant): Kernel {
 function launchFast(o: FastForwardVariant, out: DeviceBlock, lse: DeviceBlock, q: DeviceBlock, k: DeviceBlock, v: DeviceBlock, u: DeviceBlock,
   s: ReturnType<typeof selection>, shape: AttentionShape, Kp: number, Wp: number): void {
   const kern = fastKernel(o);
-  rt.launch(kern, [Math.ceil(shape.T / o.BQ), shape.NH, shape.B], 2 * o.BQ, fastForwardShared(o, Kp, Wp),
+  rt.launch(kern, [Math.ceil(shape.T / o.BQ), shape.NH, shape.B], fastForwardThreads(o), fastForwardShared(o, Kp, Wp),
     [out.ptr, lse.ptr, q.ptr, k.ptr, v.ptr, u.ptr, s.tau.ptr, s.thk.ptr, s.count.ptr, s.blocks.ptr, shape.T, shape.NH, shape.NKV, Kp, Wp, 1 / Math.sqrt(shape.HS)]);
 }
 

@@ -40,7 +40,7 @@ import { columnFinishSource, columnPartialsSource, COLUMN_ROWS } from './kernels
 import { addBiasSource } from './kernels/matmul.js';
 import { adamwSource, sumSquaresSource, OPTIM_BLOCK, SUMSQ_BLOCKS } from './kernels/optim.js';
 import { specialise, toBf16Source, toBf16x8Source } from './kernels/storage.js';
-import { fastForwardShared, fastForwardSource } from './kernels/attention-tc.js';
+import { fastForwardShared, fastForwardSource, fastForwardThreads } from './kernels/attention-tc.js';
 import type { FastForwardVariant } from './kernels/attention-tc.js';
 import { bwdPrepName, bwdPrepSource, bwdSelShared, bwdSelSource, bwdWinShared, bwdWinSource, BT, BWD_THREADS } from './kernels/attention-tc-backward.js';
 import type { BackwardVariant } from './kernels/attention-tc-backward.js';
@@ -512,7 +512,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         if (tc !== null && s.tau && s.thk && s.count && s.sel) {
           last16 = { q: asBf16(q, halfOf('q', nq)), k: asBf16(k, halfOf('k', nkv)), v: asBf16(v, halfOf('v', nkv)) };
           const fwd = { ...tc.fwd, OUT: out.dtype };
-          this.launch(fastForwardSource(fwd).name, () => fastForwardSource(fwd), [Math.ceil(T / fwd.BQ), NH, B], 2 * fwd.BQ,
+          this.launch(fastForwardSource(fwd).name, () => fastForwardSource(fwd), [Math.ceil(T / fwd.BQ), NH, B], fastForwardThreads(fwd),
             [out.ptr, s.lse, last16.q, last16.k, last16.v, u ?? s.tau, s.tau, s.thk, s.count, s.sel, T, NH, NKV, K, W, scale], fastForwardShared(fwd, K, W));
           return;
         }

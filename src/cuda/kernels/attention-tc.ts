@@ -6,8 +6,8 @@
 // head sharing inside a block, or any Hopper-only feature (wgmma, TMA): mma.sync m16n8k16 through
 // inline PTX, so NVRTC needs no CUDA headers (the runtime passes no --include-path).
 //
-// One block per (BQ consecutive queries [i0, i0 + BQ), query head, batch); warp w owns the 16 rows
-// i0 + 16w .. i0 + 16w + 15. SPEC section 3's block property gives the block's key set:
+// One block per (BQ consecutive queries [i0, i0 + BQ), query head, batch); warp w owns the 16 WM rows
+// from i0 + 16 WM w (WM 16-row tiles, sharing each K and V fragment). SPEC section 3's block property gives the block's key set:
 //   selected  Sel_{i0}, the first query's row (<= K positions, all <= i0 - W), gathered by index;
 //   range     [max(0, i0 - W + 1), min(T, i0 + BQ)), contiguous: every window key of the block, and
 //             the BQ - 1 newer candidates (i0 - W, i0 + BQ - 1 - W], which later queries may select.
@@ -36,8 +36,14 @@ import type { KernelSource } from '../runtime.js';
 
 export interface FastForwardVariant {
   HS: 64 | 128;
-  /** Queries per block: 16 per warp. */
+  /** Queries per block: 16 WM per warp. */
   BQ: 64 | 128;
+  /**
+   * Row tiles of 16 queries per warp (default 1). With 2, each K and V fragment a warp loads from
+   * shared memory feeds two MMAs instead of one (FlashAttention-2's 128 x 64 tile with 4 warps),
+   * halving shared-memory reads per MMA, and the block's keys are shared by twice as many queries.
+   */
+  WM?: 1 | 2;
   OUT: 'bf16' | 'f32';
   /**
    * Where each tile's per-key data (j, u_j, key) comes from. 'tile': loaded by the block while it
@@ -64,14 +70,19 @@ export interface FastForwardVariant {
 }
 
 function full(o: FastForwardVariant): Required<FastForwardVariant> {
-  return { META: 'all', STAGES: 2, FASTEXP: true, MINB: 0, MASK: 'key', ...o };
+  return { META: 'all', STAGES: 2, FASTEXP: true, MINB: 0, MASK: 'key', WM: 1, ...o };
 }
 
 export const BK = 64;
 
 export function fastForwardName(v: FastForwardVariant): string {
   const o = full(v);
-  return `spk_fwd_tc_hs${o.HS}_bq${o.BQ}_${o.OUT}_${o.META}_s${o.STAGES}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.MASK === 'rows' ? '_rows' : ''}`;
+  return `spk_fwd_tc_hs${o.HS}_bq${o.BQ}_${o.OUT}_${o.META}_s${o.STAGES}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.MASK === 'rows' ? '_rows' : ''}${o.WM === 2 ? '_wm2' : ''}`;
+}
+
+/** Threads per block: a warp per 16 WM queries. */
+export function fastForwardThreads(v: FastForwardVariant): number {
+  return (32 * v.BQ) / (16 * (v.WM ?? 1));
 }
 
 /** Tiles of BK keys a block may have: Sel_{i0} (<= K) and the range (<= W + BQ - 1). */
@@ -91,7 +102,7 @@ export function fastForwardShared(v: FastForwardVariant, K: number, W: number): 
 }
 
 /**
- * Launch: grid (ceil(T / BQ), NH, B), block 32 * BQ / 16, dynamic shared fastForwardShared(o)
+ * Launch: grid (ceil(T / BQ), NH, B), block fastForwardThreads(o), dynamic shared fastForwardShared(o)
  * (opt in above 48 KiB with cuFuncSetAttribute). Requires HS-aligned rows (16-byte) in q, k, v.
  */
 export function fastForwardSource(v: FastForwardVariant): KernelSource {
@@ -109,7 +120,8 @@ typedef unsigned int u32;
 #define HS ${o.HS}
 #define BQ ${o.BQ}
 #define BK ${BK}
-#define NWARP (BQ / 16)
+#define WM ${o.WM}             // 16-row tiles per warp
+#define NWARP (BQ / (16 * WM))
 #define NTHR (NWARP * 32)
 #define LDS (HS + 8)           // shared row stride in bf16
 #define KS (HS / 16)           // k-steps of Q K^T
@@ -187,13 +199,15 @@ struct Meta {
 
 template <int KIND>
 __device__ __forceinline__ void tile_step(
-    float (&o)[NO][4], float (&m)[2], float (&l)[2], const u32 (&qa)[KS][4],
+    float (&o)[WM][NO][4], float (&m)[WM][2], float (&l)[WM][2], const u32 (&qa)[WM][KS][4],
     const bf16* Kst, const bf16* Vst, Meta mt,
-    const int (&qi)[2], const u64 (&qthk)[2], const float (&qtau)[2], int i0, int W, float sl) {
+    const int (&qi)[WM][2], const u64 (&qthk)[WM][2], const float (&qtau)[WM][2], int i0, int W, float sl) {
   const int lane = threadIdx.x & 31, t4 = lane & 3;
-  float s[NT][4];
+  float s[WM][NT][4];
 #pragma unroll
-  for (int n = 0; n < NT; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  for (int mw = 0; mw < WM; mw++)
+#pragma unroll
+    for (int n = 0; n < NT; n++) s[mw][n][0] = s[mw][n][1] = s[mw][n][2] = s[mw][n][3] = 0.f;
   const int mi = lane >> 3, r8 = lane & 7;
 #pragma unroll
   for (int ks = 0; ks < KS; ks++) {
@@ -201,104 +215,117 @@ __device__ __forceinline__ void tile_step(
     for (int n = 0; n < NT; n += 2) {
       u32 b0, b1, b2, b3;
       ldsm4(smem_addr(Kst + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), b0, b1, b2, b3);
-      mma(s[n], qa[ks], b0, b1);
-      mma(s[n + 1], qa[ks], b2, b3);
+#pragma unroll
+      for (int mw = 0; mw < WM; mw++) {
+        mma(s[mw][n], qa[mw][ks], b0, b1);
+        mma(s[mw][n + 1], qa[mw][ks], b2, b3);
+      }
     }
   }
+  float mx[WM][2];
 #if MASK_ROWS
   // mask (raw scores, -inf outside each key's rows); row max, then scaled into the exp2 domain
-  const int rl[2] = {(int)(threadIdx.x >> 5) * 16 + (lane >> 2), (int)(threadIdx.x >> 5) * 16 + (lane >> 2) + 8};
-  float mx[2] = {-FINF, -FINF};
+  int rl[WM][2];
 #pragma unroll
-  for (int n = 0; n < NT; n++) {
+  for (int mw = 0; mw < WM; mw++) {
+    rl[mw][0] = (int)(threadIdx.x >> 5) * 16 * WM + mw * 16 + (lane >> 2);
+    rl[mw][1] = rl[mw][0] + 8;
+  }
 #pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
-      float x = s[n][e];
-      if (KIND != KIND_WIN) {
-        const int rg = mt.rng[c];
-        const bool in = KIND == KIND_SEL ? rl[rr] < ((rg >> 8) & 255) : rl[rr] >= (rg & 255) && rl[rr] < ((rg >> 8) & 255);
-        if (!in) x = -FINF;
+  for (int mw = 0; mw < WM; mw++) {
+    mx[mw][0] = mx[mw][1] = -FINF;
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
+        float x = s[mw][n][e];
+        if (KIND != KIND_WIN) {
+          const int rg = mt.rng[c];
+          const bool in = KIND == KIND_SEL ? rl[mw][rr] < ((rg >> 8) & 255) : rl[mw][rr] >= (rg & 255) && rl[mw][rr] < ((rg >> 8) & 255);
+          if (!in) x = -FINF;
+        }
+        s[mw][n][e] = x;
+        mx[mw][rr] = fmaxf(mx[mw][rr], x);
       }
-      s[n][e] = x;
-      mx[rr] = fmaxf(mx[rr], x);
     }
   }
   const float mxs = sl; // the max of raw scores, into the exp2 domain
 #else
   // mask and scale; row max
-  float mx[2] = {-FINF, -FINF};
 #pragma unroll
-  for (int n = 0; n < NT; n++) {
+  for (int mw = 0; mw < WM; mw++) {
+    mx[mw][0] = mx[mw][1] = -FINF;
 #pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
-      float x = s[n][e] * sl;
-      if (KIND != KIND_WIN) {
-        const int j = mt.pos[c];
-        bool in;
-        if (KIND == KIND_SEL) {
-          in = j >= 0 && mt.key[c] >= qthk[rr];
-        } else {
-          const int i = qi[rr];
-          in = j >= 0 && j <= i && (j > i - W || (j > i0 - W && mt.key[c] >= qthk[rr]));
+    for (int n = 0; n < NT; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
+        float x = s[mw][n][e] * sl;
+        if (KIND != KIND_WIN) {
+          const int j = mt.pos[c];
+          bool in;
+          if (KIND == KIND_SEL) {
+            in = j >= 0 && mt.key[c] >= qthk[mw][rr];
+          } else {
+            const int i = qi[mw][rr];
+            in = j >= 0 && j <= i && (j > i - W || (j > i0 - W && mt.key[c] >= qthk[mw][rr]));
+          }
+          if (!in) x = -FINF;
         }
-        if (!in) x = -FINF;
+        s[mw][n][e] = x;
+        mx[mw][rr] = fmaxf(mx[mw][rr], x);
       }
-      s[n][e] = x;
-      mx[rr] = fmaxf(mx[rr], x);
     }
   }
   const float mxs = 1.f;
 #endif
-  float corr[2], mu[2];
+  float mu[WM][2];
 #pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 1));
-    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 2));
-    const float mn = fmaxf(m[rr], mx[rr] * mxs);
-    mu[rr] = mn == -FINF ? 0.f : mn;      // a row with no key yet: keep p = 0, corr = 1
-    corr[rr] = ex2(m[rr] - mu[rr]);     // m = -inf: 0, and o, l are 0 anyway
-    m[rr] = mn;
-    l[rr] *= corr[rr];
-  }
+  for (int mw = 0; mw < WM; mw++) {
+    float corr[2];
 #pragma unroll
-  for (int n = 0; n < NO; n++) {
-    o[n][0] *= corr[0]; o[n][1] *= corr[0];
-    o[n][2] *= corr[1]; o[n][3] *= corr[1];
+    for (int rr = 0; rr < 2; rr++) {
+      float x = mx[mw][rr];
+      x = fmaxf(x, __shfl_xor_sync(FULL, x, 1));
+      x = fmaxf(x, __shfl_xor_sync(FULL, x, 2));
+      const float mn = fmaxf(m[mw][rr], x * mxs);
+      mu[mw][rr] = mn == -FINF ? 0.f : mn;      // a row with no key yet: keep p = 0, corr = 1
+      corr[rr] = ex2(m[mw][rr] - mu[mw][rr]);   // m = -inf: 0, and o, l are 0 anyway
+      m[mw][rr] = mn;
+      l[mw][rr] *= corr[rr];
+    }
+#pragma unroll
+    for (int n = 0; n < NO; n++) {
+      o[mw][n][0] *= corr[0]; o[mw][n][1] *= corr[0];
+      o[mw][n][2] *= corr[1]; o[mw][n][3] *= corr[1];
+    }
   }
-  u32 pa[BK / 16][4];
+  u32 pa[WM][BK / 16][4];
+#pragma unroll
+  for (int mw = 0; mw < WM; mw++) {
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+      float p[4];
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = n * 8 + 2 * t4 + (e & 1);
 #if MASK_ROWS
-#pragma unroll
-  for (int n = 0; n < NT; n++) {
-    float p[4];
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int c = n * 8 + 2 * t4 + (e & 1);
-      p[e] = ex2(fmaf(s[n][e], sl, -mu[e >> 1]));
-      l[e >> 1] += p[e];
-      if (KIND == KIND_SEL) p[e] *= sat_sub(mt.u[c], qtau[e >> 1]);
-      if (KIND == KIND_EDGE && rl[e >> 1] >= (mt.rng[c] >> 16)) p[e] *= sat_sub(mt.u[c], qtau[e >> 1]);
-    }
-    pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
-    pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
-  }
+        p[e] = ex2(fmaf(s[mw][n][e], sl, -mu[mw][e >> 1]));
+        l[mw][e >> 1] += p[e];
+        if (KIND == KIND_SEL) p[e] *= sat_sub(mt.u[c], qtau[mw][e >> 1]);
+        if (KIND == KIND_EDGE && rl[mw][e >> 1] >= (mt.rng[c] >> 16)) p[e] *= sat_sub(mt.u[c], qtau[mw][e >> 1]);
 #else
-#pragma unroll
-  for (int n = 0; n < NT; n++) {
-    float p[4];
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      p[e] = ex2(s[n][e] - mu[e >> 1]);
-      l[e >> 1] += p[e];
-      if (KIND == KIND_SEL) p[e] *= fminf(fmaxf(mt.u[n * 8 + 2 * t4 + (e & 1)] - qtau[e >> 1], 0.f), 1.f);
-      if (KIND == KIND_EDGE && mt.pos[n * 8 + 2 * t4 + (e & 1)] <= qi[e >> 1] - W)
-        p[e] *= fminf(fmaxf(mt.u[n * 8 + 2 * t4 + (e & 1)] - qtau[e >> 1], 0.f), 1.f);
-    }
-    pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
-    pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
-  }
+        p[e] = ex2(s[mw][n][e] - mu[mw][e >> 1]);
+        l[mw][e >> 1] += p[e];
+        if (KIND == KIND_SEL) p[e] *= fminf(fmaxf(mt.u[c] - qtau[mw][e >> 1], 0.f), 1.f);
+        if (KIND == KIND_EDGE && mt.pos[c] <= qi[mw][e >> 1] - W) p[e] *= fminf(fmaxf(mt.u[c] - qtau[mw][e >> 1], 0.f), 1.f);
 #endif
+      }
+      pa[mw][n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
+      pa[mw][n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
+    }
+  }
   // O += (P * gate) V
 #pragma unroll
   for (int kk = 0; kk < BK / 16; kk++) {
@@ -306,8 +333,11 @@ __device__ __forceinline__ void tile_step(
     for (int n = 0; n < NO; n += 2) {
       u32 b0, b1, b2, b3;
       ldsm4t(smem_addr(Vst + (kk * 16 + (mi & 1) * 8 + r8) * LDS + (n + (mi >> 1)) * 8), b0, b1, b2, b3);
-      mma(o[n], pa[kk], b0, b1);
-      mma(o[n + 1], pa[kk], b2, b3);
+#pragma unroll
+      for (int mw = 0; mw < WM; mw++) {
+        mma(o[mw][n], pa[mw][kk], b0, b1);
+        mma(o[mw][n + 1], pa[mw][kk], b2, b3);
+      }
     }
   }
 }
@@ -447,35 +477,37 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
 
   for (int t = 0; t < STAGES - 1 && t < nT; t++) issue(t, t);
 
-  // this thread's two query rows and their Q fragments
-  int qi[2];
-  u64 qthk[2];
-  float qtau[2];
+  // this thread's query rows (two per 16-row tile) and their Q fragments
+  int qi[WM][2];
+  u64 qthk[WM][2];
+  float qtau[WM][2];
+  u32 qa[WM][KS][4];
+  float o[WM][NO][4];
+  float m[WM][2], l[WM][2];
 #pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    const int i = i0 + w * 16 + g8 + rr * 8;
-    qi[rr] = i;
-    const bool ok = i < T;
-    qthk[rr] = ok ? thk[kv0 + i] : ~0ull;
-    qtau[rr] = ok ? (float)tau[kv0 + i] : FINF;
-  }
-  u32 qa[KS][4];
-  {
-    const int r0 = min(i0 + w * 16 + g8, T - 1), r1 = min(i0 + w * 16 + g8 + 8, T - 1);
-    const u32* q0 = reinterpret_cast<const u32*>(q + (qrow0 + r0) * HS);
-    const u32* q1 = reinterpret_cast<const u32*>(q + (qrow0 + r1) * HS);
+  for (int mw = 0; mw < WM; mw++) {
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+      const int i = i0 + (w * WM + mw) * 16 + g8 + rr * 8;
+      qi[mw][rr] = i;
+      const bool ok = i < T;
+      qthk[mw][rr] = ok ? thk[kv0 + i] : ~0ull;
+      qtau[mw][rr] = ok ? (float)tau[kv0 + i] : FINF;
+      m[mw][rr] = -FINF;
+      l[mw][rr] = 0.f;
+    }
+    const u32* q0 = reinterpret_cast<const u32*>(q + (qrow0 + min(qi[mw][0], T - 1)) * HS);
+    const u32* q1 = reinterpret_cast<const u32*>(q + (qrow0 + min(qi[mw][1], T - 1)) * HS);
 #pragma unroll
     for (int ks = 0; ks < KS; ks++) {
-      qa[ks][0] = q0[ks * 8 + t4];
-      qa[ks][1] = q1[ks * 8 + t4];
-      qa[ks][2] = q0[ks * 8 + 4 + t4];
-      qa[ks][3] = q1[ks * 8 + 4 + t4];
+      qa[mw][ks][0] = q0[ks * 8 + t4];
+      qa[mw][ks][1] = q1[ks * 8 + t4];
+      qa[mw][ks][2] = q0[ks * 8 + 4 + t4];
+      qa[mw][ks][3] = q1[ks * 8 + 4 + t4];
     }
-  }
-  float o[NO][4];
 #pragma unroll
-  for (int n = 0; n < NO; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  float m[2] = {-FINF, -FINF}, l[2] = {0.f, 0.f};
+    for (int n = 0; n < NO; n++) o[mw][n][0] = o[mw][n][1] = o[mw][n][2] = o[mw][n][3] = 0.f;
+  }
 
   for (int t = 0, st = 0; t < nT; t++, st = st + 1 == STAGES ? 0 : st + 1) {
     if (t + STAGES - 1 < nT) {
@@ -501,30 +533,31 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   }
 
 #pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    l[rr] += __shfl_xor_sync(FULL, l[rr], 1);
-    l[rr] += __shfl_xor_sync(FULL, l[rr], 2);
-  }
+  for (int mw = 0; mw < WM; mw++) {
 #pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    const int i = qi[rr];
-    if (i >= T) continue;
-    const float inv = l[rr] > 0.f ? 1.f / l[rr] : 0.f;
-    const size_t row = qrow0 + i;
+    for (int rr = 0; rr < 2; rr++) {
+      float L = l[mw][rr];
+      L += __shfl_xor_sync(FULL, L, 1);
+      L += __shfl_xor_sync(FULL, L, 2);
+      const int i = qi[mw][rr];
+      if (i >= T) continue;
+      const float inv = L > 0.f ? 1.f / L : 0.f;
+      const size_t row = qrow0 + i;
 #pragma unroll
-    for (int n = 0; n < NO; n++) {
-      const float x0 = o[n][2 * rr] * inv, x1 = o[n][2 * rr + 1] * inv;
-      const int d = n * 8 + 2 * t4;
+      for (int n = 0; n < NO; n++) {
+        const float x0 = o[mw][n][2 * rr] * inv, x1 = o[mw][n][2 * rr + 1] * inv;
+        const int d = n * 8 + 2 * t4;
 #if OUT_BF16
-      reinterpret_cast<u32*>(out_)[(row * HS + d) >> 1] = pack_bf16(x0, x1);
+        reinterpret_cast<u32*>(out_)[(row * HS + d) >> 1] = pack_bf16(x0, x1);
 #else
-      float2 pr;
-      pr.x = x0;
-      pr.y = x1;
-      reinterpret_cast<float2*>(out_)[(row * HS + d) >> 1] = pr;
+        float2 pr;
+        pr.x = x0;
+        pr.y = x1;
+        reinterpret_cast<float2*>(out_)[(row * HS + d) >> 1] = pr;
 #endif
+      }
+      if (t4 == 0) lse[row] = L > 0.f ? (m[mw][rr] + log2f(L)) * 0.6931471805599453f : -FINF;
     }
-    if (t4 == 0) lse[row] = l[rr] > 0.f ? (m[rr] + log2f(l[rr])) * 0.6931471805599453f : -FINF;
   }
 }
 `,
