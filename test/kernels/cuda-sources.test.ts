@@ -52,6 +52,7 @@ async function allSources(): Promise<KernelSource[]> {
       for (const MASK of ['key', 'rows'] as const) {
         out.push(fastForwardSource({ HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MINB: 4, MASK }));
       }
+      out.push(fastForwardSource({ HS, BQ: 128, WM: 2, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows' }));
       out.push(bwdPrepSource(OUT, HS));
     }
   }
