@@ -2,8 +2,9 @@
 //
 //   node --import tsx dev/cuda-attention-fast/bench.ts [--T 4096,16384,65536] [--NH 16] [--NKV 16]
 //        [--HS 64,128] [--K 512] [--W 512] [--repeats 20] [--skip-validate]
-//        [--variants 64:64:tile:2:0:e,64:64:all:2:0:f,...]   HS:BQ:META:STAGES:MINB:exp[:mask[:WM]] (e exp2f,
-//        f ex2.approx; mask r: MASK rows, k: key; WM 2: two 16-row tiles per warp)
+//        [--variants 64:64:tile:2:0:e,64:64:all:2:0:f,...]   HS:BQ:META:STAGES:MINB:exp[:mask[:WM[:GH]]] (e exp2f,
+//        f ex2.approx; mask r: MASK rows, k: key; WM 2: two 16-row tiles per warp; GH: query heads per
+//        block, 2 or 4, for GQA shapes whose group size it divides)
 //
 // 1. emulate (no GPU needed): the kernel's key set per block (Sel_{i0} then the range
 //    [i0 - W + 1, i0 + BQ)) and its per-(query, key) mask rule, in TypeScript, against the CPU
@@ -37,9 +38,9 @@ const K = Number(opt('K', '512')), W = Number(opt('W', '512')), repeats = Number
 const variants: FastForwardVariant[] = opt('variants',
   '64:64:tile:2:0:e,64:64:all:2:0:f,64:64:all:3:0:f,64:64:all:2:4:f,64:128:all:2:0:f,128:64:tile:2:0:e,128:64:all:2:0:f,128:64:all:3:0:f')
   .split(',').map((v) => {
-    const [hs, bq, meta, stages, minb, ex, mask, wm = '1'] = v.split(':');
+    const [hs, bq, meta, stages, minb, ex, mask, wm = '1', gh = '1'] = v.split(':');
     return { HS: Number(hs) as 64 | 128, BQ: Number(bq) as 64 | 128, OUT: 'bf16', META: meta as 'tile' | 'all',
-      STAGES: Number(stages) as 2 | 3, MINB: Number(minb), FASTEXP: ex === 'f', MASK: mask === 'r' ? 'rows' : 'key', WM: Number(wm) as 1 | 2 };
+      STAGES: Number(stages) as 2 | 3, MINB: Number(minb), FASTEXP: ex === 'f', MASK: mask === 'r' ? 'rows' : 'key', WM: Number(wm) as 1 | 2, GH: Number(gh) as 1 | 2 | 4 };
   });
 
 // ---- 1. emulation of the kernel's key set and mask (no GPU) ------------------------------------
@@ -134,7 +135,12 @@ function emulate(shape: AttentionShape, Kp: number, Wp: number, BQ: number, u: F
 const cases: Case[] = [
   ...sharedCases,
   { name: 'dense (W = T)', shape: { B: 1, T: 300, NH: 2, NKV: 1, HS: 64 }, K: 0, W: 300, u: 'normal' },
+  // groups of 4 query heads, for GH 4
+  { name: 'gqa4', shape: { B: 2, T: 900, NH: 8, NKV: 2, HS: 64 }, K: 100, W: 64, u: 'normal' },
+  { name: 'gqa4 HS=128', shape: { B: 1, T: 600, NH: 4, NKV: 1, HS: 128 }, K: 64, W: 100, u: 'normal' },
 ];
+/** Whether variant v runs shape s: its head size, and GH dividing the group size. */
+const runs = (v: FastForwardVariant, s: AttentionShape): boolean => v.HS === s.HS && (s.NH / s.NKV) % (v.GH ?? 1) === 0;
 
 {
   const t0 = performance.now();
@@ -171,7 +177,7 @@ function fastKernel(o: FastForwardVariant): Kernel {
 function launchFast(o: FastForwardVariant, out: DeviceBlock, lse: DeviceBlock, q: DeviceBlock, k: DeviceBlock, v: DeviceBlock, u: DeviceBlock,
   s: ReturnType<typeof selection>, shape: AttentionShape, Kp: number, Wp: number): void {
   const kern = fastKernel(o);
-  rt.launch(kern, [Math.ceil(shape.T / o.BQ), shape.NH, shape.B], fastForwardThreads(o), fastForwardShared(o, Kp, Wp),
+  rt.launch(kern, [Math.ceil(shape.T / o.BQ), shape.NH / (o.GH ?? 1), shape.B], fastForwardThreads(o), fastForwardShared(o, Kp, Wp),
     [out.ptr, lse.ptr, q.ptr, k.ptr, v.ptr, u.ptr, s.tau.ptr, s.thk.ptr, s.count.ptr, s.blocks.ptr, shape.T, shape.NH, shape.NKV, Kp, Wp, 1 / Math.sqrt(shape.HS)]);
 }
 
@@ -188,7 +194,7 @@ if (!args.includes('--skip-validate')) {
     const s = selection(du, B * NKV, T, c.K, c.W);
     const lse = take(B * NH * T * 4);
     for (const v of variants) for (const OUT of ['f32', 'bf16'] as const) {
-      if (v.HS !== HS) continue;
+      if (!runs(v, shape)) continue;
       const o: FastForwardVariant = { ...v, OUT };
       const out = take(nq * (OUT === 'f32' ? 4 : 2));
       launchFast(o, out, lse, dq, dk, dv, du, s, shape, c.K, c.W);
@@ -223,7 +229,7 @@ for (const HS of HSs) {
     pairs *= NH / NKV;
     const out = take(nq * 2), lse = take(NH * T * 4);
     for (const o of variants) {
-      if (o.HS !== HS) continue;
+      if (!runs(o, shape)) continue;
       const BQ = o.BQ;
       const ms = timeMs(() => launchFast(o, out, lse, dq, dk, dv, du, s, shape, K, W), repeats);
       // work the tiles do: per block ceil(count_i0 / 64) + ceil(range / 64) tiles of 64 keys x BQ queries

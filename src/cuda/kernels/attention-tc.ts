@@ -44,6 +44,12 @@ export interface FastForwardVariant {
    * halving shared-memory reads per MMA, and the block's keys are shared by twice as many queries.
    */
   WM?: 1 | 2;
+  /**
+   * Query heads per block (default 1), consecutive heads of one KV head's group (GQA), which share the
+   * group's selection and so the block's keys and mask: each K and V tile is read once for GH heads.
+   * Must divide NH / NKV. Launch grid (ceil(T / BQ), NH / GH, B).
+   */
+  GH?: 1 | 2 | 4;
   OUT: 'bf16' | 'f32';
   /**
    * Where each tile's per-key data (j, u_j, key) comes from. 'tile': loaded by the block while it
@@ -70,19 +76,19 @@ export interface FastForwardVariant {
 }
 
 function full(o: FastForwardVariant): Required<FastForwardVariant> {
-  return { META: 'all', STAGES: 2, FASTEXP: true, MINB: 0, MASK: 'key', WM: 1, ...o };
+  return { META: 'all', STAGES: 2, FASTEXP: true, MINB: 0, MASK: 'key', WM: 1, GH: 1, ...o };
 }
 
 export const BK = 64;
 
 export function fastForwardName(v: FastForwardVariant): string {
   const o = full(v);
-  return `spk_fwd_tc_hs${o.HS}_bq${o.BQ}_${o.OUT}_${o.META}_s${o.STAGES}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.MASK === 'rows' ? '_rows' : ''}${o.WM === 2 ? '_wm2' : ''}`;
+  return `spk_fwd_tc_hs${o.HS}_bq${o.BQ}_${o.OUT}_${o.META}_s${o.STAGES}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.MASK === 'rows' ? '_rows' : ''}${o.WM === 2 ? '_wm2' : ''}${o.GH > 1 ? `_gh${o.GH}` : ''}`;
 }
 
-/** Threads per block: a warp per 16 WM queries. */
+/** Threads per block: a warp per 16 WM queries of each of the GH heads. */
 export function fastForwardThreads(v: FastForwardVariant): number {
-  return (32 * v.BQ) / (16 * (v.WM ?? 1));
+  return ((32 * v.BQ) / (16 * (v.WM ?? 1))) * (v.GH ?? 1);
 }
 
 /** Tiles of BK keys a block may have: Sel_{i0} (<= K) and the range (<= W + BQ - 1). */
@@ -102,7 +108,7 @@ export function fastForwardShared(v: FastForwardVariant, K: number, W: number): 
 }
 
 /**
- * Launch: grid (ceil(T / BQ), NH, B), block fastForwardThreads(o), dynamic shared fastForwardShared(o)
+ * Launch: grid (ceil(T / BQ), NH / GH, B), block fastForwardThreads(o), dynamic shared fastForwardShared(o)
  * (opt in above 48 KiB with cuFuncSetAttribute). Requires HS-aligned rows (16-byte) in q, k, v.
  */
 export function fastForwardSource(v: FastForwardVariant): KernelSource {
@@ -121,7 +127,9 @@ typedef unsigned int u32;
 #define BQ ${o.BQ}
 #define BK ${BK}
 #define WM ${o.WM}             // 16-row tiles per warp
-#define NWARP (BQ / (16 * WM))
+#define GH ${o.GH}             // query heads per block
+#define NWPH (BQ / (16 * WM))  // warps per head
+#define NWARP (NWPH * GH)
 #define NTHR (NWARP * 32)
 #define LDS (HS + 8)           // shared row stride in bf16
 #define KS (HS / 16)           // k-steps of Q K^T
@@ -228,7 +236,7 @@ __device__ __forceinline__ void tile_step(
   int rl[WM][2];
 #pragma unroll
   for (int mw = 0; mw < WM; mw++) {
-    rl[mw][0] = (int)(threadIdx.x >> 5) * 16 * WM + mw * 16 + (lane >> 2);
+    rl[mw][0] = (int)((threadIdx.x >> 5) % NWPH) * 16 * WM + mw * 16 + (lane >> 2);
     rl[mw][1] = rl[mw][0] + 8;
   }
 #pragma unroll
@@ -361,8 +369,9 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   // MASK_ROWS the block's thk values [BQ], then u, positions and row ranges
   u64* mkey = reinterpret_cast<u64*>(Vs + STAGES * BK * LDS);
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
-  const int i0 = blockIdx.x * BQ, hq = blockIdx.y, b = blockIdx.z;
-  const int h = hq / (NH / NKV);
+  // warp w: head hq of the block's GH, its rows from 16 WM (w % NWPH)
+  const int i0 = blockIdx.x * BQ, hq = blockIdx.y * GH + w / NWPH, wq = w % NWPH, b = blockIdx.z;
+  const int h = blockIdx.y * GH / (NH / NKV);
   const size_t qrow0 = ((size_t)b * NH + hq) * T;
   const size_t kv0 = ((size_t)b * NKV + h) * T;
   const bf16* kb = k + kv0 * HS;
@@ -488,7 +497,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   for (int mw = 0; mw < WM; mw++) {
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
-      const int i = i0 + (w * WM + mw) * 16 + g8 + rr * 8;
+      const int i = i0 + (wq * WM + mw) * 16 + g8 + rr * 8;
       qi[mw][rr] = i;
       const bool ok = i < T;
       qthk[mw][rr] = ok ? thk[kv0 + i] : ~0ull;
