@@ -436,7 +436,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // Under precision bf16 the tensor-core kernels (kernels/attention-tc*.ts) run on bf16 copies of
     // q, k, v where they apply; otherwise the fp32 kernels of kernels/attention.ts. They serve
     // dense and window too, as SparseK with K = 0 (W = T for dense): a selection of nothing.
-    const tc = this.tensorCoreVariants(HS, K, W);
+    const tc = this.tensorCoreVariants(HS, K, W, NH / NKV);
     const selects = sparse || tc !== null;
     // The tensor-core kernels read bf16 q, k, v and dout: a bf16 buffer is read in place, a float32
     // one through a bf16 copy made here (io says which the caller should hand over).
@@ -512,7 +512,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         if (tc !== null && s.tau && s.thk && s.count && s.sel) {
           last16 = { q: asBf16(q, halfOf('q', nq)), k: asBf16(k, halfOf('k', nkv)), v: asBf16(v, halfOf('v', nkv)) };
           const fwd = { ...tc.fwd, OUT: out.dtype };
-          this.launch(fastForwardSource(fwd).name, () => fastForwardSource(fwd), [Math.ceil(T / fwd.BQ), NH, B], fastForwardThreads(fwd),
+          this.launch(fastForwardSource(fwd).name, () => fastForwardSource(fwd), [Math.ceil(T / fwd.BQ), NH / (fwd.GH ?? 1), B], fastForwardThreads(fwd),
             [out.ptr, s.lse, last16.q, last16.k, last16.v, u ?? s.tau, s.tau, s.thk, s.count, s.sel, T, NH, NKV, K, W, scale], fastForwardShared(fwd, K, W));
           return;
         }
@@ -683,13 +683,15 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * bf16 q, k, v (so precision 'bf16' only), HS 64 or 128, and shared memory that grows with K + W.
    * Variants as measured fastest in dev/cuda-attention-fast (H100).
    */
-  private tensorCoreVariants(HS: number, K: number, W: number): { fwd: FastForwardVariant; bwd: BackwardVariant } | null {
+  private tensorCoreVariants(HS: number, K: number, W: number, G: number): { fwd: FastForwardVariant; bwd: BackwardVariant } | null {
     if (this.precision !== 'bf16' || (HS !== 64 && HS !== 128)) return null;
-    // HS 64: two 16-row tiles per warp, 128 queries a block (64K: 1.86 to 1.62 ms). HS 128 keeps one:
-    // two would not fit the registers.
+    // The forward (H100, 64K, K = W = 512): at HS 64 two 16-row tiles per warp (1.86 to 1.62 ms),
+    // 128 queries a block, or with GQA 64 queries of two heads (1.65 to 1.48 ms at G = 4). HS 128 keeps
+    // one tile per warp (two would not fit the registers), and two heads a block with GQA (3.20 to 3.10).
+    const GH = G % 2 === 0 ? 2 : 1;
     const fwd: FastForwardVariant = HS === 64
-      ? { HS, BQ: 128, WM: 2, OUT: 'f32', META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows' }
-      : { HS, BQ: 64, OUT: 'f32', META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows' };
+      ? { HS, BQ: GH === 2 ? 64 : 128, WM: 2, GH, OUT: 'f32', META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows' }
+      : { HS, BQ: 64, GH, OUT: 'f32', META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows' };
     const bwd: BackwardVariant = { HS, FASTEXP: true, MINB: HS === 64 ? 3 : 0 };
     const fits = Math.max(fastForwardShared(fwd, K, W), bwdSelShared(bwd, K), bwdWinShared(bwd)) <= this.sharedOptin();
     return fits ? { fwd, bwd } : null;

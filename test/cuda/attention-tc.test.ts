@@ -42,6 +42,9 @@ function check(name: string, got: Float32Array, want: Float32Array, maxRel: numb
 interface Case { name: string; shape: AttentionShape; K: number; W: number; tied?: boolean; kind?: 'sparsek' | 'dense' | 'window' }
 const cases: Case[] = [
   { name: 'GQA', shape: { B: 1, T: 300, NH: 4, NKV: 2, HS: 64 }, K: 40, W: 17 },
+  // groups of 4: the forward's blocks take 2 of a group's heads (GH 2), so 2 blocks per KV head
+  { name: 'GQA, groups of 4', shape: { B: 2, T: 270, NH: 8, NKV: 2, HS: 64 }, K: 30, W: 40 },
+  { name: 'GQA, HS = 128', shape: { B: 1, T: 260, NH: 4, NKV: 1, HS: 128 }, K: 50, W: 33 },
   { name: 'HS = 128, B = 2', shape: { B: 2, T: 200, NH: 2, NKV: 2, HS: 128 }, K: 33, W: 64 },
   { name: 'W = 0', shape: { B: 1, T: 257, NH: 2, NKV: 1, HS: 64 }, K: 50, W: 0 },
   { name: 'K >= T', shape: { B: 1, T: 90, NH: 1, NKV: 1, HS: 64 }, K: 100, W: 8 },
