@@ -73,17 +73,22 @@ export interface FastForwardVariant {
    * is a saturating subtraction. 'rows' needs META 'all'. Default 'key'.
    */
   MASK?: 'key' | 'rows';
+  /**
+   * Rescale lazily (FlashAttention-4's rule): keep a warp's running row maxima, and skip rescaling o
+   * and l, while no new tile raises one by more than 8 in the exp2 domain. Default false.
+   */
+  LAZY?: boolean;
 }
 
 function full(o: FastForwardVariant): Required<FastForwardVariant> {
-  return { META: 'all', STAGES: 2, FASTEXP: true, MINB: 0, MASK: 'key', WM: 1, GH: 1, ...o };
+  return { META: 'all', STAGES: 2, FASTEXP: true, MINB: 0, MASK: 'key', WM: 1, GH: 1, LAZY: false, ...o };
 }
 
 export const BK = 64;
 
 export function fastForwardName(v: FastForwardVariant): string {
   const o = full(v);
-  return `spk_fwd_tc_hs${o.HS}_bq${o.BQ}_${o.OUT}_${o.META}_s${o.STAGES}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.MASK === 'rows' ? '_rows' : ''}${o.WM === 2 ? '_wm2' : ''}${o.GH > 1 ? `_gh${o.GH}` : ''}`;
+  return `spk_fwd_tc_hs${o.HS}_bq${o.BQ}_${o.OUT}_${o.META}_s${o.STAGES}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.MASK === 'rows' ? '_rows' : ''}${o.WM === 2 ? '_wm2' : ''}${o.GH > 1 ? `_gh${o.GH}` : ''}${o.LAZY ? '_lazy' : ''}`;
 }
 
 /** Threads per block: a warp per 16 WM queries of each of the GH heads. */
@@ -141,6 +146,7 @@ typedef unsigned int u32;
 #define STAGES ${o.STAGES}
 #define FASTEXP ${o.FASTEXP ? 1 : 0}
 #define MASK_ROWS ${o.MASK === 'rows' ? 1 : 0}
+#define LAZY ${o.LAZY ? 1 : 0}
 #define FULL 0xffffffffu
 #define FINF __int_as_float(0x7f800000)
 
@@ -290,14 +296,33 @@ __device__ __forceinline__ void tile_step(
 #endif
   float mu[WM][2];
 #pragma unroll
-  for (int mw = 0; mw < WM; mw++) {
-    float corr[2];
+  for (int mw = 0; mw < WM; mw++)
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
       float x = mx[mw][rr];
       x = fmaxf(x, __shfl_xor_sync(FULL, x, 1));
       x = fmaxf(x, __shfl_xor_sync(FULL, x, 2));
-      const float mn = fmaxf(m[mw][rr], x * mxs);
+      mx[mw][rr] = x * mxs;
+    }
+#if LAZY
+  // keep the running max while no row of the warp grew it by more than 8 (p <= 2^8: no overflow in
+  // l or in bf16 P), and skip the rescale; false for a row whose max is still -inf (NaN or +inf)
+  bool keep = true;
+#pragma unroll
+  for (int mw = 0; mw < WM; mw++)
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) keep = keep && mx[mw][rr] - m[mw][rr] <= 8.f;
+  if (__all_sync(FULL, keep)) {
+#pragma unroll
+    for (int mw = 0; mw < WM; mw++) mu[mw][0] = m[mw][0], mu[mw][1] = m[mw][1];
+  } else
+#endif
+#pragma unroll
+  for (int mw = 0; mw < WM; mw++) {
+    float corr[2];
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+      const float mn = fmaxf(m[mw][rr], mx[mw][rr]);
       mu[mw][rr] = mn == -FINF ? 0.f : mn;      // a row with no key yet: keep p = 0, corr = 1
       corr[rr] = ex2(m[mw][rr] - mu[mw][rr]);   // m = -inf: 0, and o, l are 0 anyway
       m[mw][rr] = mn;
