@@ -81,33 +81,21 @@ struct Tree {
   __device__ const double* psum(int l) const { return tp + ((size_t)l * BH + row) * Tx; }
 };
 struct CS { int c; double s; };
-// Per lane, for the tree node its level contributes to a prefix n: where lower_bound(kappa) can fall
-// for any kappa in [A, B], i.e. [lower_bound(A), lower_bound(B)] (cs_window).
-struct Win { int lo, hi; };
-
-// The node of level lane that the prefix of n candidates takes whole, as [x0, x1); false if none.
-__device__ __forceinline__ bool prefix_node(const Tree& tr, int n, int lane, int& x0, int& x1) {
-  const int m = (n + tr.d) / CHUNK;
-  if (lane >= tr.NL || !((m >> lane) & 1)) return false;
-  x0 = ((m >> (lane + 1)) << (lane + 1)) * CHUNK;
-  x1 = min(tr.Tx, x0 + (CHUNK << lane));
-  return true;
-}
 
 // Count and sum over candidates j < n with key >= kappa; a group of L lanes calls it (L = 32, a whole
 // warp, or 16, each half of a warp with its own n and kappa when NL <= 16): lane l of the group takes level l.
-// With a window from cs_window(n, A, B) and A <= kappa <= B, each lane's search is within it.
 template <int L>
-__device__ CS cs_lanes(const Tree& tr, int n, u64 kappa, const Win* win = nullptr) {
+__device__ CS cs_lanes(const Tree& tr, int n, u64 kappa) {
   const int lane = threadIdx.x & (L - 1);
   const int m = (n + tr.d) / CHUNK;
   int c = 0;
   double s = 0.0;
-  int x0, x1;
-  if (prefix_node(tr, n, lane, x0, x1)) {
+  if (lane < tr.NL && ((m >> lane) & 1)) {
+    const int start = (m >> (lane + 1)) << (lane + 1);
+    const int x0 = start * CHUNK, x1 = min(tr.Tx, x0 + (CHUNK << lane));
     const u64* k = tr.keys(lane);
     const double* p = tr.psum(lane);
-    const int lb = win ? lower_bound(k, win->lo, win->hi, kappa) : lower_bound(k, x0, x1, kappa);
+    const int lb = lower_bound(k, x0, x1, kappa);
     c = x1 - lb;
     s = p[x1 - 1] - (lb > x0 ? p[lb - 1] : 0.0);
   }
@@ -122,18 +110,7 @@ __device__ CS cs_lanes(const Tree& tr, int n, u64 kappa, const Win* win = nullpt
   CS r; r.c = c; r.s = s;
   return r;
 }
-__device__ __forceinline__ CS cs_warp(const Tree& tr, int n, u64 kappa, const Win* win = nullptr) { return cs_lanes<32>(tr, n, kappa, win); }
-// This lane's window for the keys kappa in [A, B] (A <= B), for cs_warp over the prefix n.
-__device__ Win cs_window(const Tree& tr, int n, u64 A, u64 B) {
-  Win w; w.lo = w.hi = 0;
-  int x0, x1;
-  if (prefix_node(tr, n, threadIdx.x & 31, x0, x1)) {
-    const u64* k = tr.keys(threadIdx.x & 31);
-    w.lo = lower_bound(k, x0, x1, A);
-    w.hi = lower_bound(k, w.lo, x1, B);
-  }
-  return w;
-}
+__device__ __forceinline__ CS cs_warp(const Tree& tr, int n, u64 kappa) { return cs_lanes<32>(tr, n, kappa); }
 `;
 }
 
@@ -385,11 +362,7 @@ extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_an
   const size_t a0 = (size_t)row * (nb + 1) + (b - b % S), a1 = (size_t)row * (nb + 1) + min(b - b % S + S, nb);
   int m;
   if (phase == 2) { // exact: the answer, thk_b's index + 1, lies in [lb(thk_b0) + 1, lb(thk_b1) + 1]
-    const int ylo = max(first + 1, lower_bound(keys, first, N, athk[a0]) + 1), yhi = min(N, lower_bound(keys, first, N, athk[a1]) + 1);
-    // the probes are keys[ylo .. yhi - 1], a few dozen: each level's searches stay in their window
-    Win wt; wt.lo = wt.hi = 0;
-    if (ylo < yhi) wt = cs_window(tr, n, keys[ylo], keys[yhi - 1]);
-    m = smallest_true(ylo, yhi, [&](int y) { return cs_warp(tr, n, keys[y], &wt).c < r; }, flags) - 1;
+    m = smallest_true(max(first + 1, lower_bound(keys, first, N, athk[a0]) + 1), min(N, lower_bound(keys, first, N, athk[a1]) + 1), below, flags) - 1;
   } else m = smallest_true(first + 1, N, below, flags) - 1;
   if (K == 0) {
     if (w0) { athk[ai] = ~0ull; atau[ai] = val_of(keys[m]); }
@@ -407,31 +380,22 @@ extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_an
     // smallest y with f(g(keys[y])) <= K, g(v) = v (entry) and v - 1 (exit)
     int ys[2];
     for (int q = 0; q < 2; q++) {
-      const auto settled_in = [&](int x, const Win* wa, const Win* wc) {
+      const auto settled = [&](int x) {
         const double t = val_of(keys[x]) - (double)q;
-        const CS a = cs_warp(tr, n, key_gt(t), wa), c = cs_warp(tr, n, key_ge(t + 1.0), wc);
+        const CS a = cs_warp(tr, n, key_gt(t)), c = cs_warp(tr, n, key_ge(t + 1.0));
         const int nF = a.c - c.c;
         const double sF = a.s - c.s, nFt = (double)nF * t, f = (double)c.c + sF - nFt;
         const double tol = 4.0 * 2.220446049250313e-16 * ((double)c.c + fabs(sF) + fabs(nFt));
         return f <= (double)K + tol;
       };
-      const auto settled = [&](int x) { return settled_in(x, nullptr, nullptr); };
       int y = -1;
       if (phase == 2) {
         // near the breakpoints between tau_b0 and tau_b1 (+ q): a guess, kept only if the predicate
         // flips right at the answer (it is monotone, so that answer is the one the whole range gives)
         const int lo = max(first, lower_bound(keys, first, N, key_ge(atau[a0] + (double)q)) - 1);
-        const int hi = max(lo, min(N, lower_bound(keys, first, N, key_gt(atau[a1] + (double)q)) + 1));
-        // the probes' two thresholds, key_gt(t) and key_ge(t + 1), grow with x: a window for each
-        Win wa, wc;
-        wa.lo = wa.hi = wc.lo = wc.hi = 0;
-        if (lo < hi) {
-          const double tl = val_of(keys[lo]) - (double)q, th = val_of(keys[hi - 1]) - (double)q;
-          wa = cs_window(tr, n, key_gt(tl), key_gt(th));
-          wc = cs_window(tr, n, key_ge(tl + 1.0), key_ge(th + 1.0));
-        }
-        y = smallest_true(lo, hi, [&](int x) { return settled_in(x, &wa, &wc); }, flags);
-        if ((y == lo && y > first && settled(y - 1)) || (y == hi && y < N && !settled(y))) y = -1;
+        const int hi = min(N, lower_bound(keys, first, N, key_gt(atau[a1] + (double)q)) + 1);
+        y = smallest_true(lo, max(lo, hi), settled, flags);
+        if ((y == lo && y > first && settled(y - 1)) || (y == max(lo, hi) && y < N && !settled(y))) y = -1;
       }
       ys[q] = y >= 0 ? y : smallest_true(first, N, settled, flags);
     }
