@@ -2,12 +2,14 @@
 //
 //   node --import tsx dev/cuda-attention-fast/bench-backward.ts [--T 4096,16384,65536] [--NH 16] [--NKV 16]
 //        [--HS 64,128] [--K 512] [--W 512] [--repeats 20] [--skip-validate] [--skip-emulate] [--no-prod]
-//        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:s] (e exp2f, f ex2.approx; s: reductions as plain
-//        stores, a timing probe whose results are wrong)   [--dump DIR]
+//        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:flags] (e exp2f, f ex2.approx; flags: s reductions
+//        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB);
+//        v sel's dK/dV reductions as red.v4 (RED4))   [--dump DIR]
 //
 // 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks and
 //    query tiles with its band mask and whole-tile rule, sel's key set (Sel_{i0} then the new
-//    candidates) with the thk mask, the slot index off_j + i - j - W, the mean's F test — followed by
+//    candidates) and each key's block rows [lo, hi) as sel finds them (checked against the direct thk
+//    mask), for 64 and 128 queries a block, the slot index off_j + i - j - W, the mean's F test — followed by
 //    a port of sparsek_mean_prefix / sparsek_score_grad. Checked against the float64 CPU backward
 //    (src/cpu/kernels/attention.ts: patternAttentionBackward's dq, dk, dv and gate gradients,
 //    sparsekAttentionBackwardInto's du): every attended pair exactly once, every slot written once
@@ -39,7 +41,7 @@ import type { FastForwardVariant } from '../../src/cuda/kernels/attention-tc.js'
 import { bitsOf, bf16, cases as sharedCases, deviceHelpers, normal, scoresOf, toBf16 } from './harness.js';
 import type { Case } from './harness.js';
 import {
-  BT, BWD_THREADS, bwdPrepSource, bwdSelName, bwdSelShared, bwdSelSource, bwdWinName, bwdWinShared, bwdWinSource,
+  BT, BWD_THREADS, bwdPrepSource, bwdSelBlocks, bwdSelMaxTiles, bwdSelName, bwdSelShared, bwdSelSource, bwdWinName, bwdWinShared, bwdWinSource,
 } from '../../src/cuda/kernels/attention-tc-backward.js';
 import type { BackwardVariant } from '../../src/cuda/kernels/attention-tc-backward.js';
 
@@ -51,7 +53,10 @@ const HSs = opt('HS', '64,128').split(',').map(Number);
 const Kt = Number(opt('K', '512')), Wt = Number(opt('W', '512')), repeats = Number(opt('repeats', '20'));
 const variants: BackwardVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',').map((s) => {
   const [hs, ex, mb, flags = ''] = s.split(':');
-  return { HS: Number(hs) as 64 | 128, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s') };
+  return {
+    HS: Number(hs) as 64 | 128, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
+    QB: flags.includes('q') ? 128 : 64, RED4: flags.includes('v'),
+  };
 });
 const vname = (v: BackwardVariant): string => bwdSelName(v).replace('spk_bwd_sel_', '');
 const emit = (o: Record<string, unknown>): void => console.log(JSON.stringify(o));
@@ -200,7 +205,7 @@ function forward64(x: ReturnType<typeof caseInputs>, c: Case, plan: SparsekPlan)
 }
 
 // ---- 1. emulation of the kernels' decomposition ------------------------------------------------
-function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, sd: SelData, ref: Grads): string | null {
+function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, sd: SelData, ref: Grads, QB: 64 | 128): string | null {
   const { B, T, NH, NKV, HS } = c.shape, { K, W } = c, G = NH / NKV, scale = 1 / Math.sqrt(HS);
   const { out, lse } = forward64(x, c, plan);
   const D = new Float64Array(B * NH * T);
@@ -241,22 +246,41 @@ function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, s
   const mean = Array.from({ length: B * NKV }, () => new Float64Array(T));
   for (let b = 0; b < B; b++) for (let h = 0; h < NKV; h++) {
     const bh = b * NKV + h, f = plan.sel[bh], ub = bh * T, off = sd.off[bh];
-    for (let i0 = 0; i0 < T; i0 += BT) {
+    for (let i0 = 0; i0 < T; i0 += QB) {
       const nsel = K > 0 ? f.count[i0] : 0;
-      const rlo = Math.max(0, i0 - W + 1), rhi = K > 0 ? Math.min(T, i0 + BT - W) : 0;
-      const nselT = Math.ceil(nsel / BT), nT = nselT + (rhi > rlo ? 1 : 0);
+      const rlo = Math.max(0, i0 - W + 1), rhi = K > 0 ? Math.min(T, i0 + QB - W) : 0;
+      const nselT = Math.ceil(nsel / BT), nT = nselT + Math.ceil(Math.max(0, rhi - rlo) / BT);
+      if (nT > bwdSelMaxTiles({ HS: HS as 64 | 128, QB }, K)) return `sel: block ${i0} has ${nT} key tiles, more than bwdSelMaxTiles`;
       const pos = new Int32Array(nT * BT).fill(-1);
       for (let cc = 0; cc < nsel; cc++) pos[cc] = f.sel[i0 * K + cc];
       for (let j = rlo; j < rhi; j++) pos[nselT * BT + j - rlo] = j;
-      const num = new Float64Array(BT);
+      // each key's block rows [lo, hi) as the kernel finds them: the search of the block's thk (rows
+      // past T select nothing), and a new candidate's rows from j + W - i0
+      const lo = new Int32Array(nT * BT), hi = new Int32Array(nT * BT);
+      for (let y = 0; y < nT * BT; y++) {
+        const j = pos[y];
+        if (j < 0) continue;
+        const key = ordKey(x.u[ub + j], j);
+        let a = 0, z: number = QB;
+        while (a < z) {
+          const mid = (a + z) >> 1, th = sd.thk[bh][i0 + mid];
+          if (i0 + mid < T && (th === null || geKey(key, th))) a = mid + 1;
+          else z = mid;
+        }
+        lo[y] = y < nselT * BT ? 0 : Math.min(QB, Math.max(0, j + W - i0));
+        hi[y] = a;
+      }
+      const num = new Float64Array(QB);
       for (let gi = 0; gi < G && nT > 0; gi++) {
         const written = new Map<number, number>();
-        for (let t = 0; t < nT; t++) for (let r = 0; r < BT; r++) for (let cq = 0; cq < BT; cq++) {
-          const j = pos[t * BT + r], i = i0 + cq;
+        for (let t = 0; t < nT; t++) for (let r = 0; r < BT; r++) for (let cq = 0; cq < QB; cq++) {
+          const y = t * BT + r, j = pos[y], i = i0 + cq;
           if (j < 0 || i >= T) continue;
           const key = ordKey(x.u[ub + j], j), th = sd.thk[bh][i];
           const selected = th === null || geKey(key, th);
-          if (!(selected && (t < nselT || j <= i - W))) continue;
+          const attended = selected && (t < nselT || j <= i - W);
+          if (attended !== (cq >= lo[y] && cq < hi[y])) return `sel: key ${j}'s block rows [${lo[y]}, ${hi[y]}) disagree with the mask at query ${i}`;
+          if (!attended) continue;
           const tf = fr(f.tau[i]), g = Math.min(1, Math.max(0, fr(fr(x.u[ub + j]) - tf)));
           const [p, dov] = step(b, h * G + gi, i, j, g);
           const slot = off[j] - W + i - j;
@@ -267,10 +291,10 @@ function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, s
           const ud = x.u[ub + j], td = f.tau[i];
           if (ud > td && ud - td < 1) num[cq] += p * dov;
         }
-        const selects = f.count.slice(i0, Math.min(T, i0 + BT)).reduce((a, y) => a + y, 0);
+        const selects = f.count.slice(i0, Math.min(T, i0 + QB)).reduce((a, y) => a + y, 0);
         if (written.size !== selects) return `sel: block ${i0} wrote ${written.size} slots, its queries select ${selects} keys`;
       }
-      for (let cq = 0; cq < BT && i0 + cq < T; cq++) { const nf = sd.nfree[bh][i0 + cq]; mean[bh][i0 + cq] = nf > 0 ? num[cq] / nf : 0; }
+      for (let cq = 0; cq < QB && i0 + cq < T; cq++) { const nf = sd.nfree[bh][i0 + cq]; mean[bh][i0 + cq] = nf > 0 ? num[cq] / nf : 0; }
     }
   }
   // coverage: every row got exactly its pattern's number of pairs
@@ -320,13 +344,15 @@ if (!args.includes('--skip-emulate')) {
   const t0 = performance.now();
   let bad = 0;
   for (const c of cases) {
-    const t1 = performance.now();
     const p = prepare(c);
-    const err = emulate(c, p.x, p.plan, p.sd, p.ref);
-    emit({ kind: 'emulate', case: c.name, ok: err === null, error: err ?? undefined, s: +((performance.now() - t1) / 1000).toFixed(1) });
-    if (err !== null) bad++;
+    for (const QB of [64, 128] as const) {
+      const t1 = performance.now();
+      const err = emulate(c, p.x, p.plan, p.sd, p.ref, QB);
+      emit({ kind: 'emulate', case: c.name, QB, ok: err === null, error: err ?? undefined, s: +((performance.now() - t1) / 1000).toFixed(1) });
+      if (err !== null) bad++;
+    }
   }
-  console.log(`# emulate: win + sel decomposition of ${cases.length} cases ${bad === 0 ? 'matches the float64 CPU backward (dq, dk, dv, du, dg slots)' : 'FAILED'} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  console.log(`# emulate: win + sel (64 and 128 queries a block) decomposition of ${cases.length} cases ${bad === 0 ? 'matches the float64 CPU backward (dq, dk, dv, du, dg slots)' : 'FAILED'} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   if (bad > 0) process.exitCode = 1;
 }
 
@@ -340,12 +366,16 @@ console.log(`# ${rt.name} (${rt.arch}), ${rt.multiprocessors} SMs, driver ${rt.d
 
 const { take, put, get, timeMs } = deviceHelpers(rt);
 
+// the most dynamic shared memory a block may opt in to (CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN):
+// sel with QB 128 at HS 128 takes 213.5 KiB
+const optin = new Int32Array(1);
+rt.cu('cuDeviceGetAttribute', optin, 97, rt.ordinal);
 const loaded = new Map<string, Kernel>();
 function kern(src: KernelSource, shared = false): Kernel {
   let k = loaded.get(src.name);
   if (k === undefined) {
     k = rt.kernel(src);
-    if (shared) rt.cu('cuFuncSetAttribute', k.fn, 8, 200 * 1024);
+    if (shared) rt.cu('cuFuncSetAttribute', k.fn, 8, optin[0]);
     loaded.set(src.name, k);
     emit({ kind: 'kernel', name: src.name, registers: k.registers, localBytes: k.localBytes });
   }
@@ -400,7 +430,7 @@ function backward(v: BackwardVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceB
   const prep = (): void => rt.launch(kern(bwdPrepSource(OUT, HS)), blocks(B * NH * T, 8), 256, 0, [o.D.ptr, o.dq.ptr, d.dout.ptr, out.ptr, B * NH * T, HS]);
   const win = (): void => rt.launch(kern(bwdWinSource(v), true), [Math.ceil(T / BT), NKV, B], BWD_THREADS, bwdWinShared(v),
     [o.dk.ptr, o.dv.ptr, o.dq.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, T, NH, NKV, W, scale]);
-  const sel = (): void => rt.launch(kern(bwdSelSource(v), true), [Math.ceil(T / BT), NKV, B], BWD_THREADS, bwdSelShared(v, K),
+  const sel = (): void => rt.launch(kern(bwdSelSource(v), true), [bwdSelBlocks(v, T), NKV, B], BWD_THREADS, bwdSelShared(v, K),
     [o.dq.ptr, o.dk.ptr, o.dv.ptr, o.dsel.ptr, o.mean.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, d.u.ptr,
       s.tau.ptr, s.thk.ptr, s.count.ptr, s.rows64.ptr, s.nfree.ptr, T, NH, NKV, K, W, scale]);
   const du = (): void => {
