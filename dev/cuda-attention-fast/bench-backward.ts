@@ -3,8 +3,8 @@
 //   node --import tsx dev/cuda-attention-fast/bench-backward.ts [--T 4096,16384,65536] [--NH 16] [--NKV 16]
 //        [--HS 64,128] [--K 512] [--W 512] [--repeats 20] [--skip-validate] [--skip-emulate] [--no-prod]
 //        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:flags] (e exp2f, f ex2.approx; flags: s reductions
-//        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB);
-//        v sel's dK/dV reductions as red.v4 (RED4))   [--dump DIR]
+//        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB, HS 64))
+//        [--dump DIR]
 //
 // 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks and
 //    query tiles with its band mask and whole-tile rule, sel's key set (Sel_{i0} then the new
@@ -55,7 +55,7 @@ const variants: BackwardVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').spl
   const [hs, ex, mb, flags = ''] = s.split(':');
   return {
     HS: Number(hs) as 64 | 128, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
-    QB: flags.includes('q') ? 128 : 64, RED4: flags.includes('v'),
+    QB: flags.includes('q') ? 128 : 64,
   };
 });
 const vname = (v: BackwardVariant): string => bwdSelName(v).replace('spk_bwd_sel_', '');

@@ -42,7 +42,7 @@ import { adamwSource, sumSquaresSource, OPTIM_BLOCK, SUMSQ_BLOCKS } from './kern
 import { specialise, toBf16Source, toBf16x8Source } from './kernels/storage.js';
 import { fastForwardShared, fastForwardSource, fastForwardThreads } from './kernels/attention-tc.js';
 import type { FastForwardVariant } from './kernels/attention-tc.js';
-import { bwdPrepName, bwdPrepSource, bwdSelShared, bwdSelSource, bwdWinShared, bwdWinSource, BT, BWD_THREADS } from './kernels/attention-tc-backward.js';
+import { bwdPrepName, bwdPrepSource, bwdSelBlocks, bwdSelShared, bwdSelSource, bwdWinShared, bwdWinSource, BT, BWD_THREADS } from './kernels/attention-tc-backward.js';
 import type { BackwardVariant } from './kernels/attention-tc-backward.js';
 import type { GeluForm, Precision, Storage } from '../backend.js';
 
@@ -554,11 +554,11 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           this.rt.cu('cuMemsetD32Async', dsel.ptr, 0, 2 * nu, this.rt.stream); // (dk and dv need no zeros: win stores every row)
           this.launch(`${bwdPrepName(out.dtype)}_hs${HS}`, () => bwdPrepSource(out.dtype, HS), Math.ceil((B * NH * T) / 8), 256,
             [D, dq, dout16, out.ptr, B * NH * T, HS]);
-          this.launch(bwdWinSource(tc.bwd).name, () => bwdWinSource(tc.bwd), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
-            [dk, dv, dq, h.q, h.k, h.v, dout16, s.lse, D, T, NH, NKV, W, scale], bwdWinShared(tc.bwd));
-          this.launch(bwdSelSource(tc.bwd).name, () => bwdSelSource(tc.bwd), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
+          this.launch(bwdWinSource(tc.win).name, () => bwdWinSource(tc.win), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
+            [dk, dv, dq, h.q, h.k, h.v, dout16, s.lse, D, T, NH, NKV, W, scale], bwdWinShared(tc.win));
+          this.launch(bwdSelSource(tc.sel).name, () => bwdSelSource(tc.sel), [bwdSelBlocks(tc.sel, T), NKV, B], BWD_THREADS,
             [dq, dk, dv, dsel, mean, h.q, h.k, h.v, dout16, s.lse, D, u ?? s.tau, s.tau, s.thk, s.count, s.sel, s.nfree, T, NH, NKV, K, W, scale],
-            bwdSelShared(tc.bwd, K));
+            bwdSelShared(tc.sel, K));
         } else {
           // pass 1: dq, D, gate gradients; pass 2: dk, dv
           this.launch(attentionKernelName('attention_backward_query', o), () => attentionBackwardQuerySource(o), [rows, NKV, B], 32 * ATTENTION_WARPS,
@@ -683,7 +683,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * bf16 q, k, v (so precision 'bf16' only), HS 64 or 128, and shared memory that grows with K + W.
    * Variants as measured fastest in dev/cuda-attention-fast (H100).
    */
-  private tensorCoreVariants(HS: number, K: number, W: number, G: number): { fwd: FastForwardVariant; bwd: BackwardVariant } | null {
+  private tensorCoreVariants(HS: number, K: number, W: number, G: number): { fwd: FastForwardVariant; win: BackwardVariant; sel: BackwardVariant } | null {
     if (this.precision !== 'bf16' || (HS !== 64 && HS !== 128)) return null;
     // The forward (H100, 64K, K = W = 512): at HS 64 two 16-row tiles per warp (1.86 to 1.62 ms),
     // 128 queries a block, or with GQA 64 queries of two heads (1.65 to 1.48 ms at G = 4). HS 128 keeps
@@ -692,9 +692,14 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const fwd: FastForwardVariant = HS === 64
       ? { HS, BQ: GH === 2 ? 64 : 128, WM: 2, GH, OUT: 'f32', META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows' }
       : { HS, BQ: 64, GH, OUT: 'f32', META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows' };
-    const bwd: BackwardVariant = { HS, FASTEXP: true, MINB: HS === 64 ? 3 : 0 };
-    const fits = Math.max(fastForwardShared(fwd, K, W), bwdSelShared(bwd, K), bwdWinShared(bwd)) <= this.sharedOptin();
-    return fits ? { fwd, bwd } : null;
+    // The backward's selected pairs at HS 64: 128 queries a block (two halves against each gathered key
+    // tile, one dK/dV reduction for both; 64K: 3.65 to 2.65 ms) where two such blocks fit an SM's shared
+    // memory (K up to about 640), else 64. At HS 128, 128 was slower at 4K and 16K and even at 64K.
+    const win: BackwardVariant = { HS, FASTEXP: true, MINB: HS === 64 ? 3 : 0 };
+    const wide: BackwardVariant = { HS, FASTEXP: true, QB: 128 };
+    const sel = HS === 64 && 2 * (bwdSelShared(wide, K) + 1024) <= this.sharedOptin() + 1024 ? wide : win;
+    const fits = Math.max(fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win)) <= this.sharedOptin();
+    return fits ? { fwd, win, sel } : null;
   }
 
   /** launch() with dynamic shared memory, raising the kernel's limit past the default 48 KiB on first use. */

@@ -48,6 +48,7 @@ async function allSources(): Promise<KernelSource[]> {
   for (const ALL of [false, true]) for (const PROBE of [false, true]) out.push(fsBlockSource({ ALL, PROBE }));
   for (const HS of [64, 128] as const) {
     for (const MINB of [0, 3]) for (const STORE of [false, true]) out.push(bwdSelSource({ HS, MINB, STORE }), bwdWinSource({ HS, MINB, STORE }));
+    if (HS === 64) out.push(bwdSelSource({ HS, QB: 128 }));
     for (const OUT of ['bf16', 'f32'] as const) {
       for (const MASK of ['key', 'rows'] as const) {
         out.push(fastForwardSource({ HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MINB: 4, MASK }));

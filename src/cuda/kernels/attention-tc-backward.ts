@@ -32,7 +32,7 @@
 //                  (S^T per key tile): dk and dv from register fragments, added with red.global.add per
 //                  tile; dq in registers over the tiles (this block owns its rows); each key's
 //                  free-set dg summed in shared memory over tiles and heads and added to dsel once
-//                  per block, and sum_{Sel_i ∩ F_i} dg goes to mean_i. (Lab variant QB 128: 128 queries,
+//                  per block, and sum_{Sel_i ∩ F_i} dg goes to mean_i. (At HS 64, QB 128: 128 queries,
 //                  keys Sel_{i0} plus the <= 127 new candidates, the two halves against each key tile.)
 //   spk_bwd_prep   D_i = do_i . o_i (out as stored), and dq = 0 for the window kernel's atomics.
 // Launch order on one stream: prep, win (stores dk, dv; adds to dq), sel (adds to dq, dk, dv).
@@ -56,11 +56,9 @@ export interface BackwardVariant {
   /**
    * sel only: queries per block (default 64). 128 runs one key set (Sel_{i0} plus up to two tiles of
    * new candidates) over two 64-query halves and reduces dK and dV once per tile for both, halving the
-   * K/V gathers and the dK/dV reductions per pair (lab variant; see bwdSelSource).
+   * K/V gathers and the dK/dV reductions per pair. HS 64 only (see bwdSelSource).
    */
   QB?: 64 | 128;
-  /** sel only: dK and dV reduced as red.global.add.v4.f32 (sm_90), four columns of one row per lane. */
-  RED4?: boolean;
 }
 
 /** Queries and keys per tile, both kernels. */
@@ -68,14 +66,14 @@ export const BT = 64;
 const NTHR = 128;
 
 function full(o: BackwardVariant): Required<BackwardVariant> {
-  return { FASTEXP: true, MINB: 0, STORE: false, QB: 64, RED4: false, ...o };
+  return { FASTEXP: true, MINB: 0, STORE: false, QB: 64, ...o };
 }
 
 const suffix = (o: Required<BackwardVariant>): string => `hs${o.HS}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.STORE ? '_store' : ''}`;
 export const bwdWinName = (v: BackwardVariant): string => `spk_bwd_win_${suffix(full(v))}`;
 export const bwdSelName = (v: BackwardVariant): string => {
   const o = full(v);
-  return `spk_bwd_sel_${suffix(o)}${o.QB === 128 ? '_qb128' : ''}${o.RED4 ? '_red4' : ''}`;
+  return `spk_bwd_sel_${suffix(o)}${o.QB === 128 ? '_qb128' : ''}`;
 };
 export const bwdPrepName = (OUT: 'bf16' | 'f32'): string => `spk_bwd_prep_${OUT}`;
 
@@ -104,11 +102,11 @@ export function bwdSelMaxTiles(v: BackwardVariant, K: number): number {
 /**
  * sel: dynamic shared bytes (K double-buffered, V, Q, dO, dS^T, 16 bytes of data per key, the block's
  * thk, 5 floats per query): 64.8 KiB at HS = 64 and K = 512, so that three blocks fit an H100 SM.
- * QB 128 adds (P g)^T at HS 64 (110.5 KiB, two blocks) and dQ in fp32 at HS 128 (213.5 KiB, one).
+ * QB 128 (HS 64) adds (P g)^T: 110.5 KiB, two blocks.
  */
 export function bwdSelShared(v: BackwardVariant, K: number): number {
   const { HS, QB } = full(v), l = LDS(HS);
-  const extra = QB === 64 ? 0 : HS === 64 ? BT * (QB + 8) * 2 : QB * HS * 4;
+  const extra = QB === 64 ? 0 : BT * (QB + 8) * 2;
   return 2 * BT * l * 2 + BT * l * 2 + 2 * QB * l * 2 + BT * (QB + 8) * 2 + bwdSelMaxTiles(v, K) * BT * 16 + QB * 8 + 5 * QB * 4 + extra;
 }
 
@@ -198,18 +196,7 @@ __device__ __forceinline__ void red2(float* p, float a, float b) {
   asm volatile("red.global.add.f32 [%0], %1;" :: "l"(p + 1), "f"(b) : "memory");
 #endif
 }
-${o.RED4 ? `// p[0 .. 3] += a, b, c, d, as one 16-byte reduction (sm_90; two 8-byte ones before)
-__device__ __forceinline__ void red4(float* p, float a, float b, float c, float d) {
-#if ${o.STORE ? 1 : 0}
-  *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
-#elif __CUDA_ARCH__ >= 900
-  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" :: "l"(p), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
-#else
-  red2(p, a, b);
-  red2(p + 2, c, d);
-#endif
-}
-` : ''}// C (16 x 64, fp32 fragments) += A (16 x 16k, from smem at a_at(kk)) B, B (16k x 8n) through
+// C (16 x 64, fp32 fragments) += A (16 x 16k, from smem at a_at(kk)) B, B (16k x 8n) through
 // ldmatrix.trans of a [k][n] row-major smem tile (row stride ld): k runs down the tile's rows.
 #define MMA_BT(C, A, Bs, ld, NN, lane) { \\
   const int mi_ = (lane) >> 3, r8_ = (lane) & 7; \\
@@ -269,7 +256,7 @@ extern "C" __global__ void __launch_bounds__(256) ${name}(
  * skip the mask.
  */
 export function bwdWinSource(v: BackwardVariant): KernelSource {
-  const o = full({ ...v, QB: 64, RED4: false }); // sel's flags: win's source is the same for all of them
+  const o = full({ ...v, QB: 64 }); // sel's flag: win's source is the same for both
   const name = bwdWinName(o);
   return {
     name,
@@ -454,27 +441,23 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
  * reduced once at the end. (Measured against the query-major form, which formed dK and dV from dS and
  * P g in shared memory: 7% faster at 64K and HS 64, 14-17% at 4K; dev/cuda-attention-fast/README.md.)
  *
- * QB 128 (lab): 128 queries [i0, i0 + 128) over Sel_{i0} and the new candidates (i0 - W, i0 + 127 - W],
+ * QB 128 (HS 64; what CudaBackend runs where two blocks fit an SM): 128 queries [i0, i0 + 128) over Sel_{i0} and the new candidates (i0 - W, i0 + 127 - W],
  * which by the block property cover each selected pair of the 128 rows once; a key's rows [lo, hi) now
  * span 128 (the search runs over 128 thk). Per key tile, the two 64-query halves in turn form S^T, dP^T,
  * the mask, dS^T (into a [64 keys][128 queries] Ps) and the dg sums; then one dV and one dK product over
  * all 128 queries (k = 128) and one set of reductions, so each gathered K/V row and each reduced dK/dV
- * row serves twice the pairs. Registers run short (measured with ptxas, nvcc 13.0), so dK reads dS back
- * from Ps rather than keeping both halves' fragments, and:
- * - HS 64: dQ stays in registers (32 rows a warp) and P g goes through shared memory too (Gs):
- *   110.5 KiB at K = 512, two blocks per SM up to K = 640.
- * - HS 128: dQ (128 floats a thread) lives in shared memory, each thread's own elements (no barrier);
- *   P g stays in registers and num is folded over the lanes every half (fold_cols): 213.5 KiB, one
- *   block per SM.
+ * row serves twice the pairs (64K: 3.65 to 2.65 ms). Registers run short (255, measured with ptxas,
+ * nvcc 13.0), so dK and dV read dS and P g back from shared memory (Ps, Gs) rather than keeping both
+ * halves' fragments; dQ stays in registers (32 rows a warp). 110.5 KiB at K = 512: two blocks per SM up
+ * to K = 640.
  */
 export function bwdSelSource(v: BackwardVariant): KernelSource {
   const o = full(v);
   const name = bwdSelName(o);
-  // QB 128 is written into the 64-query form piece by piece, so that QB 64's source stays exactly as it
-  // was (production). R names the block's query count, hq a half's first block row, hn a half's
-  // per-thread arrays; dqs picks HS 128's forms (dQ in shared memory, P g in registers, num folded)
-  // over HS 64's (dQ in registers, P g through Gs).
-  const q2 = o.QB === 128, dqs = q2 && o.HS === 128;
+  // QB 128 is written into the 64-query form piece by piece, so that QB 64's source stays as it was
+  // measured. R names the block's query count, hq a half's first block row, hn a half's per-thread arrays.
+  const q2 = o.QB === 128;
+  if (q2 && o.HS !== 64) throw new Error('spk_bwd_sel: QB 128 is built for HS 64 (at HS 128 it measured no faster)');
   const R = q2 ? 'QB' : 'BT', hq = q2 ? 'hf * BT + ' : '', hn = q2 ? '[hf]' : '';
   // one tile's pairs (QB 128: one half's): S^T, dP^T, the mask and gate, dS^T into Ps, the dg sums
   const pairs = `      // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys x 64 queries: win's loop, written out again
@@ -502,7 +485,6 @@ export function bwdSelSource(v: BackwardVariant): KernelSource {
       }
 ${!q2 ? `      u32 pa[BT / 16][4], sa[BT / 16][4];
       float kdg[2] = {0.f, 0.f};
-` : dqs ? `      float cs[NT][2] = {}; // this half's free-set dg column sums, folded into num below
 ` : ''}#pragma unroll
       for (int n = 0; n < NT; n++) {
         const int c0 = ${hq}n * 8 + 2 * t4;
@@ -521,15 +503,13 @@ ${!q2 ? `      u32 pa[BT / 16][4], sa[BT / 16][4];
           pg[e] = p * gt;
           if (in && ku[rr] >= ((e & 1) ? lo2.y : lo2.x) && ku[rr] <= ((e & 1) ? hi2.y : hi2.x)) { // j in F_i
             const float dg = p * dp[n][e];
-            ${dqs ? 'cs' : `num${hn}`}[n][e & 1] += dg;
+            num${hn}[n][e & 1] += dg;
             kdg[rr] += dg;
           }
         }
-${q2 ? `${dqs ? `        pa[hf][n >> 1][(n & 1) * 2 + 0] = pack_bf16(pg[0], pg[1]);
-        pa[hf][n >> 1][(n & 1) * 2 + 1] = pack_bf16(pg[2], pg[3]);
-` : `        *reinterpret_cast<u32*>(Gs + (wk + g8) * LDP + c0) = pack_bf16(pg[0], pg[1]);
+${q2 ? `        *reinterpret_cast<u32*>(Gs + (wk + g8) * LDP + c0) = pack_bf16(pg[0], pg[1]);
         *reinterpret_cast<u32*>(Gs + (wk + g8 + 8) * LDP + c0) = pack_bf16(pg[2], pg[3]);
-`}        *reinterpret_cast<u32*>(Ps + (wk + g8) * LDP + c0) = pack_bf16(ds[0], ds[1]);
+        *reinterpret_cast<u32*>(Ps + (wk + g8) * LDP + c0) = pack_bf16(ds[0], ds[1]);
         *reinterpret_cast<u32*>(Ps + (wk + g8 + 8) * LDP + c0) = pack_bf16(ds[2], ds[3]);
 ` : `        pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(pg[0], pg[1]);
         pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(pg[2], pg[3]);
@@ -538,13 +518,11 @@ ${q2 ? `${dqs ? `        pa[hf][n >> 1][(n & 1) * 2 + 0] = pack_bf16(pg[0], pg[1
         *reinterpret_cast<u32*>(Ps + (wk + g8) * LDP + c0) = sa[n >> 1][(n & 1) * 2 + 0];
         *reinterpret_cast<u32*>(Ps + (wk + g8 + 8) * LDP + c0) = sa[n >> 1][(n & 1) * 2 + 1];
 `}      }
-${dqs ? `      fold_cols(cs, num[hf], lane);
-` : ''}`;
+`;
   const deeper = (body: string): string => body.replace(/^(?=[^#\n])/gm, '  '); // pragmas stay in column 0
   // QB 128: body (starting with its loop's pragma) once per half, unrolled
   const perHalf = (body: string, at: string): string => (q2 ? `#pragma unroll\n${at}for (int hf = 0; hf < 2; hf++)\n${deeper(body)}` : body);
-  const halves = `${dqs ? `      u32 pa[2][BT / 16][4]; // P g as A fragments (k: the half's queries)
-` : ''}      float kdg[2] = {0.f, 0.f};
+  const halves = `      float kdg[2] = {0.f, 0.f};
 #pragma unroll
       for (int hf = 0; hf < 2; hf++) { // the two halves in turn, against the same K and V tile
 ${deeper(pairs)}      }
@@ -553,24 +531,7 @@ ${deeper(pairs)}      }
     name,
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr',
       'i32', 'i32', 'i32', 'i32', 'i32', 'f32'],
-    source: `${common(o)}${dqs ? `
-// v[n][x] (column 8 n + 2 t4 + x of a 64-query half) summed over the 8 lanes g8 of this t4 and spread
-// over them, 14 shuffles (a reduce-scatter): lane g8 adds the sums of columns 8 g8 + 2 t4 + x to s[x]
-__device__ __forceinline__ void fold_cols(const float (&v)[NT][2], float (&s)[2], int lane) {
-  const bool b2 = lane & 16, b1 = lane & 8, b0 = lane & 4;
-  float a[4][2], c[2][2];
-#pragma unroll
-  for (int k = 0; k < 4; k++)
-#pragma unroll
-    for (int x = 0; x < 2; x++) a[k][x] = (b2 ? v[k + 4][x] : v[k][x]) + __shfl_xor_sync(FULL, b2 ? v[k][x] : v[k + 4][x], 16);
-#pragma unroll
-  for (int k = 0; k < 2; k++)
-#pragma unroll
-    for (int x = 0; x < 2; x++) c[k][x] = (b1 ? a[k + 2][x] : a[k][x]) + __shfl_xor_sync(FULL, b1 ? a[k][x] : a[k + 2][x], 8);
-#pragma unroll
-  for (int x = 0; x < 2; x++) s[x] += (b0 ? c[1][x] : c[0][x]) + __shfl_xor_sync(FULL, b0 ? c[0][x] : c[1][x], 4);
-}
-` : ''}
+    source: `${common(o)}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
     float* dq,                        // (B, NH, T, HS)  added to (this block owns its rows)
     float* dk,                        // (B, NKV, T, HS) added to (atomically)
@@ -596,15 +557,14 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   bf16* Qs = Vs + BT * LDS;                   // [${R}][LDS]
   bf16* Os = Qs + ${R} * LDS;                   // [${R}][LDS] dO
   bf16* Ps = Os + ${R} * LDS;                   // [BT keys][LDP queries] dS^T
-${q2 && !dqs ? `  bf16* Gs = Ps + BT * LDP;                   // [BT keys][LDP queries] (P g)^T
+${q2 ? `  bf16* Gs = Ps + BT * LDP;                   // [BT keys][LDP queries] (P g)^T
   u64* bthk = reinterpret_cast<u64*>(Gs + BT * LDP); // thk of the block's 128 queries (~0 past T)` : `  u64* bthk = reinterpret_cast<u64*>(Ps + BT * LDP); // thk of the block's ${q2 ? 128 : 64} queries (~0 past T)`}
   float* qL = reinterpret_cast<float*>(bthk + ${R});   // per query: lse log2 e (+inf: no p), this head
   float* qD = qL + ${R};                               // D_i, this head
   float* qt = qD + ${R};                               // tau_i as float (the gate's threshold)
   float* qlo = qt + ${R};                              // F_i's float bounds
   float* qhi = qlo + ${R};
-${dqs ? `  float2* dQs = reinterpret_cast<float2*>(qhi + QB); // dQ, [2 halves][2][NO][NTHR]: thread-major
-` : ''}  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
   const int mi = lane >> 3, r8 = lane & 7;
   const int i0 = blockIdx.x * ${R}, h = blockIdx.y, b = blockIdx.z;
   const int G = NH / NKV;
@@ -619,7 +579,7 @@ ${dqs ? `  float2* dQs = reinterpret_cast<float2*>(qhi + QB); // dQ, [2 halves][
   const int rlo = max(0, i0 - W + 1), rhi = K > 0 ? min(T, i0 + ${R} - W) : 0;
   const int nselT = (nsel + BT - 1) / BT, nT = nselT + ${q2 ? '(max(0, rhi - rlo) + BT - 1) / BT' : '(rhi > rlo ? 1 : 0)'};
   const int nkeys = nT * BT;
-  float* mu_ = ${dqs ? 'reinterpret_cast<float*>(dQs + QB * HS / 2)' : `qhi + ${R}`};
+  float* mu_ = qhi + ${R};
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
   float* mdg = reinterpret_cast<float*>(mpos + nkeys); // per key: its dg summed over the block's F pairs and heads
   int* mrng = reinterpret_cast<int*>(mdg + nkeys);      // per key: the block rows [lo, hi) that select it, lo | hi << 8
@@ -668,8 +628,7 @@ ${q2 ? `    const int r = x - nselT * BT; // >= 0: the new candidate rlo + r
   };
 
   const int wk = w * 16;
-${dqs ? `  float num[2][2] = {};              // per half: free-set dg of columns 8 g8 + 2 t4 + x over the warp's keys, tiles and heads
-` : q2 ? `  float num[2][NT][2];               // per half: column sums of free-set dg over this thread's keys, tiles and heads
+${q2 ? `  float num[2][NT][2];               // per half: column sums of free-set dg over this thread's keys, tiles and heads
 #pragma unroll
   for (int n = 0; n < NT; n++) num[0][n][0] = num[0][n][1] = num[1][n][0] = num[1][n][1] = 0.f;
 ` : `  float num[NT][2];                  // column sums of free-set dg over this thread's keys, tiles and heads
@@ -697,20 +656,11 @@ ${dqs ? `  float num[2][2] = {};              // per half: free-set dg of column
 ${!q2 ? `    float acc[NO][4]; // dQ rows i0 + 16w ..
 #pragma unroll
     for (int n = 0; n < NO; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-` : !dqs ? `    float acc[2][NO][4]; // dQ rows i0 + 64 hf + 16w ..
+` : `    float acc[2][NO][4]; // dQ rows i0 + 64 hf + 16w ..
 #pragma unroll
     for (int n = 0; n < NO; n++)
 #pragma unroll
       for (int e = 0; e < 4; e++) acc[0][n][e] = acc[1][n][e] = 0.f;
-` : `    // dQ rows i0 + 64 hf + 16w .., in dQs where the registers would not fit: the elements of this
-    // thread's fragments, which no other thread touches (conflict-free: a warp's are consecutive)
-    const auto dqp = [&](int hf, int rr, int n) { return dQs + ((hf * 2 + rr) * NO + n) * NTHR + tid; };
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++)
-#pragma unroll
-      for (int rr = 0; rr < 2; rr++)
-#pragma unroll
-        for (int n = 0; n < NO; n++) *dqp(hf, rr, n) = make_float2(0.f, 0.f);
 `}
     for (int t = 0, st = 0; t < nT; t++, st ^= 1) {
       if (t + 1 < nT) { issue(t + 1, Ks + (st ^ 1) * BT * LDS, kb); cp_wait<1>(); }
@@ -746,69 +696,31 @@ ${q2 ? halves : pairs}      // each key's dg over the tile's queries: the 4 lane
         for (int n = 0; n < NO; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
 #pragma unroll
 ${q2 ? `        for (int kk = 0; kk < QB / 16; kk++) {
-${dqs ? `          if (which == 0) MMA_BT(c, pa[kk / 4][kk % 4], Os + kk * 16 * LDS, LDS, NO, lane)
-          else {
-            u32 a[4];
-            ldsm4(smem_addr(Ps + (wk + (mi & 1) * 8 + r8) * LDP + kk * 16 + (mi >> 1) * 8), a);
-            MMA_BT(c, a, Qs + kk * 16 * LDS, LDS, NO, lane)
-          }
-` : `          u32 a[4];
+          u32 a[4];
           ldsm4(smem_addr((which == 0 ? Gs : Ps) + (wk + (mi & 1) * 8 + r8) * LDP + kk * 16 + (mi >> 1) * 8), a);
           MMA_BT(c, a, (which == 0 ? Os : Qs) + kk * 16 * LDS, LDS, NO, lane)
-`}        }` : `        for (int kk = 0; kk < BT / 16; kk++) {
+        }` : `        for (int kk = 0; kk < BT / 16; kk++) {
           if (which == 0) MMA_BT(c, pa[kk], Os + kk * 16 * LDS, LDS, NO, lane)
           else MMA_BT(c, sa[kk], Qs + kk * 16 * LDS, LDS, NO, lane)
         }`}
         float* dst = which == 0 ? dv : dk;
         const float f = which == 0 ? 1.f : scale;
-${o.RED4 ? `        // lanes t4 and t4 ^ 1 trade two columns: an even t4 then holds row g8, columns 2 t4 .. 2 t4 + 3
-        // of each 8, an odd one row g8 + 8, columns 2 t4 - 2 .. 2 t4 + 1
-        const int od = t4 & 1, jx = od ? jr[1] : jr[0];
-        float* row = dst + (kv0 + max(jx, 0)) * HS + 2 * (t4 & 2);
 #pragma unroll
-        for (int n = 0; n < NO; n++) {
-          const float x = __shfl_xor_sync(FULL, od ? c[n][0] : c[n][2], 1), y = __shfl_xor_sync(FULL, od ? c[n][1] : c[n][3], 1);
-          if (jx >= 0) red4(row + n * 8, f * (od ? x : c[n][0]), f * (od ? y : c[n][1]), f * (od ? c[n][2] : x), f * (od ? c[n][3] : y));
-        }
-` : `#pragma unroll
         for (int rr = 0; rr < 2; rr++) {
           if (jr[rr] < 0) continue;
           float* row = dst + (kv0 + jr[rr]) * HS + 2 * t4;
 #pragma unroll
           for (int n = 0; n < NO; n++) red2(row + n * 8, f * c[n][2 * rr], f * c[n][2 * rr + 1]);
         }
-`}      }
-${dqs ? `      // dQ rows i0 + 64 hf + 16w .. += dS K: A = dS from Ps ([key][query], so .trans), k = keys
-#pragma unroll
-      for (int hf = 0; hf < 2; hf++) {
-        float acc[NO][4];
-#pragma unroll
-        for (int n = 0; n < NO; n++)
-#pragma unroll
-          for (int rr = 0; rr < 2; rr++) {
-            const float2 x = *dqp(hf, rr, n);
-            acc[n][2 * rr] = x.x;
-            acc[n][2 * rr + 1] = x.y;
-          }
-#pragma unroll
-        for (int kk = 0; kk < BT / 16; kk++) {
-          u32 a[4];
-          ldsm4t(smem_addr(Ps + (kk * 16 + (mi >> 1) * 8 + r8) * LDP + hf * BT + wk + (mi & 1) * 8), a);
-          MMA_BT(acc, a, Kst + kk * 16 * LDS, LDS, NO, lane);
-        }
-#pragma unroll
-        for (int n = 0; n < NO; n++)
-#pragma unroll
-          for (int rr = 0; rr < 2; rr++) *dqp(hf, rr, n) = make_float2(acc[n][2 * rr], acc[n][2 * rr + 1]);
       }
-` : `      // dQ rows i0 + ${q2 ? '64 hf + ' : ''}16w .. += dS K: A = dS from Ps ([key][query], so .trans), k = keys
+      // dQ rows i0 + ${q2 ? '64 hf + ' : ''}16w .. += dS K: A = dS from Ps ([key][query], so .trans), k = keys
 ${perHalf(`#pragma unroll
       for (int kk = 0; kk < BT / 16; kk++) {
         u32 a[4];
         ldsm4t(smem_addr(Ps + (kk * 16 + (mi >> 1) * 8 + r8) * LDP + ${hq}wk + (mi & 1) * 8), a);
         MMA_BT(acc${hn}, a, Kst + kk * 16 * LDS, LDS, NO, lane);
       }
-`, '      ')}`}      __syncthreads(); // Ps and this stage are free again
+`, '      ')}      __syncthreads(); // Ps and this stage are free again
     }
 ${perHalf(`#pragma unroll
     for (int rr = 0; rr < 2; rr++) {
@@ -818,12 +730,9 @@ ${perHalf(`#pragma unroll
       for (int n = 0; n < NO; n++) {
         float2* p = reinterpret_cast<float2*>(dq + (r0 + i) * HS + n * 8 + 2 * t4);
         float2 x = *p;
-${dqs ? `        const float2 a = *dqp(hf, rr, n);
-        x.x += scale * a.x;
-        x.y += scale * a.y;
-` : `        x.x += scale * acc${hn}[n][2 * rr];
+        x.x += scale * acc${hn}[n][2 * rr];
         x.y += scale * acc${hn}[n][2 * rr + 1];
-`}        *p = x;
+        *p = x;
       }
     }
 `, '    ')}  }
@@ -832,13 +741,7 @@ ${dqs ? `        const float2 a = *dqp(hf, rr, n);
     const float val = mdg[x];
     if (mpos[x] >= 0 && val != 0.f) atomicAdd(dsel + kv0 + mpos[x], (double)val);
   }
-${dqs ? `  // num_i: each column's sum over the warp's keys (fold_cols: done), then over the 4 warps
-  float* wnum = reinterpret_cast<float*>(Ps); // [4][QB]
-#pragma unroll
-  for (int hf = 0; hf < 2; hf++)
-#pragma unroll
-    for (int x = 0; x < 2; x++) wnum[w * QB + hf * BT + g8 * 8 + 2 * t4 + x] = num[hf][x];
-` : `  // num_i: each column's sum over the warp's keys (the 8 lanes of one t4), then over the 4 warps
+  // num_i: each column's sum over the warp's keys (the 8 lanes of one t4), then over the 4 warps
   float* wnum = reinterpret_cast<float*>(Ps); // [4][${R}]
 ${perHalf(`#pragma unroll
   for (int n = 0; n < NT; n++)
@@ -850,7 +753,7 @@ ${perHalf(`#pragma unroll
       val += __shfl_xor_sync(FULL, val, 16);
       if (g8 == 0) wnum[w * ${R} + ${hq}n * 8 + 2 * t4 + x] = val;
     }
-`, '  ')}`}  __syncthreads();
+`, '  ')}  __syncthreads();
   for (int r = tid; r < ${R}; r += NTHR) {
     const int i = i0 + r;
     if (i >= T) continue;
