@@ -505,7 +505,9 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         const s = st;
         if (sparse && u !== null && s.sel !== null) {
           rowsComplete = false;
-          this.sparsekSelect(s, u, BH, T, K, W, { rows: s.sel, all: tc === null });
+          // only the rows of queries 128 r where both tensor-core kernels tile 128 queries
+          const step = tc !== null && tc.fwd.BQ === 128 && tc.sel.QB === 128 ? 2 : 1;
+          this.sparsekSelect(s, u, BH, T, K, W, { rows: s.sel, all: tc === null, step });
         }
         else if (selects) this.selectNothing(s, BH, T, W);
         last = { out, q, k, v, u };
@@ -613,7 +615,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * then each key's interval of attending queries.
    */
   private sparsekSelect(s: AttentionState, u: CudaBuffer, BH: number, T: number, K: number, W: number,
-    out: { rows: DeviceBlock; all: boolean }): void {
+    out: { rows: DeviceBlock; all: boolean; step?: 1 | 2 }): void {
     if (s.tau === null || s.thk === null || s.count === null || s.nfree === null || s.e === null) return;
     const { d, Tx, NL, nb } = fsGeometry(T, W);
     const rowsShared = 4 * Math.ceil(Tx / 32); // fs_rows' bitmap over the row's positions
@@ -643,8 +645,9 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       this.launch(`sparsek_fs_anchor_w${AW}`, () => fsAnchorSource(AW), grid, FS_ANCHOR_THREADS,
         [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb, FS_ANCHOR_STRIDE, phase]);
     }
-    this.launch('sparsek_fs_rows', fsRowsSource, [nb, BH, 1], FS_ROWS_THREADS,
-      [out.rows, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, out.all ? T : nb, out.all ? 6 : 0], rowsShared);
+    const step = out.all ? 1 : (out.step ?? 1);
+    this.launch('sparsek_fs_rows', fsRowsSource, [Math.ceil(nb / step), BH, 1], FS_ROWS_THREADS,
+      [out.rows, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, out.all ? T : nb, out.all ? 6 : 0, step], rowsShared);
     const all = { ALL: out.all };
     this.launch(fsBlockName(all), () => fsBlockSource(all), [nb, BH, 1], FS_CHUNK,
       [s.tau, s.thk, s.count, s.nfree, out.rows, athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
