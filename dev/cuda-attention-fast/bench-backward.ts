@@ -41,7 +41,7 @@ import type { FastForwardVariant } from '../../src/cuda/kernels/attention-tc.js'
 import { bitsOf, bf16, cases as sharedCases, deviceHelpers, normal, scoresOf, toBf16 } from './harness.js';
 import type { Case } from './harness.js';
 import {
-  BT, BWD_THREADS, bwdPrepSource, bwdSelBlocks, bwdSelMaxTiles, bwdSelName, bwdSelShared, bwdSelSource, bwdWinName, bwdWinShared, bwdWinSource,
+  BT, BWD_THREADS, bwdPrepGrid, bwdPrepSource, bwdSelBlocks, bwdSelMaxTiles, bwdSelName, bwdSelShared, bwdSelSource, bwdWinName, bwdWinShared, bwdWinSource,
 } from '../../src/cuda/kernels/attention-tc-backward.js';
 import type { BackwardVariant } from '../../src/cuda/kernels/attention-tc-backward.js';
 
@@ -427,7 +427,7 @@ const giveAll = (o: object): void => { for (const b of Object.values(o)) if (b &
 /** The backward's launches: prep, win, sel; and du: mean prefix, score grad. */
 function backward(v: BackwardVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceBlock, lse: DeviceBlock, d: Dev, s: Sel, shape: AttentionShape, K: number, W: number) {
   const { B, T, NH, NKV, HS } = shape, scale = 1 / Math.sqrt(HS), BH = B * NKV;
-  const prep = (): void => rt.launch(kern(bwdPrepSource(OUT, HS)), blocks(B * NH * T, 8), 256, 0, [o.D.ptr, o.dq.ptr, d.dout.ptr, out.ptr, B * NH * T, HS]);
+  const prep = (): void => rt.launch(kern(bwdPrepSource(OUT, HS)), bwdPrepGrid(B * NH * T, HS), 256, 0, [o.D.ptr, o.dq.ptr, d.dout.ptr, out.ptr, B * NH * T, HS]);
   const win = (): void => rt.launch(kern(bwdWinSource(v), true), [Math.ceil(T / BT), NKV, B], BWD_THREADS, bwdWinShared(v),
     [o.dk.ptr, o.dv.ptr, o.dq.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, T, NH, NKV, W, scale]);
   const sel = (): void => rt.launch(kern(bwdSelSource(v), true), [bwdSelBlocks(v, T), NKV, B], BWD_THREADS, bwdSelShared(v, K),

@@ -210,10 +210,12 @@ __device__ __forceinline__ void red2(float* p, float a, float b) {
 }
 
 /**
- * D_i = do_i . o_i (fp32 sum of the stored out) and dq_i = 0. Warp per row.
- * Launch: grid ceil(rows / 8), block 256; rows = B NH T.
+ * D_i = do_i . o_i (fp32 sum of the stored out) and dq_i = 0. Eight columns a thread (16-byte loads),
+ * HS / 8 consecutive lanes a row. Launch: grid bwdPrepGrid(rows, HS), block 256; rows = B NH T, HS / 8
+ * dividing 32.
  */
 export function bwdPrepSource(OUT: 'bf16' | 'f32', HS: number): KernelSource {
+  if (!(HS % 8 === 0 && 32 % (HS / 8) === 0)) throw new Error(`spk_bwd_prep: HS / 8 must divide 32 (HS = ${HS})`);
   const name = bwdPrepName(OUT);
   return {
     name,
@@ -221,32 +223,44 @@ export function bwdPrepSource(OUT: 'bf16' | 'f32', HS: number): KernelSource {
     source: `
 typedef unsigned short bf16;
 #define OUT_BF16 ${OUT === 'bf16' ? 1 : 0}
-__device__ __forceinline__ float bf(bf16 x) { return __uint_as_float((unsigned)x << 16); }
+__device__ __forceinline__ float lo(unsigned x) { return __uint_as_float(x << 16); }
+__device__ __forceinline__ float hi(unsigned x) { return __uint_as_float(x & 0xffff0000u); }
 extern "C" __global__ void __launch_bounds__(256) ${name}(
     float* D,                        // (rows)
     float* dq,                       // (rows, HS) zeroed
     const bf16* __restrict__ dout,   // (rows, HS)
     const void* __restrict__ out_,   // (rows, HS) bf16 or fp32
     int rows, int HS) {
-  const int lane = threadIdx.x & 31;
-  const long long r = (long long)blockIdx.x * 8 + (threadIdx.x >> 5);
-  if (r >= rows) return;
-  const size_t o = (size_t)r * HS;
+  const int per = HS / 8; // lanes per row
+  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x, r = t / per;
   float acc = 0.f;
-  for (int d = lane; d < HS; d += 32) {
+  if (r < rows) {
+    const size_t o = (size_t)r * HS + (t % per) * 8;
+    const uint4 d = *reinterpret_cast<const uint4*>(dout + o);
 #if OUT_BF16
-    const float x = bf(reinterpret_cast<const bf16*>(out_)[o + d]);
+    const uint4 x = *reinterpret_cast<const uint4*>(reinterpret_cast<const bf16*>(out_) + o);
+    acc = lo(d.x) * lo(x.x) + hi(d.x) * hi(x.x) + lo(d.y) * lo(x.y) + hi(d.y) * hi(x.y)
+        + lo(d.z) * lo(x.z) + hi(d.z) * hi(x.z) + lo(d.w) * lo(x.w) + hi(d.w) * hi(x.w);
 #else
-    const float x = reinterpret_cast<const float*>(out_)[o + d];
+    const float4 a = *reinterpret_cast<const float4*>(reinterpret_cast<const float*>(out_) + o);
+    const float4 b = *reinterpret_cast<const float4*>(reinterpret_cast<const float*>(out_) + o + 4);
+    acc = lo(d.x) * a.x + hi(d.x) * a.y + lo(d.y) * a.z + hi(d.y) * a.w
+        + lo(d.z) * b.x + hi(d.z) * b.y + lo(d.w) * b.z + hi(d.w) * b.w;
 #endif
-    acc = fmaf(bf(dout[o + d]), x, acc);
-    dq[o + d] = 0.f;
+    float4* z = reinterpret_cast<float4*>(dq + o);
+    z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
+    z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
   }
-  for (int s = 16; s > 0; s >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, s);
-  if (lane == 0) D[r] = acc;
+  for (int s = per / 2; s > 0; s >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, s);
+  if (r < rows && t % per == 0) D[r] = acc;
 }
 `,
   };
+}
+
+/** Blocks of 256 threads for spk_bwd_prep over rows of HS columns. */
+export function bwdPrepGrid(rows: number, HS: number): number {
+  return Math.ceil((rows * (HS / 8)) / 256);
 }
 
 /**
