@@ -26,7 +26,8 @@ function bf16Rand(n: number, seed: number, scale = 1): Float32Array {
   return fromBf16(toBf16(a));
 }
 
-function check(name: string, got: Float32Array, want: Float32Array, maxRel: number): void {
+/** got against want: max error within maxRel of max |want| plus abs, rms error within U of rms want plus abs. */
+function check(name: string, got: Float32Array, want: Float32Array, maxRel: number, abs = 0): void {
   let maxRef = 0, worst = 0, at = 0, se = 0, sr = 0;
   for (let i = 0; i < want.length; i++) {
     maxRef = Math.max(maxRef, Math.abs(want[i]));
@@ -35,8 +36,8 @@ function check(name: string, got: Float32Array, want: Float32Array, maxRel: numb
     se += e * e;
     sr += want[i] * want[i];
   }
-  assert.ok(worst <= maxRel * maxRef + 1e-30, `${name}[${at}]: got ${got[at]}, want ${want[at]}: max error ${(worst / maxRef).toExponential(2)} of max |ref|, bound ${maxRel.toExponential(2)}`);
-  assert.ok(Math.sqrt(se) <= U * Math.sqrt(sr) + 1e-30, `${name}: rms error ${(Math.sqrt(se / sr)).toExponential(2)} of rms ref, bound ${U.toExponential(2)}`);
+  assert.ok(worst <= maxRel * maxRef + abs + 1e-30, `${name}[${at}]: got ${got[at]}, want ${want[at]}: max error ${(worst / maxRef).toExponential(2)} of max |ref|, bound ${maxRel.toExponential(2)}`);
+  assert.ok(Math.sqrt(se) <= U * Math.sqrt(sr) + abs * Math.sqrt(want.length) + 1e-30, `${name}: rms error ${(Math.sqrt(se / sr)).toExponential(2)} of rms ref, bound ${U.toExponential(2)}`);
 }
 
 interface Case { name: string; shape: AttentionShape; K: number; W: number; tied?: boolean; kind?: 'sparsek' | 'dense' | 'window' }
@@ -90,8 +91,12 @@ describe('tensor-core SparseK attention (precision bf16) against the CPU layer',
       layer.forward(dOut, up(q), up(k), up(v), scored ? up(u, 'f32') : null);
       layer.backward(dQ, dK, dV, scored ? dU : null, up(dout));
       check('out', be.download(dOut), want.out, 3 * U);
-      check('dq', be.download(dQ), want.dq, 4 * U);
-      check('dk', be.download(dK), want.dk, 4 * U);
+      // dq and dk are sums of ds = a (do.v - D) terms, D = do.o: where they cancel exactly in float64
+      // (T = 1: o = v), fp32 sums in two orders leave about eps32 HS |do| |v| (inputs within 1), times
+      // scale |k| or |q|; 8 of those is the floor (T = 1 measured 1.5e-8 on an H100)
+      const cancel = (8 * 2 ** -23 * HS) / Math.sqrt(HS);
+      check('dq', be.download(dQ), want.dq, 4 * U, cancel);
+      check('dk', be.download(dK), want.dk, 4 * U, cancel);
       check('dv', be.download(dV), want.dv, 4 * U);
       if (scored) {
         check('du', be.download(dU), want.du, 4 * U);
