@@ -617,17 +617,17 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
 #else
   const bf16* Qw = nullptr;
 #endif
-  // tile t: selected keys, range keys that are window keys of every row (no mask), or the others (a
-  // macro: NVRTC takes no generic lambdas)
-#define STEP(t, Kst, Vst, mt, mid, pre_pv) \
-  if ((t) < nselT) { \
-    tile_step<KIND_SEL>(o, m, l, qa, Qw, Kst, Vst, mt, qi, qthk, qtau, i0, W, sl, mid, pre_pv); \
-  } else { \
-    const int a_ = lo + ((t) - nselT) * BK, z_ = a_ + BK - 1; /* the tile's key range */ \
-    /* whole tile in Win_i of every query i of the block: z <= i0 and a > i0 + BQ - 1 - W, no padding */ \
-    if (z_ <= i0 && a_ > i0 + BQ - 1 - W && z_ < hi) tile_step<KIND_WIN>(o, m, l, qa, Qw, Kst, Vst, mt, qi, qthk, qtau, i0, W, sl, mid, pre_pv); \
-    else tile_step<KIND_EDGE>(o, m, l, qa, Qw, Kst, Vst, mt, qi, qthk, qtau, i0, W, sl, mid, pre_pv); \
-  }
+  // tile t: selected keys, range keys that are window keys of every row (no mask), or the others
+  auto step = [&](int t, const bf16* Kst, const bf16* Vst, Meta mt, auto mid, auto pre_pv) {
+    if (t < nselT) {
+      tile_step<KIND_SEL>(o, m, l, qa, Qw, Kst, Vst, mt, qi, qthk, qtau, i0, W, sl, mid, pre_pv);
+    } else {
+      const int a = lo + (t - nselT) * BK, z = a + BK - 1; // the tile's key range
+      // whole tile in Win_i of every query i of the block: z <= i0 and a > i0 + BQ - 1 - W, no padding
+      if (z <= i0 && a > i0 + BQ - 1 - W && z < hi) tile_step<KIND_WIN>(o, m, l, qa, Qw, Kst, Vst, mt, qi, qthk, qtau, i0, W, sl, mid, pre_pv);
+      else tile_step<KIND_EDGE>(o, m, l, qa, Qw, Kst, Vst, mt, qi, qthk, qtau, i0, W, sl, mid, pre_pv);
+    }
+  };
 #if QSM
   // one buffer each: K_{t+1} loads during tile t's softmax and products with V, V_{t+1} during
   // tile t + 1's Q K^T (groups in flight at the top: K_t and V_t, and Q at t = 0)
@@ -635,9 +635,9 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const bool more = t + 1 < nT;
     cp_wait<1>();
     __syncthreads();
-    const auto mid = [&]() { __syncthreads(); if (more) issue_one(t + 1, Ks, kb); };   // every warp is done with K_t
-    const auto pre_pv = [&]() { if (more) cp_wait<1>(); else cp_wait<0>(); __syncthreads(); }; // V_t has landed
-    STEP(t, Ks, Vs, meta_of(t, 0), mid, pre_pv)
+    step(t, Ks, Vs, meta_of(t, 0),
+      [&]() { __syncthreads(); if (more) issue_one(t + 1, Ks, kb); },                 // every warp is done with K_t
+      [&]() { if (more) cp_wait<1>(); else cp_wait<0>(); __syncthreads(); });          // V_t has landed
     __syncthreads(); // every warp is done with V_t
     if (more) issue_one(t + 1, Vs, vb);
   }
@@ -652,8 +652,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     else if (pending == 1) cp_wait<1>();
     else cp_wait<0>();
     __syncthreads();
-    const auto none = []() {};
-    STEP(t, Ks + st * BK * LDS, Vs + st * BK * LDS, meta_of(t, st), none, none)
+    step(t, Ks + st * BK * LDS, Vs + st * BK * LDS, meta_of(t, st), []() {}, []() {});
     __syncthreads();
   }
 #endif
