@@ -2,10 +2,9 @@
 //
 //   node --import tsx dev/cuda-attention-fast/bench.ts [--T 4096,16384,65536] [--NH 16] [--NKV 16]
 //        [--HS 64,128] [--K 512] [--W 512] [--repeats 20] [--skip-validate]
-//        [--variants 64:64:tile:2:0:e,64:64:all:2:0:f,...]   HS:BQ:META:STAGES:MINB:exp[:mask[:WM[:GH[:flags]]]] (e exp2f,
+//        [--variants 64:64:tile:2:0:e,64:64:all:2:0:f,...]   HS:BQ:META:STAGES:MINB:exp[:mask[:WM[:GH[:l]]]] (e exp2f,
 //        f ex2.approx; mask r: MASK rows, k: key; WM 2: two 16-row tiles per warp; GH: query heads per
-//        block, 2 or 4, for GQA shapes whose group size it divides; flags l: LAZY rescaling, q: QSM, Q in
-//        shared memory and K, V single-buffered, c: KC 32, the softmax in 32-key chunks)
+//        block, 2 or 4, for GQA shapes whose group size it divides; l: LAZY rescaling)
 //
 // 1. emulate (no GPU needed): the kernel's key set per block (Sel_{i0} then the range
 //    [i0 - W + 1, i0 + BQ)) and its per-(query, key) mask rule, in TypeScript, against the CPU
@@ -39,10 +38,9 @@ const K = Number(opt('K', '512')), W = Number(opt('W', '512')), repeats = Number
 const variants: FastForwardVariant[] = opt('variants',
   '64:64:tile:2:0:e,64:64:all:2:0:f,64:64:all:3:0:f,64:64:all:2:4:f,64:128:all:2:0:f,128:64:tile:2:0:e,128:64:all:2:0:f,128:64:all:3:0:f')
   .split(',').map((v) => {
-    const [hs, bq, meta, stages, minb, ex, mask, wm = '1', gh = '1', flags = ''] = v.split(':');
+    const [hs, bq, meta, stages, minb, ex, mask, wm = '1', gh = '1', lazy = ''] = v.split(':');
     return { HS: Number(hs) as 64 | 128, BQ: Number(bq) as 64 | 128, OUT: 'bf16', META: meta as 'tile' | 'all',
-      STAGES: Number(stages) as 2 | 3, MINB: Number(minb), FASTEXP: ex === 'f', MASK: mask === 'r' ? 'rows' : 'key', WM: Number(wm) as 1 | 2, GH: Number(gh) as 1 | 2 | 4,
-      LAZY: flags.includes('l'), QSM: flags.includes('q'), KC: flags.includes('c') ? 32 : 64 };
+      STAGES: Number(stages) as 2 | 3, MINB: Number(minb), FASTEXP: ex === 'f', MASK: mask === 'r' ? 'rows' : 'key', WM: Number(wm) as 1 | 2, GH: Number(gh) as 1 | 2 | 4, LAZY: lazy === 'l' };
   });
 
 // ---- 1. emulation of the kernel's key set and mask (no GPU) ------------------------------------

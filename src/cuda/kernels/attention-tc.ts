@@ -78,29 +78,17 @@ export interface FastForwardVariant {
    * and l, while no new tile raises one by more than 8 in the exp2 domain. Default false.
    */
   LAZY?: boolean;
-  /**
-   * Q in shared memory, read as A fragments every tile, and one buffer each for K and V:
-   * FlashAttention-2's layout, the next K tile loading during the softmax and the next V tile during
-   * the next Q K^T. What lets WM 2 fit at HS 128 (Q in registers would take 64 of them). Needs META
-   * 'all' and MASK 'rows'; STAGES does not apply. Default false.
-   */
-  QSM?: boolean;
-  /**
-   * Keys per online-softmax step: 64, a whole tile, or 32, the tile in two halves, which halves the
-   * live S and P registers (for WM 2 at HS 128). Default 64.
-   */
-  KC?: 32 | 64;
 }
 
 function full(o: FastForwardVariant): Required<FastForwardVariant> {
-  return { META: 'all', STAGES: 2, FASTEXP: true, MINB: 0, MASK: 'key', WM: 1, GH: 1, LAZY: false, QSM: false, KC: 64, ...o };
+  return { META: 'all', STAGES: 2, FASTEXP: true, MINB: 0, MASK: 'key', WM: 1, GH: 1, LAZY: false, ...o };
 }
 
 export const BK = 64;
 
 export function fastForwardName(v: FastForwardVariant): string {
   const o = full(v);
-  return `spk_fwd_tc_hs${o.HS}_bq${o.BQ}_${o.OUT}_${o.META}_s${o.STAGES}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.MASK === 'rows' ? '_rows' : ''}${o.WM === 2 ? '_wm2' : ''}${o.GH > 1 ? `_gh${o.GH}` : ''}${o.LAZY ? '_lazy' : ''}${o.QSM ? '_qsm' : ''}${o.KC === 32 ? '_kc32' : ''}`;
+  return `spk_fwd_tc_hs${o.HS}_bq${o.BQ}_${o.OUT}_${o.META}_s${o.STAGES}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.MASK === 'rows' ? '_rows' : ''}${o.WM === 2 ? '_wm2' : ''}${o.GH > 1 ? `_gh${o.GH}` : ''}${o.LAZY ? '_lazy' : ''}`;
 }
 
 /** Threads per block: a warp per 16 WM queries of each of the GH heads. */
@@ -119,7 +107,7 @@ export function fastForwardMaxTiles(v: FastForwardVariant, K: number, W: number)
  */
 export function fastForwardShared(v: FastForwardVariant, K: number, W: number): number {
   const o = full(v);
-  const tiles = o.QSM ? (o.BQ * o.GH + 2 * BK) * (o.HS + 8) * 2 : o.STAGES * 2 * BK * (o.HS + 8) * 2;
+  const tiles = o.STAGES * 2 * BK * (o.HS + 8) * 2;
   if (o.MASK === 'rows') return tiles + 8 * o.BQ + fastForwardMaxTiles(o, K, W) * BK * 12;
   return tiles + (o.META === 'tile' ? 2 * BK * 16 : fastForwardMaxTiles(o, K, W) * BK * 16);
 }
@@ -132,7 +120,6 @@ export function fastForwardSource(v: FastForwardVariant): KernelSource {
   const o = full(v);
   if (o.META === 'tile' && o.STAGES !== 2) throw new Error('META tile supports STAGES 2 only');
   if (o.MASK === 'rows' && o.META !== 'all') throw new Error('MASK rows needs META all');
-  if (o.QSM && o.MASK !== 'rows') throw new Error('QSM needs MASK rows');
   const name = fastForwardName(o);
   return {
     name,
@@ -160,10 +147,6 @@ typedef unsigned int u32;
 #define FASTEXP ${o.FASTEXP ? 1 : 0}
 #define MASK_ROWS ${o.MASK === 'rows' ? 1 : 0}
 #define LAZY ${o.LAZY ? 1 : 0}
-#define QSM ${o.QSM ? 1 : 0}
-#define KSR (QSM ? 1 : KS)     // k-steps of Q fragments kept in registers
-#define KC ${o.KC}             // keys per online-softmax step (a chunk of the tile)
-#define NC (KC / 8)            // n-tiles of S per chunk
 #define FULL 0xffffffffu
 #define FINF __int_as_float(0x7f800000)
 
@@ -228,185 +211,165 @@ struct Meta {
 #define KIND_EDGE 1
 #define KIND_WIN 2
 
-// One tile of BK keys for the warp's WM 16-row tiles. Q's fragments come from qa, or with QSM from the
-// warp's rows of shared memory at Qw; mid() runs once S = Q K^T is done (K no longer read), pre_pv()
-// before the products with V (QSM's pipeline hooks; no-ops otherwise).
-template <int KIND, class Mid, class PrePV>
+template <int KIND>
 __device__ __forceinline__ void tile_step(
-    float (&o)[WM][NO][4], float (&m)[WM][2], float (&l)[WM][2], const u32 (&qa)[WM][KSR][4], const bf16* Qw,
+    float (&o)[WM][NO][4], float (&m)[WM][2], float (&l)[WM][2], const u32 (&qa)[WM][KS][4],
     const bf16* Kst, const bf16* Vst, Meta mt,
-    const int (&qi)[WM][2], const u64 (&qthk)[WM][2], const float (&qtau)[WM][2], int i0, int W, float sl,
-    Mid mid, PrePV pre_pv) {
+    const int (&qi)[WM][2], const u64 (&qthk)[WM][2], const float (&qtau)[WM][2], int i0, int W, float sl) {
   const int lane = threadIdx.x & 31, t4 = lane & 3;
-  // the tile in chunks of KC keys, each an online-softmax step of its own (fewer live registers)
+  float s[WM][NT][4];
 #pragma unroll
-  for (int hc = 0; hc < BK / KC; hc++) {
-    float s[WM][NC][4];
+  for (int mw = 0; mw < WM; mw++)
 #pragma unroll
-    for (int mw = 0; mw < WM; mw++)
+    for (int n = 0; n < NT; n++) s[mw][n][0] = s[mw][n][1] = s[mw][n][2] = s[mw][n][3] = 0.f;
+  const int mi = lane >> 3, r8 = lane & 7;
 #pragma unroll
-      for (int n = 0; n < NC; n++) s[mw][n][0] = s[mw][n][1] = s[mw][n][2] = s[mw][n][3] = 0.f;
-    const int mi = lane >> 3, r8 = lane & 7;
+  for (int ks = 0; ks < KS; ks++) {
 #pragma unroll
-    for (int ks = 0; ks < KS; ks++) {
-#if QSM
-      u32 qf[WM][4];
+    for (int n = 0; n < NT; n += 2) {
+      u32 b0, b1, b2, b3;
+      ldsm4(smem_addr(Kst + ((n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), b0, b1, b2, b3);
 #pragma unroll
-      for (int mw = 0; mw < WM; mw++)
-        ldsm4(smem_addr(Qw + (mw * 16 + (mi & 1) * 8 + r8) * LDS + ks * 16 + (mi >> 1) * 8), qf[mw][0], qf[mw][1], qf[mw][2], qf[mw][3]);
-#define QF(mw, ks) qf[mw]
-#else
-#define QF(mw, ks) qa[mw][ks]
-#endif
-#pragma unroll
-      for (int n = 0; n < NC; n += 2) {
-        u32 b0, b1, b2, b3;
-        ldsm4(smem_addr(Kst + (hc * KC + (n + (mi >> 1)) * 8 + r8) * LDS + ks * 16 + (mi & 1) * 8), b0, b1, b2, b3);
-#pragma unroll
-        for (int mw = 0; mw < WM; mw++) {
-          mma(s[mw][n], QF(mw, ks), b0, b1);
-          mma(s[mw][n + 1], QF(mw, ks), b2, b3);
-        }
+      for (int mw = 0; mw < WM; mw++) {
+        mma(s[mw][n], qa[mw][ks], b0, b1);
+        mma(s[mw][n + 1], qa[mw][ks], b2, b3);
       }
-#undef QF
     }
-    if (hc == BK / KC - 1) mid();
-    float mx[WM][2];
+  }
+  float mx[WM][2];
 #if MASK_ROWS
-    // mask (raw scores, -inf outside each key's rows); row max, then scaled into the exp2 domain
-    int rl[WM][2];
+  // mask (raw scores, -inf outside each key's rows); row max, then scaled into the exp2 domain
+  int rl[WM][2];
 #pragma unroll
-    for (int mw = 0; mw < WM; mw++) {
-      rl[mw][0] = (int)((threadIdx.x >> 5) % NWPH) * 16 * WM + mw * 16 + (lane >> 2);
-      rl[mw][1] = rl[mw][0] + 8;
-    }
+  for (int mw = 0; mw < WM; mw++) {
+    rl[mw][0] = (int)((threadIdx.x >> 5) % NWPH) * 16 * WM + mw * 16 + (lane >> 2);
+    rl[mw][1] = rl[mw][0] + 8;
+  }
 #pragma unroll
-    for (int mw = 0; mw < WM; mw++) {
-      mx[mw][0] = mx[mw][1] = -FINF;
+  for (int mw = 0; mw < WM; mw++) {
+    mx[mw][0] = mx[mw][1] = -FINF;
 #pragma unroll
-      for (int n = 0; n < NC; n++) {
+    for (int n = 0; n < NT; n++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int rr = e >> 1, c = hc * KC + n * 8 + 2 * t4 + (e & 1);
-          float x = s[mw][n][e];
-          if (KIND != KIND_WIN) {
-            const int rg = mt.rng[c];
-            const bool in = KIND == KIND_SEL ? rl[mw][rr] < ((rg >> 8) & 255) : rl[mw][rr] >= (rg & 255) && rl[mw][rr] < ((rg >> 8) & 255);
-            if (!in) x = -FINF;
-          }
-          s[mw][n][e] = x;
-          mx[mw][rr] = fmaxf(mx[mw][rr], x);
+      for (int e = 0; e < 4; e++) {
+        const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
+        float x = s[mw][n][e];
+        if (KIND != KIND_WIN) {
+          const int rg = mt.rng[c];
+          const bool in = KIND == KIND_SEL ? rl[mw][rr] < ((rg >> 8) & 255) : rl[mw][rr] >= (rg & 255) && rl[mw][rr] < ((rg >> 8) & 255);
+          if (!in) x = -FINF;
         }
+        s[mw][n][e] = x;
+        mx[mw][rr] = fmaxf(mx[mw][rr], x);
       }
     }
-    const float mxs = sl; // the max of raw scores, into the exp2 domain
+  }
+  const float mxs = sl; // the max of raw scores, into the exp2 domain
 #else
-    // mask and scale; row max
+  // mask and scale; row max
 #pragma unroll
-    for (int mw = 0; mw < WM; mw++) {
-      mx[mw][0] = mx[mw][1] = -FINF;
+  for (int mw = 0; mw < WM; mw++) {
+    mx[mw][0] = mx[mw][1] = -FINF;
 #pragma unroll
-      for (int n = 0; n < NC; n++) {
+    for (int n = 0; n < NT; n++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int rr = e >> 1, c = hc * KC + n * 8 + 2 * t4 + (e & 1);
-          float x = s[mw][n][e] * sl;
-          if (KIND != KIND_WIN) {
-            const int j = mt.pos[c];
-            bool in;
-            if (KIND == KIND_SEL) {
-              in = j >= 0 && mt.key[c] >= qthk[mw][rr];
-            } else {
-              const int i = qi[mw][rr];
-              in = j >= 0 && j <= i && (j > i - W || (j > i0 - W && mt.key[c] >= qthk[mw][rr]));
-            }
-            if (!in) x = -FINF;
+      for (int e = 0; e < 4; e++) {
+        const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
+        float x = s[mw][n][e] * sl;
+        if (KIND != KIND_WIN) {
+          const int j = mt.pos[c];
+          bool in;
+          if (KIND == KIND_SEL) {
+            in = j >= 0 && mt.key[c] >= qthk[mw][rr];
+          } else {
+            const int i = qi[mw][rr];
+            in = j >= 0 && j <= i && (j > i - W || (j > i0 - W && mt.key[c] >= qthk[mw][rr]));
           }
-          s[mw][n][e] = x;
-          mx[mw][rr] = fmaxf(mx[mw][rr], x);
+          if (!in) x = -FINF;
         }
+        s[mw][n][e] = x;
+        mx[mw][rr] = fmaxf(mx[mw][rr], x);
       }
     }
-    const float mxs = 1.f;
+  }
+  const float mxs = 1.f;
 #endif
-    float mu[WM][2];
+  float mu[WM][2];
 #pragma unroll
-    for (int mw = 0; mw < WM; mw++)
+  for (int mw = 0; mw < WM; mw++)
 #pragma unroll
-      for (int rr = 0; rr < 2; rr++) {
-        float x = mx[mw][rr];
-        x = fmaxf(x, __shfl_xor_sync(FULL, x, 1));
-        x = fmaxf(x, __shfl_xor_sync(FULL, x, 2));
-        mx[mw][rr] = x * mxs;
-      }
+    for (int rr = 0; rr < 2; rr++) {
+      float x = mx[mw][rr];
+      x = fmaxf(x, __shfl_xor_sync(FULL, x, 1));
+      x = fmaxf(x, __shfl_xor_sync(FULL, x, 2));
+      mx[mw][rr] = x * mxs;
+    }
 #if LAZY
-    // keep the running max while no row of the warp grew it by more than 8 (p <= 2^8: no overflow in
-    // l or in bf16 P), and skip the rescale; false for a row whose max is still -inf (NaN or +inf)
-    bool keep = true;
+  // keep the running max while no row of the warp grew it by more than 8 (p <= 2^8: no overflow in
+  // l or in bf16 P), and skip the rescale; false for a row whose max is still -inf (NaN or +inf)
+  bool keep = true;
 #pragma unroll
-    for (int mw = 0; mw < WM; mw++)
+  for (int mw = 0; mw < WM; mw++)
 #pragma unroll
-      for (int rr = 0; rr < 2; rr++) keep = keep && mx[mw][rr] - m[mw][rr] <= 8.f;
-    if (__all_sync(FULL, keep)) {
+    for (int rr = 0; rr < 2; rr++) keep = keep && mx[mw][rr] - m[mw][rr] <= 8.f;
+  if (__all_sync(FULL, keep)) {
 #pragma unroll
-      for (int mw = 0; mw < WM; mw++) mu[mw][0] = m[mw][0], mu[mw][1] = m[mw][1];
-    } else
+    for (int mw = 0; mw < WM; mw++) mu[mw][0] = m[mw][0], mu[mw][1] = m[mw][1];
+  } else
 #endif
 #pragma unroll
-    for (int mw = 0; mw < WM; mw++) {
-      float corr[2];
+  for (int mw = 0; mw < WM; mw++) {
+    float corr[2];
 #pragma unroll
-      for (int rr = 0; rr < 2; rr++) {
-        const float mn = fmaxf(m[mw][rr], mx[mw][rr]);
-        mu[mw][rr] = mn == -FINF ? 0.f : mn;      // a row with no key yet: keep p = 0, corr = 1
-        corr[rr] = ex2(m[mw][rr] - mu[mw][rr]);   // m = -inf: 0, and o, l are 0 anyway
-        m[mw][rr] = mn;
-        l[mw][rr] *= corr[rr];
-      }
-#pragma unroll
-      for (int n = 0; n < NO; n++) {
-        o[mw][n][0] *= corr[0]; o[mw][n][1] *= corr[0];
-        o[mw][n][2] *= corr[1]; o[mw][n][3] *= corr[1];
-      }
+    for (int rr = 0; rr < 2; rr++) {
+      const float mn = fmaxf(m[mw][rr], mx[mw][rr]);
+      mu[mw][rr] = mn == -FINF ? 0.f : mn;      // a row with no key yet: keep p = 0, corr = 1
+      corr[rr] = ex2(m[mw][rr] - mu[mw][rr]);   // m = -inf: 0, and o, l are 0 anyway
+      m[mw][rr] = mn;
+      l[mw][rr] *= corr[rr];
     }
-    u32 pa[WM][KC / 16][4];
 #pragma unroll
-    for (int mw = 0; mw < WM; mw++) {
+    for (int n = 0; n < NO; n++) {
+      o[mw][n][0] *= corr[0]; o[mw][n][1] *= corr[0];
+      o[mw][n][2] *= corr[1]; o[mw][n][3] *= corr[1];
+    }
+  }
+  u32 pa[WM][BK / 16][4];
 #pragma unroll
-      for (int n = 0; n < NC; n++) {
-        float p[4];
+  for (int mw = 0; mw < WM; mw++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int c = hc * KC + n * 8 + 2 * t4 + (e & 1);
+    for (int n = 0; n < NT; n++) {
+      float p[4];
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = n * 8 + 2 * t4 + (e & 1);
 #if MASK_ROWS
-          p[e] = ex2(fmaf(s[mw][n][e], sl, -mu[mw][e >> 1]));
-          l[mw][e >> 1] += p[e];
-          if (KIND == KIND_SEL) p[e] *= sat_sub(mt.u[c], qtau[mw][e >> 1]);
-          if (KIND == KIND_EDGE && rl[mw][e >> 1] >= (mt.rng[c] >> 16)) p[e] *= sat_sub(mt.u[c], qtau[mw][e >> 1]);
+        p[e] = ex2(fmaf(s[mw][n][e], sl, -mu[mw][e >> 1]));
+        l[mw][e >> 1] += p[e];
+        if (KIND == KIND_SEL) p[e] *= sat_sub(mt.u[c], qtau[mw][e >> 1]);
+        if (KIND == KIND_EDGE && rl[mw][e >> 1] >= (mt.rng[c] >> 16)) p[e] *= sat_sub(mt.u[c], qtau[mw][e >> 1]);
 #else
-          p[e] = ex2(s[mw][n][e] - mu[mw][e >> 1]);
-          l[mw][e >> 1] += p[e];
-          if (KIND == KIND_SEL) p[e] *= fminf(fmaxf(mt.u[c] - qtau[mw][e >> 1], 0.f), 1.f);
-          if (KIND == KIND_EDGE && mt.pos[c] <= qi[mw][e >> 1] - W) p[e] *= fminf(fmaxf(mt.u[c] - qtau[mw][e >> 1], 0.f), 1.f);
+        p[e] = ex2(s[mw][n][e] - mu[mw][e >> 1]);
+        l[mw][e >> 1] += p[e];
+        if (KIND == KIND_SEL) p[e] *= fminf(fmaxf(mt.u[c] - qtau[mw][e >> 1], 0.f), 1.f);
+        if (KIND == KIND_EDGE && mt.pos[c] <= qi[mw][e >> 1] - W) p[e] *= fminf(fmaxf(mt.u[c] - qtau[mw][e >> 1], 0.f), 1.f);
 #endif
-        }
-        pa[mw][n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
-        pa[mw][n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
       }
+      pa[mw][n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
+      pa[mw][n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
     }
-    // O += (P * gate) V
-    if (hc == 0) pre_pv();
+  }
+  // O += (P * gate) V
 #pragma unroll
-    for (int kk = 0; kk < KC / 16; kk++) {
+  for (int kk = 0; kk < BK / 16; kk++) {
 #pragma unroll
-      for (int n = 0; n < NO; n += 2) {
-        u32 b0, b1, b2, b3;
-        ldsm4t(smem_addr(Vst + (hc * KC + kk * 16 + (mi & 1) * 8 + r8) * LDS + (n + (mi >> 1)) * 8), b0, b1, b2, b3);
+    for (int n = 0; n < NO; n += 2) {
+      u32 b0, b1, b2, b3;
+      ldsm4t(smem_addr(Vst + (kk * 16 + (mi & 1) * 8 + r8) * LDS + (n + (mi >> 1)) * 8), b0, b1, b2, b3);
 #pragma unroll
-        for (int mw = 0; mw < WM; mw++) {
-          mma(o[mw][n], pa[mw][kk], b0, b1);
-          mma(o[mw][n + 1], pa[mw][kk], b2, b3);
-        }
+      for (int mw = 0; mw < WM; mw++) {
+        mma(o[mw][n], pa[mw][kk], b0, b1);
+        mma(o[mw][n + 1], pa[mw][kk], b2, b3);
       }
     }
   }
@@ -425,18 +388,11 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
     int T, int NH, int NKV, int K, int W, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
-#if QSM
-  bf16* Ks = reinterpret_cast<bf16*>(smem);        // [BK][LDS]
-  bf16* Vs = Ks + BK * LDS;                        // [BK][LDS]
-  bf16* Qs = Vs + BK * LDS;                        // [NWARP * 16 * WM][LDS], warp-major
-  u64* mkey = reinterpret_cast<u64*>(Qs + NWARP * 16 * WM * LDS);
-#else
   bf16* Ks = reinterpret_cast<bf16*>(smem);        // [STAGES][BK][LDS]
   bf16* Vs = Ks + STAGES * BK * LDS;               // [STAGES][BK][LDS]
   // per-key data: [2 stages][BK] (tile) or [nT * BK] (all): keys, then u, then positions; with
   // MASK_ROWS the block's thk values [BQ], then u, positions and row ranges
   u64* mkey = reinterpret_cast<u64*>(Vs + STAGES * BK * LDS);
-#endif
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
   // warp w: head hq of the block's GH, its rows from 16 WM (w % NWPH)
   const int i0 = blockIdx.x * BQ, hq = blockIdx.y * GH + w / NWPH, wq = w % NWPH, b = blockIdx.z;
@@ -553,36 +509,13 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     cp_commit();
   };
 
-#if QSM
-  // Q (every warp's rows, rows past T zero-filled), then K_0, then V_0: three groups
-  for (int x = tid; x < NWARP * 16 * WM * CPR; x += NTHR) {
-    const int r = x / CPR, cc = x % CPR, wr = r / (16 * WM);
-    const int i = i0 + (wr % NWPH) * 16 * WM + r % (16 * WM);
-    const size_t row = ((size_t)b * NH + blockIdx.y * GH + wr / NWPH) * T + (i < T ? i : 0);
-    cp_async16(smem_addr(Qs + r * LDS + cc * 8), q + row * HS + cc * 8, i < T ? 16 : 0);
-  }
-  cp_commit();
-  // tile t's rows of K or V into dst, one group
-  auto issue_one = [&](int t, bf16* dst, const bf16* src) {
-    for (int x = tid; x < BK * CPR; x += NTHR) {
-      const int r = x / CPR, cc = x % CPR, j = mpos[t * BK + r];
-      cp_async16(smem_addr(dst + r * LDS + cc * 8), src + (size_t)(j >= 0 ? j : 0) * HS + cc * 8, j >= 0 ? 16 : 0);
-    }
-    cp_commit();
-  };
-  if (nT > 0) {
-    issue_one(0, Ks, kb);
-    issue_one(0, Vs, vb);
-  }
-#else
   for (int t = 0; t < STAGES - 1 && t < nT; t++) issue(t, t);
-#endif
 
   // this thread's query rows (two per 16-row tile) and their Q fragments
   int qi[WM][2];
   u64 qthk[WM][2];
   float qtau[WM][2];
-  u32 qa[WM][KSR][4];
+  u32 qa[WM][KS][4];
   float o[WM][NO][4];
   float m[WM][2], l[WM][2];
 #pragma unroll
@@ -597,7 +530,6 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
       m[mw][rr] = -FINF;
       l[mw][rr] = 0.f;
     }
-#if !QSM
     const u32* q0 = reinterpret_cast<const u32*>(q + (qrow0 + min(qi[mw][0], T - 1)) * HS);
     const u32* q1 = reinterpret_cast<const u32*>(q + (qrow0 + min(qi[mw][1], T - 1)) * HS);
 #pragma unroll
@@ -607,41 +539,10 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
       qa[mw][ks][2] = q0[ks * 8 + 4 + t4];
       qa[mw][ks][3] = q1[ks * 8 + 4 + t4];
     }
-#endif
 #pragma unroll
     for (int n = 0; n < NO; n++) o[mw][n][0] = o[mw][n][1] = o[mw][n][2] = o[mw][n][3] = 0.f;
   }
 
-#if QSM
-  const bf16* Qw = Qs + w * 16 * WM * LDS; // this warp's Q rows
-#else
-  const bf16* Qw = nullptr;
-#endif
-  // tile t: selected keys, range keys that are window keys of every row (no mask), or the others
-  auto step = [&](int t, const bf16* Kst, const bf16* Vst, Meta mt, auto mid, auto pre_pv) {
-    if (t < nselT) {
-      tile_step<KIND_SEL>(o, m, l, qa, Qw, Kst, Vst, mt, qi, qthk, qtau, i0, W, sl, mid, pre_pv);
-    } else {
-      const int a = lo + (t - nselT) * BK, z = a + BK - 1; // the tile's key range
-      // whole tile in Win_i of every query i of the block: z <= i0 and a > i0 + BQ - 1 - W, no padding
-      if (z <= i0 && a > i0 + BQ - 1 - W && z < hi) tile_step<KIND_WIN>(o, m, l, qa, Qw, Kst, Vst, mt, qi, qthk, qtau, i0, W, sl, mid, pre_pv);
-      else tile_step<KIND_EDGE>(o, m, l, qa, Qw, Kst, Vst, mt, qi, qthk, qtau, i0, W, sl, mid, pre_pv);
-    }
-  };
-#if QSM
-  // one buffer each: K_{t+1} loads during tile t's softmax and products with V, V_{t+1} during
-  // tile t + 1's Q K^T (groups in flight at the top: K_t and V_t, and Q at t = 0)
-  for (int t = 0; t < nT; t++) {
-    const bool more = t + 1 < nT;
-    cp_wait<1>();
-    __syncthreads();
-    step(t, Ks, Vs, meta_of(t, 0),
-      [&]() { __syncthreads(); if (more) issue_one(t + 1, Ks, kb); },                 // every warp is done with K_t
-      [&]() { if (more) cp_wait<1>(); else cp_wait<0>(); __syncthreads(); });          // V_t has landed
-    __syncthreads(); // every warp is done with V_t
-    if (more) issue_one(t + 1, Vs, vb);
-  }
-#else
   for (int t = 0, st = 0; t < nT; t++, st = st + 1 == STAGES ? 0 : st + 1) {
     if (t + STAGES - 1 < nT) {
       const int sn = st == 0 ? STAGES - 1 : st - 1; // (t + STAGES - 1) % STAGES
@@ -652,10 +553,18 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     else if (pending == 1) cp_wait<1>();
     else cp_wait<0>();
     __syncthreads();
-    step(t, Ks + st * BK * LDS, Vs + st * BK * LDS, meta_of(t, st), []() {}, []() {});
+    const bf16* Kst = Ks + st * BK * LDS;
+    const bf16* Vst = Vs + st * BK * LDS;
+    if (t < nselT) {
+      tile_step<KIND_SEL>(o, m, l, qa, Kst, Vst, meta_of(t, st), qi, qthk, qtau, i0, W, sl);
+    } else {
+      const int a = lo + (t - nselT) * BK, z = a + BK - 1; // the tile's key range
+      // whole tile in Win_i of every query i of the block: z <= i0 and a > i0 + BQ - 1 - W, no padding
+      if (z <= i0 && a > i0 + BQ - 1 - W && z < hi) tile_step<KIND_WIN>(o, m, l, qa, Kst, Vst, meta_of(t, st), qi, qthk, qtau, i0, W, sl);
+      else tile_step<KIND_EDGE>(o, m, l, qa, Kst, Vst, meta_of(t, st), qi, qthk, qtau, i0, W, sl);
+    }
     __syncthreads();
   }
-#endif
 
 #pragma unroll
   for (int mw = 0; mw < WM; mw++) {
