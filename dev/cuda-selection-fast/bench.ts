@@ -1,7 +1,7 @@
 // Harness for the fast selection (kernel.ts): emulation, GPU validation, timing. One JSON line per result.
 //
 //   node --import tsx dev/cuda-selection-fast/bench.ts [--T 4096,16384,65536] [--rows 16] [--K 512] [--W 512]
-//        [--repeats 20] [--dump DIR] [--no-old] [--skip-emulate] [--probe] [--two-phases] [--anchor-minb N]
+//        [--repeats 20] [--dump DIR] [--no-old] [--skip-emulate] [--probe] [--two-phases]
 //
 // 1. emulate (no GPU): emulate.ts's fastSelect, the kernels' algorithm step for step, against CausalSelector
 //    (src/cpu/kernels/selection.ts) on awkward cases: tau to 1e-9 (relative, absolute below 1), thk, count,
@@ -34,8 +34,6 @@ const repeats = Number(opt('repeats', '20'));
 // --two-phases: the anchors in two phases wherever a row has more than 2 FS_ANCHOR_STRIDE of them, as
 // CudaBackend does only past one wave of warps (so the small validation cases check phase 2 too)
 const twoPhases = args.includes('--two-phases');
-// --anchor-minb N: the one-warp anchors (phase 2 and wide phase 0) under __launch_bounds__(128, N)
-const anchorMinb = Number(opt('anchor-minb', '0'));
 const out = (o: object): void => console.log(JSON.stringify(o));
 let failures = 0;
 
@@ -211,7 +209,7 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
   };
   // as CudaBackend: phase 1 (every FS_ANCHOR_STRIDE-th anchor) then phase 2 (the rest, bracketed), or one phase-0 launch
   const anchors = (): void => {
-    for (const { phase, AW, grid } of launches) rt.launch(kernel(fsAnchorSource(AW, AW === 1 ? anchorMinb : 0)), grid, FS_ANCHOR_THREADS, 0,
+    for (const { phase, AW, grid } of launches) rt.launch(kernel(fsAnchorSource(AW)), grid, FS_ANCHOR_THREADS, 0,
       [athk.ptr, atau.ptr, tk.ptr, tp.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb, FS_ANCHOR_STRIDE, phase]);
   };
   const rows = (): void => rt.launch(kRows, [nb, BH, 1], FS_ROWS_THREADS, rowsShared,

@@ -290,10 +290,9 @@ export function fsAnchorLaunches(BH: number, nb: number, K: number, multiprocess
  * (as fs_block's walks) and are (AW + 1)-ary: each warp tests one pivot (a count CS over the tree)
  * per round.
  */
-export function fsAnchorSource(AW: 1 | 4, MINB = 0): KernelSource {
-  const name = `sparsek_fs_anchor_w${AW}${MINB ? `_mb${MINB}` : ''}`;
+export function fsAnchorSource(AW: 1 | 4): KernelSource {
   return {
-    name,
+    name: `sparsek_fs_anchor_w${AW}`,
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
     source: `${common()}
 #define AW ${AW}
@@ -326,7 +325,7 @@ __device__ int smallest_true(int lo, int hi, Pred pred, int* flags) {
   }
   return lo;
 }
-extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}${MINB ? `, ${MINB}` : ''}) ${name}(
+extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_anchor_w${AW}(
     u64* athk,           // (BH, nb + 1)
     double* atau,        // (BH, nb + 1)
     const u64* tk,       // (NL, BH, Tx) tree keys
