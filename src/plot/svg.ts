@@ -150,6 +150,8 @@ function fitText(s: string, fontSize: number, maxW: number): string {
 }
 
 function formatLogTick(v: number): string {
+  if (v >= 1e6) return `${Number((v / 1e6).toPrecision(6))}M`;
+  if (v >= 1e4) return `${Number((v / 1e3).toPrecision(6))}k`;
   return Number(v.toPrecision(6)).toString();
 }
 
@@ -172,11 +174,13 @@ export interface LossChartOptions {
   width?: number;
   height?: number;
   logY?: boolean;
+  /** A log x axis, e.g. for sequence lengths that double. */
+  logX?: boolean;
 }
 
 /**
  * A line chart of loss against step, several series on one chart, with a legend.
- * Non-finite points (and, with logY, points <= 0) are skipped, break the line, and are noted
+ * Non-finite points (and, with logY or logX, points <= 0 on that axis) are skipped, break the line, and are noted
  * under the chart. Throws ArgumentError when there is no series, a series has no points, or no
  * point at all is plottable.
  *
@@ -192,6 +196,7 @@ export function lossChart(series: LossSeries[], opts: LossChartOptions = {}): st
   const xLabel = opts.xLabel ?? 'step';
   const yLabel = opts.yLabel ?? 'loss';
   const logY = opts.logY === true;
+  const logX = opts.logX === true;
 
   // 1. Clean the data: sort by step, split into runs of plottable points, count what was skipped.
   interface Prepared { name: string; colour: string; dashed: boolean; segments: { step: number; loss: number }[][]; skipped: number }
@@ -213,7 +218,7 @@ export function lossChart(series: LossSeries[], opts: LossChartOptions = {}): st
     let skipped = 0;
     for (const p of pts) {
       const ok = typeof p.step === 'number' && typeof p.loss === 'number' && Number.isFinite(p.step) &&
-        Number.isFinite(p.loss) && (!logY || p.loss > 0);
+        Number.isFinite(p.loss) && (!logY || p.loss > 0) && (!logX || p.step > 0);
       if (ok) {
         current.push({ step: p.step, loss: p.loss });
       } else {
@@ -238,12 +243,14 @@ export function lossChart(series: LossSeries[], opts: LossChartOptions = {}): st
     }
   }
   if (xMin > xMax) {
-    const what = logY ? 'finite, positive (logY)' : 'finite';
+    const what = logY || logX ? 'finite, positive (log axes)' : 'finite';
     throw new ArgumentError('series', `at least one point with ${what} step and loss`, 'none');
   }
 
   // 2. Axes. A single step or a single loss value still needs a range to draw on.
-  if (xMin === xMax) { xMin -= 1; xMax += 1; }
+  if (xMin === xMax) {
+    if (logX) { xMin /= 2; xMax *= 2; } else { xMin -= 1; xMax += 1; }
+  }
   let yTicks: number[];
   let yStep = 1;
   if (logY) {
@@ -261,7 +268,7 @@ export function lossChart(series: LossSeries[], opts: LossChartOptions = {}): st
   const notes: string[] = [];
   const withSkips = prepared.filter((s) => s.skipped > 0);
   for (const s of withSkips.slice(0, 3)) {
-    const what = logY ? 'non-finite or non-positive' : 'non-finite';
+    const what = logY || logX ? 'non-finite or non-positive' : 'non-finite';
     notes.push(`${s.skipped} ${what} point${s.skipped === 1 ? '' : 's'} skipped in "${s.name}"`);
   }
   if (withSkips.length > 3) notes.push(`and skipped points in ${withSkips.length - 3} more series`);
@@ -281,10 +288,14 @@ export function lossChart(series: LossSeries[], opts: LossChartOptions = {}): st
   }
 
   const x0 = left, y0 = top, x1 = left + plotW, y1 = top + plotH;
-  const { ticks: xTicks, step: xStep } = niceTicks(xMin, xMax, Math.max(2, Math.round(plotW / 100)), integerSteps ? 1 : 0);
+  const { ticks: xTicks, step: xStep } = logX
+    ? { ticks: logTicks(xMin, xMax), step: 1 }
+    : niceTicks(xMin, xMax, Math.max(2, Math.round(plotW / 100)), integerSteps ? 1 : 0);
   const xLo = xTicks[0], xHi = xTicks[xTicks.length - 1];
   const yLo = yTicks[0], yHi = yTicks[yTicks.length - 1];
-  const px = (v: number) => x0 + ((v - xLo) / (xHi - xLo)) * plotW;
+  const px = logX
+    ? (v: number) => x0 + ((Math.log10(v) - Math.log10(xLo)) / (Math.log10(xHi) - Math.log10(xLo))) * plotW
+    : (v: number) => x0 + ((v - xLo) / (xHi - xLo)) * plotW;
   const py = logY
     ? (v: number) => y1 - ((Math.log10(v) - Math.log10(yLo)) / (Math.log10(yHi) - Math.log10(yLo))) * plotH
     : (v: number) => y1 - ((v - yLo) / (yHi - yLo)) * plotH;
@@ -307,7 +318,7 @@ export function lossChart(series: LossSeries[], opts: LossChartOptions = {}): st
   out.push(`<g class="x-ticks">`);
   xTicks.forEach((v) => {
     out.push(`<line x1="${r2(px(v))}" y1="${y1}" x2="${r2(px(v))}" y2="${y1 + 5}" stroke="${INK}"/>`);
-    out.push(text(px(v), y1 + 8 + tickSize, formatTick(v, xStep, xMaxAbs), { size: tickSize, anchor: 'middle', fill: MUTED }));
+    out.push(text(px(v), y1 + 8 + tickSize, logX ? formatLogTick(v) : formatTick(v, xStep, xMaxAbs), { size: tickSize, anchor: 'middle', fill: MUTED }));
   });
   out.push('</g>');
   out.push(`<g class="y-ticks">`);

@@ -204,6 +204,24 @@ describe('lossChart', () => {
     }
   });
 
+  test('logX: x ticks bracket the data on a log scale, and every vertex maps back', () => {
+    const lengths = [{ name: 'a', points: [4096, 16384, 65536, 131072].map((T, i) => ({ step: T, loss: 0.3 * 2 ** i })) }];
+    const root = parseXml(lossChart(lengths, { logX: true, logY: true }));
+    const xs = axis(root, 'x-ticks'), ys = axis(root, 'y-ticks');
+    assert.ok(xs.values[0] <= 4096 && xs.values[xs.values.length - 1] >= 131072, xs.values.join(' '));
+    assert.ok(byName(byClass(root, 'x-ticks')[0], 'text').some((t) => /^\d+k$/.test(t.text)), 'thousands as k');
+    const verts = pathSegments(byClass(root, 'series-line')[0].attrs.d).flat();
+    verts.forEach(([x, y], k) => {
+      const want = lengths[0].points[k];
+      assert.ok(Math.abs(invert(xs, x, true) / want.step - 1) < 1e-3, `x of ${k}: ${invert(xs, x, true)} vs ${want.step}`);
+      assert.ok(Math.abs(invert(ys, y, true) / want.loss - 1) < 1e-3, `y of ${k}`);
+    });
+    // A step of 0 cannot be drawn on a log axis: skipped and noted.
+    const zero = parseXml(lossChart([{ name: 'z', points: [{ step: 0, loss: 1 }, { step: 10, loss: 2 }, { step: 100, loss: 3 }] }], { logX: true }));
+    assert.deepEqual(pathSegments(byClass(zero, 'series-line')[0].attrs.d).map((s) => s.length), [2]);
+    assert.match(byClass(zero, 'note')[0].text, /1 non-finite or non-positive point skipped/);
+  });
+
   test('long runs label steps in thousands, consistently along the axis', () => {
     const pts = curve(41, 500, 5, 2); // steps 0 .. 20000
     const root = parseXml(lossChart([{ name: 'long', points: pts }]));
