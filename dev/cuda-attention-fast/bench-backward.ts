@@ -30,7 +30,7 @@ import type { CudaRuntime, DeviceBlock, Kernel, KernelSource } from '../../src/c
 import { keyIntervalsSource } from '../../src/cuda/kernels/selection.js';
 import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../cuda-attention/selection-tiles.js';
 import {
-  attentionBackwardKeySource, attentionBackwardQuerySource, keyOffsetsSource, meanPrefixSource, scoreGradSource, ATTENTION_WARPS, PREFIX_BLOCK,
+  attentionBackwardKeySource, attentionBackwardQuerySource, keyOffsetsSource, meanChunks, meanChunksSource, meanPrefixSource, scoreGradSource, ATTENTION_WARPS, PREFIX_BLOCK,
 } from '../../src/cuda/kernels/attention.js';
 import { patternAttentionBackward, patternAttentionForward, planSparsek, sparsekAttentionBackwardInto, sparsekPattern } from '../../src/cpu/kernels/attention.js';
 import type { SparsekPlan } from '../../src/cpu/kernels/attention.js';
@@ -434,7 +434,10 @@ function backward(v: BackwardVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceB
     [o.dq.ptr, o.dk.ptr, o.dv.ptr, o.dsel.ptr, o.mean.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, d.u.ptr,
       s.tau.ptr, s.thk.ptr, s.count.ptr, s.rows64.ptr, s.nfree.ptr, T, NH, NKV, K, W, scale]);
   const du = (): void => {
-    rt.launch(kern(meanPrefixSource()), BH, PREFIX_BLOCK, 0, [o.P.ptr, o.mean.ptr, T]);
+    const sums = rt.arena.take(BH * meanChunks(T) * 8);
+    rt.launch(kern(meanChunksSource()), [meanChunks(T), BH, 1], PREFIX_BLOCK, 0, [sums.ptr, o.mean.ptr, T]);
+    rt.launch(kern(meanPrefixSource()), [meanChunks(T), BH, 1], PREFIX_BLOCK, 0, [o.P.ptr, sums.ptr, o.mean.ptr, T]);
+    rt.arena.give(sums);
     rt.launch(kern(scoreGradSource('sums')), blocks(BH * T, 256), 256, 0, [o.du.ptr, d.u.ptr, s.tau.ptr, o.dsel.ptr, o.P.ptr, BH, T, K, W]);
   };
   const zero = (): void => rt.cu('cuMemsetD32Async', o.dsel.ptr, 0, 2 * BH * T, rt.stream);

@@ -19,7 +19,7 @@ import { CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT, CUBLAS_OP_N, CUBLAS_OP_T, CUDA
 import { cudaRuntime } from './runtime.js';
 import type { Arena, ArenaStats, CudaRuntime, DeviceBlock, Kernel, KernelSource } from './runtime.js';
 import {
-  attentionBackwardKeySource, attentionBackwardQuerySource, attentionForwardSource, attentionKernelName, keyOffsetsSource, meanPrefixSource,
+  attentionBackwardKeySource, attentionBackwardQuerySource, attentionForwardSource, attentionKernelName, keyOffsetsSource, meanChunks, meanChunksSource, meanPrefixSource,
   scoreGradSource, ATTENTION_WARPS, PREFIX_BLOCK,
 } from './kernels/attention.js';
 import type { AttentionVariant } from './kernels/attention.js';
@@ -572,7 +572,9 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         }
         if (du !== null && u !== null && mean !== null && s.tau !== null && s.e !== null) {
           const P = take(BH * (T + 1) * 8);
-          this.launch('sparsek_mean_prefix', meanPrefixSource, BH, PREFIX_BLOCK, [P, mean, T]);
+          const sums = take(BH * meanChunks(T) * 8);
+          this.launch('sparsek_mean_chunks', meanChunksSource, [meanChunks(T), BH, 1], PREFIX_BLOCK, [sums, mean, T]);
+          this.launch('sparsek_mean_prefix', meanPrefixSource, [meanChunks(T), BH, 1], PREFIX_BLOCK, [P, sums, mean, T]);
           if (dsel !== null) {
             this.launch('sparsek_score_grad_sums', () => scoreGradSource('sums'), blocks(nu), ELEM_BLOCK, [du, u, s.tau, dsel, P, BH, T, K, W]);
           } else if (off !== null && dgk !== null) {

@@ -461,21 +461,85 @@ extern "C" __global__ void __launch_bounds__(PB) sparsek_key_offsets(
   };
 }
 
-/** P[row, i] = sum_{i' < i} mean[row, i'], in double, in a fixed order. Launch: grid B*NKV, block PREFIX_BLOCK. */
+/**
+ * P[row, i] = sum_{i' < i} mean[row, i'], in double, in a fixed order, in chunks of PREFIX_BLOCK
+ * values a block (a row is long and there are few rows: one block per row left the GPU idle).
+ * sparsek_mean_chunks sums each chunk; sparsek_mean_prefix then scans its chunk from the sum of the
+ * chunks before it. Launch both: grid (meanChunks(T), B*NKV), block PREFIX_BLOCK; sums holds
+ * B*NKV*meanChunks(T) doubles.
+ */
 export function meanPrefixSource(): KernelSource {
   return {
     name: 'sparsek_mean_prefix',
-    params: ['ptr', 'ptr', 'i32'],
-    source: `${rowPrefixCommon()}
+    params: ['ptr', 'ptr', 'ptr', 'i32'],
+    source: `${chunkCommon()}
 extern "C" __global__ void __launch_bounds__(PB) sparsek_mean_prefix(
     double* P,           // (B*NKV, T + 1)
+    const double* sums,  // (B*NKV, nch) each chunk's sum
     const double* mean,  // (B*NKV, T)
     int T) {
-  const double* mr = mean + (size_t)blockIdx.x * T;
-  row_prefix(P + (size_t)blockIdx.x * (T + 1), T, [&](int i) { return mr[i]; });
+  __shared__ double wsum[PB / 32];
+  const int nch = gridDim.x, c = blockIdx.x, row = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  // the chunks before this one
+  double part = 0.0;
+  for (int k = threadIdx.x; k < c; k += PB) part += sums[(size_t)row * nch + k];
+  const double carry = block_sum(part, wsum);
+  const int x = c * PB + threadIdx.x;
+  double incl = x < T ? mean[(size_t)row * T + x] : 0.0;
+  for (int o = 1; o < 32; o <<= 1) {
+    const double y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  if (lane == 31) wsum[w] = incl;
+  __syncthreads();
+  double before = 0.0;
+  for (int k = 0; k < w; k++) before += wsum[k];
+  double* out = P + (size_t)row * (T + 1);
+  if (x < T) out[x + 1] = carry + before + incl;
+  if (c == 0 && threadIdx.x == 0) out[0] = 0.0;
 }
 `,
   };
+}
+
+/** Chunks of PREFIX_BLOCK values in a row of T (the grid x of both mean-prefix kernels). */
+export function meanChunks(T: number): number {
+  return Math.ceil(T / PREFIX_BLOCK);
+}
+
+/** Each chunk's sum of mean (see meanPrefixSource). */
+export function meanChunksSource(): KernelSource {
+  return {
+    name: 'sparsek_mean_chunks',
+    params: ['ptr', 'ptr', 'i32'],
+    source: `${chunkCommon()}
+extern "C" __global__ void __launch_bounds__(PB) sparsek_mean_chunks(
+    double* sums,        // (B*NKV, nch)
+    const double* mean,  // (B*NKV, T)
+    int T) {
+  __shared__ double wsum[PB / 32];
+  const int x = blockIdx.x * PB + threadIdx.x;
+  const double s = block_sum(x < T ? mean[(size_t)blockIdx.y * T + x] : 0.0, wsum);
+  if (threadIdx.x == 0) sums[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = s;
+}
+`,
+  };
+}
+
+/** The block-wide sum both mean-prefix kernels use: a fixed tree (lanes, then warps), every thread gets it. */
+function chunkCommon(): string {
+  return `
+#define PB ${PREFIX_BLOCK}
+__device__ double block_sum(double v, double* wsum) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if ((threadIdx.x & 31) == 0) wsum[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double t = 0.0;
+  for (int k = 0; k < PB / 32; k++) t += wsum[k];
+  __syncthreads(); // wsum is free again
+  return t;
+}
+`;
 }
 
 /**
