@@ -112,7 +112,7 @@ interface AttentionState {
   sel: DeviceBlock | null;
   /** Every query's row (B, NKV, T, K) under the tensor-core kernels, made on demand by plan(). */
   rows: DeviceBlock | null;
-  e: DeviceBlock | null; // (B, NKV, T) int: key j is attended by queries [j, e_j)
+  e: DeviceBlock | null; // (B, NKV, T) int: key j is attended by queries [j, e_j) (the fp32 backward only)
 }
 
 /** The kernel variant for head size HS: float4 loads when HS allows and every row buffer is 16-byte aligned. */
@@ -499,7 +499,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
             st.count = own(nu * 4);
             st.nfree = own(nu * 4);
             st.sel = own((tc !== null ? BH * Math.ceil(T / FS_CHUNK) : nu) * K * 4);
-            st.e = own(nu * 4);
+            st.e = tc === null ? own(nu * 4) : null; // the fp32 backward's key intervals
           }
         }
         const s = st;
@@ -509,7 +509,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           const step = tc !== null && tc.fwd.BQ === 128 && tc.sel.QB === 128 ? 2 : 1;
           this.sparsekSelect(s, u, BH, T, K, W, { rows: s.sel, all: tc === null, step });
         }
-        else if (selects) this.selectNothing(s, BH, T, W);
+        else if (selects) this.selectNothing(s, BH, T);
         last = { out, q, k, v, u };
         if (tc !== null && s.tau && s.thk && s.count && s.sel) {
           last16 = { q: asBf16(q, halfOf('q', nq)), k: asBf16(k, halfOf('k', nkv)), v: asBf16(v, halfOf('v', nkv)) };
@@ -548,7 +548,11 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         const dsel = tc !== null && selects ? take(nu * 8) : null;
         const off = tc === null && selects ? take(BH * (T + 1) * 4) : null;
         const dgk = tc === null && selects ? take(nu * K * 4) : null;
-        if (off !== null && s.e !== null) this.launch('sparsek_key_offsets', keyOffsetsSource, BH, PREFIX_BLOCK, [off, s.e, T, W]);
+        if (off !== null && s.e !== null && u !== null && s.thk !== null) {
+          // each key's interval of attending queries, and its first slot in dgk
+          this.launch('sparsek_key_intervals', keyIntervalsSource, blocks(nu), ELEM_BLOCK, [s.e, u, s.thk, BH, T, W]);
+          this.launch('sparsek_key_offsets', keyOffsetsSource, BH, PREFIX_BLOCK, [off, s.e, T, W]);
+        }
         if (tc !== null && last16 !== null && dsel !== null && mean !== null && s.tau && s.thk && s.count && s.sel && s.nfree) {
           // prep: D and dq = 0; win: the window pairs (stores dk, dv); sel: the selected pairs (adds).
           const h = last16;
@@ -570,14 +574,14 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
             [dk, dv, dout, s.lse, D, q, k, v, u ?? nothing, s.tau ?? nothing, s.e ?? nothing,
               T, NH, NKV, W, scale]);
         }
-        if (du !== null && u !== null && mean !== null && s.tau !== null && s.e !== null) {
+        if (du !== null && u !== null && mean !== null && s.tau !== null) {
           const P = take(BH * (T + 1) * 8);
           const sums = take(BH * meanChunks(T) * 8);
           this.launch('sparsek_mean_chunks', meanChunksSource, [meanChunks(T), BH, 1], PREFIX_BLOCK, [sums, mean, T]);
           this.launch('sparsek_mean_prefix', meanPrefixSource, [meanChunks(T), BH, 1], PREFIX_BLOCK, [P, sums, mean, T]);
           if (dsel !== null) {
             this.launch('sparsek_score_grad_sums', () => scoreGradSource('sums'), blocks(nu), ELEM_BLOCK, [du, u, s.tau, dsel, P, BH, T, K, W]);
-          } else if (off !== null && dgk !== null) {
+          } else if (off !== null && dgk !== null && s.e !== null) {
             this.launch('sparsek_score_grad', () => scoreGradSource('slots'), blocks(nu), ELEM_BLOCK, [du, u, s.tau, s.e, off, dgk, P, BH, T, K, W]);
           }
         }
@@ -613,12 +617,12 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * (kernels/selection-fast.ts, O(T log^2 T) per row, parallel over queries): a merge-sort tree of
    * each row's scores, one anchor per block of 64 queries, the anchors' rows, then every query's
    * tau, thk, count, nfree; into out.rows every query's row (all: the (B, NKV, T, K) layout) or only
-   * those of queries 64 b, which the tensor-core kernels read (compact, (B, NKV, ceil(T / 64), K));
-   * then each key's interval of attending queries.
+   * those of queries 64 b, which the tensor-core kernels read (compact, (B, NKV, ceil(T / 64), K)).
+   * (The fp32 backward makes each key's interval of attending queries from thk when it needs them.)
    */
   private sparsekSelect(s: AttentionState, u: CudaBuffer, BH: number, T: number, K: number, W: number,
     out: { rows: DeviceBlock; all: boolean; step?: 1 | 2 }): void {
-    if (s.tau === null || s.thk === null || s.count === null || s.nfree === null || s.e === null) return;
+    if (s.tau === null || s.thk === null || s.count === null || s.nfree === null) return;
     const { d, Tx, NL, nb } = fsGeometry(T, W);
     const rowsShared = 4 * Math.ceil(Tx / 32); // fs_rows' bitmap over the row's positions
     if (rowsShared > this.sharedOptin() - 1024) {
@@ -653,23 +657,21 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const all = { ALL: out.all };
     this.launch(fsBlockName(all), () => fsBlockSource(all), [nb, BH, 1], FS_CHUNK,
       [s.tau, s.thk, s.count, s.nfree, out.rows, athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
-    this.launch('sparsek_key_intervals', keyIntervalsSource, blocks(BH * T), ELEM_BLOCK, [s.e, u, s.thk, BH, T, W]);
     for (const b of scratch) this.rt.arena.give(b); // reusable at once: later work on the stream runs after these kernels
   }
 
   /**
    * The selection state of K = 0 (dense and window on the tensor-core kernels): nothing selected
-   * (thk = ~0 admits no key), no free keys, and each key's interval of attending queries its window.
-   * u is never read where nothing is selected, so tau stands in for it as an address.
+   * (thk = ~0 admits no key) and no free keys. u is never read where nothing is selected, so tau
+   * stands in for it as an address.
    */
-  private selectNothing(s: AttentionState, BH: number, T: number, W: number): void {
-    if (s.tau === null || s.thk === null || s.count === null || s.nfree === null || s.e === null) return;
+  private selectNothing(s: AttentionState, BH: number, T: number): void {
+    if (s.tau === null || s.thk === null || s.count === null || s.nfree === null) return;
     const n = BH * T;
     this.rt.cu('cuMemsetD32Async', s.tau.ptr, 0, 2 * n, this.rt.stream);
     this.rt.cu('cuMemsetD32Async', s.thk.ptr, 0xffffffff, 2 * n, this.rt.stream);
     this.rt.cu('cuMemsetD32Async', s.count.ptr, 0, n, this.rt.stream);
     this.rt.cu('cuMemsetD32Async', s.nfree.ptr, 0, n, this.rt.stream);
-    this.launch('sparsek_key_intervals', keyIntervalsSource, blocks(n), ELEM_BLOCK, [s.e, s.tau, s.thk, BH, T, W]);
   }
 
   private optin = 0;
