@@ -2,12 +2,13 @@
 // precision bf16 (variants and measurements: dev/cuda-attention-fast), for Hopper
 // and Ampere (sm_80+): bf16 q, k, v; fp32 scores u; fp32 accumulation; output bf16 or fp32, plus the
 // log-sum-exp per row (what a backward needs). Not here: the selection (src/cuda/kernels/selection-fast.ts
-// makes tau, the weakest selected key thk and the rows sel, which this reads), the backward, GQA
-// head sharing inside a block, or any Hopper-only feature (wgmma, TMA): mma.sync m16n8k16 through
-// inline PTX, so NVRTC needs no CUDA headers (the runtime passes no --include-path).
+// makes tau, the weakest selected key thk and the rows sel, which this reads), the backward, or any
+// Hopper-only feature (wgmma, TMA): mma.sync m16n8k16 through inline PTX, so NVRTC needs no CUDA
+// headers (the runtime passes no --include-path).
 //
-// One block per (BQ consecutive queries [i0, i0 + BQ), query head, batch); warp w owns the 16 WM rows
-// from i0 + 16 WM w (WM 16-row tiles, sharing each K and V fragment). SPEC section 3's block property gives the block's key set:
+// One block per (BQ consecutive queries [i0, i0 + BQ), GH query heads of one KV head's group, batch);
+// each head's warps own 16 WM rows each, from i0 + 16 WM w (WM 16-row tiles, sharing each K and V
+// fragment). SPEC section 3's block property gives the block's key set, the same for its GH heads:
 //   selected  Sel_{i0}, the first query's row (<= K positions, all <= i0 - W), gathered by index;
 //   range     [max(0, i0 - W + 1), min(T, i0 + BQ)), contiguous: every window key of the block, and
 //             the BQ - 1 newer candidates (i0 - W, i0 + BQ - 1 - W], which later queries may select.
