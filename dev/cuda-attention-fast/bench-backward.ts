@@ -1,4 +1,4 @@
-// Harness for the tiled tensor-core SparseK backward (backward.ts): emulation, validation, timing.
+// Harness for the tiled tensor-core SparseK backward (src/cuda/kernels/attention-tc-backward.ts): emulation, validation, timing.
 //
 //   node --import tsx dev/cuda-attention-fast/bench-backward.ts [--T 4096,16384,65536] [--NH 16] [--NKV 16]
 //        [--HS 64,128] [--K 512] [--W 512] [--repeats 20] [--skip-validate] [--skip-emulate] [--no-prod]

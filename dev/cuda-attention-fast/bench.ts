@@ -1,4 +1,4 @@
-// Harness for the tiled tensor-core SparseK forward (kernel.ts): checks, validation, timing.
+// Harness for the tiled tensor-core SparseK forward (src/cuda/kernels/attention-tc.ts): checks, validation, timing.
 //
 //   node --import tsx dev/cuda-attention-fast/bench.ts [--T 4096,16384,65536] [--NH 16] [--NKV 16]
 //        [--HS 64,128] [--K 512] [--W 512] [--repeats 20] [--skip-validate]
