@@ -31,6 +31,7 @@
 // q, k, v, dout are 16-byte aligned.
 
 import type { KernelSource } from '../runtime.js';
+import { blockReduceSource } from './reduce.js';
 
 /** Warps (query rows) per block of the row kernels. */
 export const ATTENTION_WARPS = 8;
@@ -483,7 +484,7 @@ extern "C" __global__ void __launch_bounds__(PB) sparsek_mean_prefix(
   // the chunks before this one
   double part = 0.0;
   for (int k = threadIdx.x; k < c; k += PB) part += sums[(size_t)row * nch + k];
-  const double carry = block_sum(part, wsum);
+  const double carry = block_sum(part);
   const int x = c * PB + threadIdx.x;
   double incl = x < T ? mean[(size_t)row * T + x] : 0.0;
   for (int o = 1; o < 32; o <<= 1) {
@@ -517,29 +518,19 @@ extern "C" __global__ void __launch_bounds__(PB) sparsek_mean_chunks(
     double* sums,        // (B*NKV, nch)
     const double* mean,  // (B*NKV, T)
     int T) {
-  __shared__ double wsum[PB / 32];
   const int x = blockIdx.x * PB + threadIdx.x;
-  const double s = block_sum(x < T ? mean[(size_t)blockIdx.y * T + x] : 0.0, wsum);
+  const double s = block_sum(x < T ? mean[(size_t)blockIdx.y * T + x] : 0.0);
   if (threadIdx.x == 0) sums[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = s;
 }
 `,
   };
 }
 
-/** The block-wide sum both mean-prefix kernels use: a fixed tree (lanes, then warps), every thread gets it. */
+/** What both mean-prefix kernels share: PB, and reduce.ts's fixed-order block_sum. */
 function chunkCommon(): string {
   return `
 #define PB ${PREFIX_BLOCK}
-__device__ double block_sum(double v, double* wsum) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  if ((threadIdx.x & 31) == 0) wsum[threadIdx.x >> 5] = v;
-  __syncthreads();
-  double t = 0.0;
-  for (int k = 0; k < PB / 32; k++) t += wsum[k];
-  __syncthreads(); // wsum is free again
-  return t;
-}
-`;
+${blockReduceSource(PREFIX_BLOCK)}`;
 }
 
 /**
