@@ -3,7 +3,9 @@
 //   node --import tsx dev/cuda-attention-fast/bench-backward.ts [--T 4096,16384,65536] [--NH 16] [--NKV 16]
 //        [--HS 64,128] [--K 512] [--W 512] [--repeats 20] [--skip-validate] [--skip-emulate] [--no-prod]
 //        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:flags] (e exp2f, f ex2.approx; flags: s reductions
-//        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB, HS 64))
+//        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB, HS 64);
+//        w win on wgmma (attention-wg-backward.ts, sm_90a; w3: three Q/dO stages; l: its lse and D by cp.async);
+//        b win's dQ by bulk reductions (BULKQ, either form); z wgmma tiles 128-byte swizzled (SW, HS 64))
 //        [--dump DIR]
 //
 // 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks and
@@ -44,6 +46,8 @@ import {
   BT, BWD_THREADS, bwdPrepGrid, bwdPrepSource, bwdSelBlocks, bwdSelMaxTiles, bwdSelName, bwdSelShared, bwdSelSource, bwdWinName, bwdWinShared, bwdWinSource,
 } from '../../src/cuda/kernels/attention-tc-backward.js';
 import type { BackwardVariant } from '../../src/cuda/kernels/attention-tc-backward.js';
+import { BWD_WG_THREADS, bwdWinWgName, bwdWinWgShared, bwdWinWgSource } from '../../src/cuda/kernels/attention-wg-backward.js';
+import type { WgWindowVariant } from '../../src/cuda/kernels/attention-wg-backward.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string): string => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : dflt);
@@ -51,21 +55,26 @@ const Ts = opt('T', '4096,16384,65536').split(',').map(Number);
 const NHt = Number(opt('NH', '16')), NKVt = Number(opt('NKV', '16'));
 const HSs = opt('HS', '64,128').split(',').map(Number);
 const Kt = Number(opt('K', '512')), Wt = Number(opt('W', '512')), repeats = Number(opt('repeats', '20'));
-const variants: BackwardVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',').map((s) => {
+/** A lab variant: the production kernels' options, and the window kernel on wgmma (wg) or mma.sync. */
+type LabVariant = BackwardVariant & { wg?: WgWindowVariant };
+const variants: LabVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',').map((s) => {
   const [hs, ex, mb, flags = ''] = s.split(':');
+  const HS = Number(hs) as 64 | 128, w = /w(\d?)/.exec(flags);
   return {
-    HS: Number(hs) as 64 | 128, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
-    QB: flags.includes('q') ? 128 : 64,
+    HS, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
+    QB: flags.includes('q') ? 128 : 64, BULKQ: flags.includes('b'),
+    ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), SW: flags.includes('z') } as WgWindowVariant } : {}),
   };
 });
-const vname = (v: BackwardVariant): string => bwdSelName(v).replace('spk_bwd_sel_', '');
+const vname = (v: LabVariant): string => bwdSelName(v).replace('spk_bwd_sel_', '') + (v.wg ? `_${bwdWinWgName(v.wg).replace('spk_bwd_', '')}` : v.BULKQ ? '_win_bq' : '');
+const winSource = (v: LabVariant): KernelSource => (v.wg ? bwdWinWgSource(v.wg) : bwdWinSource(v));
 const emit = (o: Record<string, unknown>): void => console.log(JSON.stringify(o));
 
 if (args.includes('--dump')) {
   const dir = opt('dump', '/tmp/spk-bwd-cu');
   mkdirSync(dir, { recursive: true });
   const srcs: KernelSource[] = [bwdPrepSource('bf16', 64), bwdPrepSource('f32', 64)];
-  for (const v of variants) srcs.push(bwdWinSource(v), bwdSelSource(v));
+  for (const v of variants) srcs.push(winSource(v), bwdSelSource(v));
   for (const s of srcs) writeFileSync(`${dir}/${s.name}.cu`, s.source);
   console.log(`# wrote ${srcs.length} kernels to ${dir}`);
   process.exit();
@@ -425,10 +434,10 @@ function outs(shape: AttentionShape, K: number): Outs {
 const giveAll = (o: object): void => { for (const b of Object.values(o)) if (b && typeof b === 'object' && 'ptr' in b) rt.arena.give(b as DeviceBlock); };
 
 /** The backward's launches: prep, win, sel; and du: mean prefix, score grad. */
-function backward(v: BackwardVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceBlock, lse: DeviceBlock, d: Dev, s: Sel, shape: AttentionShape, K: number, W: number) {
+function backward(v: LabVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceBlock, lse: DeviceBlock, d: Dev, s: Sel, shape: AttentionShape, K: number, W: number) {
   const { B, T, NH, NKV, HS } = shape, scale = 1 / Math.sqrt(HS), BH = B * NKV;
   const prep = (): void => rt.launch(kern(bwdPrepSource(OUT, HS)), bwdPrepGrid(B * NH * T, HS), 256, 0, [o.D.ptr, o.dq.ptr, d.dout.ptr, out.ptr, B * NH * T, HS]);
-  const win = (): void => rt.launch(kern(bwdWinSource(v), true), [Math.ceil(T / BT), NKV, B], BWD_THREADS, bwdWinShared(v),
+  const win = (): void => rt.launch(kern(winSource(v), true), [Math.ceil(T / BT), NKV, B], v.wg ? BWD_WG_THREADS : BWD_THREADS, v.wg ? bwdWinWgShared(v.wg) : bwdWinShared(v),
     [o.dk.ptr, o.dv.ptr, o.dq.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, T, NH, NKV, W, scale]);
   const sel = (): void => rt.launch(kern(bwdSelSource(v), true), [bwdSelBlocks(v, T), NKV, B], BWD_THREADS, bwdSelShared(v, K),
     [o.dq.ptr, o.dk.ptr, o.dv.ptr, o.dsel.ptr, o.mean.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, d.u.ptr,

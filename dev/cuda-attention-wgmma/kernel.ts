@@ -105,69 +105,9 @@ export function wgmmaForwardShared(v: WgmmaForwardVariant, K: number, W: number)
   return BQ * o.HS * 2 + o.STAGES * 2 * BK * o.HS * 2 + wgmmaForwardMaxTiles(K, W) * BK * 16;
 }
 
-// ---- PTX wrappers, generated (the operand lists are long) ------------------------------------------
-
-const list = (n: number, from: number): string => Array.from({ length: n }, (_, i) => `%${from + i}`).join(',');
-const outs = (n: number, arr: string): string => Array.from({ length: n }, (_, i) => `"+f"(${arr}[${i}])`).join(', ');
-
-/** D(64 x N) (+)= A(64 x 16, shared) B(16 x N, shared), both K-major; accumulate when acc != 0. */
-export function wgmmaSS(N: number): string {
-  const nd = N / 2;
-  return `__device__ __forceinline__ void wg_ss_n${N}(float (&d)[${nd}], u64 da, u64 db, int acc) {
-  asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %${nd + 2}, 0;\\n"
-    "wgmma.mma_async.sync.aligned.m64n${N}k16.f32.bf16.bf16 {${list(nd, 0)}}, %${nd}, %${nd + 1}, p, 1, 1, 0, 0;\\n}"
-    : ${outs(nd, 'd')}
-    : "l"(da), "l"(db), "r"(acc));
-}`;
-}
-
-/** D(64 x N) += A(64 x 16, registers) B(16 x N, shared, MN-major when TB = 1). */
-export function wgmmaRS(N: number, TB: 0 | 1): string {
-  const nd = N / 2;
-  return `__device__ __forceinline__ void wg_rs_n${N}_t${TB}(float (&d)[${nd}], u32 a0, u32 a1, u32 a2, u32 a3, u64 db) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n${N}k16.f32.bf16.bf16 {${list(nd, 0)}}, {%${nd},%${nd + 1},%${nd + 2},%${nd + 3}}, %${nd + 4}, 1, 1, 1, ${TB};"
-    : ${outs(nd, 'd')}
-    : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db));
-}`;
-}
-
-/** Common device helpers: shared addresses, cp.async, descriptors, wgmma fences. */
-export const PRELUDE = `
-typedef unsigned long long u64;
-typedef unsigned short bf16;
-typedef unsigned int u32;
-#define FULL 0xffffffffu
-#define FINF __int_as_float(0x7f800000)
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 a;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-  return a;
-}
-__device__ __forceinline__ void cp_async16(u32 dst, const void* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
-// generic-proxy writes (cp.async, st.shared) made visible to the async proxy (wgmma operand reads)
-__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int N> __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" :: "n"(N) : "memory"); }
-// keeps reads of a wgmma accumulator below the wait that completes it
-template <int N> __device__ __forceinline__ void reg_fence(float (&d)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i]) :: "memory");
-}
-// matrix descriptor, no swizzle: start >> 4 (bits 0-13), leading >> 4 (16-29), stride >> 4 (32-45)
-__device__ __forceinline__ u64 make_desc(u32 saddr, u32 lead, u32 stride) {
-  return (u64)((saddr & 0x3FFFFu) >> 4) | ((u64)(lead >> 4) << 16) | ((u64)(stride >> 4) << 32);
-}
-__device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
-  u32 d;
-  asm("cvt.rn.bf16x2.f32 %0, %2, %1;" : "=r"(d) : "f"(lo), "f"(hi));
-  return d;
-}
-`;
+// The PTX wrappers and helpers are src/cuda/kernels/wgmma.ts's (PRELUDE is its WGMMA_PRELUDE).
+export { WGMMA_PRELUDE as PRELUDE, wgmmaRS, wgmmaSS } from '../../src/cuda/kernels/wgmma.js';
+import { WGMMA_PRELUDE as PRELUDE, wgmmaRS, wgmmaSS } from '../../src/cuda/kernels/wgmma.js';
 
 /**
  * Launch: grid (ceil(T / 64), NH, B), block 128, dynamic shared wgmmaForwardShared(v, K, W) (opt in above
@@ -408,7 +348,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   // tile t's copies complete (and Q's, committed first) once at most min(nT - 1 - t, STAGES - 1) newer
   // groups are pending; then visible to the async proxy and to every warp
   auto await_tile = [&](int t) {
-    const int issued = min(nT - 1, t == 0 ? STAGES - 1 : t - 1 + STAGES);
+    const int issued = min(nT - 1, t == 0 ? STAGES - 1 : t - 2 + STAGES); // refilled so far: tiles STAGES .. t + STAGES - 2
     if (issued - t >= 2) cp_wait<2>();
     else if (issued - t == 1) cp_wait<1>();
     else cp_wait<0>();

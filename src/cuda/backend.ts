@@ -44,6 +44,8 @@ import { fastForwardShared, fastForwardSource, fastForwardThreads } from './kern
 import type { FastForwardVariant } from './kernels/attention-tc.js';
 import { bwdPrepGrid, bwdPrepName, bwdPrepSource, bwdSelBlocks, bwdSelShared, bwdSelSource, bwdWinShared, bwdWinSource, BT, BWD_THREADS } from './kernels/attention-tc-backward.js';
 import type { BackwardVariant } from './kernels/attention-tc-backward.js';
+import { bwdWinWgShared, bwdWinWgSource, BWD_WG_THREADS } from './kernels/attention-wg-backward.js';
+import type { WgWindowVariant } from './kernels/attention-wg-backward.js';
 import type { GeluForm, Precision, Storage } from '../backend.js';
 
 /** A float buffer in device memory: `length` elements at address `ptr`, float32 or bfloat16. */
@@ -436,7 +438,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // Under precision bf16 the tensor-core kernels (kernels/attention-tc*.ts) run on bf16 copies of
     // q, k, v where they apply; otherwise the fp32 kernels of kernels/attention.ts. They serve
     // dense and window too, as SparseK with K = 0 (W = T for dense): a selection of nothing.
-    const tc = this.tensorCoreVariants(HS, K, W, NH / NKV);
+    const tc = this.tensorCoreVariants(HS, K, W, NH / NKV, T);
     const selects = sparse || tc !== null;
     // The tensor-core kernels read bf16 q, k, v and dout: a bf16 buffer is read in place, a float32
     // one through a bf16 copy made here (io says which the caller should hand over).
@@ -560,8 +562,13 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           this.rt.cu('cuMemsetD32Async', dsel.ptr, 0, 2 * nu, this.rt.stream); // (dk and dv need no zeros: win stores every row)
           this.launch(`${bwdPrepName(out.dtype)}_hs${HS}`, () => bwdPrepSource(out.dtype, HS), bwdPrepGrid(B * NH * T, HS), 256,
             [D, dq, dout16, out.ptr, B * NH * T, HS]);
-          this.launch(bwdWinSource(tc.win).name, () => bwdWinSource(tc.win), [Math.ceil(T / BT), NKV, B], BWD_THREADS,
-            [dk, dv, dq, h.q, h.k, h.v, dout16, s.lse, D, T, NH, NKV, W, scale], bwdWinShared(tc.win));
+          const winArgs = [dk, dv, dq, h.q, h.k, h.v, dout16, s.lse, D, T, NH, NKV, W, scale];
+          const wg = tc.winWg;
+          if (wg !== null) {
+            this.launch(bwdWinWgSource(wg).name, () => bwdWinWgSource(wg), [Math.ceil(T / BT), NKV, B], BWD_WG_THREADS, winArgs, bwdWinWgShared(wg));
+          } else {
+            this.launch(bwdWinSource(tc.win).name, () => bwdWinSource(tc.win), [Math.ceil(T / BT), NKV, B], BWD_THREADS, winArgs, bwdWinShared(tc.win));
+          }
           this.launch(bwdSelSource(tc.sel).name, () => bwdSelSource(tc.sel), [bwdSelBlocks(tc.sel, T), NKV, B], BWD_THREADS,
             [dq, dk, dv, dsel, mean, h.q, h.k, h.v, dout16, s.lse, D, u ?? s.tau, s.tau, s.thk, s.count, s.sel, s.nfree, T, NH, NKV, K, W, scale],
             bwdSelShared(tc.sel, K));
@@ -690,7 +697,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * bf16 q, k, v (so precision 'bf16' only), HS 64 or 128, and shared memory that grows with K + W.
    * Variants as measured fastest in dev/cuda-attention-fast (H100).
    */
-  private tensorCoreVariants(HS: number, K: number, W: number, G: number): { fwd: FastForwardVariant; win: BackwardVariant; sel: BackwardVariant } | null {
+  private tensorCoreVariants(HS: number, K: number, W: number, G: number, T: number):
+    { fwd: FastForwardVariant; win: BackwardVariant; winWg: WgWindowVariant | null; sel: BackwardVariant } | null {
     if (this.precision !== 'bf16' || (HS !== 64 && HS !== 128)) return null;
     // The forward (H100, 64K, K = W = 512): at HS 64 two 16-row tiles per warp (1.86 to 1.62 ms),
     // 128 queries a block, or with GQA 64 queries of two heads (1.65 to 1.48 ms at G = 4). HS 128 keeps
@@ -706,8 +714,14 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const win: BackwardVariant = { HS, FASTEXP: true, MINB: HS === 64 ? 3 : 0 };
     const wide: BackwardVariant = { HS, FASTEXP: true, QB: 128 };
     const sel = HS === 64 && 2 * (bwdSelShared(wide, K) + 1024) <= this.sharedOptin() + 1024 ? wide : win;
-    const fits = Math.max(fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win)) <= this.sharedOptin();
-    return fits ? { fwd, win, sel } : null;
+    // The window pairs on Hopper at HS 64: wgmma with 128-byte swizzled tiles and dQ by bulk
+    // reductions (attention-wg-backward.ts; 64K: 2.03 to 1.51 ms, 16K: 0.55 to 0.46). Below 8K it was
+    // slower (4K: 0.186 against 0.174 ms), so the mma.sync kernel keeps the short sequences.
+    const hopper = this.rt.arch === 'sm_90';
+    const winWg: WgWindowVariant | null = hopper && HS === 64 && T >= 8192
+      ? { HS, STAGES: 2, MINB: 3, ASYNCL: true, BULKQ: true, SW: true } : null;
+    const fits = Math.max(fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win), winWg ? bwdWinWgShared(winWg) : 0) <= this.sharedOptin();
+    return fits ? { fwd, win, winWg, sel } : null;
   }
 
   /** launch() with dynamic shared memory, raising the kernel's limit past the default 48 KiB on first use. */
