@@ -5,7 +5,7 @@
 //        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:flags] (e exp2f, f ex2.approx; flags: s reductions
 //        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB, HS 64);
 //        w win on wgmma (attention-wg-backward.ts, sm_90a; w3: three Q/dO stages; l: its lse and D by cp.async);
-//        b win's dQ by bulk reductions (BULKQ, either form); z wgmma tiles 128-byte swizzled (SW, HS 64))
+//        b win's dQ by bulk reductions (BULKQ, either form); z wgmma tiles 128-byte swizzled (SW))
 //        [--dump DIR]
 //
 // 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks and

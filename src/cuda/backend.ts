@@ -714,12 +714,14 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const win: BackwardVariant = { HS, FASTEXP: true, MINB: HS === 64 ? 3 : 0 };
     const wide: BackwardVariant = { HS, FASTEXP: true, QB: 128 };
     const sel = HS === 64 && 2 * (bwdSelShared(wide, K) + 1024) <= this.sharedOptin() + 1024 ? wide : win;
-    // The window pairs on Hopper at HS 64: wgmma with 128-byte swizzled tiles and dQ by bulk
-    // reductions (attention-wg-backward.ts; 64K: 2.03 to 1.51 ms, 16K: 0.55 to 0.46). Below 8K it was
-    // slower (4K: 0.186 against 0.174 ms), so the mma.sync kernel keeps the short sequences.
+    // The window pairs on Hopper: wgmma with 128-byte swizzled tiles (attention-wg-backward.ts). HS 64
+    // adds dQ by bulk reductions (64K: 2.03 to 1.51 ms, 16K: 0.55 to 0.46) and keeps the mma.sync kernel
+    // below 8K, where it was slower (4K: 0.186 against 0.174 ms). HS 128 has no room for the bulk
+    // reduction's 32 KiB at two blocks an SM and is faster at every length (64K: 4.02 to 3.12 ms).
     const hopper = this.rt.arch === 'sm_90';
-    const winWg: WgWindowVariant | null = hopper && HS === 64 && T >= 8192
-      ? { HS, STAGES: 2, MINB: 3, ASYNCL: true, BULKQ: true, SW: true } : null;
+    const winWg: WgWindowVariant | null = !hopper ? null
+      : HS === 64 ? (T >= 8192 ? { HS, STAGES: 2, MINB: 3, ASYNCL: true, BULKQ: true, SW: true } : null)
+        : { HS, STAGES: 2, ASYNCL: true, SW: true };
     const fits = Math.max(fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win), winWg ? bwdWinWgShared(winWg) : 0) <= this.sharedOptin();
     return fits ? { fwd, win, winWg, sel } : null;
   }

@@ -51,9 +51,10 @@ const cases: Case[] = [
   { name: 'K >= T', shape: { B: 1, T: 90, NH: 1, NKV: 1, HS: 64 }, K: 100, W: 8 },
   { name: 'tied scores', shape: { B: 1, T: 230, NH: 2, NKV: 2, HS: 64 }, K: 20, W: 10, tied: true },
   { name: 'T = 1', shape: { B: 1, T: 1, NH: 1, NKV: 1, HS: 64 }, K: 5, W: 3 },
-  // from T = 8192 at HS 64, Hopper's window pairs run on the wgmma kernel (attention-wg-backward.ts):
-  // a partial last key block, W = 2 (mod 64), two heads of a group
+  // Hopper runs the window pairs on the wgmma kernel (attention-wg-backward.ts) at HS 128, and at HS 64
+  // from T = 8192: a partial last key block, W = 2 (mod 64), two heads of a group
   { name: 'T >= 8192', shape: { B: 1, T: 8230, NH: 2, NKV: 1, HS: 64 }, K: 48, W: 130 },
+  { name: 'HS = 128, T >= 8192', shape: { B: 1, T: 8230, NH: 2, NKV: 1, HS: 128 }, K: 48, W: 130 },
   // dense and window run the same kernels as SparseK with nothing selected
   { name: 'dense', shape: { B: 2, T: 300, NH: 4, NKV: 2, HS: 64 }, K: 0, W: 0, kind: 'dense' },
   { name: 'window', shape: { B: 1, T: 333, NH: 2, NKV: 2, HS: 128 }, K: 0, W: 70, kind: 'window' },

@@ -44,7 +44,7 @@ export interface WgWindowVariant {
   BULKQ?: boolean;
   /**
    * Shared tiles in the 128-byte swizzled layout (rows of 128 bytes, 16-byte chunk c of row r at chunk
-   * c ^ (r % 8)) instead of no-swizzle core matrices (default false; HS 64 only).
+   * c ^ (r % 8); HS 128 as two such tiles of 64 columns) instead of no-swizzle core matrices (default false).
    */
   SW?: boolean;
 }
@@ -77,7 +77,6 @@ export function bwdWinWgShared(v: WgWindowVariant): number {
 export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
   const o = full(v);
   const name = bwdWinWgName(o);
-  if (o.SW && o.HS !== 64) throw new Error('spk_bwd_win_wg: the swizzled layout is built for HS 64 (a row of 128 bytes)');
   return {
     name,
     archSpecific: true,
@@ -94,21 +93,30 @@ export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
 #define BULKQ ${o.BULKQ ? 1 : 0}
 #define SW ${o.SW ? 1 : 0}
 #if SW
-// 128-byte swizzle: row r at byte 128 r, its chunk c at chunk c ^ (r % 8); copy x takes row x / CPR, chunk x % CPR
+// 128-byte swizzle: columns in blocks of 64 (one [BT][64] sub-tile of 8 KiB each); in a sub-tile row r
+// is at byte 128 r and its chunk c at chunk c ^ (r % 8). Copy x takes row x / CPR, chunk x % CPR.
 #define COPY_ROW(x) ((x) / CPR)
 #define COPY_CHUNK(x) ((x) % CPR)
-#define COPY_DST(x) (((x) / CPR) * 128 + ((((x) % CPR) ^ (((x) / CPR) & 7)) << 4))
-#define P_OFF(r, n) ((r) * 128 + (((n) ^ ((r) & 7)) << 4))
-#define KSTEP 2                        // a K-major k-step: 32 bytes, >> 4
+#define SW_OFF(r, c) ((((c) >> 3) * BT * 128) + (r) * 128 + ((((c) & 7) ^ ((r) & 7)) << 4))
+#define COPY_DST(x) SW_OFF((x) / CPR, (x) % CPR)
+#define P_OFF(r, n) SW_OFF(r, n)
+// a K-major k-step (16 columns): 32 bytes on within a sub-tile, the next sub-tile after 4; >> 4
+#define KOFF(ks) (((((ks) >> 2) * BT * 128) + ((ks) & 3) * 32) >> 4)
+// an MN-major k-step (16 rows): 2048 bytes, >> 4
+#define MNSTEP(C) 128
+// swizzle mode 1 (bits 62-63); stride 1024 (the next 8 rows); leading: for MN-major operands 128 columns
+// wide, one sub-tile (the next 64 columns along M or N; the other reading failed validation on an H100),
+// otherwise unused
 #define DESC_K(a) (make_desc(a, 1024, 1024) | (1ull << 62))
-#define DESC_MN(a, C) (make_desc(a, 1024, 1024) | (1ull << 62))
+#define DESC_MN(a, C) (((C) > 64 ? make_desc(a, BT * 128, 1024) : make_desc(a, 1024, 1024)) | (1ull << 62))
 #else
 // no swizzle: copy x writes byte 16 x, i.e. row (x / (8 C)) 8 + x % 8, chunk (x / 8) % C
 #define COPY_ROW(x) (((x) & 7) + (((x) >> 3) / CPR) * 8)
 #define COPY_CHUNK(x) (((x) >> 3) % CPR)
 #define COPY_DST(x) ((x) * 16)
 #define P_OFF(r, n) CM_OFF(r, n, BT)
-#define KSTEP 16                       // a K-major k-step: 256 bytes, >> 4
+#define KOFF(ks) ((ks) * 16)           // a K-major k-step: 256 bytes, >> 4
+#define MNSTEP(C) ((2 * (C) * 16) >> 4) // an MN-major k-step: two 8-row groups
 #define DESC_K(a) make_desc(a, 128, HS * 16)
 #define DESC_MN(a, C) make_desc(a, (C) * 16, 128)
 #endif
@@ -151,7 +159,9 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   unsigned char* Ps = Os + STAGES * TILE;       // [BT keys][BT queries] dS^T
   float* Ls = reinterpret_cast<float*>(Ps + BT * BT * 2); // [STAGES][BT] lse log2 e (+inf: no p)
   float* Dsm = Ls + STAGES * BT;                // [STAGES][BT]
-  float* Qacc = Dsm + STAGES * BT;              // [BT][HS] fp32, row-major (BULKQ)
+#if BULKQ
+  float* Qacc = Dsm + STAGES * BT;              // [BT][HS] fp32, row-major
+#endif
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
   const int j0 = blockIdx.x * BT, h = blockIdx.y, b = blockIdx.z;
   const int G = NH / NKV;
@@ -228,9 +238,9 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     float s[32], dp[32];
     wg_fence();
 #pragma unroll
-    for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dKa + ks * KSTEP, dQk + sQ + ks * KSTEP, ks);
+    for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dKa + KOFF(ks), dQk + sQ + KOFF(ks), ks);
 #pragma unroll
-    for (int ks = 0; ks < KS; ks++) wg_ss_n64(dp, dVa + ks * KSTEP, dOk + sQ + ks * KSTEP, ks);
+    for (int ks = 0; ks < KS; ks++) wg_ss_n64(dp, dVa + KOFF(ks), dOk + sQ + KOFF(ks), ks);
     wg_commit();
     wg_wait<0>();
     reg_fence(s);
@@ -266,8 +276,8 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-      wg_rs_n${o.HS}_t1(dva, pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], dOm + sQ + kk * (2 * HS * 16 >> 4));
-      wg_rs_n${o.HS}_t1(dka, sa[kk][0], sa[kk][1], sa[kk][2], sa[kk][3], dQm + sQ + kk * (2 * HS * 16 >> 4));
+      wg_rs_n${o.HS}_t1(dva, pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], dOm + sQ + kk * MNSTEP(HS));
+      wg_rs_n${o.HS}_t1(dka, sa[kk][0], sa[kk][1], sa[kk][2], sa[kk][3], dQm + sQ + kk * MNSTEP(HS));
     }
     wg_commit();
 #if BULKQ
@@ -278,7 +288,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     float acc[HS / 2];
     wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) wg_ss_n${o.HS}_t11(acc, dPa + kk * (2 * BT * 16 >> 4), dKb + kk * (2 * HS * 16 >> 4), kk);
+    for (int kk = 0; kk < 4; kk++) wg_ss_n${o.HS}_t11(acc, dPa + kk * MNSTEP(BT), dKb + kk * MNSTEP(HS), kk);
     wg_commit();
     wg_wait<0>();
     reg_fence(acc);
