@@ -42,13 +42,8 @@
 // that precedes the wgmma. Accumulator registers written by a wgmma are read only after
 // wgmma.wait_group; an empty asm with "+f" on each of them stops the compiler from moving reads
 // above the wait.
-// OPEN BUG: with STAGES = 2 (a tile read by wgmma right after its cp.async group completes) HS = 64
-// fails validation, nondeterministically, with wrong scores (lse off by 1e-2), in both schedules and
-// with extra proxy fences (FENCE2); the same schedule with plain loads and st.shared (PLAIN) passes.
-// So cp.async.wait_group + fence.proxy.async + bar.sync does not, here, make cp.async data safe for
-// wgmma. STAGES 3 and 4 leave a tile in shared memory a whole iteration before it is read and passed
-// every check, but this does not prove them safe. Next: complete the copies on an mbarrier
-// (cp.async.mbarrier.arrive.noinc) or use bulk copies (cp.async.bulk, async proxy, one per gathered row).
+// STAGES = 2 failed validation until session 8 found the wait count in await_tile one refill off (the
+// README's "The STAGES = 2 failure"); every depth passes now.
 //
 // Schedule (OVERLAP, after FlashAttention-3's intra-warpgroup overlap, written from its paper's
 // description): S_0 and its softmax before the loop; then per tile t
@@ -64,7 +59,7 @@ import type { KernelSource } from '../../src/cuda/runtime.js';
 export interface WgmmaForwardVariant {
   HS: 64 | 128;
   OUT: 'bf16' | 'f32';
-  /** cp.async ring depth: tile t + STAGES is issued once tile t is consumed, so 2 leaves no prefetch time. Default 3. */
+  /** cp.async ring depth: tile t + STAGES is issued once tile t is consumed. Default 3. */
   STAGES?: 2 | 3 | 4;
   /** __launch_bounds__ minimum blocks per SM (0: none). */
   MINB?: number;

@@ -8,22 +8,26 @@
 //   dV  += P^T dO     m64n{HS}k16, A = P^T from registers, B = dO MN-major       (4 k-steps over queries)
 //   dK  += dS^T Q     the same with dS^T and Q
 //   dQ   = dS K       m64n{HS}k16, A = dS: dS^T stored [key][query] in shared memory and read MN-major,
-//                     B = K MN-major (4 k-steps over keys); added to dq with red.global.add.
+//                     B = K MN-major (4 k-steps over keys); added to dq with red.global.add, or (BULKQ)
+//                     staged in shared memory and added by one bulk reduction (cp.reduce.async.bulk).
 // Why: the mma.sync kernel reads each Q and dO tile from shared memory once per warp (four times per
-// block) through ldmatrix and is bound by shared-memory bandwidth (Nsight Compute: 75 % at 64K). A
-// wgmma's B operand is read once for the warpgroup's 64 rows.
+// block) through ldmatrix and is bound by shared-memory bandwidth (Nsight Compute: 77 % at 64K). A
+// wgmma's B operand is read once for the warpgroup's 64 rows. What CudaBackend runs (H100, 64K, K = W =
+// 512): SW + ASYNCL + BULKQ at HS 64, 2.03 to 1.51 ms; SW + ASYNCL at HS 128, 4.02 to 3.12 ms. Without
+// SW (no-swizzle tiles) it was slower than mma.sync (2.33 ms): bench/RESULTS.md, session 8.
 //
 // Accumulator layout (m64nN, warp w of the warpgroup, g = lane / 4, t = lane % 4): d[i] is
 //   (row 16 w + g + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 t + (i & 1)),
 // so S^T's registers 8 kk .. 8 kk + 7 (queries 16 kk .. 16 kk + 15) pack into the A fragment of P^T's
-// k-step kk in place. Shared tiles use wgmma.ts's no-swizzle layout; the copies write chunk x of a tile
-// at byte 16 x (CM_OFF(r, c) = 16 x for r = (x / (8 C)) 8 + x % 8, c = (x / 8) % C, C = HS / 8 chunks a row).
+// k-step kk in place. Shared tiles use the 128-byte swizzled layout (SW; the SW_OFF macro) or wgmma.ts's
+// no-swizzle layout (copy x writes byte 16 x: row (x / (8 C)) 8 + x % 8, chunk (x / 8) % C, C = HS / 8).
 //
 // Pipeline: Q, dO, lse and D of query tile x + STAGES - 1 are issued (cp.async, one group a tile) right
 // after the barrier that opens tile x, into the stage tile x - 1 used; every wgmma of tile x - 1 was
 // waited for before that barrier. Each thread fences its completed copies into the async proxy before
-// the barrier (fence.proxy.async), and again after writing dS^T. Not here: the selected pairs (sel stays
-// on mma.sync), overlap of one tile's dQ with the next tile's S^T, two warpgroups.
+// the barrier (fence.proxy.async), and again after writing dS^T (and the dQ tile, BULKQ). Not here: the
+// selected pairs (sel stays on mma.sync), overlap of one tile's dQ with the next tile's S^T, two
+// warpgroups, TMA.
 
 import type { KernelSource } from '../runtime.js';
 import { BULK_REDUCE } from './attention-tc-backward.js';
