@@ -38,7 +38,7 @@ const HSs = opt('HS', '64,128').split(',').map(Number) as (64 | 128)[];
 const K = Number(opt('K', '512')), W = Number(opt('W', '512')), repeats = Number(opt('repeats', '20'));
 const outFile = opt('out', '');
 /** wgmma schedules: ov (OVERLAP) or ser, then STAGES, then f for FENCE2, p for PLAIN (e.g. ov3, ser2, ov2f, ov2p). */
-const wgSpecs = opt('wg', 'ov3,ser3,ov4').split(',').map((x) => ({ OVERLAP: x.startsWith('ov'), STAGES: Number(x.replace(/\D/g, '')) as 2 | 3 | 4, FENCE2: x.includes('f'), PLAIN: x.includes('p') }));
+const wgSpecs = opt('wg', 'ov3,ser3,ov4').split(',').map((x) => ({ OVERLAP: x.startsWith('ov'), STAGES: Number(x.replace(/\D/g, '')) as 2 | 3 | 4, FENCE2: x.includes('f'), PLAIN: x.includes('p'), SW: x.includes('z') }));
 
 function emit(obj: Record<string, unknown>): void {
   const line = JSON.stringify(obj);

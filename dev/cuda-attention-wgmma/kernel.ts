@@ -76,18 +76,23 @@ export interface WgmmaForwardVariant {
   KSWAP?: boolean;
   /** V's descriptor: leading = HS * 16 (step along keys), stride = 128 (true, verified) or the reverse. Default true. */
   VSWAP?: boolean;
+  /**
+   * Tiles in the 128-byte swizzled layout of src/cuda/kernels/attention-wg-backward.ts (SW there; HS 128
+   * as two sub-tiles of 64 columns) instead of no-swizzle core matrices (session 8). Default false.
+   */
+  SW?: boolean;
 }
 
 export const BQ = 64;
 export const BK = 64;
 
 function full(v: WgmmaForwardVariant): Required<WgmmaForwardVariant> {
-  return { STAGES: 3, MINB: 0, OVERLAP: true, FENCE2: false, PLAIN: false, KSWAP: false, VSWAP: true, ...v };
+  return { STAGES: 3, MINB: 0, OVERLAP: true, FENCE2: false, PLAIN: false, KSWAP: false, VSWAP: true, SW: false, ...v };
 }
 
 export function wgmmaForwardName(v: WgmmaForwardVariant): string {
   const o = full(v);
-  return `spk_fwd_wgmma_hs${o.HS}_${o.OUT}_s${o.STAGES}${o.OVERLAP ? '_ov' : ''}${o.FENCE2 ? '_f2' : ''}${o.PLAIN ? '_pl' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.KSWAP ? '_ks' : ''}${o.VSWAP ? '_vs' : ''}`;
+  return `spk_fwd_wgmma_hs${o.HS}_${o.OUT}_s${o.STAGES}${o.OVERLAP ? '_ov' : ''}${o.FENCE2 ? '_f2' : ''}${o.PLAIN ? '_pl' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.KSWAP ? '_ks' : ''}${o.VSWAP ? '_vs' : ''}${o.SW ? '_sw' : ''}`;
 }
 
 export function wgmmaForwardMaxTiles(K: number, W: number): number {
@@ -97,7 +102,7 @@ export function wgmmaForwardMaxTiles(K: number, W: number): number {
 /** Dynamic shared bytes: Q tile, STAGES K and V tiles, 16 bytes of per-key data for every key of the block. */
 export function wgmmaForwardShared(v: WgmmaForwardVariant, K: number, W: number): number {
   const o = full(v);
-  return BQ * o.HS * 2 + o.STAGES * 2 * BK * o.HS * 2 + wgmmaForwardMaxTiles(K, W) * BK * 16;
+  return BQ * o.HS * 2 + o.STAGES * 2 * BK * o.HS * 2 + wgmmaForwardMaxTiles(K, W) * BK * 16 + (o.SW ? 1024 : 0);
 }
 
 // The PTX wrappers and helpers are src/cuda/kernels/wgmma.ts's (PRELUDE is its WGMMA_PRELUDE).
@@ -133,6 +138,24 @@ export function wgmmaForwardSource(v: WgmmaForwardVariant): KernelSource {
 #define OVERLAP ${o.OVERLAP ? 1 : 0}
 #define FENCE2 ${o.FENCE2 ? 1 : 0}
 #define PLAIN ${o.PLAIN ? 1 : 0}
+#define SW ${o.SW ? 1 : 0}
+#if SW
+#define COPY_ROW(x) ((x) / CPR)
+#define COPY_CHUNK(x) ((x) % CPR)
+#define COPY_DST(x) (((((x) % CPR) >> 3) * 64 * 128) + ((x) / CPR) * 128 + (((((x) % CPR) & 7) ^ (((x) / CPR) & 7)) << 4))
+#define KOFF(ks) (((((ks) >> 2) * 64 * 128) + ((ks) & 3) * 32) >> 4)
+#define VSTEP 128
+#define DESC_K(a) (make_desc(a, 1024, 1024) | (1ull << 62))
+#define DESC_V(a) ((HS > 64 ? make_desc(a, 64 * 128, 1024) : make_desc(a, 1024, 1024)) | (1ull << 62))
+#else
+#define COPY_ROW(x) (((x) & 7) + (((x) >> 3) / CPR) * 8)
+#define COPY_CHUNK(x) (((x) >> 3) % CPR)
+#define COPY_DST(x) ((x) * 16)
+#define KOFF(ks) ((ks) * 16)
+#define VSTEP ((2 * HS * 16) >> 4)
+#define DESC_K(a) make_desc(a, ${kLead}, ${kStride})
+#define DESC_V(a) make_desc(a, ${vLead}, ${vStride})
+#endif
 ${wgmmaSS(64)}
 ${wgmmaRS(o.HS, 1)}
 
@@ -237,7 +260,8 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const int* __restrict__ count,    // (B, NKV, T)
     const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
     int T, int NH, int NKV, int K, int W, float scale) {
-  extern __shared__ __align__(1024) unsigned char smem[];
+ extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + (SW ? (1024 - (smem_addr(smem_raw) & 1023)) & 1023 : 0);
   unsigned char* Qs = smem;                                  // [64][HS] core-matrix layout
   unsigned char* Ks = Qs + TILE_BYTES;                       // [STAGES][64][HS]
   unsigned char* Vs = Ks + STAGES * TILE_BYTES;              // [STAGES][64][HS]
@@ -266,9 +290,9 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   {
     const u32 qd = smem_addr(Qs);
     for (int x = tid; x < BQ * CPR; x += NTHR) {
-      const int r = (x & 7) + ((x >> 3) / CPR) * 8, c = (x >> 3) % CPR;
+      const int r = COPY_ROW(x), c = COPY_CHUNK(x);
       const int i = i0 + r;
-      cp_async16(qd + x * 16, q + (qrow0 + (i < T ? i : 0)) * HS + c * 8, i < T ? 16 : 0);
+      cp_async16(qd + COPY_DST(x), q + (qrow0 + (i < T ? i : 0)) * HS + c * 8, i < T ? 16 : 0);
     }
     cp_commit();
   }
@@ -300,18 +324,18 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const int st = t % STAGES;
     const u32 kd = smem_addr(Ks + st * TILE_BYTES), vd = smem_addr(Vs + st * TILE_BYTES);
     for (int x = tid; x < BK * CPR; x += NTHR) {
-      const int r = (x & 7) + ((x >> 3) / CPR) * 8, c = (x >> 3) % CPR;
+      const int r = COPY_ROW(x), c = COPY_CHUNK(x);
       const int j = mpos[t * BK + r];
       const int bytes = j >= 0 ? 16 : 0;
       const size_t off = (size_t)(j >= 0 ? j : 0) * HS + c * 8;
 #if PLAIN
       uint4 kx = make_uint4(0, 0, 0, 0), vx = make_uint4(0, 0, 0, 0);
       if (bytes) { kx = *reinterpret_cast<const uint4*>(kb + off); vx = *reinterpret_cast<const uint4*>(vb + off); }
-      asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};" :: "r"(kd + x * 16), "r"(kx.x), "r"(kx.y), "r"(kx.z), "r"(kx.w) : "memory");
-      asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};" :: "r"(vd + x * 16), "r"(vx.x), "r"(vx.y), "r"(vx.z), "r"(vx.w) : "memory");
+      asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};" :: "r"(kd + COPY_DST(x)), "r"(kx.x), "r"(kx.y), "r"(kx.z), "r"(kx.w) : "memory");
+      asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};" :: "r"(vd + COPY_DST(x)), "r"(vx.x), "r"(vx.y), "r"(vx.z), "r"(vx.w) : "memory");
 #else
-      cp_async16(kd + x * 16, kb + off, bytes);
-      cp_async16(vd + x * 16, vb + off, bytes);
+      cp_async16(kd + COPY_DST(x), kb + off, bytes);
+      cp_async16(vd + COPY_DST(x), vb + off, bytes);
 #endif
     }
     cp_commit();
@@ -329,9 +353,9 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     qthk[rr] = ok ? thk[kv0 + i] : ~0ull;
     qtau[rr] = ok ? (float)tau[kv0 + i] : FINF;
   }
-  const u64 dq = make_desc(smem_addr(Qs), ${kLead}, ${kStride});
-  const u64 dk0 = make_desc(smem_addr(Ks), ${kLead}, ${kStride});
-  const u64 dv0 = make_desc(smem_addr(Vs), ${vLead}, ${vStride});
+  const u64 dq = DESC_K(smem_addr(Qs));
+  const u64 dk0 = DESC_K(smem_addr(Ks));
+  const u64 dv0 = DESC_V(smem_addr(Vs));
 
   float o[NO];
 #pragma unroll
@@ -356,7 +380,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   auto issue_s = [&](int t) {
     const u32 base = (t % STAGES) * TILE_BYTES;
 #pragma unroll
-    for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dq + ks * 16, dk0 + (u64)((base + ks * 256) >> 4), ks);
+    for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dq + KOFF(ks), dk0 + (u64)(base >> 4) + KOFF(ks), ks);
     wg_commit();
   };
   auto softmax = [&](int t) {
@@ -383,7 +407,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
     const u32 vbase = (t % STAGES) * TILE_BYTES;
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++)
-      wg_rs_n${o.HS}_t1(o, pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], dv0 + (u64)((vbase + kk * 2 * HS * 16) >> 4));
+      wg_rs_n${o.HS}_t1(o, pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], dv0 + (u64)(vbase >> 4) + kk * VSTEP);
     wg_commit();
   };
   // every tile but the last; the last one's P V after the loop (the group structure stays static)
