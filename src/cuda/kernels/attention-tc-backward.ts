@@ -288,6 +288,19 @@ export function bwdPrepGrid(rows: number, HS: number): number {
   return Math.ceil((rows * (HS / 8)) / 256);
 }
 
+/** The window kernels' parameters (this file's spk_bwd_win and attention-wg-backward.ts's), as launch() encodes them and in C. */
+export const WIN_PARAMS: KernelSource['params'] = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32'];
+export const WIN_PARAMS_C = `    float* dk,                        // (B, NKV, T, HS) stored
+    float* dv,                        // (B, NKV, T, HS) stored
+    float* dq,                        // (B, NH, T, HS)  added to (atomically)
+    const bf16* __restrict__ q,       // (B, NH, T, HS)
+    const bf16* __restrict__ k,       // (B, NKV, T, HS)
+    const bf16* __restrict__ v,       // (B, NKV, T, HS)
+    const bf16* __restrict__ dout,    // (B, NH, T, HS)
+    const float* __restrict__ lse,    // (B, NH, T) natural log; -inf for a row without keys
+    const float* __restrict__ Dg,     // (B, NH, T) do_i . o_i
+    int T, int NH, int NKV, int W, float scale`;
+
 /**
  * Window pairs. Launch: grid (ceil(T / 64), NKV, B), block 128, dynamic shared bwdWinShared(v).
  * Warp w owns keys j0 + 16w .. j0 + 16w + 15 of the block; query tiles [j0 + 64t, j0 + 64t + 64),
@@ -300,19 +313,10 @@ export function bwdWinSource(v: BackwardVariant): KernelSource {
   const name = bwdWinName(o);
   return {
     name,
-    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32'],
+    params: WIN_PARAMS,
     source: `${common(o)}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
-    float* dk,                        // (B, NKV, T, HS) stored
-    float* dv,                        // (B, NKV, T, HS) stored
-    float* dq,                        // (B, NH, T, HS)  added to (atomically)
-    const bf16* __restrict__ q,       // (B, NH, T, HS)
-    const bf16* __restrict__ k,       // (B, NKV, T, HS)
-    const bf16* __restrict__ v,       // (B, NKV, T, HS)
-    const bf16* __restrict__ dout,    // (B, NH, T, HS)
-    const float* __restrict__ lse,    // (B, NH, T) natural log; -inf for a row without keys
-    const float* __restrict__ Dg,     // (B, NH, T) do_i . o_i
-    int T, int NH, int NKV, int W, float scale) {
+${WIN_PARAMS_C}) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Qs = reinterpret_cast<bf16*>(smem);   // [2][BT][LDS]
   bf16* Os = Qs + 2 * BT * LDS;               // [2][BT][LDS] dO

@@ -30,7 +30,7 @@
 // warpgroups, TMA.
 
 import type { KernelSource } from '../runtime.js';
-import { BULK_REDUCE } from './attention-tc-backward.js';
+import { BULK_REDUCE, WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
 import { WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
 export interface WgWindowVariant {
@@ -84,7 +84,7 @@ export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
   return {
     name,
     archSpecific: true,
-    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32'],
+    params: WIN_PARAMS,
     source: `${WGMMA_PRELUDE}
 #define HS ${o.HS}
 #define BT ${BT}
@@ -143,16 +143,7 @@ __device__ __forceinline__ void red2(float* p, float a, float b) {
 }
 
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
-    float* dk,                        // (B, NKV, T, HS) stored
-    float* dv,                        // (B, NKV, T, HS) stored
-    float* dq,                        // (B, NH, T, HS)  added to (atomically)
-    const bf16* __restrict__ q,       // (B, NH, T, HS)
-    const bf16* __restrict__ k,       // (B, NKV, T, HS)
-    const bf16* __restrict__ v,       // (B, NKV, T, HS)
-    const bf16* __restrict__ dout,    // (B, NH, T, HS)
-    const float* __restrict__ lse,    // (B, NH, T) natural log; -inf for a row without keys
-    const float* __restrict__ Dg,     // (B, NH, T) do_i . o_i
-    int T, int NH, int NKV, int W, float scale) {
+${WIN_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   // the swizzle pattern repeats every 1024 bytes of shared address: tiles start on such a boundary
   unsigned char* smem = smem_raw + (SW ? (1024 - (smem_addr(smem_raw) & 1023)) & 1023 : 0);
