@@ -5,7 +5,7 @@
 //        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:flags] (e exp2f, f ex2.approx; flags: s reductions
 //        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB, HS 64);
 //        w win on wgmma (attention-wg-backward.ts, sm_90a; w3: three Q/dO stages; l: its lse and D by cp.async);
-//        b win's dQ by bulk reductions (BULKQ, either form); z wgmma tiles 128-byte swizzled (SW))
+//        b its dQ by bulk reductions (BULKQ); z wgmma tiles 128-byte swizzled (SW))
 //        [--dump DIR]
 //
 // 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks and
@@ -62,11 +62,11 @@ const variants: LabVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',
   const HS = Number(hs) as 64 | 128, w = /w(\d?)/.exec(flags);
   return {
     HS, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
-    QB: flags.includes('q') ? 128 : 64, BULKQ: flags.includes('b'),
+    QB: flags.includes('q') ? 128 : 64,
     ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), SW: flags.includes('z') } as WgWindowVariant } : {}),
   };
 });
-const vname = (v: LabVariant): string => bwdSelName(v).replace('spk_bwd_sel_', '') + (v.wg ? `_${bwdWinWgName(v.wg).replace('spk_bwd_', '')}` : v.BULKQ ? '_win_bq' : '');
+const vname = (v: LabVariant): string => bwdSelName(v).replace('spk_bwd_sel_', '') + (v.wg ? `_${bwdWinWgName(v.wg).replace('spk_bwd_', '')}` : '');
 const winSource = (v: LabVariant): KernelSource => (v.wg ? bwdWinWgSource(v.wg) : bwdWinSource(v));
 const emit = (o: Record<string, unknown>): void => console.log(JSON.stringify(o));
 

@@ -54,11 +54,6 @@ export interface BackwardVariant {
   /** Lab probe only (wrong results): the global reductions become plain stores, to time what they cost. */
   STORE?: boolean;
   /**
-   * win only: each query tile's dQ staged in shared memory (fp32, row-major, 16 KiB at HS 64) and added
-   * to dq by one bulk reduction (cp.reduce.async.bulk .add.f32) instead of red.global.add.v2 (default false).
-   */
-  BULKQ?: boolean;
-  /**
    * sel only: queries per block (default 64). 128 runs one key set (Sel_{i0} plus up to two tiles of
    * new candidates) over two 64-query halves and reduces dK and dV once per tile for both, halving the
    * K/V gathers and the dK/dV reductions per pair. HS 64 only (see bwdSelSource).
@@ -71,11 +66,11 @@ export const BT = 64;
 const NTHR = 128;
 
 function full(o: BackwardVariant): Required<BackwardVariant> {
-  return { FASTEXP: true, MINB: 0, STORE: false, QB: 64, BULKQ: false, ...o };
+  return { FASTEXP: true, MINB: 0, STORE: false, QB: 64, ...o };
 }
 
 const suffix = (o: Required<BackwardVariant>): string => `hs${o.HS}${o.FASTEXP ? '_fx' : ''}${o.MINB ? `_mb${o.MINB}` : ''}${o.STORE ? '_store' : ''}`;
-export const bwdWinName = (v: BackwardVariant): string => `spk_bwd_win_${suffix(full(v))}${full(v).BULKQ ? '_bq' : ''}`;
+export const bwdWinName = (v: BackwardVariant): string => `spk_bwd_win_${suffix(full(v))}`;
 export const bwdSelName = (v: BackwardVariant): string => {
   const o = full(v);
   return `spk_bwd_sel_${suffix(o)}${o.QB === 128 ? '_qb128' : ''}`;
@@ -91,7 +86,7 @@ const LDP = BT + 8;
 /** win: dynamic shared bytes (Q and dO double-buffered, the K and V block, dS^T, lse and D per stage). */
 export function bwdWinShared(v: BackwardVariant): number {
   const l = LDS(v.HS);
-  return 2 * 2 * BT * l * 2 + 2 * BT * l * 2 + BT * LDP * 2 + 2 * 2 * BT * 4 + (v.BULKQ ? BT * v.HS * 4 : 0);
+  return 2 * 2 * BT * l * 2 + 2 * BT * l * 2 + BT * LDP * 2 + 2 * 2 * BT * 4;
 }
 
 /** sel: grid x, one block per QB queries. */
@@ -114,23 +109,6 @@ export function bwdSelShared(v: BackwardVariant, K: number): number {
   const extra = QB === 64 ? 0 : BT * (QB + 8) * 2;
   return 2 * BT * l * 2 + BT * l * 2 + 2 * QB * l * 2 + BT * (QB + 8) * 2 + bwdSelMaxTiles(v, K) * BT * 16 + QB * 8 + 5 * QB * 4 + extra;
 }
-
-/**
- * Bulk fp32 reductions from shared to global memory (sm_90's bulk-copy unit), shared with the wgmma
- * window kernel: bulk_add_f32 adds a contiguous shared range to global memory; the issuing thread waits
- * with bulk_wait_read before the range is overwritten and with bulk_wait_all before it exits. Shared
- * writes must reach the async proxy first (fence.proxy.async, then a barrier).
- */
-export const BULK_REDUCE = `
-// bytes bytes of shared src added (fp32) to global dst by the bulk-copy unit, in this thread's bulk group
-__device__ __forceinline__ void bulk_add_f32(float* dst, u32 src, int bytes) {
-  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;" :: "l"(dst), "r"(src), "r"(bytes) : "memory");
-  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
-}
-// this thread's bulk operations have read their shared sources / have completed
-__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
-__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
-`;
 
 /** The PTX helpers of kernel.ts plus vector reductions. */
 function common(o: Required<BackwardVariant>): string {
@@ -207,9 +185,6 @@ __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
   asm("cvt.rn.bf16x2.f32 %0, %2, %1;" : "=r"(d) : "f"(lo), "f"(hi));
   return d;
 }
-#if __CUDA_ARCH__ >= 900
-__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
-${BULK_REDUCE}#endif
 // *p += a, p[1] += b, as one 8-byte reduction (sm_90; two scalar ones before)
 __device__ __forceinline__ void red2(float* p, float a, float b) {
 #if ${o.STORE ? 1 : 0}
@@ -309,7 +284,6 @@ export const WIN_PARAMS_C = `    float* dk,                        // (B, NKV, T
  */
 export function bwdWinSource(v: BackwardVariant): KernelSource {
   const o = full({ ...v, QB: 64 }); // sel's flag: win's source is the same for both
-  const bulk = o.BULKQ;
   const name = bwdWinName(o);
   return {
     name,
@@ -325,8 +299,7 @@ ${WIN_PARAMS_C}) {
   bf16* Ps = Vs + BT * LDS;                   // [BT keys][LDP queries] dS^T
   float* Ls = reinterpret_cast<float*>(Ps + BT * LDP); // [2][BT] lse * log2 e (+inf: no p)
   float* Dsm = Ls + 2 * BT;                   // [2][BT]
-${bulk ? `  float* Qacc = Dsm + 2 * BT;                 // [BT][HS] fp32 row-major: a tile's dQ for the bulk reduction
-` : ''}  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
   const int mi = lane >> 3, r8 = lane & 7;
   const int j0 = blockIdx.x * BT, h = blockIdx.y, b = blockIdx.z;
   const int G = NH / NKV;
@@ -430,8 +403,7 @@ ${bulk ? `  float* Qacc = Dsm + 2 * BT;                 // [BT][HS] fp32 row-maj
       MMA_BT(dva, pa[kk], Ost + kk * 16 * LDS, LDS, NO, lane);
       MMA_BT(dka, sa[kk], Qst + kk * 16 * LDS, LDS, NO, lane);
     }
-${bulk ? `    if (tid == 0) bulk_wait_read(); // the previous tile's reduction has read Qacc (the barrier tells the rest)
-` : ''}    __syncthreads();
+    __syncthreads();
     // dQ rows qa + 16w .. += scale dS K: A = dS from Ps ([key][query], so .trans), k = keys
     {
       float acc[NO][4];
@@ -444,28 +416,19 @@ ${bulk ? `    if (tid == 0) bulk_wait_read(); // the previous tile's reduction h
         MMA_BT(acc, a, Ks + kk * 16 * LDS, LDS, NO, lane);
       }
       const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
-${bulk ? `#pragma unroll
-      for (int rr = 0; rr < 2; rr++) {
-        float* row = Qacc + (wk + g8 + 8 * rr) * HS + 2 * t4;
 #pragma unroll
-        for (int n = 0; n < NO; n++) *reinterpret_cast<float2*>(row + n * 8) = make_float2(scale * acc[n][2 * rr], scale * acc[n][2 * rr + 1]);
-      }
-      fence_async_shared();
-      __syncthreads();
-      if (tid == 0) bulk_add_f32(dq + (r0 + qa) * HS, smem_addr(Qacc), min(BT, T - qa) * HS * 4);` : `#pragma unroll
       for (int rr = 0; rr < 2; rr++) {
         const int i = qa + wk + g8 + 8 * rr;
         if (i >= T) continue;
         float* dst = dq + (r0 + i) * HS + 2 * t4;
 #pragma unroll
         for (int n = 0; n < NO; n++) red2(dst + n * 8, scale * acc[n][2 * rr], scale * acc[n][2 * rr + 1]);
-      }`}
+      }
     }
     __syncthreads(); // Ps and this stage are free again
   }
   cp_wait<0>(); // W = 0: the K/V block's copies were never waited for
-${bulk ? `  if (tid == 0) bulk_wait_all(); // the last reduction is done before the block exits
-` : ''}#pragma unroll
+#pragma unroll
   for (int rr = 0; rr < 2; rr++) {
     const int j = j0 + wk + g8 + 8 * rr;
     if (j >= T) continue;

@@ -30,8 +30,25 @@
 // warpgroups, TMA.
 
 import type { KernelSource } from '../runtime.js';
-import { BULK_REDUCE, WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
+import { WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
 import { WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
+
+/**
+ * Bulk fp32 reductions from shared to global memory (sm_90's bulk-copy unit, BULKQ): bulk_add_f32 adds a
+ * contiguous shared range to global memory; the issuing thread waits with bulk_wait_read before the range
+ * is overwritten and with bulk_wait_all before it exits. Shared writes reach the async proxy first
+ * (fence.proxy.async, then a barrier).
+ */
+const BULK_REDUCE = `
+// bytes bytes of shared src added (fp32) to global dst by the bulk-copy unit, in this thread's bulk group
+__device__ __forceinline__ void bulk_add_f32(float* dst, u32 src, int bytes) {
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;" :: "l"(dst), "r"(src), "r"(bytes) : "memory");
+  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
+// this thread's bulk operations have read their shared sources / have completed
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+`;
 
 export interface WgWindowVariant {
   HS: 64 | 128;
