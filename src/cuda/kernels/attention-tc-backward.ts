@@ -110,27 +110,8 @@ export function bwdSelShared(v: BackwardVariant, K: number): number {
   return 2 * BT * l * 2 + BT * l * 2 + 2 * QB * l * 2 + BT * (QB + 8) * 2 + bwdSelMaxTiles(v, K) * BT * 16 + QB * 8 + 5 * QB * 4 + extra;
 }
 
-/** The PTX helpers of kernel.ts plus vector reductions. */
-function common(o: Required<BackwardVariant>): string {
-  return `
-typedef unsigned long long u64;
-typedef unsigned short bf16;
-typedef unsigned int u32;
-#define HS ${o.HS}
-#define BT ${BT}
-#define NTHR ${NTHR}
-#define LDS (HS + 8)
-${o.QB === 128 ? '#define QB 128\n#define LDP (QB + 8)' : '#define LDP (BT + 8)'}
-#define KS (HS / 16)
-#define NT (BT / 8)
-#define NO (HS / 8)
-#define CPR (HS / 8)
-#define FASTEXP ${o.FASTEXP ? 1 : 0}
-#define FULL 0xffffffffu
-#define FINF __int_as_float(0x7f800000)
-#define LOG2E 1.4426950408889634f
-
-__device__ __forceinline__ unsigned ord_of(float x) {
+/** The selection's order keys and free-set bounds, for the selected-pairs kernels (this file's and the wgmma one). */
+export const SEL_HELPERS = `__device__ __forceinline__ unsigned ord_of(float x) {
   unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
@@ -151,7 +132,29 @@ __device__ __forceinline__ void free_bounds(double t, float& lo, float& hi) {
   lo = float_of_ord(a);
   hi = float_of_ord(c);
 }
-__device__ __forceinline__ u32 smem_addr(const void* p) {
+`;
+
+/** The PTX helpers of kernel.ts plus vector reductions. */
+function common(o: Required<BackwardVariant>): string {
+  return `
+typedef unsigned long long u64;
+typedef unsigned short bf16;
+typedef unsigned int u32;
+#define HS ${o.HS}
+#define BT ${BT}
+#define NTHR ${NTHR}
+#define LDS (HS + 8)
+${o.QB === 128 ? '#define QB 128\n#define LDP (QB + 8)' : '#define LDP (BT + 8)'}
+#define KS (HS / 16)
+#define NT (BT / 8)
+#define NO (HS / 8)
+#define CPR (HS / 8)
+#define FASTEXP ${o.FASTEXP ? 1 : 0}
+#define FULL 0xffffffffu
+#define FINF __int_as_float(0x7f800000)
+#define LOG2E 1.4426950408889634f
+
+${SEL_HELPERS}__device__ __forceinline__ u32 smem_addr(const void* p) {
   u32 a;
   asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
   return a;
@@ -449,6 +452,28 @@ ${WIN_PARAMS_C}) {
   };
 }
 
+/** The selected-pairs kernels' parameters (this file's spk_bwd_sel and attention-wg-backward.ts's), as launch() encodes them and in C. */
+export const SEL_PARAMS: KernelSource['params'] = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr',
+  'i32', 'i32', 'i32', 'i32', 'i32', 'f32'];
+export const SEL_PARAMS_C = `    float* dq,                        // (B, NH, T, HS)  added to (this block owns its rows)
+    float* dk,                        // (B, NKV, T, HS) added to (atomically)
+    float* dv,                        // (B, NKV, T, HS) added to (atomically)
+    double* dsel,                     // (B, NKV, T) added to: sum over queries i and heads of dg_ij [j in Sel_i ∩ F_i]
+    double* mean,                     // (B, NKV, T) sum_{Sel_i ∩ F_i} dg_ij / |F_i| (0 when F_i is empty)
+    const bf16* __restrict__ q,       // (B, NH, T, HS)
+    const bf16* __restrict__ k,       // (B, NKV, T, HS)
+    const bf16* __restrict__ v,       // (B, NKV, T, HS)
+    const bf16* __restrict__ dout,    // (B, NH, T, HS)
+    const float* __restrict__ lse,    // (B, NH, T) natural log
+    const float* __restrict__ Dg,     // (B, NH, T)
+    const float* __restrict__ u,      // (B, NKV, T)
+    const double* __restrict__ tau,   // (B, NKV, T)
+    const u64* __restrict__ thk,      // (B, NKV, T) key of Sel_i's weakest member (0: all selected)
+    const int* __restrict__ count,    // (B, NKV, T)
+    const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
+    const int* __restrict__ nfree,    // (B, NKV, T) |F_i|
+    int T, int NH, int NKV, int K, int W, float scale`;
+
 /**
  * Selected pairs, in win's orientation. Launch: grid (bwdSelBlocks(v, T), NKV, B), block 128, dynamic
  * shared bwdSelShared(v, K). Runs after spk_bwd_win (adds to its dq, dk, dv). Each tile's keys: warp w owns
@@ -547,28 +572,10 @@ ${deeper(pairs)}      }
 `;
   return {
     name,
-    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr',
-      'i32', 'i32', 'i32', 'i32', 'i32', 'f32'],
+    params: SEL_PARAMS,
     source: `${common(o)}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
-    float* dq,                        // (B, NH, T, HS)  added to (this block owns its rows)
-    float* dk,                        // (B, NKV, T, HS) added to (atomically)
-    float* dv,                        // (B, NKV, T, HS) added to (atomically)
-    double* dsel,                     // (B, NKV, T) added to: sum over queries i and heads of dg_ij [j in Sel_i ∩ F_i]
-    double* mean,                     // (B, NKV, T) sum_{Sel_i ∩ F_i} dg_ij / |F_i| (0 when F_i is empty)
-    const bf16* __restrict__ q,       // (B, NH, T, HS)
-    const bf16* __restrict__ k,       // (B, NKV, T, HS)
-    const bf16* __restrict__ v,       // (B, NKV, T, HS)
-    const bf16* __restrict__ dout,    // (B, NH, T, HS)
-    const float* __restrict__ lse,    // (B, NH, T) natural log
-    const float* __restrict__ Dg,     // (B, NH, T)
-    const float* __restrict__ u,      // (B, NKV, T)
-    const double* __restrict__ tau,   // (B, NKV, T)
-    const u64* __restrict__ thk,      // (B, NKV, T) key of Sel_i's weakest member (0: all selected)
-    const int* __restrict__ count,    // (B, NKV, T)
-    const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
-    const int* __restrict__ nfree,    // (B, NKV, T) |F_i|
-    int T, int NH, int NKV, int K, int W, float scale) {
+${SEL_PARAMS_C}) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Ks = reinterpret_cast<bf16*>(smem);   // [2][BT][LDS] (the next tile's K loads during this one)
   bf16* Vs = Ks + 2 * BT * LDS;               // [BT][LDS] (the next tile's V loads once dP^T is done)

@@ -31,7 +31,7 @@
 
 import type { KernelSource } from '../runtime.js';
 import { WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
-import { WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
+import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
 /**
  * Bulk fp32 reductions from shared to global memory (sm_90's bulk-copy unit, BULKQ): bulk_add_f32 adds a
@@ -114,23 +114,7 @@ export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
 #define BULKQ ${o.BULKQ ? 1 : 0}
 #define SW ${o.SW ? 1 : 0}
 #if SW
-// 128-byte swizzle: columns in blocks of 64 (one [BT][64] sub-tile of 8 KiB each); in a sub-tile row r
-// is at byte 128 r and its chunk c at chunk c ^ (r % 8). Copy x takes row x / CPR, chunk x % CPR.
-#define COPY_ROW(x) ((x) / CPR)
-#define COPY_CHUNK(x) ((x) % CPR)
-#define SW_OFF(r, c) ((((c) >> 3) * BT * 128) + (r) * 128 + ((((c) & 7) ^ ((r) & 7)) << 4))
-#define COPY_DST(x) SW_OFF((x) / CPR, (x) % CPR)
-#define P_OFF(r, n) SW_OFF(r, n)
-// a K-major k-step (16 columns): 32 bytes on within a sub-tile, the next sub-tile after 4; >> 4
-#define KOFF(ks) (((((ks) >> 2) * BT * 128) + ((ks) & 3) * 32) >> 4)
-// an MN-major k-step (16 rows): 2048 bytes, >> 4
-#define MNSTEP(C) 128
-// swizzle mode 1 (bits 62-63); stride 1024 (the next 8 rows); leading: for MN-major operands 128 columns
-// wide, one sub-tile (the next 64 columns along M or N; the other reading failed validation on an H100),
-// otherwise unused
-#define DESC_K(a) (make_desc(a, 1024, 1024) | (1ull << 62))
-#define DESC_MN(a, C) (((C) > 64 ? make_desc(a, BT * 128, 1024) : make_desc(a, 1024, 1024)) | (1ull << 62))
-#else
+${SW128}#else
 // no swizzle: copy x writes byte 16 x, i.e. row (x / (8 C)) 8 + x % 8, chunk (x / 8) % C
 #define COPY_ROW(x) (((x) & 7) + (((x) >> 3) / CPR) * 8)
 #define COPY_CHUNK(x) (((x) >> 3) % CPR)

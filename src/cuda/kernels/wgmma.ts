@@ -85,3 +85,28 @@ __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
   return d;
 }
 `;
+
+/**
+ * The 128-byte swizzled tile layout and its descriptors (CUDA macros; the kernel defines BT, the rows of a
+ * tile, and CPR, its 16-byte chunks a row). Columns go in sub-tiles of 64 ([BT][64], 128-byte rows); in a
+ * sub-tile row r sits at byte 128 r with its chunk c at chunk c ^ (r % 8), so tiles start on a 1024-byte
+ * boundary. Measured on an H100 against the no-swizzle layout above: 25 to 40 % faster (bench/RESULTS.md,
+ * session 8).
+ */
+export const SW128 = `// 128-byte swizzle: columns in blocks of 64 (one [BT][64] sub-tile of 8 KiB each); in a sub-tile row r
+// is at byte 128 r and its chunk c at chunk c ^ (r % 8). Copy x takes row x / CPR, chunk x % CPR.
+#define COPY_ROW(x) ((x) / CPR)
+#define COPY_CHUNK(x) ((x) % CPR)
+#define SW_OFF(r, c) ((((c) >> 3) * BT * 128) + (r) * 128 + ((((c) & 7) ^ ((r) & 7)) << 4))
+#define COPY_DST(x) SW_OFF((x) / CPR, (x) % CPR)
+#define P_OFF(r, n) SW_OFF(r, n)
+// a K-major k-step (16 columns): 32 bytes on within a sub-tile, the next sub-tile after 4; >> 4
+#define KOFF(ks) (((((ks) >> 2) * BT * 128) + ((ks) & 3) * 32) >> 4)
+// an MN-major k-step (16 rows): 2048 bytes, >> 4
+#define MNSTEP(C) 128
+// swizzle mode 1 (bits 62-63); stride 1024 (the next 8 rows); leading: for MN-major operands 128 columns
+// wide, one sub-tile (the next 64 columns along M or N; the other reading failed validation on an H100),
+// otherwise unused
+#define DESC_K(a) (make_desc(a, 1024, 1024) | (1ull << 62))
+#define DESC_MN(a, C) (((C) > 64 ? make_desc(a, BT * 128, 1024) : make_desc(a, 1024, 1024)) | (1ull << 62))
+`;
