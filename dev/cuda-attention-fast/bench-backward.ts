@@ -5,7 +5,8 @@
 //        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:flags] (e exp2f, f ex2.approx; flags: s reductions
 //        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB, HS 64);
 //        w win on wgmma (attention-wg-backward.ts, sm_90a; w3: three Q/dO stages; l: its lse and D by cp.async);
-//        b its dQ by bulk reductions (BULKQ); z wgmma tiles 128-byte swizzled (SW))
+//        b its dQ by bulk reductions (BULKQ); z wgmma tiles 128-byte swizzled (SW); g sel on wgmma (spk_bwd_sel_wg,
+//        two warpgroups, 128 queries a block; g2: MINB 2; x: 256 queries a block))
 //        [--dump DIR]
 //
 // 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks and
@@ -46,8 +47,10 @@ import {
   BT, BWD_THREADS, bwdPrepGrid, bwdPrepSource, bwdSelBlocks, bwdSelMaxTiles, bwdSelName, bwdSelShared, bwdSelSource, bwdWinName, bwdWinShared, bwdWinSource,
 } from '../../src/cuda/kernels/attention-tc-backward.js';
 import type { BackwardVariant } from '../../src/cuda/kernels/attention-tc-backward.js';
-import { BWD_WG_THREADS, bwdWinWgName, bwdWinWgShared, bwdWinWgSource } from '../../src/cuda/kernels/attention-wg-backward.js';
-import type { WgWindowVariant } from '../../src/cuda/kernels/attention-wg-backward.js';
+import {
+  BWD_SEL_WG_THREADS, BWD_WG_THREADS, bwdSelWgBlocks, bwdSelWgName, bwdSelWgShared, bwdSelWgSource, bwdWinWgName, bwdWinWgShared, bwdWinWgSource,
+} from '../../src/cuda/kernels/attention-wg-backward.js';
+import type { WgSelVariant, WgWindowVariant } from '../../src/cuda/kernels/attention-wg-backward.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string): string => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : dflt);
@@ -55,26 +58,29 @@ const Ts = opt('T', '4096,16384,65536').split(',').map(Number);
 const NHt = Number(opt('NH', '16')), NKVt = Number(opt('NKV', '16'));
 const HSs = opt('HS', '64,128').split(',').map(Number);
 const Kt = Number(opt('K', '512')), Wt = Number(opt('W', '512')), repeats = Number(opt('repeats', '20'));
-/** A lab variant: the production kernels' options, and the window kernel on wgmma (wg) or mma.sync. */
-type LabVariant = BackwardVariant & { wg?: WgWindowVariant };
+/** A lab variant: the production kernels' options, and the window (wg) and selected-pairs (sg) kernels on wgmma or mma.sync. */
+type LabVariant = BackwardVariant & { wg?: WgWindowVariant; sg?: WgSelVariant };
 const variants: LabVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',').map((s) => {
   const [hs, ex, mb, flags = ''] = s.split(':');
-  const HS = Number(hs) as 64 | 128, w = /w(\d?)/.exec(flags);
+  const HS = Number(hs) as 64 | 128, w = /w(\d?)/.exec(flags), g = /g(\d?)/.exec(flags);
   return {
     HS, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
     QB: flags.includes('q') ? 128 : 64,
     ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), SW: flags.includes('z') } as WgWindowVariant } : {}),
+    ...(g ? { sg: { HS, MINB: Number(g[1] || 0), QB: flags.includes('x') ? 256 : 128 } as WgSelVariant } : {}),
   };
 });
-const vname = (v: LabVariant): string => bwdSelName(v).replace('spk_bwd_sel_', '') + (v.wg ? `_${bwdWinWgName(v.wg).replace('spk_bwd_', '')}` : '');
+const vname = (v: LabVariant): string => (v.sg ? bwdSelWgName(v.sg).replace('spk_bwd_', '') : bwdSelName(v).replace('spk_bwd_sel_', ''))
+  + (v.wg ? `_${bwdWinWgName(v.wg).replace('spk_bwd_', '')}` : '');
 const winSource = (v: LabVariant): KernelSource => (v.wg ? bwdWinWgSource(v.wg) : bwdWinSource(v));
+const selSource = (v: LabVariant): KernelSource => (v.sg ? bwdSelWgSource(v.sg) : bwdSelSource(v));
 const emit = (o: Record<string, unknown>): void => console.log(JSON.stringify(o));
 
 if (args.includes('--dump')) {
   const dir = opt('dump', '/tmp/spk-bwd-cu');
   mkdirSync(dir, { recursive: true });
   const srcs: KernelSource[] = [bwdPrepSource('bf16', 64), bwdPrepSource('f32', 64)];
-  for (const v of variants) srcs.push(winSource(v), bwdSelSource(v));
+  for (const v of variants) srcs.push(winSource(v), selSource(v));
   for (const s of srcs) writeFileSync(`${dir}/${s.name}.cu`, s.source);
   console.log(`# wrote ${srcs.length} kernels to ${dir}`);
   process.exit();
@@ -439,7 +445,8 @@ function backward(v: LabVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceBlock,
   const prep = (): void => rt.launch(kern(bwdPrepSource(OUT, HS)), bwdPrepGrid(B * NH * T, HS), 256, 0, [o.D.ptr, o.dq.ptr, d.dout.ptr, out.ptr, B * NH * T, HS]);
   const win = (): void => rt.launch(kern(winSource(v), true), [Math.ceil(T / BT), NKV, B], v.wg ? BWD_WG_THREADS : BWD_THREADS, v.wg ? bwdWinWgShared(v.wg) : bwdWinShared(v),
     [o.dk.ptr, o.dv.ptr, o.dq.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, T, NH, NKV, W, scale]);
-  const sel = (): void => rt.launch(kern(bwdSelSource(v), true), [bwdSelBlocks(v, T), NKV, B], BWD_THREADS, bwdSelShared(v, K),
+  const sel = (): void => rt.launch(kern(selSource(v), true), v.sg ? [bwdSelWgBlocks(v.sg, T), NKV, B] : [bwdSelBlocks(v, T), NKV, B],
+    v.sg ? BWD_SEL_WG_THREADS : BWD_THREADS, v.sg ? bwdSelWgShared(v.sg, K) : bwdSelShared(v, K),
     [o.dq.ptr, o.dk.ptr, o.dv.ptr, o.dsel.ptr, o.mean.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, d.u.ptr,
       s.tau.ptr, s.thk.ptr, s.count.ptr, s.rows64.ptr, s.nfree.ptr, T, NH, NKV, K, W, scale]);
   const du = (): void => {

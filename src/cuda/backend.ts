@@ -44,8 +44,10 @@ import { fastForwardShared, fastForwardSource, fastForwardThreads } from './kern
 import type { FastForwardVariant } from './kernels/attention-tc.js';
 import { bwdPrepGrid, bwdPrepName, bwdPrepSource, bwdSelBlocks, bwdSelShared, bwdSelSource, bwdWinShared, bwdWinSource, BT, BWD_THREADS } from './kernels/attention-tc-backward.js';
 import type { BackwardVariant } from './kernels/attention-tc-backward.js';
-import { bwdWinWgShared, bwdWinWgSource, BWD_WG_THREADS } from './kernels/attention-wg-backward.js';
-import type { WgWindowVariant } from './kernels/attention-wg-backward.js';
+import {
+  bwdSelWgBlocks, bwdSelWgShared, bwdSelWgSource, bwdWinWgShared, bwdWinWgSource, BWD_SEL_WG_THREADS, BWD_WG_THREADS,
+} from './kernels/attention-wg-backward.js';
+import type { WgSelVariant, WgWindowVariant } from './kernels/attention-wg-backward.js';
 import type { GeluForm, Precision, Storage } from '../backend.js';
 
 /** A float buffer in device memory: `length` elements at address `ptr`, float32 or bfloat16. */
@@ -569,9 +571,13 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           } else {
             this.launch(bwdWinSource(tc.win).name, () => bwdWinSource(tc.win), [Math.ceil(T / BT), NKV, B], BWD_THREADS, winArgs, bwdWinShared(tc.win));
           }
-          this.launch(bwdSelSource(tc.sel).name, () => bwdSelSource(tc.sel), [bwdSelBlocks(tc.sel, T), NKV, B], BWD_THREADS,
-            [dq, dk, dv, dsel, mean, h.q, h.k, h.v, dout16, s.lse, D, u ?? s.tau, s.tau, s.thk, s.count, s.sel, s.nfree, T, NH, NKV, K, W, scale],
-            bwdSelShared(tc.sel, K));
+          const selArgs = [dq, dk, dv, dsel, mean, h.q, h.k, h.v, dout16, s.lse, D, u ?? s.tau, s.tau, s.thk, s.count, s.sel, s.nfree, T, NH, NKV, K, W, scale];
+          const sg = tc.selWg;
+          if (sg !== null) {
+            this.launch(bwdSelWgSource(sg).name, () => bwdSelWgSource(sg), [bwdSelWgBlocks(sg, T), NKV, B], BWD_SEL_WG_THREADS, selArgs, bwdSelWgShared(sg, K));
+          } else {
+            this.launch(bwdSelSource(tc.sel).name, () => bwdSelSource(tc.sel), [bwdSelBlocks(tc.sel, T), NKV, B], BWD_THREADS, selArgs, bwdSelShared(tc.sel, K));
+          }
         } else {
           // pass 1: dq, D, gate gradients; pass 2: dk, dv
           this.launch(attentionKernelName('attention_backward_query', o), () => attentionBackwardQuerySource(o), [rows, NKV, B], 32 * ATTENTION_WARPS,
@@ -698,7 +704,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * Variants as measured fastest in dev/cuda-attention-fast (H100).
    */
   private tensorCoreVariants(HS: number, K: number, W: number, G: number, T: number):
-    { fwd: FastForwardVariant; win: BackwardVariant; winWg: WgWindowVariant | null; sel: BackwardVariant } | null {
+    { fwd: FastForwardVariant; win: BackwardVariant; winWg: WgWindowVariant | null; sel: BackwardVariant; selWg: WgSelVariant | null } | null {
     if (this.precision !== 'bf16' || (HS !== 64 && HS !== 128)) return null;
     // The forward (H100, 64K, K = W = 512): at HS 64 two 16-row tiles per warp (1.86 to 1.62 ms),
     // 128 queries a block, or with GQA 64 queries of two heads (1.65 to 1.48 ms at G = 4). HS 128 keeps
@@ -722,8 +728,13 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const winWg: WgWindowVariant | null = !hopper ? null
       : HS === 64 ? (T >= 8192 ? { HS, STAGES: 2, MINB: 3, ASYNCL: true, BULKQ: true, SW: true } : null)
         : { HS, STAGES: 2, ASYNCL: true, SW: true };
+    // The selected pairs on Hopper: two warpgroups over each gathered key tile, 128 queries a block at
+    // HS 128 (64K: 6.62 to 4.08 ms against mma.sync at 64 queries) and 256 at HS 64 (64K: 2.67 to 2.33 ms
+    // against mma.sync at 128; at 128 queries the wgmma kernel was level with it).
+    const sg: WgSelVariant = HS === 64 ? { HS, QB: 256 } : { HS };
+    const selWg = hopper && bwdSelWgShared(sg, K) <= this.sharedOptin() ? sg : null;
     const fits = Math.max(fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win), winWg ? bwdWinWgShared(winWg) : 0) <= this.sharedOptin();
-    return fits ? { fwd, win, winWg, sel } : null;
+    return fits ? { fwd, win, winWg, sel, selWg } : null;
   }
 
   /** launch() with dynamic shared memory, raising the kernel's limit past the default 48 KiB on first use. */

@@ -55,6 +55,9 @@ const cases: Case[] = [
   // from T = 8192: a partial last key block, W = 2 (mod 64), two heads of a group
   { name: 'T >= 8192', shape: { B: 1, T: 8230, NH: 2, NKV: 1, HS: 64 }, K: 48, W: 130 },
   { name: 'HS = 128, T >= 8192', shape: { B: 1, T: 8230, NH: 2, NKV: 1, HS: 128 }, K: 48, W: 130 },
+  // Hopper runs the selected pairs on wgmma (attention-wg-backward.ts) at every T: 256 queries a block at
+  // HS 64. Here Sel spans three key tiles, the new candidates up to four, with a partial last block.
+  { name: 'selected pairs over many tiles', shape: { B: 1, T: 1300, NH: 4, NKV: 1, HS: 64 }, K: 150, W: 70 },
   // dense and window run the same kernels as SparseK with nothing selected
   { name: 'dense', shape: { B: 2, T: 300, NH: 4, NKV: 2, HS: 64 }, K: 0, W: 0, kind: 'dense' },
   { name: 'window', shape: { B: 1, T: 333, NH: 2, NKV: 2, HS: 128 }, K: 0, W: 70, kind: 'window' },

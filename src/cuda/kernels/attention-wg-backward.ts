@@ -30,7 +30,7 @@
 // warpgroups, TMA.
 
 import type { KernelSource } from '../runtime.js';
-import { WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
+import { SEL_HELPERS, SEL_PARAMS, SEL_PARAMS_C, WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
 import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
 /**
@@ -48,6 +48,12 @@ __device__ __forceinline__ void bulk_add_f32(float* dst, u32 src, int bytes) {
 // this thread's bulk operations have read their shared sources / have completed
 __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
 __device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+`;
+
+const RED2 = `// *p += a, p[1] += b
+__device__ __forceinline__ void red2(float* p, float a, float b) {
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(p), "f"(a), "f"(b) : "memory");
+}
 `;
 
 export interface WgWindowVariant {
@@ -138,11 +144,7 @@ __device__ __forceinline__ void cp_async4(u32 dst, const void* src, int bytes) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(bytes) : "memory");
 }
 ${BULK_REDUCE}
-// *p += a, p[1] += b
-__device__ __forceinline__ void red2(float* p, float a, float b) {
-  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(p), "f"(a), "f"(b) : "memory");
-}
-
+${RED2}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${WIN_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -330,4 +332,360 @@ ${WIN_PARAMS_C}) {
 }
 `,
   };
+}
+
+// ---- selected pairs ------------------------------------------------------------------------------
+
+/**
+ * The selected pairs (i - j >= W, j in Sel_i) on wgmma: spk_bwd_sel's work and results (same parameters,
+ * SEL_PARAMS) in a Hopper form. One block of two warpgroups per QB queries [i0, i0 + QB) and KV head,
+ * over spk_bwd_sel's key set for such a block: Sel_{i0} (gathered by cp.async) and the <= QB - 1 new
+ * candidates (i0 - W, i0 + QB - 1 - W], with each key's rows [lo, hi) of the block that select it.
+ * Warpgroup w takes the 64-query chunks c = w QB / 128 .. (w + 1) QB / 128 - 1; per key tile of 64:
+ *   S^T = K Q_c^T, dP^T = V dO_c^T    m64n64k16 from shared memory, chunk by chunk
+ *   mask, gate, P g and dS^T          into shared [64 keys][QB queries] tiles Gs and Ps
+ *   dV = (P g)^T dO  (warpgroup 0)    m64n{HS}k16 over all QB queries, A = Gs K-major, B = dO MN-major
+ *   dK = dS^T Q      (warpgroup 1)    the same with Ps and Q; each added to its key rows by red.global.add
+ *   dQ_c += dS_c K                    A = Ps (chunk c's part) MN-major, B = K MN-major; in registers over
+ *                                     the tiles, added to dq once per head
+ * Three block barriers a tile: its copies landed; Gs and Ps complete; the tile done. Each gathered K/V
+ * row and each dK/dV row reduction serves QB queries, and every product reads its operands from shared
+ * memory once per warpgroup instead of once per warp (mma.sync). Tiles use the 128-byte swizzle (SW128).
+ * Measured (H100, 64K, K = W = 512; bench/RESULTS.md, session 9): at HS 128 and QB 128, 6.62 to 4.1 ms
+ * against spk_bwd_sel (QB 64 there: QB 128 did not fit its registers and shared memory); at HS 64 and
+ * QB 128 level with spk_bwd_sel at QB 128 (2.74 against 2.78 ms), also with the warpgroups on alternate
+ * key tiles instead of in lockstep (2.80), so that kernel is bound by the L2 traffic of its gathers and
+ * reductions, which QB 256 cuts to 0.6 per query.
+ */
+export interface WgSelVariant {
+  HS: 64 | 128;
+  /** __launch_bounds__ minimum blocks per SM (0: none). */
+  MINB?: number;
+  /** Queries per block (default 128); 256 is built for HS 64 (dQ of 128 queries a warpgroup). */
+  QB?: 128 | 256;
+}
+
+const SEL_THREADS = 2 * NTHR;
+
+export const bwdSelWgName = (v: WgSelVariant): string => `spk_bwd_sel_wg_hs${v.HS}${v.MINB ? `_mb${v.MINB}` : ''}${v.QB === 256 ? '_qb256' : ''}`;
+
+/** Threads per block of the selected-pairs kernel: two warpgroups. */
+export const BWD_SEL_WG_THREADS = SEL_THREADS;
+
+/** Grid x: one block per QB queries. */
+export const bwdSelWgBlocks = (v: WgSelVariant, T: number): number => Math.ceil(T / (v.QB ?? 128));
+
+/**
+ * Dynamic shared bytes: K and V double-buffered, Q and dO of QB queries, Ps and Gs, the 1024-byte
+ * alignment, per query 8 + 20 bytes, per key 20 bytes (ceil(K / 64) + QB / 64 tiles at most).
+ * 113 KiB at HS 64, QB 128, K = 512 (two blocks an SM); 177 KiB at HS 128.
+ */
+export function bwdSelWgShared(v: WgSelVariant, K: number): number {
+  const tile = BT * v.HS * 2, QB = v.QB ?? 128;
+  return 1024 + (4 + 4 * (QB / 128)) * tile + 2 * 2 * BT * QB + QB * (8 + 5 * 4) + (Math.ceil(K / BT) + QB / BT) * BT * 20;
+}
+
+/** One chunk's mask, gate, P g and dS^T (into Gs and Ps at chunk ch), dg sums (kdg, num) from s and dp. */
+const selMask = (ch: string, num: string): string => `#pragma unroll
+      for (int n = 0; n < 8; n++) {
+        const int c0 = (${ch}) * 64 + n * 8 + 2 * t4; // block row of this thread's first column
+        const float2 L2 = *reinterpret_cast<const float2*>(qL + c0), D2 = *reinterpret_cast<const float2*>(qD + c0);
+        const float2 t2 = *reinterpret_cast<const float2*>(qt + c0);
+        const float2 lo2 = *reinterpret_cast<const float2*>(qlo + c0), hi2 = *reinterpret_cast<const float2*>(qhi + c0);
+        float pg[4], ds[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int rr = e >> 1, c = c0 + (e & 1);
+          const bool in = c >= klo[rr] && c < khi[rr]; // j in Sel_i
+          const float Lc = (e & 1) ? L2.y : L2.x, Dc = (e & 1) ? D2.y : D2.x, tc = (e & 1) ? t2.y : t2.x;
+          const float p = in ? ex2(s[4 * n + e] * sl - Lc) : 0.f;
+          const float gt = fminf(fmaxf(ku[rr] - tc, 0.f), 1.f);
+          ds[e] = p * (gt * dp[4 * n + e] - Dc);
+          pg[e] = p * gt;
+          if (in && ku[rr] >= ((e & 1) ? lo2.y : lo2.x) && ku[rr] <= ((e & 1) ? hi2.y : hi2.x)) { // j in F_i
+            const float dg = p * dp[4 * n + e];
+            ${num}[n][e & 1] += dg;
+            kdg[rr] += dg;
+          }
+        }
+        const int ch = (${ch}) * 8 + n;
+        *reinterpret_cast<u32*>(Gs + P_OFF(wk + g8, ch) + 4 * t4) = pack_bf16(pg[0], pg[1]);
+        *reinterpret_cast<u32*>(Gs + P_OFF(wk + g8 + 8, ch) + 4 * t4) = pack_bf16(pg[2], pg[3]);
+        *reinterpret_cast<u32*>(Ps + P_OFF(wk + g8, ch) + 4 * t4) = pack_bf16(ds[0], ds[1]);
+        *reinterpret_cast<u32*>(Ps + P_OFF(wk + g8 + 8, ch) + 4 * t4) = pack_bf16(ds[2], ds[3]);
+      }
+`;
+
+/** S^T and dP^T of the tile in stage offset so against the chunk whose K-major Q and dO descriptors are qk, ok. */
+const selScores = (qk: string, ok: string): string => `      float s[32], dp[32];
+      wg_fence();
+#pragma unroll
+      for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dKa + so + KOFF(ks), ${qk} + KOFF(ks), ks);
+#pragma unroll
+      for (int ks = 0; ks < KS; ks++) wg_ss_n64(dp, dVa + so + KOFF(ks), ${ok} + KOFF(ks), ks);
+      wg_commit();
+      wg_wait<0>();
+      reg_fence(s);
+      reg_fence(dp);
+`;
+
+/** acc (+)= A B over the block's 128 queries: A = [BT keys][QB] K-major (descriptor a), B = Q or dO MN-major (b). */
+const overQueries = (acc: string, a: string, b: string, HS: number): string => `#pragma unroll
+      for (int kk = 0; kk < QB / 16; kk++)
+        wg_ss_n${HS}_t01(${acc}, ${a} + KOFF(kk), ${b} + (u64)((((kk >> 2) * TILE) >> 4) + (kk & 3) * MNSTEP(HS)), kk);
+`;
+
+/** red.global.add of acc (m64n{HS} layout, times f) to the tile's key rows of dst. */
+const toKeyRows = (acc: string, dst: string, f: string): string => `#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        const int j = mpos[t * BT + wk + g8 + 8 * rr];
+        if (j < 0) continue;
+        float* row = ${dst} + (kv0 + j) * HS + 2 * t4;
+#pragma unroll
+        for (int n = 0; n < HS / 8; n++) red2(row + n * 8, ${f} * ${acc}[4 * n + 2 * rr], ${f} * ${acc}[4 * n + 2 * rr + 1]);
+      }
+`;
+
+/** dq rows += scale acc for the rows of chunk ch (m64n{HS} layout). */
+const toQueryRows = (acc: string, ch: string): string => `#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+      const int i = i0 + (${ch}) * 64 + wk + g8 + 8 * rr;
+      if (i >= T) continue;
+#pragma unroll
+      for (int n = 0; n < HS / 8; n++) {
+        float2* p = reinterpret_cast<float2*>(dq + (r0 + i) * HS + n * 8 + 2 * t4);
+        float2 x = *p;
+        x.x += scale * ${acc}[4 * n + 2 * rr];
+        x.y += scale * ${acc}[4 * n + 2 * rr + 1];
+        *p = x;
+      }
+    }
+`;
+
+/**
+ * Launch: grid (bwdSelWgBlocks(v, T), NKV, B), block 256, dynamic shared bwdSelWgShared(v, K). Runs after
+ * the window kernel (adds to its dq, dk, dv), like spk_bwd_sel.
+ */
+export function bwdSelWgSource(v: WgSelVariant): KernelSource {
+  const o: Required<WgSelVariant> = { MINB: 0, QB: 128, ...v };
+  if (o.QB === 256 && o.HS !== 64) throw new Error('spk_bwd_sel_wg: QB 256 is built for HS 64 (dQ of 128 queries a warpgroup at HS 128 would not fit the registers)');
+  const name = bwdSelWgName(o);
+  const HS = o.HS, CW = o.QB / 128; // chunks a warpgroup
+  // per chunk cc of the warpgroup (chunk c = wg CW + cc): scores, mask; the chunk's dQ array and num
+  const chunks = Array.from({ length: CW }, (_, cc) => `      {
+        const int c = wg * CW + ${cc};
+${selScores('dQk + (u64)((c * TILE) >> 4)', 'dOk + (u64)((c * TILE) >> 4)')}${selMask('c', `num[${cc}]`)}      }
+`).join('');
+  const dqs = Array.from({ length: CW }, (_, cc) => `dq${cc}`);
+  return {
+    name,
+    archSpecific: true,
+    params: SEL_PARAMS,
+    source: `${WGMMA_PRELUDE}
+#define HS ${HS}
+#define BT ${BT}
+#define QB ${o.QB}
+#define CW ${CW}
+#define NTHR ${SEL_THREADS}
+#define KS (HS / 16)
+#define CPR (HS / 8)
+#define TILE (BT * HS * 2)
+#define PT (BT * BT * 2)
+${SW128}
+#define LOG2E 1.4426950408889634f
+${SEL_HELPERS}
+${wgmmaSS(64)}
+${wgmmaSS(HS, 0, 1)}
+${wgmmaSS(HS, 1, 1)}
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+${RED2}
+extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
+${SEL_PARAMS_C}) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* Ks = smem;                     // [2][BT][HS]
+  unsigned char* Vs = Ks + 2 * TILE;            // [2][BT][HS]
+  unsigned char* Qs = Vs + 2 * TILE;            // [QB / 64 chunks][BT][HS]
+  unsigned char* Os = Qs + (QB / 64) * TILE;    // [QB / 64 chunks][BT][HS] dO
+  unsigned char* Ps = Os + (QB / 64) * TILE;    // [BT keys][QB queries] dS^T (a chunk's 64 queries per sub-tile)
+  unsigned char* Gs = Ps + (QB / 64) * PT;      // [BT keys][QB queries] (P g)^T
+  u64* bthk = reinterpret_cast<u64*>(Gs + (QB / 64) * PT); // thk of the block's queries (~0 past T)
+  float* qL = reinterpret_cast<float*>(bthk + QB); // per query: lse log2 e (+inf: no p), this head
+  float* qD = qL + QB;                          // D_i, this head
+  float* qt = qD + QB;                          // tau_i as float (the gate's threshold)
+  float* qlo = qt + QB;                         // F_i's float bounds
+  float* qhi = qlo + QB;
+  const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, g8 = lane >> 2, t4 = lane & 3;
+  const int wk = ((tid >> 5) & 3) * 16;         // the warp's 16 keys of a tile
+  const int i0 = blockIdx.x * QB, h = blockIdx.y, b = blockIdx.z;
+  const int G = NH / NKV;
+  const size_t kv0 = ((size_t)b * NKV + h) * T;
+  const float sl = scale * LOG2E;
+  const bf16* kb = k + kv0 * HS;
+  const bf16* vb = v + kv0 * HS;
+
+  // keys: Sel_{i0} (nsel), then the new candidates [rlo, rhi) in up to QB / 64 tiles
+  const int nsel = K > 0 ? count[kv0 + i0] : 0;
+  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
+  const int rlo = max(0, i0 - W + 1), rhi = K > 0 ? min(T, i0 + QB - W) : 0;
+  const int nselT = (nsel + BT - 1) / BT, nT = nselT + (max(0, rhi - rlo) + BT - 1) / BT;
+  const int nkeys = nT * BT;
+  float* mu_ = qhi + QB;
+  int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
+  int* mrng = mpos + nkeys;                     // per key: the block rows [lo, hi) that select it, lo | hi << 16
+  float* mdg = reinterpret_cast<float*>(mrng + nkeys); // [2][nkeys] per warpgroup: a key's dg over its F pairs and the heads
+  for (int r = tid; r < QB; r += NTHR) {
+    const int i = i0 + r;
+    bthk[r] = i < T ? thk[kv0 + i] : ~0ull;
+    const double td = i < T ? tau[kv0 + i] : (double)FINF;
+    qt[r] = (float)td;
+    free_bounds(td, qlo[r], qhi[r]);
+  }
+  __syncthreads();
+  // Which block rows select each key: thk never decreases with i, so key >= thk_i holds for the rows
+  // before hi (a search of the block's thk); a new candidate j also needs j <= i - W, the rows from lo.
+  for (int x = tid; x < nkeys; x += NTHR) {
+    const int r = x - nselT * BT; // >= 0: the new candidate rlo + r
+    const int j = r < 0 ? (x < nsel ? srow[x] : -1) : (rlo + r < rhi ? rlo + r : -1);
+    const float uj = j >= 0 ? u[kv0 + j] : 0.f;
+    int rg = 0;
+    if (j >= 0) {
+      const u64 key = ((u64)ord_of(uj) << 32) | (unsigned)j;
+      int a = 0, z = QB;
+      while (a < z) {
+        const int mid = (a + z) >> 1;
+        if (bthk[mid] <= key) a = mid + 1;
+        else z = mid;
+      }
+      rg = (r < 0 ? 0 : min(QB, max(0, j + W - i0))) | a << 16;
+    }
+    mpos[x] = j;
+    mu_[x] = uj;
+    mrng[x] = rg;
+    mdg[x] = mdg[nkeys + x] = 0.f;
+  }
+  const u32 sK = smem_addr(Ks), sV = smem_addr(Vs), sQ = smem_addr(Qs), sO = smem_addr(Os);
+  // K and V rows of tile t into stage st, one commit group
+  auto issue = [&](int t, int st) {
+    for (int x = tid; x < BT * CPR; x += NTHR) {
+      const int j = mpos[t * BT + COPY_ROW(x)];
+      const size_t off = (size_t)(j >= 0 ? j : 0) * HS + COPY_CHUNK(x) * 8;
+      cp_async16(sK + st * TILE + COPY_DST(x), kb + off, j >= 0 ? 16 : 0);
+      cp_async16(sV + st * TILE + COPY_DST(x), vb + off, j >= 0 ? 16 : 0);
+    }
+    cp_commit();
+  };
+  // descriptors: K, V as A of S^T, dP^T (K-major) and K as B of dQ (MN-major); chunk c's Q, dO as B of
+  // S^T, dP^T (K-major, + c TILE); all QB queries' Q, dO as B of dK, dV (MN-major, a k-step of 16 queries
+  // in chunk kk / 4); Ps, Gs as A of dK, dV (K-major over QB queries) and chunk c's Ps as A of dQ (MN-major, + c PT)
+  const u64 dKa = DESC_K(sK), dVa = DESC_K(sV), dKb = DESC_MN(sK, HS);
+  const u64 dQk = DESC_K(sQ), dOk = DESC_K(sO), dQm = DESC_MN(sQ, HS), dOm = DESC_MN(sO, HS);
+  const u64 dPk = DESC_K(smem_addr(Ps)), dGk = DESC_K(smem_addr(Gs)), dPm = DESC_MN(smem_addr(Ps), BT);
+
+  float num[CW][8][2]; // per chunk of the warpgroup: column sums of free-set dg over this thread's keys, tiles and heads
+#pragma unroll
+  for (int cc = 0; cc < CW; cc++)
+#pragma unroll
+    for (int n = 0; n < 8; n++) num[cc][n][0] = num[cc][n][1] = 0.f;
+  for (int gi = 0; gi < G && nT > 0; gi++) {
+    const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
+    __syncthreads(); // metadata written; the previous head is done with Qs, Os, qL, qD and the stages
+    for (int x = tid; x < QB * CPR; x += NTHR) {
+      const int r = x / CPR, c = x % CPR, i = i0 + r;
+      const u32 at = (r >> 6) * TILE + SW_OFF(r & 63, c);
+      const size_t off = (r0 + (i < T ? i : 0)) * HS + c * 8;
+      cp_async16(sQ + at, q + off, i < T ? 16 : 0);
+      cp_async16(sO + at, dout + off, i < T ? 16 : 0);
+    }
+    cp_commit();
+    issue(0, 0);
+    for (int r = tid; r < QB; r += NTHR) {
+      const int i = i0 + r;
+      const float L = i < T ? lse[r0 + i] : -FINF;
+      qL[r] = L == -FINF ? FINF : L * LOG2E;
+      qD[r] = i < T ? Dg[r0 + i] : 0.f;
+    }
+    float ${dqs.map((d) => `${d}[HS / 2]`).join(', ')}; // dQ of the warpgroup's chunks
+#pragma unroll
+    for (int n = 0; n < HS / 2; n++) ${dqs.map((d) => `${d}[n] = `).join('')}0.f;
+    for (int t = 0; t < nT; t++) {
+      const int st = t & 1;
+      if (t + 1 < nT) { issue(t + 1, st ^ 1); cp_wait<1>(); }
+      else cp_wait<0>();
+      fence_async_shared();
+      __syncthreads(); // tile t's K and V (and the head's Q, dO, qL, qD) are in
+      const u64 so = (u64)((st * TILE) >> 4);
+      // this thread's two keys (rows g8 and g8 + 8 of the warp's 16): row ranges and scores
+      int klo[2], khi[2];
+      float ku[2];
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        const int x = t * BT + wk + g8 + 8 * rr, rg = mrng[x];
+        klo[rr] = rg & 0xffff;
+        khi[rr] = rg >> 16;
+        ku[rr] = mu_[x];
+      }
+      float kdg[2] = {0.f, 0.f};
+${chunks}${keySums('wg * nkeys + ')}      fence_async_shared();
+      __syncthreads(); // Gs and Ps hold every chunk
+      // warpgroup 0: dV = (P g)^T dO; warpgroup 1: dK = dS^T Q (k = QB queries); both: dQ_c += dS_c K (k = keys)
+      float acc[HS / 2];
+      wg_fence();
+${overQueries('acc', '(wg ? dPk : dGk)', '(wg ? dQm : dOm)', HS)}#pragma unroll
+      for (int kk = 0; kk < BT / 16; kk++) {
+${dqs.map((d, cc) => `        wg_ss_n${HS}_t11(${d}, dPm + (u64)((((wg * CW + ${cc}) * PT) >> 4) + kk * MNSTEP(BT)), dKb + so + kk * MNSTEP(HS), 1);\n`).join('')}      }
+      wg_commit();
+      wg_wait<0>();
+      reg_fence(acc);
+${dqs.map((d) => `      reg_fence(${d});\n`).join('')}${toKeyRows('acc', '(wg ? dk : dv)', '(wg ? scale : 1.f)')}      __syncthreads(); // Gs, Ps and stage st are free again
+    }
+    // the chunks' dq rows (the block owns them; the window kernel's share is already there)
+${dqs.map((d, cc) => toQueryRows(d, `wg * CW + ${cc}`)).join('')}  }
+  __syncthreads(); // every tile's key sums are in mdg; Ps is free
+  for (int x = tid; x < nkeys; x += NTHR) {
+    const float val = mdg[x] + mdg[nkeys + x];
+    if (mpos[x] >= 0 && val != 0.f) atomicAdd(dsel + kv0 + mpos[x], (double)val);
+  }
+  // num_i: each column's sum over the warp's keys (the 8 lanes of one t4), then over the warpgroup's 4 warps
+  float* wnum = reinterpret_cast<float*>(Ps); // [4][QB]
+#pragma unroll
+  for (int cc = 0; cc < CW; cc++)
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+      for (int x = 0; x < 2; x++) {
+        float val = num[cc][n][x];
+        val += __shfl_xor_sync(FULL, val, 4);
+        val += __shfl_xor_sync(FULL, val, 8);
+        val += __shfl_xor_sync(FULL, val, 16);
+        if (g8 == 0) wnum[(wk / 16) * QB + (wg * CW + cc) * 64 + n * 8 + 2 * t4 + x] = val;
+      }
+  __syncthreads();
+  for (int r = tid; r < QB; r += NTHR) {
+    const int i = i0 + r;
+    if (i >= T) continue;
+    const int nf = nfree[kv0 + i];
+    const float tot = wnum[r] + wnum[QB + r] + wnum[2 * QB + r] + wnum[3 * QB + r];
+    mean[kv0 + i] = nf > 0 ? (double)tot / nf : 0.0;
+  }
+}
+`,
+  };
+}
+
+/** Each of the thread's two keys' dg over the tile: the 4 lanes of its row, added to mdg at (prefix) t * BT + key. */
+function keySums(prefix: string): string {
+  return `      // each key's dg over the tile's queries: the 4 lanes of its row (this warp alone owns the key${prefix ? ' in its warpgroup' : ''})
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        float x = kdg[rr];
+        x += __shfl_xor_sync(FULL, x, 1);
+        x += __shfl_xor_sync(FULL, x, 2);
+        if (t4 == 0 && x != 0.f) mdg[${prefix}t * BT + wk + g8 + 8 * rr] += x;
+      }
+`;
 }
