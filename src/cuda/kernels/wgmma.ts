@@ -3,7 +3,8 @@
 // wgmma.mma_async, its fences, cp.async and the shared-memory matrix descriptors. Sources that use them
 // set `archSpecific: true`.
 //
-// Every operand tile in shared memory uses the no-swizzle layout: core matrices of 8 rows x 16 bytes, each
+// Two shared-memory tile layouts. SW128 (at the end) is the 128-byte swizzle that the production kernels
+// use. The no-swizzle layout (the lab's, slower) has core matrices of 8 rows x 16 bytes, each
 // stored as 128 contiguous bytes. In a tile of R rows by C bf16 columns, row r's 16-byte chunk c (columns
 // 8c .. 8c + 7) sits at byte ((r / 8) (C / 8) + c) 128 + (r % 8) 16 (cmOffset below). Descriptors
 // (PTX ISA, matrix descriptor: bits 0-13 start >> 4, 16-29 leading byte offset >> 4, 32-45 stride byte
