@@ -452,6 +452,49 @@ ${WIN_PARAMS_C}) {
   };
 }
 
+/**
+ * The start of a selected-pairs block of R queries from i0 (this file's spk_bwd_sel and the wgmma one):
+ * the KV head's offsets, and where its keys come from: Sel_{i0} (nsel positions at srow), then the new
+ * candidates [rlo, rhi) (in `tiles`).
+ */
+export const selKeySet = (R: string, tiles: string): string => `  const int G = NH / NKV;
+  const size_t kv0 = ((size_t)b * NKV + h) * T;
+  const float sl = scale * LOG2E;
+  const bf16* kb = k + kv0 * HS;
+  const bf16* vb = v + kv0 * HS;
+
+  // keys: Sel_{i0} (nsel), then the new candidates [rlo, rhi) in ${tiles}
+  const int nsel = K > 0 ? count[kv0 + i0] : 0;
+  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
+  const int rlo = max(0, i0 - W + 1), rhi = K > 0 ? min(T, i0 + ${R} - W) : 0;
+`;
+
+/**
+ * The selected pairs' per-element math, for this file's spk_bwd_sel and the wgmma one: with c0 the block
+ * row of the thread's first column, s and dp the scores' and dP's element e of column group n, it forms
+ * ds[e] and pg[e] (P g) under the selection mask, and adds the free-set dg to num[n][e & 1] and kdg.
+ */
+export const selPairs = (s: string, dp: string, num: string): string => `        const float2 L2 = *reinterpret_cast<const float2*>(qL + c0), D2 = *reinterpret_cast<const float2*>(qD + c0);
+        const float2 t2 = *reinterpret_cast<const float2*>(qt + c0);
+        const float2 lo2 = *reinterpret_cast<const float2*>(qlo + c0), hi2 = *reinterpret_cast<const float2*>(qhi + c0);
+        float pg[4], ds[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int rr = e >> 1, c = c0 + (e & 1);
+          const bool in = c >= klo[rr] && c < khi[rr]; // j in Sel_i
+          const float Lc = (e & 1) ? L2.y : L2.x, Dc = (e & 1) ? D2.y : D2.x, tc = (e & 1) ? t2.y : t2.x;
+          const float p = in ? ex2(${s} * sl - Lc) : 0.f;
+          const float gt = fminf(fmaxf(ku[rr] - tc, 0.f), 1.f);
+          ds[e] = p * (gt * ${dp} - Dc);
+          pg[e] = p * gt;
+          if (in && ku[rr] >= ((e & 1) ? lo2.y : lo2.x) && ku[rr] <= ((e & 1) ? hi2.y : hi2.x)) { // j in F_i
+            const float dg = p * ${dp};
+            ${num}[n][e & 1] += dg;
+            kdg[rr] += dg;
+          }
+        }
+`;
+
 /** The selected-pairs kernels' parameters (this file's spk_bwd_sel and attention-wg-backward.ts's), as launch() encodes them and in C. */
 export const SEL_PARAMS: KernelSource['params'] = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr',
   'i32', 'i32', 'i32', 'i32', 'i32', 'f32'];
@@ -531,26 +574,7 @@ ${!q2 ? `      u32 pa[BT / 16][4], sa[BT / 16][4];
 ` : ''}#pragma unroll
       for (int n = 0; n < NT; n++) {
         const int c0 = ${hq}n * 8 + 2 * t4;
-        const float2 L2 = *reinterpret_cast<const float2*>(qL + c0), D2 = *reinterpret_cast<const float2*>(qD + c0);
-        const float2 t2 = *reinterpret_cast<const float2*>(qt + c0);
-        const float2 lo2 = *reinterpret_cast<const float2*>(qlo + c0), hi2 = *reinterpret_cast<const float2*>(qhi + c0);
-        float pg[4], ds[4];
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int rr = e >> 1, c = c0 + (e & 1);
-          const bool in = c >= klo[rr] && c < khi[rr]; // j in Sel_i
-          const float Lc = (e & 1) ? L2.y : L2.x, Dc = (e & 1) ? D2.y : D2.x, tc = (e & 1) ? t2.y : t2.x;
-          const float p = in ? ex2(s[n][e] * sl - Lc) : 0.f;
-          const float gt = fminf(fmaxf(ku[rr] - tc, 0.f), 1.f);
-          ds[e] = p * (gt * dp[n][e] - Dc);
-          pg[e] = p * gt;
-          if (in && ku[rr] >= ((e & 1) ? lo2.y : lo2.x) && ku[rr] <= ((e & 1) ? hi2.y : hi2.x)) { // j in F_i
-            const float dg = p * dp[n][e];
-            num${hn}[n][e & 1] += dg;
-            kdg[rr] += dg;
-          }
-        }
-${q2 ? `        *reinterpret_cast<u32*>(Gs + (wk + g8) * LDP + c0) = pack_bf16(pg[0], pg[1]);
+${selPairs('s[n][e]', 'dp[n][e]', `num${hn}`)}${q2 ? `        *reinterpret_cast<u32*>(Gs + (wk + g8) * LDP + c0) = pack_bf16(pg[0], pg[1]);
         *reinterpret_cast<u32*>(Gs + (wk + g8 + 8) * LDP + c0) = pack_bf16(pg[2], pg[3]);
         *reinterpret_cast<u32*>(Ps + (wk + g8) * LDP + c0) = pack_bf16(ds[0], ds[1]);
         *reinterpret_cast<u32*>(Ps + (wk + g8 + 8) * LDP + c0) = pack_bf16(ds[2], ds[3]);
@@ -592,17 +616,7 @@ ${q2 ? `  bf16* Gs = Ps + BT * LDP;                   // [BT keys][LDP queries] 
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
   const int mi = lane >> 3, r8 = lane & 7;
   const int i0 = blockIdx.x * ${R}, h = blockIdx.y, b = blockIdx.z;
-  const int G = NH / NKV;
-  const size_t kv0 = ((size_t)b * NKV + h) * T;
-  const float sl = scale * LOG2E;
-  const bf16* kb = k + kv0 * HS;
-  const bf16* vb = v + kv0 * HS;
-
-  // keys: Sel_{i0} (nsel), then the new candidates [rlo, rhi) in ${q2 ? 'up to two tiles' : 'one tile'}
-  const int nsel = K > 0 ? count[kv0 + i0] : 0;
-  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
-  const int rlo = max(0, i0 - W + 1), rhi = K > 0 ? min(T, i0 + ${R} - W) : 0;
-  const int nselT = (nsel + BT - 1) / BT, nT = nselT + ${q2 ? '(max(0, rhi - rlo) + BT - 1) / BT' : '(rhi > rlo ? 1 : 0)'};
+${selKeySet(R, q2 ? 'up to two tiles' : 'one tile')}  const int nselT = (nsel + BT - 1) / BT, nT = nselT + ${q2 ? '(max(0, rhi - rlo) + BT - 1) / BT' : '(rhi > rlo ? 1 : 0)'};
   const int nkeys = nT * BT;
   float* mu_ = qhi + ${R};
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);

@@ -30,7 +30,7 @@
 // warpgroups, TMA.
 
 import type { KernelSource } from '../runtime.js';
-import { SEL_HELPERS, SEL_PARAMS, SEL_PARAMS_C, WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
+import { SEL_HELPERS, SEL_PARAMS, SEL_PARAMS_C, selKeySet, selPairs, WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
 import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
 /**
@@ -389,26 +389,7 @@ export function bwdSelWgShared(v: WgSelVariant, K: number): number {
 const selMask = (ch: string, num: string): string => `#pragma unroll
       for (int n = 0; n < 8; n++) {
         const int c0 = (${ch}) * 64 + n * 8 + 2 * t4; // block row of this thread's first column
-        const float2 L2 = *reinterpret_cast<const float2*>(qL + c0), D2 = *reinterpret_cast<const float2*>(qD + c0);
-        const float2 t2 = *reinterpret_cast<const float2*>(qt + c0);
-        const float2 lo2 = *reinterpret_cast<const float2*>(qlo + c0), hi2 = *reinterpret_cast<const float2*>(qhi + c0);
-        float pg[4], ds[4];
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int rr = e >> 1, c = c0 + (e & 1);
-          const bool in = c >= klo[rr] && c < khi[rr]; // j in Sel_i
-          const float Lc = (e & 1) ? L2.y : L2.x, Dc = (e & 1) ? D2.y : D2.x, tc = (e & 1) ? t2.y : t2.x;
-          const float p = in ? ex2(s[4 * n + e] * sl - Lc) : 0.f;
-          const float gt = fminf(fmaxf(ku[rr] - tc, 0.f), 1.f);
-          ds[e] = p * (gt * dp[4 * n + e] - Dc);
-          pg[e] = p * gt;
-          if (in && ku[rr] >= ((e & 1) ? lo2.y : lo2.x) && ku[rr] <= ((e & 1) ? hi2.y : hi2.x)) { // j in F_i
-            const float dg = p * dp[4 * n + e];
-            ${num}[n][e & 1] += dg;
-            kdg[rr] += dg;
-          }
-        }
-        const int ch = (${ch}) * 8 + n;
+${selPairs('s[4 * n + e]', 'dp[4 * n + e]', num)}        const int ch = (${ch}) * 8 + n;
         *reinterpret_cast<u32*>(Gs + P_OFF(wk + g8, ch) + 4 * t4) = pack_bf16(pg[0], pg[1]);
         *reinterpret_cast<u32*>(Gs + P_OFF(wk + g8 + 8, ch) + 4 * t4) = pack_bf16(pg[2], pg[3]);
         *reinterpret_cast<u32*>(Ps + P_OFF(wk + g8, ch) + 4 * t4) = pack_bf16(ds[0], ds[1]);
@@ -522,17 +503,7 @@ ${SEL_PARAMS_C}) {
   const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, g8 = lane >> 2, t4 = lane & 3;
   const int wk = ((tid >> 5) & 3) * 16;         // the warp's 16 keys of a tile
   const int i0 = blockIdx.x * QB, h = blockIdx.y, b = blockIdx.z;
-  const int G = NH / NKV;
-  const size_t kv0 = ((size_t)b * NKV + h) * T;
-  const float sl = scale * LOG2E;
-  const bf16* kb = k + kv0 * HS;
-  const bf16* vb = v + kv0 * HS;
-
-  // keys: Sel_{i0} (nsel), then the new candidates [rlo, rhi) in up to QB / 64 tiles
-  const int nsel = K > 0 ? count[kv0 + i0] : 0;
-  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
-  const int rlo = max(0, i0 - W + 1), rhi = K > 0 ? min(T, i0 + QB - W) : 0;
-  const int nselT = (nsel + BT - 1) / BT, nT = nselT + (max(0, rhi - rlo) + BT - 1) / BT;
+${selKeySet('QB', 'up to QB / 64 tiles')}  const int nselT = (nsel + BT - 1) / BT, nT = nselT + (max(0, rhi - rlo) + BT - 1) / BT;
   const int nkeys = nT * BT;
   float* mu_ = qhi + QB;
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
