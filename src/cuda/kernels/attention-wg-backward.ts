@@ -378,7 +378,8 @@ export const bwdSelWgBlocks = (v: WgSelVariant, T: number): number => Math.ceil(
 /**
  * Dynamic shared bytes: K and V double-buffered, Q and dO of QB queries, Ps and Gs, the 1024-byte
  * alignment, per query 8 + 20 bytes, per key 20 bytes (ceil(K / 64) + QB / 64 tiles at most).
- * 113 KiB at HS 64, QB 128, K = 512 (two blocks an SM); 177 KiB at HS 128.
+ * At K = 512: 183 KiB at HS 64, QB 256 (what CudaBackend runs), 177 KiB at HS 128, QB 128, so one
+ * block an SM, as the registers allow anyway.
  */
 export function bwdSelWgShared(v: WgSelVariant, K: number): number {
   const tile = BT * v.HS * 2, QB = v.QB ?? 128;
