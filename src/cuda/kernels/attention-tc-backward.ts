@@ -453,6 +453,35 @@ ${WIN_PARAMS_C}) {
 }
 
 /**
+ * A selected-pairs tile's per-key data for the thread's two keys (rows g8 and g8 + 8 of its warp's 16):
+ * the block rows [klo, khi) that select each (packed in mrng as lo | hi << bits) and its score ku.
+ */
+export const keyRanges = (mask: string, bits: number): string => `      // this thread's two keys (rows g8 and g8 + 8 of the warp's 16): row ranges and scores
+      int klo[2], khi[2];
+      float ku[2];
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        const int x = t * BT + wk + g8 + 8 * rr, rg = mrng[x];
+        klo[rr] = rg & ${mask};
+        khi[rr] = rg >> ${bits};
+        ku[rr] = mu_[x];
+      }
+`;
+
+/** Each of the thread's two keys' dg over the tile: the 4 lanes of its row, added to mdg at (prefix) t * BT + key. */
+export function keySums(prefix: string): string {
+  return `      // each key's dg over the tile's queries: the 4 lanes of its row (this warp alone owns the key${prefix ? ' in its warpgroup' : ''})
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        float x = kdg[rr];
+        x += __shfl_xor_sync(FULL, x, 1);
+        x += __shfl_xor_sync(FULL, x, 2);
+        if (t4 == 0 && x != 0.f) mdg[${prefix}t * BT + wk + g8 + 8 * rr] += x;
+      }
+`;
+}
+
+/**
  * The start of a selected-pairs block of R queries from i0 (this file's spk_bwd_sel and the wgmma one):
  * the KV head's offsets, and where its keys come from: Sel_{i0} (nsel positions at srow), then the new
  * candidates [rlo, rhi) (in `tiles`).
@@ -706,25 +735,7 @@ ${!q2 ? `    float acc[NO][4]; // dQ rows i0 + 16w ..
       else cp_wait<0>();
       __syncthreads();
       const bf16* Kst = Ks + st * BT * LDS;
-      // this thread's two keys (rows g8 and g8 + 8 of the warp's 16): row ranges and scores
-      int klo[2], khi[2];
-      float ku[2];
-#pragma unroll
-      for (int rr = 0; rr < 2; rr++) {
-        const int x = t * BT + wk + g8 + 8 * rr, rg = mrng[x];
-        klo[rr] = rg & 255;
-        khi[rr] = rg >> 8;
-        ku[rr] = mu_[x];
-      }
-${q2 ? halves : pairs}      // each key's dg over the tile's queries: the 4 lanes of its row (this warp alone owns the key)
-#pragma unroll
-      for (int rr = 0; rr < 2; rr++) {
-        float x = kdg[rr];
-        x += __shfl_xor_sync(FULL, x, 1);
-        x += __shfl_xor_sync(FULL, x, 2);
-        if (t4 == 0 && x != 0.f) mdg[t * BT + wk + g8 + 8 * rr] += x;
-      }
-      __syncthreads(); // dS^T complete; every warp is past dP^T
+${keyRanges('255', 8)}${q2 ? halves : pairs}${keySums('')}      __syncthreads(); // dS^T complete; every warp is past dP^T
       if (t + 1 < nT) issue(t + 1, Vs, vb);
       // dV = (P g)^T dO, then dK = scale dS^T Q, for the warp's keys, added atomically${q2 ? ' (k: both halves)' : ''}
       const int jr[2] = {mpos[t * BT + wk + g8], mpos[t * BT + wk + g8 + 8]};

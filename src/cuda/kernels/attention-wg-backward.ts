@@ -30,7 +30,7 @@
 // warpgroups, TMA.
 
 import type { KernelSource } from '../runtime.js';
-import { SEL_HELPERS, SEL_PARAMS, SEL_PARAMS_C, selKeySet, selPairs, WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
+import { SEL_HELPERS, SEL_PARAMS, SEL_PARAMS_C, keyRanges, keySums, selKeySet, selPairs, WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
 import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
 /**
@@ -591,17 +591,7 @@ ${selKeySet('QB', 'up to QB / 64 tiles')}  const int nselT = (nsel + BT - 1) / B
       fence_async_shared();
       __syncthreads(); // tile t's K and V (and the head's Q, dO, qL, qD) are in
       const u64 so = (u64)((st * TILE) >> 4);
-      // this thread's two keys (rows g8 and g8 + 8 of the warp's 16): row ranges and scores
-      int klo[2], khi[2];
-      float ku[2];
-#pragma unroll
-      for (int rr = 0; rr < 2; rr++) {
-        const int x = t * BT + wk + g8 + 8 * rr, rg = mrng[x];
-        klo[rr] = rg & 0xffff;
-        khi[rr] = rg >> 16;
-        ku[rr] = mu_[x];
-      }
-      float kdg[2] = {0.f, 0.f};
+${keyRanges('0xffff', 16)}      float kdg[2] = {0.f, 0.f};
 ${chunks}${keySums('wg * nkeys + ')}      fence_async_shared();
       __syncthreads(); // Gs and Ps hold every chunk
       // warpgroup 0: dV = (P g)^T dO; warpgroup 1: dK = dS^T Q (k = QB queries); both: dQ_c += dS_c K (k = keys)
@@ -647,17 +637,4 @@ ${dqs.map((d, cc) => toQueryRows(d, `wg * CW + ${cc}`)).join('')}  }
 }
 `,
   };
-}
-
-/** Each of the thread's two keys' dg over the tile: the 4 lanes of its row, added to mdg at (prefix) t * BT + key. */
-function keySums(prefix: string): string {
-  return `      // each key's dg over the tile's queries: the 4 lanes of its row (this warp alone owns the key${prefix ? ' in its warpgroup' : ''})
-#pragma unroll
-      for (int rr = 0; rr < 2; rr++) {
-        float x = kdg[rr];
-        x += __shfl_xor_sync(FULL, x, 1);
-        x += __shfl_xor_sync(FULL, x, 2);
-        if (t4 == 0 && x != 0.f) mdg[${prefix}t * BT + wk + g8 + 8 * rr] += x;
-      }
-`;
 }
