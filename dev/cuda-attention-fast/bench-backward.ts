@@ -6,7 +6,9 @@
 //        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB, HS 64);
 //        w win on wgmma (attention-wg-backward.ts, sm_90a; w3: three Q/dO stages; l: its lse and D by cp.async);
 //        b its dQ by bulk reductions (BULKQ); z wgmma tiles 128-byte swizzled (SW); g sel on wgmma (spk_bwd_sel_wg,
-//        two warpgroups, 128 queries a block; g2: MINB 2; x: 256 queries a block))
+//        two warpgroups, 128 queries a block; g2: MINB 2; x: 256 queries a block; timing probes whose
+//        results are wrong: n, no dK and dV reductions; c, K and V rows copied from consecutive keys instead
+//        of gathered))
 //        [--dump DIR]
 //
 // 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks and
@@ -59,7 +61,7 @@ const NHt = Number(opt('NH', '16')), NKVt = Number(opt('NKV', '16'));
 const HSs = opt('HS', '64,128').split(',').map(Number);
 const Kt = Number(opt('K', '512')), Wt = Number(opt('W', '512')), repeats = Number(opt('repeats', '20'));
 /** A lab variant: the production kernels' options, and the window (wg) and selected-pairs (sg) kernels on wgmma or mma.sync. */
-type LabVariant = BackwardVariant & { wg?: WgWindowVariant; sg?: WgSelVariant };
+type LabVariant = BackwardVariant & { wg?: WgWindowVariant; sg?: WgSelVariant; NORED?: boolean; NOGATHER?: boolean };
 const variants: LabVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',').map((s) => {
   const [hs, ex, mb, flags = ''] = s.split(':');
   const HS = Number(hs) as 64 | 128, w = /w(\d?)/.exec(flags), g = /g(\d?)/.exec(flags);
@@ -68,12 +70,23 @@ const variants: LabVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',
     QB: flags.includes('q') ? 128 : 64,
     ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), SW: flags.includes('z') } as WgWindowVariant } : {}),
     ...(g ? { sg: { HS, MINB: Number(g[1] || 0), QB: flags.includes('x') ? 256 : 128 } as WgSelVariant } : {}),
+    NORED: flags.includes('n'), NOGATHER: flags.includes('c'),
   };
 });
-const vname = (v: LabVariant): string => (v.sg ? bwdSelWgName(v.sg).replace('spk_bwd_', '') : bwdSelName(v).replace('spk_bwd_sel_', ''))
+const vname = (v: LabVariant): string => (v.sg ? selSource(v).name.replace('spk_bwd_', '') : bwdSelName(v).replace('spk_bwd_sel_', ''))
   + (v.wg ? `_${bwdWinWgName(v.wg).replace('spk_bwd_', '')}` : '');
 const winSource = (v: LabVariant): KernelSource => (v.wg ? bwdWinWgSource(v.wg) : bwdWinSource(v));
-const selSource = (v: LabVariant): KernelSource => (v.sg ? bwdSelWgSource(v.sg) : bwdSelSource(v));
+const selSource = (v: LabVariant): KernelSource => {
+  const s = v.sg ? bwdSelWgSource(v.sg) : bwdSelSource(v);
+  if (!v.NORED && !v.NOGATHER) return s;
+  // timing probes (wgmma sel only), whose results are wrong; the name says which: n, no dK / dV reductions;
+  // c, K / V tiles copied from consecutive rows (t BT + row) instead of the gathered key rows
+  const name = `${s.name}${v.NORED ? '_nored' : ''}${v.NOGATHER ? '_nogather' : ''}`;
+  let src = s.source.replaceAll(s.name, name);
+  if (v.NORED) src = src.replace(/red2\(row/g, (m) => `if (0) ${m}`);
+  if (v.NOGATHER) src = src.replace('const int j = mpos[t * BT + COPY_ROW(x)];', 'const int j = mpos[t * BT + COPY_ROW(x)] >= 0 ? t * BT + COPY_ROW(x) : -1;');
+  return { ...s, name, source: src };
+};
 const emit = (o: Record<string, unknown>): void => console.log(JSON.stringify(o));
 
 if (args.includes('--dump')) {

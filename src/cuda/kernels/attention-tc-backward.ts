@@ -24,9 +24,10 @@
 //                  interval, but a long one (a key with a high score stays selected for ~K / (1 - F(u))
 //                  queries), so key-major blocks over all queries would be nearly dense at long T.
 //                  spk_bwd_sel is blocked by queries instead, over the forward's selected keys: one
-//                  block per 64 queries [i0, i0 + 64) and KV head, keys Sel_{i0} (gathered) plus the
-//                  <= 63 new candidates (i0 - W, i0 + 63 - W] (SPEC section 3's block property:
-//                  Sel_{i+1} is in Sel_i plus one new candidate), the selection mask as each key's
+//                  block per 64 queries [i0, i0 + 64) and KV head, keys Sel_{i0} (gathered) plus those
+//                  of the <= 63 new candidates (i0 - W, i0 + 63 - W] that some block row selects (SPEC
+//                  section 3's block property: Sel_{i+1} is in Sel_i plus one new candidate; selKeySet
+//                  drops the others, most of them late in a long row), the selection mask as each key's
 //                  range of block rows (thk never decreases, so key(u_j, j) >= thk_i holds for a
 //                  prefix; j <= i - W for a suffix). Within a block it works in win's orientation
 //                  (S^T per key tile): dk and dv from register fragments, added with red.global.add per
@@ -94,7 +95,7 @@ export function bwdSelBlocks(v: BackwardVariant, T: number): number {
   return Math.ceil(T / full(v).QB);
 }
 
-/** Tiles of sel: ceil(K / 64) of Sel_{i0} plus QB / 64 of new candidates (at most QB - 1 of them). */
+/** Tiles of sel at most: ceil(K / 64) of Sel_{i0} plus QB / 64 of new candidates (at most QB - 1 of them). */
 export function bwdSelMaxTiles(v: BackwardVariant, K: number): number {
   return Math.ceil(K / BT) + full(v).QB / BT;
 }
@@ -482,20 +483,87 @@ export function keySums(prefix: string): string {
 }
 
 /**
- * The start of a selected-pairs block of R queries from i0 (this file's spk_bwd_sel and the wgmma one):
- * the KV head's offsets, and where its keys come from: Sel_{i0} (nsel positions at srow), then the new
- * candidates [rlo, rhi) (in `tiles`).
+ * The start of a selected-pairs block of R queries from i0 (this file's spk_bwd_sel and the wgmma one),
+ * through its key slots. Sel_{i0}'s nsel keys (every one selected by row 0) take the first nselT tiles;
+ * of the new candidates j in [rlo, rhi), which rows j + W - i0 on may select, only those that some block
+ * row selects (a row i >= j + W with thk_i <= key_j) get slots, in order, after them. Late in a long
+ * row few do (about K / i of them), so the block has about ceil(K / 64) + 1 key tiles instead of
+ * ceil(K / 64) + R / 64 (session 10: 2.32 to 1.80 ms at 64K, HS 64, wgmma). Per slot x < nkeys = nT BT:
+ * mpos (position, -1: empty), mu_ (score), mrng (the block rows [lo, hi) that select it, lo | hi << bits);
+ * the arrays keep room for every candidate (ncap slots); mdg (dg per key, the caller's) follows them.
+ * Needs bthk, qt, qlo, qhi, qL (scratch here) in shared memory and NTHR / 32 <= R.
  */
-export const selKeySet = (R: string, tiles: string): string => `  const int G = NH / NKV;
+export const selKeySet = (R: string, bits: number): string => `  const int G = NH / NKV;
   const size_t kv0 = ((size_t)b * NKV + h) * T;
   const float sl = scale * LOG2E;
   const bf16* kb = k + kv0 * HS;
   const bf16* vb = v + kv0 * HS;
-
-  // keys: Sel_{i0} (nsel), then the new candidates [rlo, rhi) in ${tiles}
   const int nsel = K > 0 ? count[kv0 + i0] : 0;
   const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
   const int rlo = max(0, i0 - W + 1), rhi = K > 0 ? min(T, i0 + ${R} - W) : 0;
+  const int nselT = (nsel + BT - 1) / BT;
+  const int ncap = nselT * BT + ((max(0, rhi - rlo) + BT - 1) / BT) * BT;
+  float* mu_ = qhi + ${R};
+  int* mpos = reinterpret_cast<int*>(mu_ + ncap);
+  int* mrng = mpos + ncap;
+  float* mdg = reinterpret_cast<float*>(mrng + ncap);
+  for (int r = tid; r < ${R}; r += NTHR) {
+    const int i = i0 + r;
+    bthk[r] = i < T ? thk[kv0 + i] : ~0ull;
+    const double td = i < T ? tau[kv0 + i] : (double)FINF;
+    qt[r] = (float)td;
+    free_bounds(td, qlo[r], qhi[r]);
+  }
+  __syncthreads();
+  // the rows [lo, hi) that select key j: thk never decreases with i, so key >= thk_i holds for the rows
+  // before hi (a search of the block's thk)
+  const auto rows_of = [&](int j, float uj, int lo) {
+    const u64 key = ((u64)ord_of(uj) << 32) | (unsigned)j;
+    int a = 0, z = ${R};
+    while (a < z) {
+      const int mid = (a + z) >> 1;
+      if (bthk[mid] <= key) a = mid + 1;
+      else z = mid;
+    }
+    return lo | a << ${bits};
+  };
+  for (int x = tid; x < nselT * BT; x += NTHR) {
+    const int j = x < nsel ? srow[x] : -1;
+    const float uj = j >= 0 ? u[kv0 + j] : 0.f;
+    mpos[x] = j;
+    mu_[x] = uj;
+    mrng[x] = j >= 0 ? rows_of(j, uj, 0) : 0;
+  }
+  int ncand = 0; // the new candidates kept, NTHR at a time: a ballot per warp, the warps' counts in qL
+  int* wcount = reinterpret_cast<int*>(qL);
+  for (int c0 = 0; c0 < rhi - rlo; c0 += NTHR) {
+    const int j = rlo + c0 + tid;
+    const float uj = j < rhi ? u[kv0 + j] : 0.f;
+    const int rg = j < rhi ? rows_of(j, uj, min(${R}, max(0, j + W - i0))) : 0;
+    const bool keep = (rg >> ${bits}) > (rg & ${(1 << bits) - 1});
+    const unsigned ball = __ballot_sync(FULL, keep);
+    if (lane == 0) wcount[tid >> 5] = __popc(ball);
+    __syncthreads();
+    int before = ncand, total = 0;
+    for (int ww = 0; ww < NTHR / 32; ww++) {
+      before += ww < (tid >> 5) ? wcount[ww] : 0;
+      total += wcount[ww];
+    }
+    if (keep) {
+      const int x = nselT * BT + before + __popc(ball & ((1u << lane) - 1));
+      mpos[x] = j;
+      mu_[x] = uj;
+      mrng[x] = rg;
+    }
+    ncand += total;
+    __syncthreads(); // wcount is read
+  }
+  const int nT = nselT + (ncand + BT - 1) / BT, nkeys = nT * BT;
+  for (int x = nselT * BT + ncand + tid; x < nkeys; x += NTHR) {
+    mpos[x] = -1;
+    mu_[x] = 0.f;
+    mrng[x] = 0;
+  }
 `;
 
 /**
@@ -645,45 +713,7 @@ ${q2 ? `  bf16* Gs = Ps + BT * LDP;                   // [BT keys][LDP queries] 
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
   const int mi = lane >> 3, r8 = lane & 7;
   const int i0 = blockIdx.x * ${R}, h = blockIdx.y, b = blockIdx.z;
-${selKeySet(R, q2 ? 'up to two tiles' : 'one tile')}  const int nselT = (nsel + BT - 1) / BT, nT = nselT + ${q2 ? '(max(0, rhi - rlo) + BT - 1) / BT' : '(rhi > rlo ? 1 : 0)'};
-  const int nkeys = nT * BT;
-  float* mu_ = qhi + ${R};
-  int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
-  float* mdg = reinterpret_cast<float*>(mpos + nkeys); // per key: its dg summed over the block's F pairs and heads
-  int* mrng = reinterpret_cast<int*>(mdg + nkeys);      // per key: the block rows [lo, hi) that select it, lo | hi << 8
-  for (int r = tid; r < ${R}; r += NTHR) {
-    const int i = i0 + r;
-    bthk[r] = i < T ? thk[kv0 + i] : ~0ull;
-    const double td = i < T ? tau[kv0 + i] : (double)FINF;
-    qt[r] = (float)td;
-    free_bounds(td, qlo[r], qhi[r]);
-  }
-  __syncthreads();
-  // Which block rows select each key: thk never decreases with i, so key >= thk_i holds for the rows
-  // before hi (a search of the block's thk); a new candidate j also needs j <= i - W, the rows from lo.
-  const auto rows_of = [&](int x, int j, float uj) {
-    if (j < 0) return 0;
-    const u64 key = ((u64)ord_of(uj) << 32) | (unsigned)j;
-    int a = 0, z = ${R};
-    while (a < z) {
-      const int mid = (a + z) >> 1;
-      if (bthk[mid] <= key) a = mid + 1;
-      else z = mid;
-    }
-    const int lo = x < nselT * BT ? 0 : min(${R}, max(0, j + W - i0));
-    return lo | a << 8;
-  };
-  for (int x = tid; x < nkeys; x += NTHR) {
-${q2 ? `    const int r = x - nselT * BT; // >= 0: the new candidate rlo + r
-    const int j = r < 0 ? (x < nsel ? srow[x] : -1) : (rlo + r < rhi ? rlo + r : -1);
-` : `    const int t = x / BT, r = x % BT;
-    const int j = t < nselT ? (x < nsel ? srow[x] : -1) : (rlo + r < rhi ? rlo + r : -1);
-`}    const float uj = j >= 0 ? u[kv0 + j] : 0.f;
-    mpos[x] = j;
-    mu_[x] = uj;
-    mdg[x] = 0.f;
-    mrng[x] = rows_of(x, j, uj);
-  }
+${selKeySet(R, 8)}  for (int x = tid; x < nkeys; x += NTHR) mdg[x] = 0.f; // per key: its dg summed over the block's F pairs and heads
 
   auto issue = [&](int t, bf16* dst, const bf16* src) {
     for (int x = tid; x < BT * CPR; x += NTHR) {

@@ -339,8 +339,9 @@ ${WIN_PARAMS_C}) {
 /**
  * The selected pairs (i - j >= W, j in Sel_i) on wgmma: spk_bwd_sel's work and results (same parameters,
  * SEL_PARAMS) in a Hopper form. One block of two warpgroups per QB queries [i0, i0 + QB) and KV head,
- * over spk_bwd_sel's key set for such a block: Sel_{i0} (gathered by cp.async) and the <= QB - 1 new
- * candidates (i0 - W, i0 + QB - 1 - W], with each key's rows [lo, hi) of the block that select it.
+ * over spk_bwd_sel's key set for such a block (selKeySet): Sel_{i0} (gathered by cp.async) and those of
+ * the <= QB - 1 new candidates (i0 - W, i0 + QB - 1 - W] that some block row selects, with each key's
+ * rows [lo, hi) of the block that select it.
  * Warpgroup w takes the 64-query chunks c = w QB / 128 .. (w + 1) QB / 128 - 1; per key tile of 64:
  *   S^T = K Q_c^T, dP^T = V dO_c^T    m64n64k16 from shared memory, chunk by chunk
  *   mask, gate, P g and dS^T          into shared [64 keys][QB queries] tiles Gs and Ps
@@ -355,7 +356,10 @@ ${WIN_PARAMS_C}) {
  * against spk_bwd_sel (QB 64 there: QB 128 did not fit its registers and shared memory); at HS 64 and
  * QB 128 level with spk_bwd_sel at QB 128 (2.74 against 2.78 ms), also with the warpgroups on alternate
  * key tiles instead of in lockstep (2.80), so that kernel is bound by the L2 traffic of its gathers and
- * reductions, which QB 256 cuts to 0.6 per query.
+ * reductions, which QB 256 cuts to 0.6 per query. Session 10: dropping the new candidates no row selects,
+ * 2.32 to 1.81 ms at HS 64, 4.07 to 3.51 at HS 128. Lab probes then: without the dK/dV reductions 1.38 ms,
+ * with K/V copied from consecutive rows instead of gathered no change; the same reductions as bulk
+ * reductions from shared memory (cp.reduce.async.bulk a row) or as red.global.add.v4 were no faster.
  */
 export interface WgSelVariant {
   HS: 64 | 128;
@@ -504,42 +508,7 @@ ${SEL_PARAMS_C}) {
   const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, g8 = lane >> 2, t4 = lane & 3;
   const int wk = ((tid >> 5) & 3) * 16;         // the warp's 16 keys of a tile
   const int i0 = blockIdx.x * QB, h = blockIdx.y, b = blockIdx.z;
-${selKeySet('QB', 'up to QB / 64 tiles')}  const int nselT = (nsel + BT - 1) / BT, nT = nselT + (max(0, rhi - rlo) + BT - 1) / BT;
-  const int nkeys = nT * BT;
-  float* mu_ = qhi + QB;
-  int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
-  int* mrng = mpos + nkeys;                     // per key: the block rows [lo, hi) that select it, lo | hi << 16
-  float* mdg = reinterpret_cast<float*>(mrng + nkeys); // [2][nkeys] per warpgroup: a key's dg over its F pairs and the heads
-  for (int r = tid; r < QB; r += NTHR) {
-    const int i = i0 + r;
-    bthk[r] = i < T ? thk[kv0 + i] : ~0ull;
-    const double td = i < T ? tau[kv0 + i] : (double)FINF;
-    qt[r] = (float)td;
-    free_bounds(td, qlo[r], qhi[r]);
-  }
-  __syncthreads();
-  // Which block rows select each key: thk never decreases with i, so key >= thk_i holds for the rows
-  // before hi (a search of the block's thk); a new candidate j also needs j <= i - W, the rows from lo.
-  for (int x = tid; x < nkeys; x += NTHR) {
-    const int r = x - nselT * BT; // >= 0: the new candidate rlo + r
-    const int j = r < 0 ? (x < nsel ? srow[x] : -1) : (rlo + r < rhi ? rlo + r : -1);
-    const float uj = j >= 0 ? u[kv0 + j] : 0.f;
-    int rg = 0;
-    if (j >= 0) {
-      const u64 key = ((u64)ord_of(uj) << 32) | (unsigned)j;
-      int a = 0, z = QB;
-      while (a < z) {
-        const int mid = (a + z) >> 1;
-        if (bthk[mid] <= key) a = mid + 1;
-        else z = mid;
-      }
-      rg = (r < 0 ? 0 : min(QB, max(0, j + W - i0))) | a << 16;
-    }
-    mpos[x] = j;
-    mu_[x] = uj;
-    mrng[x] = rg;
-    mdg[x] = mdg[nkeys + x] = 0.f;
-  }
+${selKeySet('QB', 16)}  for (int x = tid; x < nkeys; x += NTHR) mdg[x] = mdg[nkeys + x] = 0.f; // [2][nkeys] per warpgroup: a key's dg over its F pairs and the heads
   const u32 sK = smem_addr(Ks), sV = smem_addr(Vs), sQ = smem_addr(Qs), sO = smem_addr(Os);
   // K and V rows of tile t into stage st, one commit group
   auto issue = [&](int t, int st) {
