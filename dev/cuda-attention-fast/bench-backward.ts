@@ -5,10 +5,11 @@
 //        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:flags] (e exp2f, f ex2.approx; flags: s reductions
 //        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB, HS 64);
 //        w win on wgmma (attention-wg-backward.ts, sm_90a; w3: three Q/dO stages; l: its lse and D by cp.async);
-//        b its dQ by bulk reductions (BULKQ); z wgmma tiles 128-byte swizzled (SW); g sel on wgmma (spk_bwd_sel_wg,
+//        b its dQ by bulk reductions (BULKQ; y: staged in the Q/dO stage just used, QSTAGE); z wgmma tiles
+//        128-byte swizzled (SW); g sel on wgmma (spk_bwd_sel_wg,
 //        two warpgroups, 128 queries a block; g2: MINB 2; x: 256 queries a block; timing probes whose
 //        results are wrong: n, no dK and dV reductions; c, K and V rows copied from consecutive keys instead
-//        of gathered))
+//        of gathered; d, no dQ reductions in the wgmma win kernel))
 //        [--dump DIR]
 //
 // 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks and
@@ -61,21 +62,27 @@ const NHt = Number(opt('NH', '16')), NKVt = Number(opt('NKV', '16'));
 const HSs = opt('HS', '64,128').split(',').map(Number);
 const Kt = Number(opt('K', '512')), Wt = Number(opt('W', '512')), repeats = Number(opt('repeats', '20'));
 /** A lab variant: the production kernels' options, and the window (wg) and selected-pairs (sg) kernels on wgmma or mma.sync. */
-type LabVariant = BackwardVariant & { wg?: WgWindowVariant; sg?: WgSelVariant; NORED?: boolean; NOGATHER?: boolean };
+type LabVariant = BackwardVariant & { wg?: WgWindowVariant; sg?: WgSelVariant; NORED?: boolean; NOGATHER?: boolean; NODQ?: boolean };
 const variants: LabVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',').map((s) => {
   const [hs, ex, mb, flags = ''] = s.split(':');
   const HS = Number(hs) as 64 | 128, w = /w(\d?)/.exec(flags), g = /g(\d?)/.exec(flags);
   return {
     HS, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
     QB: flags.includes('q') ? 128 : 64,
-    ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), SW: flags.includes('z') } as WgWindowVariant } : {}),
+    ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), QSTAGE: flags.includes('y'), SW: flags.includes('z') } as WgWindowVariant } : {}),
     ...(g ? { sg: { HS, MINB: Number(g[1] || 0), QB: flags.includes('x') ? 256 : 128 } as WgSelVariant } : {}),
-    NORED: flags.includes('n'), NOGATHER: flags.includes('c'),
+    NORED: flags.includes('n'), NOGATHER: flags.includes('c'), NODQ: flags.includes('d'),
   };
 });
 const vname = (v: LabVariant): string => (v.sg ? selSource(v).name.replace('spk_bwd_', '') : bwdSelName(v).replace('spk_bwd_sel_', ''))
-  + (v.wg ? `_${bwdWinWgName(v.wg).replace('spk_bwd_', '')}` : '');
-const winSource = (v: LabVariant): KernelSource => (v.wg ? bwdWinWgSource(v.wg) : bwdWinSource(v));
+  + (v.wg ? `_${winSource(v).name.replace('spk_bwd_', '')}` : '');
+const winSource = (v: LabVariant): KernelSource => {
+  const s = v.wg ? bwdWinWgSource(v.wg) : bwdWinSource(v);
+  if (!v.NODQ || !v.wg) return s;
+  // timing probe (flag d, wgmma win only), whose results are wrong: no dQ reductions
+  const name = `${s.name}_nodq`;
+  return { ...s, name, source: s.source.replaceAll(s.name, name).replace(/bulk_add_f32\(dq|red2\(dst/g, (m) => `if (0) ${m}`) };
+};
 const selSource = (v: LabVariant): KernelSource => {
   const s = v.sg ? bwdSelWgSource(v.sg) : bwdSelSource(v);
   if (!v.NORED && !v.NOGATHER) return s;

@@ -720,17 +720,18 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const win: BackwardVariant = { HS, FASTEXP: true, MINB: HS === 64 ? 3 : 0 };
     const wide: BackwardVariant = { HS, FASTEXP: true, QB: 128 };
     const sel = HS === 64 && 2 * (bwdSelShared(wide, K) + 1024) <= this.sharedOptin() + 1024 ? wide : win;
-    // The window pairs on Hopper: wgmma with 128-byte swizzled tiles (attention-wg-backward.ts). HS 64
-    // adds dQ by bulk reductions (64K: 2.03 to 1.51 ms, 16K: 0.55 to 0.46) and keeps the mma.sync kernel
-    // below 8K, where it was slower (4K: 0.186 against 0.174 ms). HS 128 has no room for the bulk
-    // reduction's 32 KiB at two blocks an SM and is faster at every length (64K: 4.02 to 3.12 ms).
+    // The window pairs on Hopper: wgmma with 128-byte swizzled tiles (attention-wg-backward.ts), and dQ by
+    // bulk reductions staged in the Q/dO stage each tile has just used (64K: 2.03 to 1.51 to 1.50 ms at
+    // HS 64; 3.12 to 2.91 at HS 128, where a staging area of its own left one block an SM: 4.18). HS 64
+    // keeps the mma.sync kernel below 8K, where it was faster (4K: 0.174 against 0.186 ms, session 8).
     const hopper = this.rt.arch === 'sm_90';
     const winWg: WgWindowVariant | null = !hopper ? null
-      : HS === 64 ? (T >= 8192 ? { HS, STAGES: 2, MINB: 3, ASYNCL: true, BULKQ: true, SW: true } : null)
-        : { HS, STAGES: 2, ASYNCL: true, SW: true };
+      : HS === 64 ? (T >= 8192 ? { HS, STAGES: 2, MINB: 3, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true } : null)
+        : { HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true };
     // The selected pairs on Hopper: two warpgroups over each gathered key tile, 128 queries a block at
     // HS 128 (64K: 6.62 to 4.08 ms against mma.sync at 64 queries) and 256 at HS 64 (64K: 2.67 to 2.33 ms
-    // against mma.sync at 128; at 128 queries the wgmma kernel was level with it).
+    // against mma.sync at 128; at 128 queries the wgmma kernel was level with it); 1.81 and 3.51 ms since
+    // selKeySet skips the candidates no block row selects.
     const sg: WgSelVariant = HS === 64 ? { HS, QB: 256 } : { HS };
     const selWg = hopper && bwdSelWgShared(sg, K) <= this.sharedOptin() ? sg : null;
     const fits = Math.max(fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win), winWg ? bwdWinWgShared(winWg) : 0) <= this.sharedOptin();

@@ -13,8 +13,10 @@
 // Why: the mma.sync kernel reads each Q and dO tile from shared memory once per warp (four times per
 // block) through ldmatrix and is bound by shared-memory bandwidth (Nsight Compute: 77 % at 64K). A
 // wgmma's B operand is read once for the warpgroup's 64 rows. What CudaBackend runs (H100, 64K, K = W =
-// 512): SW + ASYNCL + BULKQ at HS 64, 2.03 to 1.51 ms; SW + ASYNCL at HS 128, 4.02 to 3.12 ms. Without
-// SW (no-swizzle tiles) it was slower than mma.sync (2.33 ms): bench/RESULTS.md, session 8.
+// 512): SW + ASYNCL + BULKQ at HS 64, 2.03 to 1.51 ms; SW + ASYNCL at HS 128, 4.02 to 3.12 ms; with
+// QSTAGE (session 10) 1.50 and 2.91 ms: the HS 128 kernel's dQ atomics had cost it 1.4 ms (a lab probe
+// without them). Without SW (no-swizzle tiles) it was slower than mma.sync (2.33 ms): bench/RESULTS.md,
+// session 8.
 //
 // Accumulator layout (m64nN, warp w of the warpgroup, g = lane / 4, t = lane % 4): d[i] is
 //   (row 16 w + g + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 t + (i & 1)),
@@ -70,6 +72,12 @@ export interface WgWindowVariant {
    */
   BULKQ?: boolean;
   /**
+   * With BULKQ: the dQ tile staged in the Q and dO stage its tile has just finished with (rows 0-31 in
+   * Q's, 32-63 in dO's, fp32, one bulk reduction each), read out before issue() refills that stage,
+   * instead of in 16 KiB (HS 64) or 32 KiB (HS 128) of its own (default false).
+   */
+  QSTAGE?: boolean;
+  /**
    * Shared tiles in the 128-byte swizzled layout (rows of 128 bytes, 16-byte chunk c of row r at chunk
    * c ^ (r % 8); HS 128 as two such tiles of 64 columns) instead of no-swizzle core matrices (default false).
    */
@@ -80,12 +88,12 @@ const BT = 64;
 const NTHR = 128;
 
 function full(v: WgWindowVariant): Required<WgWindowVariant> {
-  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, SW: false, ...v };
+  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, SW: false, ...v };
 }
 
 export const bwdWinWgName = (v: WgWindowVariant): string => {
   const o = full(v);
-  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? '_bq' : ''}${o.SW ? '_sw' : ''}`;
+  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.SW ? '_sw' : ''}`;
 };
 
 /** Threads per block. */
@@ -94,7 +102,7 @@ export const BWD_WG_THREADS = NTHR;
 /** Dynamic shared bytes: K and V, STAGES of Q and dO, dS^T, STAGES of lse and D. 57 KiB at HS 64, 2 stages. */
 export function bwdWinWgShared(v: WgWindowVariant): number {
   const o = full(v), tile = BT * o.HS * 2;
-  return 2 * tile + o.STAGES * 2 * tile + BT * BT * 2 + o.STAGES * 2 * BT * 4 + (o.BULKQ ? BT * o.HS * 4 : 0) + (o.SW ? 1024 : 0);
+  return 2 * tile + o.STAGES * 2 * tile + BT * BT * 2 + o.STAGES * 2 * BT * 4 + (o.BULKQ && !o.QSTAGE ? BT * o.HS * 4 : 0) + (o.SW ? 1024 : 0);
 }
 
 /**
@@ -118,6 +126,7 @@ export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
 #define STAGES ${o.STAGES}
 #define ASYNCL ${o.ASYNCL ? 1 : 0}
 #define BULKQ ${o.BULKQ ? 1 : 0}
+#define QSTAGE ${o.BULKQ && o.QSTAGE ? 1 : 0}
 #define SW ${o.SW ? 1 : 0}
 #if SW
 ${SW128}#else
@@ -157,7 +166,7 @@ ${WIN_PARAMS_C}) {
   unsigned char* Ps = Os + STAGES * TILE;       // [BT keys][BT queries] dS^T
   float* Ls = reinterpret_cast<float*>(Ps + BT * BT * 2); // [STAGES][BT] lse log2 e (+inf: no p)
   float* Dsm = Ls + STAGES * BT;                // [STAGES][BT]
-#if BULKQ
+#if BULKQ && !QSTAGE
   float* Qacc = Dsm + STAGES * BT;              // [BT][HS] fp32, row-major
 #endif
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
@@ -227,6 +236,9 @@ ${WIN_PARAMS_C}) {
     // tile x's group is done once the STAGES - 2 newer ones may still be pending
     cp_wait<STAGES - 2>();
     fence_async_shared();
+#if QSTAGE
+    if (tid == 0) bulk_wait_read(); // tile x - 1's dQ has been read from the stage issue() refills next
+#endif
     __syncthreads();
     issue(x + STAGES - 1, (x + STAGES - 1) % STAGES);
     const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
@@ -278,7 +290,7 @@ ${WIN_PARAMS_C}) {
       wg_rs_n${o.HS}_t1(dka, sa[kk][0], sa[kk][1], sa[kk][2], sa[kk][3], dQm + sQ + kk * MNSTEP(HS));
     }
     wg_commit();
-#if BULKQ
+#if BULKQ && !QSTAGE
     if (tid == 0) bulk_wait_read(); // the previous tile's reduction has read Qacc (the barrier tells the rest)
 #endif
     __syncthreads(); // every warp's dS^T is in Ps
@@ -293,7 +305,22 @@ ${WIN_PARAMS_C}) {
     reg_fence(dva);
     reg_fence(dka);
     const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
-#if BULKQ
+#if QSTAGE
+    __syncthreads(); // every product that read stage st is complete
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+      float* row = reinterpret_cast<float*>((w < 2 ? Qs : Os) + st * TILE) + ((wk & 31) + g8 + 8 * rr) * HS + 2 * t4;
+#pragma unroll
+      for (int n = 0; n < HS / 8; n++) *reinterpret_cast<float2*>(row + n * 8) = make_float2(scale * acc[4 * n + 2 * rr], scale * acc[4 * n + 2 * rr + 1]);
+    }
+    fence_async_shared();
+    __syncthreads();
+    if (tid == 0) {
+      const int n0 = min(BT / 2, T - qa), n1 = min(BT / 2, T - qa - BT / 2);
+      bulk_add_f32(dq + (r0 + qa) * HS, smem_addr(Qs + st * TILE), n0 * HS * 4);
+      if (n1 > 0) bulk_add_f32(dq + (r0 + qa + BT / 2) * HS, smem_addr(Os + st * TILE), n1 * HS * 4);
+    }
+#elif BULKQ
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
       float* row = Qacc + (wk + g8 + 8 * rr) * HS + 2 * t4;
