@@ -11,6 +11,7 @@ import type { KernelSource } from '../../src/cuda/runtime.js';
 import { fsAnchorGrid, fsAnchorLaunches, fsAnchorSource, fsBlockSource, FS_ANCHOR_STRIDE, FS_ANCHOR_THREADS } from '../../src/cuda/kernels/selection-fast.js';
 import { bwdPrepSource, bwdSelSource, bwdWinSource } from '../../src/cuda/kernels/attention-tc-backward.js';
 import { fastForwardSource } from '../../src/cuda/kernels/attention-tc.js';
+import { bwdSelWgSource, bwdWinWgSource } from '../../src/cuda/kernels/attention-wg-backward.js';
 import { attentionBackwardKeySource, attentionBackwardQuerySource, attentionForwardSource, scoreGradSource } from '../../src/cuda/kernels/attention.js';
 import { baselineBackwardKeySource, baselineBackwardQuerySource, baselineForwardSource, qktopkSelectSource } from '../../src/cuda/kernels/baselines.js';
 import { geluBackwardSource, geluForwardSource } from '../../src/cuda/kernels/activation.js';
@@ -49,6 +50,9 @@ async function allSources(): Promise<KernelSource[]> {
   for (const HS of [64, 128] as const) {
     for (const MINB of [0, 3]) for (const STORE of [false, true]) out.push(bwdSelSource({ HS, MINB, STORE }), bwdWinSource({ HS, MINB, STORE }));
     if (HS === 64) out.push(bwdSelSource({ HS, QB: 128 }));
+    // the Hopper kernels as CudaBackend runs them, and the window kernel's staging before QSTAGE
+    for (const QSTAGE of [false, true]) out.push(bwdWinWgSource({ HS, STAGES: 2, MINB: HS === 64 ? 3 : 0, ASYNCL: true, BULKQ: true, QSTAGE, SW: true }));
+    out.push(bwdSelWgSource(HS === 64 ? { HS, QB: 256 } : { HS }));
     for (const OUT of ['bf16', 'f32'] as const) {
       for (const MASK of ['key', 'rows'] as const) {
         out.push(fastForwardSource({ HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MINB: 4, MASK }));
