@@ -6,7 +6,8 @@
 //        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB, HS 64);
 //        w win on wgmma (attention-wg-backward.ts, sm_90a; w3: three Q/dO stages; l: its lse and D by cp.async);
 //        b its dQ by bulk reductions (BULKQ; y: staged in the Q/dO stage just used, QSTAGE); z wgmma tiles
-//        128-byte swizzled (SW); g sel on wgmma (spk_bwd_sel_wg,
+//        128-byte swizzled (SW); k: 128 keys a block, two warpgroups (KB 128, with l, b, y, z); g sel on
+//        wgmma (spk_bwd_sel_wg,
 //        two warpgroups, 128 queries a block; g2: MINB 2; x: 256 queries a block; timing probes whose
 //        results are wrong: n, no dK and dV reductions; c, K and V rows copied from consecutive keys instead
 //        of gathered; d, no dQ reductions in the wgmma win kernel))
@@ -51,7 +52,7 @@ import {
 } from '../../src/cuda/kernels/attention-tc-backward.js';
 import type { BackwardVariant } from '../../src/cuda/kernels/attention-tc-backward.js';
 import {
-  BWD_SEL_WG_THREADS, BWD_WG_THREADS, bwdSelWgBlocks, bwdSelWgName, bwdSelWgShared, bwdSelWgSource, bwdWinWgName, bwdWinWgShared, bwdWinWgSource,
+  BWD_SEL_WG_THREADS, bwdSelWgBlocks, bwdSelWgName, bwdSelWgShared, bwdSelWgSource, bwdWinWgBlocks, bwdWinWgName, bwdWinWgShared, bwdWinWgSource, bwdWinWgThreads,
 } from '../../src/cuda/kernels/attention-wg-backward.js';
 import type { WgSelVariant, WgWindowVariant } from '../../src/cuda/kernels/attention-wg-backward.js';
 
@@ -69,7 +70,7 @@ const variants: LabVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',
   return {
     HS, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
     QB: flags.includes('q') ? 128 : 64,
-    ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), QSTAGE: flags.includes('y'), SW: flags.includes('z') } as WgWindowVariant } : {}),
+    ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 && !flags.includes('k') ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), QSTAGE: flags.includes('y'), SW: flags.includes('z'), KB: flags.includes('k') ? 128 : 64 } as WgWindowVariant } : {}),
     ...(g ? { sg: { HS, MINB: Number(g[1] || 0), QB: flags.includes('x') ? 256 : 128 } as WgSelVariant } : {}),
     NORED: flags.includes('n'), NOGATHER: flags.includes('c'), NODQ: flags.includes('d'),
   };
@@ -463,7 +464,7 @@ const giveAll = (o: object): void => { for (const b of Object.values(o)) if (b &
 function backward(v: LabVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceBlock, lse: DeviceBlock, d: Dev, s: Sel, shape: AttentionShape, K: number, W: number) {
   const { B, T, NH, NKV, HS } = shape, scale = 1 / Math.sqrt(HS), BH = B * NKV;
   const prep = (): void => rt.launch(kern(bwdPrepSource(OUT, HS)), bwdPrepGrid(B * NH * T, HS), 256, 0, [o.D.ptr, o.dq.ptr, d.dout.ptr, out.ptr, B * NH * T, HS]);
-  const win = (): void => rt.launch(kern(winSource(v), true), [Math.ceil(T / BT), NKV, B], v.wg ? BWD_WG_THREADS : BWD_THREADS, v.wg ? bwdWinWgShared(v.wg) : bwdWinShared(v),
+  const win = (): void => rt.launch(kern(winSource(v), true), [v.wg ? bwdWinWgBlocks(v.wg, T) : Math.ceil(T / BT), NKV, B], v.wg ? bwdWinWgThreads(v.wg) : BWD_THREADS, v.wg ? bwdWinWgShared(v.wg) : bwdWinShared(v),
     [o.dk.ptr, o.dv.ptr, o.dq.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, T, NH, NKV, W, scale]);
   const sel = (): void => rt.launch(kern(selSource(v), true), v.sg ? [bwdSelWgBlocks(v.sg, T), NKV, B] : [bwdSelBlocks(v, T), NKV, B],
     v.sg ? BWD_SEL_WG_THREADS : BWD_THREADS, v.sg ? bwdSelWgShared(v.sg, K) : bwdSelShared(v, K),

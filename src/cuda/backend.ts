@@ -45,7 +45,7 @@ import type { FastForwardVariant } from './kernels/attention-tc.js';
 import { bwdPrepGrid, bwdPrepName, bwdPrepSource, bwdSelBlocks, bwdSelShared, bwdSelSource, bwdWinShared, bwdWinSource, BT, BWD_THREADS } from './kernels/attention-tc-backward.js';
 import type { BackwardVariant } from './kernels/attention-tc-backward.js';
 import {
-  bwdSelWgBlocks, bwdSelWgShared, bwdSelWgSource, bwdWinWgShared, bwdWinWgSource, BWD_SEL_WG_THREADS, BWD_WG_THREADS,
+  bwdSelWgBlocks, bwdSelWgShared, bwdSelWgSource, bwdWinWgBlocks, bwdWinWgShared, bwdWinWgSource, bwdWinWgThreads, BWD_SEL_WG_THREADS,
 } from './kernels/attention-wg-backward.js';
 import type { WgSelVariant, WgWindowVariant } from './kernels/attention-wg-backward.js';
 import type { GeluForm, Precision, Storage } from '../backend.js';
@@ -567,7 +567,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           const winArgs = [dk, dv, dq, h.q, h.k, h.v, dout16, s.lse, D, T, NH, NKV, W, scale];
           const wg = tc.winWg;
           if (wg !== null) {
-            this.launch(bwdWinWgSource(wg).name, () => bwdWinWgSource(wg), [Math.ceil(T / BT), NKV, B], BWD_WG_THREADS, winArgs, bwdWinWgShared(wg));
+            this.launch(bwdWinWgSource(wg).name, () => bwdWinWgSource(wg), [bwdWinWgBlocks(wg, T), NKV, B], bwdWinWgThreads(wg), winArgs, bwdWinWgShared(wg));
           } else {
             this.launch(bwdWinSource(tc.win).name, () => bwdWinSource(tc.win), [Math.ceil(T / BT), NKV, B], BWD_THREADS, winArgs, bwdWinShared(tc.win));
           }

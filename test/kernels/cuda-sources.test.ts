@@ -52,6 +52,7 @@ async function allSources(): Promise<KernelSource[]> {
     if (HS === 64) out.push(bwdSelSource({ HS, QB: 128 }));
     // the Hopper kernels as CudaBackend runs them, and the window kernel's staging before QSTAGE
     for (const QSTAGE of [false, true]) out.push(bwdWinWgSource({ HS, STAGES: 2, MINB: HS === 64 ? 3 : 0, ASYNCL: true, BULKQ: true, QSTAGE, SW: true }));
+    out.push(bwdWinWgSource({ HS, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true, KB: 128 })); // the lab's two-warpgroup form
     out.push(bwdSelWgSource(HS === 64 ? { HS, QB: 256 } : { HS }));
     for (const OUT of ['bf16', 'f32'] as const) {
       for (const MASK of ['key', 'rows'] as const) {

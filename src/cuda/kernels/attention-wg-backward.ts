@@ -27,9 +27,11 @@
 // Pipeline: Q, dO, lse and D of query tile x + STAGES - 1 are issued (cp.async, one group a tile) right
 // after the barrier that opens tile x, into the stage tile x - 1 used; every wgmma of tile x - 1 was
 // waited for before that barrier. Each thread fences its completed copies into the async proxy before
-// the barrier (fence.proxy.async), and again after writing dS^T (and the dQ tile, BULKQ). Not here: the
-// selected pairs (sel stays on mma.sync), overlap of one tile's dQ with the next tile's S^T, two
-// warpgroups, TMA.
+// the barrier (fence.proxy.async), and again after writing dS^T (and the dQ tile, BULKQ). KB 128
+// (bwdWin2Source) is a lab form with two warpgroups, one per 64 keys; session 10 wrote and compiled it
+// (188 registers at HS 64, 251 at HS 128, no spills) but had no device time left to validate or time it,
+// so CudaBackend does not run it. Not here: overlap of one tile's dQ with the next tile's S^T, TMA. The
+// selected pairs' wgmma kernel is below.
 
 import type { KernelSource } from '../runtime.js';
 import { SEL_HELPERS, SEL_PARAMS, SEL_PARAMS_C, keyRanges, keySums, selKeySet, selPairs, WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
@@ -78,6 +80,13 @@ export interface WgWindowVariant {
    */
   QSTAGE?: boolean;
   /**
+   * Keys per block (default 64). 128: two warpgroups, one per 64 keys, share each query tile's Q, dO,
+   * lse and D, and the tile's dQ is formed over all 128 keys by one of them (alternating) and reduced
+   * once, so a query row gets about half the dQ reductions and tile loads (bwdWin2Source). Needs SW,
+   * ASYNCL, BULKQ and QSTAGE; STAGES 2.
+   */
+  KB?: 64 | 128;
+  /**
    * Shared tiles in the 128-byte swizzled layout (rows of 128 bytes, 16-byte chunk c of row r at chunk
    * c ^ (r % 8); HS 128 as two such tiles of 64 columns) instead of no-swizzle core matrices (default false).
    */
@@ -88,22 +97,78 @@ const BT = 64;
 const NTHR = 128;
 
 function full(v: WgWindowVariant): Required<WgWindowVariant> {
-  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, SW: false, ...v };
+  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, SW: false, KB: 64, ...v };
 }
 
 export const bwdWinWgName = (v: WgWindowVariant): string => {
   const o = full(v);
+  if (o.KB === 128) return `spk_bwd_win2_wg_hs${o.HS}${o.MINB ? `_mb${o.MINB}` : ''}`;
   return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.SW ? '_sw' : ''}`;
 };
 
-/** Threads per block. */
-export const BWD_WG_THREADS = NTHR;
+/** Threads per block: a warpgroup per 64 keys. */
+export const bwdWinWgThreads = (v: WgWindowVariant): number => (v.KB === 128 ? 2 * NTHR : NTHR);
+
+/** Grid x: one block per KB keys. */
+export const bwdWinWgBlocks = (v: WgWindowVariant, T: number): number => Math.ceil(T / (v.KB ?? BT));
 
 /** Dynamic shared bytes: K and V, STAGES of Q and dO, dS^T, STAGES of lse and D. 57 KiB at HS 64, 2 stages. */
 export function bwdWinWgShared(v: WgWindowVariant): number {
   const o = full(v), tile = BT * o.HS * 2;
+  if (o.KB === 128) return 1024 + 4 * tile + 2 * 2 * tile + 2 * BT * BT * 2 + 2 * 2 * BT * 4;
   return 2 * tile + o.STAGES * 2 * tile + BT * BT * 2 + o.STAGES * 2 * BT * 4 + (o.BULKQ && !o.QSTAGE ? BT * o.HS * 4 : 0) + (o.SW ? 1024 : 0);
 }
+
+/**
+ * One query tile's work for the window kernel's 64 keys from jb (this warpgroup's): S^T and dP^T (wgmma from
+ * shared memory), P^T and dS^T under the band mask, dS^T into Pw for the dQ product, then dV += P^T dO and
+ * dK += dS^T Q issued (committed by the caller). Needs the kernel's qa, st's sQ, Lst, Dst, descriptors.
+ */
+const winTile = (jb: string, Pw: string, HS: number): string => `    float s[32], dp[32];
+    wg_fence();
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dKa + KOFF(ks), dQk + sQ + KOFF(ks), ks);
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) wg_ss_n64(dp, dVa + KOFF(ks), dOk + sQ + KOFF(ks), ks);
+    wg_commit();
+    wg_wait<0>();
+    reg_fence(s);
+    reg_fence(dp);
+    // every pair a window pair: queries [qa, qa + 63] all < T, qa >= ${jb} + 63, qa + 63 - ${jb} < W
+    const bool whole = qa >= ${jb} + BT - 1 && qa + BT - 1 - ${jb} < W && qa + BT <= T;
+    u32 pa[4][4], sa[4][4];
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+      float p[4], ds[4];
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = n * 8 + 2 * t4 + (e & 1);
+        const int d = qa + c - (${jb} + wk + g8 + 8 * (e >> 1)); // i - j
+        const bool in = whole || (d >= 0 && d < W && qa + c < T);
+#if ASYNCL
+        p[e] = in ? ex2(s[4 * n + e] * sl - Lst[c] * LOG2E) : 0.f;
+#else
+        p[e] = in ? ex2(s[4 * n + e] * sl - Lst[c]) : 0.f;
+#endif
+        ds[e] = p[e] * (dp[4 * n + e] - Dst[c]);
+      }
+      pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
+      pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
+      sa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(ds[0], ds[1]);
+      sa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(ds[2], ds[3]);
+      // dS^T [key][query] for the dQ product
+      *reinterpret_cast<u32*>(${Pw} + P_OFF(wk + g8, n) + 4 * t4) = sa[n >> 1][(n & 1) * 2 + 0];
+      *reinterpret_cast<u32*>(${Pw} + P_OFF(wk + g8 + 8, n) + 4 * t4) = sa[n >> 1][(n & 1) * 2 + 1];
+    }
+    fence_async_shared();
+    // dV += P^T dO, dK += dS^T Q (k = queries)
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      wg_rs_n${HS}_t1(dva, pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], dOm + sQ + kk * MNSTEP(HS));
+      wg_rs_n${HS}_t1(dka, sa[kk][0], sa[kk][1], sa[kk][2], sa[kk][3], dQm + sQ + kk * MNSTEP(HS));
+    }
+`;
 
 /**
  * Launch: grid (ceil(T / 64), NKV, B), block 128, dynamic shared bwdWinWgShared(v) (opt in above 48 KiB).
@@ -111,6 +176,7 @@ export function bwdWinWgShared(v: WgWindowVariant): number {
  */
 export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
   const o = full(v);
+  if (o.KB === 128) return bwdWin2Source(o);
   const name = bwdWinWgName(o);
   return {
     name,
@@ -245,51 +311,7 @@ ${WIN_PARAMS_C}) {
     const float* Lst = Ls + st * BT;
     const float* Dst = Dsm + st * BT;
     const u64 sQ = (u64)((st * TILE) >> 4);
-    float s[32], dp[32];
-    wg_fence();
-#pragma unroll
-    for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dKa + KOFF(ks), dQk + sQ + KOFF(ks), ks);
-#pragma unroll
-    for (int ks = 0; ks < KS; ks++) wg_ss_n64(dp, dVa + KOFF(ks), dOk + sQ + KOFF(ks), ks);
-    wg_commit();
-    wg_wait<0>();
-    reg_fence(s);
-    reg_fence(dp);
-    // every pair a window pair: queries [qa, qa + 63] all < T, qa >= j0 + 63, qa + 63 - j0 < W
-    const bool whole = qa >= j0 + BT - 1 && qa + BT - 1 - j0 < W && qa + BT <= T;
-    u32 pa[4][4], sa[4][4];
-#pragma unroll
-    for (int n = 0; n < 8; n++) {
-      float p[4], ds[4];
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int c = n * 8 + 2 * t4 + (e & 1);
-        const int d = qa + c - (j0 + wk + g8 + 8 * (e >> 1)); // i - j
-        const bool in = whole || (d >= 0 && d < W && qa + c < T);
-#if ASYNCL
-        p[e] = in ? ex2(s[4 * n + e] * sl - Lst[c] * LOG2E) : 0.f;
-#else
-        p[e] = in ? ex2(s[4 * n + e] * sl - Lst[c]) : 0.f;
-#endif
-        ds[e] = p[e] * (dp[4 * n + e] - Dst[c]);
-      }
-      pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(p[0], p[1]);
-      pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(p[2], p[3]);
-      sa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(ds[0], ds[1]);
-      sa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(ds[2], ds[3]);
-      // dS^T [key][query] for the dQ product
-      *reinterpret_cast<u32*>(Ps + P_OFF(wk + g8, n) + 4 * t4) = sa[n >> 1][(n & 1) * 2 + 0];
-      *reinterpret_cast<u32*>(Ps + P_OFF(wk + g8 + 8, n) + 4 * t4) = sa[n >> 1][(n & 1) * 2 + 1];
-    }
-    fence_async_shared();
-    // dV += P^T dO, dK += dS^T Q (k = queries)
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-      wg_rs_n${o.HS}_t1(dva, pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], dOm + sQ + kk * MNSTEP(HS));
-      wg_rs_n${o.HS}_t1(dka, sa[kk][0], sa[kk][1], sa[kk][2], sa[kk][3], dQm + sQ + kk * MNSTEP(HS));
-    }
-    wg_commit();
+${winTile('j0', 'Ps', o.HS)}    wg_commit();
 #if BULKQ && !QSTAGE
     if (tid == 0) bulk_wait_read(); // the previous tile's reduction has read Qacc (the barrier tells the rest)
 #endif
@@ -348,6 +370,182 @@ ${WIN_PARAMS_C}) {
 #pragma unroll
   for (int rr = 0; rr < 2; rr++) {
     const int j = j0 + wk + g8 + 8 * rr;
+    if (j >= T) continue;
+#pragma unroll
+    for (int n = 0; n < HS / 8; n++) {
+      const size_t at = (kv0 + j) * HS + n * 8 + 2 * t4;
+      *reinterpret_cast<float2*>(dk + at) = make_float2(scale * dka[4 * n + 2 * rr], scale * dka[4 * n + 2 * rr + 1]);
+      *reinterpret_cast<float2*>(dv + at) = make_float2(dva[4 * n + 2 * rr], dva[4 * n + 2 * rr + 1]);
+    }
+  }
+}
+`,
+  };
+}
+
+/**
+ * KB 128: the window pairs of 128 keys [j0, j0 + 128) a block, warpgroup w owning keys jw = j0 + 64 w .. jw + 63
+ * (its K and V tile, its dK and dV in registers). Both share each query tile of the band [j0, j0 + W + 126]
+ * (ceil((W + 127) / 64) tiles, against ceil((W + 63) / 64) per 64 keys): a warpgroup whose keys have no
+ * pair with the tile skips it (the band's first tile for warpgroup 1, its last for warpgroup 0). Per tile:
+ *   each warpgroup: winTile (S^T, dP^T, mask, dS^T into its half of Ps, dV and dK issued)
+ *   barrier; warpgroup x % 2 (the other when it skipped) forms dQ = dS K over both halves' keys (k = 128)
+ *   barrier; it stages dQ in the tile's Q/dO stage (QSTAGE); barrier; two bulk reductions
+ * so each query row's dQ is reduced about once per 128 keys instead of per 64.
+ */
+function bwdWin2Source(o: Required<WgWindowVariant>): KernelSource {
+  if (!(o.SW && o.ASYNCL && o.BULKQ && o.QSTAGE) || o.STAGES !== 2) throw new Error('spk_bwd_win2_wg: KB 128 is built with SW, ASYNCL, BULKQ, QSTAGE and STAGES 2');
+  const name = bwdWinWgName(o), HS = o.HS;
+  return {
+    name,
+    archSpecific: true,
+    params: WIN_PARAMS,
+    source: `${WGMMA_PRELUDE}
+#define HS ${HS}
+#define BT ${BT}
+#define NTHR ${2 * NTHR}
+#define KS (HS / 16)
+#define CPR (HS / 8)
+#define TILE (BT * HS * 2)
+#define PT (BT * BT * 2)
+#define STAGES 2
+#define ASYNCL 1
+#define DQN 64                // dQ columns a warpgroup forms (HS 128: half each)
+#define DQC ${HS === 64 ? '0' : '(wg * 64)'}  // its first column
+${SW128}
+#define LOG2E 1.4426950408889634f
+${wgmmaSS(64)}
+${wgmmaRS(HS, 1)}
+${wgmmaSS(64, 1, 1)}
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ void cp_async4(u32 dst, const void* src, int bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+${BULK_REDUCE}
+extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
+${WIN_PARAMS_C}) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* Ks = smem;                     // [2][BT][HS]: warpgroup w's keys at w TILE
+  unsigned char* Vs = Ks + 2 * TILE;            // [2][BT][HS]
+  unsigned char* Qs = Vs + 2 * TILE;            // [STAGES][BT][HS]
+  unsigned char* Os = Qs + STAGES * TILE;       // [STAGES][BT][HS] dO
+  unsigned char* Ps = Os + STAGES * TILE;       // [2][BT keys][BT queries] dS^T, warpgroup w's keys at w PT
+  float* Ls = reinterpret_cast<float*>(Ps + 2 * PT); // [STAGES][BT] lse
+  float* Dsm = Ls + STAGES * BT;                // [STAGES][BT]
+  const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, g8 = lane >> 2, t4 = lane & 3;
+  const int wk = ((tid >> 5) & 3) * 16;         // the warp's 16 keys of its warpgroup's tile
+  const int j0 = blockIdx.x * 2 * BT, jw = j0 + wg * BT, h = blockIdx.y, b = blockIdx.z;
+  const int G = NH / NKV;
+  const size_t kv0 = ((size_t)b * NKV + h) * T;
+  const float sl = scale * LOG2E;
+
+  for (int x = tid; x < 2 * BT * CPR; x += NTHR) {
+    const int tt = x / (BT * CPR), y = x % (BT * CPR);
+    const int r = COPY_ROW(y), c = COPY_CHUNK(y), j = j0 + tt * BT + r;
+    const size_t off = (kv0 + (j < T ? j : 0)) * HS + c * 8;
+    cp_async16(smem_addr(Ks + tt * TILE) + COPY_DST(y), k + off, j < T ? 16 : 0);
+    cp_async16(smem_addr(Vs + tt * TILE) + COPY_DST(y), v + off, j < T ? 16 : 0);
+  }
+  cp_commit();
+  int nQT = W > 0 ? (W + 3 * BT - 2) / BT : 0;          // ceil((W + 127) / 64): queries [j0, j0 + W + 126]
+  nQT = min(nQT, (T - j0 + BT - 1) / BT);
+  const int total = G * nQT;
+  // Q, dO, lse, D of tile x into stage st; always one commit group, empty past the end
+  auto issue = [&](int x, int st) {
+    if (x < total) {
+      const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
+      const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
+      const u32 qd = smem_addr(Qs + st * TILE), od = smem_addr(Os + st * TILE);
+      for (int y = tid; y < BT * CPR; y += NTHR) {
+        const int r = COPY_ROW(y), c = COPY_CHUNK(y), i = qa + r;
+        const size_t off = (r0 + (i < T ? i : 0)) * HS + c * 8;
+        cp_async16(qd + COPY_DST(y), q + off, i < T ? 16 : 0);
+        cp_async16(od + COPY_DST(y), dout + off, i < T ? 16 : 0);
+      }
+      if (tid < BT) {
+        const int i = qa + tid;
+        cp_async4(smem_addr(Ls + st * BT + tid), lse + r0 + (i < T ? i : 0), i < T ? 4 : 0);
+        cp_async4(smem_addr(Dsm + st * BT + tid), Dg + r0 + (i < T ? i : 0), i < T ? 4 : 0);
+      }
+    }
+    cp_commit();
+  };
+  issue(0, 0);
+
+  // descriptors: this warpgroup's K, V as A of S^T, dP^T; both key tiles' K as B of dQ (MN-major, a k-step
+  // of 16 keys in tile kk / 4); Q, dO as B (K-major for S^T and dP^T, MN-major for dK and dV); both halves
+  // of Ps as A of dQ (MN-major)
+  const u64 dKa = DESC_K(smem_addr(Ks + wg * TILE)), dVa = DESC_K(smem_addr(Vs + wg * TILE));
+  const u64 dKb = DESC_MN(smem_addr(Ks) + DQC * BT * 2, DQN); // HS 128: warpgroup w's 64-column sub-tile of K
+  const u64 dQk = DESC_K(smem_addr(Qs)), dOk = DESC_K(smem_addr(Os));
+  const u64 dQm = DESC_MN(smem_addr(Qs), HS), dOm = DESC_MN(smem_addr(Os), HS);
+  const u64 dPa = DESC_MN(smem_addr(Ps), BT);
+
+  float dka[HS / 2], dva[HS / 2];
+#pragma unroll
+  for (int n = 0; n < HS / 2; n++) dka[n] = dva[n] = 0.f;
+
+  for (int x = 0; x < total; x++) {
+    const int st = x & 1;
+    cp_wait<0>();
+    fence_async_shared();
+    if (tid == 0) bulk_wait_read(); // tile x - 1's dQ has been read from the stage issue() refills next
+    __syncthreads();
+    issue(x + 1, st ^ 1);
+    const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
+    // which warpgroups' keys have a pair 0 <= i - j < W with the tile's queries
+    const bool rel0 = qa + BT - 1 >= j0 && qa - j0 - (BT - 1) < W;
+    const bool rel1 = j0 + BT < T && qa + BT - 1 >= j0 + BT && qa - j0 - (2 * BT - 1) < W;
+    const float* Lst = Ls + st * BT;
+    const float* Dst = Dsm + st * BT;
+    const u64 sQ = (u64)((st * TILE) >> 4);
+    if (wg ? rel1 : rel0) {
+${winTile('jw', 'Ps + wg * PT', HS).replace(/^(?=.)/gm, '  ')}      wg_commit();
+    }
+    __syncthreads(); // both halves of dS^T are in Ps
+    // dQ rows qa .. qa + 63 = scale dS K over the keys of the warpgroups that took the tile: at HS 64 by
+    // warpgroup x % 2 (the other when it skipped the tile), at HS 128 columns 64 w .. 64 w + 63 by each w
+    const int k0 = rel0 ? 0 : 4, k1 = rel1 ? 8 : 4;
+    const bool dqw = ${HS === 64 ? 'wg == (rel1 && ((x & 1) || !rel0) ? 1 : 0)' : 'true'};
+    float acc[DQN / 2];
+    if (dqw) {
+      wg_fence();
+      for (int kk = k0; kk < k1; kk++)
+        wg_ss_n64_t11(acc, dPa + (u64)((((kk >> 2) * PT) >> 4) + (kk & 3) * MNSTEP(BT)), dKb + (u64)((((kk >> 2) * TILE) >> 4) + (kk & 3) * MNSTEP(HS)), kk - k0);
+      wg_commit();
+    }
+    wg_wait<0>();
+    reg_fence(dva);
+    reg_fence(dka);
+    __syncthreads(); // every product that read stage st is complete
+    const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
+    if (dqw) {
+      reg_fence(acc);
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        float* row = reinterpret_cast<float*>((wk < 32 ? Qs : Os) + st * TILE) + ((wk & 31) + g8 + 8 * rr) * HS + DQC + 2 * t4;
+#pragma unroll
+        for (int n = 0; n < DQN / 8; n++) *reinterpret_cast<float2*>(row + n * 8) = make_float2(scale * acc[4 * n + 2 * rr], scale * acc[4 * n + 2 * rr + 1]);
+      }
+      fence_async_shared();
+    }
+    __syncthreads();
+    if (tid == 0) {
+      const int n0 = min(BT / 2, T - qa), n1 = min(BT / 2, T - qa - BT / 2);
+      bulk_add_f32(dq + (r0 + qa) * HS, smem_addr(Qs + st * TILE), n0 * HS * 4);
+      if (n1 > 0) bulk_add_f32(dq + (r0 + qa + BT / 2) * HS, smem_addr(Os + st * TILE), n1 * HS * 4);
+    }
+  }
+  if (tid == 0) bulk_wait_all(); // the last reduction is done before the block exits
+  cp_wait<0>(); // W = 0: the K/V block's copies were never waited for
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    const int j = jw + wk + g8 + 8 * rr;
     if (j >= T) continue;
 #pragma unroll
     for (int n = 0; n < HS / 8; n++) {
