@@ -15,8 +15,9 @@
 //
 // 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks and
 //    query tiles with its band mask and whole-tile rule, sel's key set (Sel_{i0} then the new
-//    candidates) and each key's block rows [lo, hi) as sel finds them (checked against the direct thk
-//    mask), for 64 and 128 queries a block, the slot index off_j + i - j - W, the mean's F test — followed by
+//    candidates some block row selects) and each key's block rows [lo, hi) as sel finds them (checked
+//    against the direct thk mask), for 64, 128 and 256 queries a block, the slot index off_j + i - j - W,
+//    the mean's F test — followed by
 //    a port of sparsek_mean_prefix / sparsek_score_grad. Checked against the float64 CPU backward
 //    (src/cpu/kernels/attention.ts: patternAttentionBackward's dq, dk, dv and gate gradients,
 //    sparsekAttentionBackwardInto's du): every attended pair exactly once, every slot written once
@@ -48,7 +49,7 @@ import type { FastForwardVariant } from '../../src/cuda/kernels/attention-tc.js'
 import { bitsOf, bf16, cases as sharedCases, deviceHelpers, normal, scoresOf, toBf16 } from './harness.js';
 import type { Case } from './harness.js';
 import {
-  BT, BWD_THREADS, bwdPrepGrid, bwdPrepSource, bwdSelBlocks, bwdSelMaxTiles, bwdSelName, bwdSelShared, bwdSelSource, bwdWinName, bwdWinShared, bwdWinSource,
+  BT, BWD_THREADS, bwdPrepGrid, bwdPrepSource, bwdSelBlocks, bwdSelName, bwdSelShared, bwdSelSource, bwdWinName, bwdWinShared, bwdWinSource,
 } from '../../src/cuda/kernels/attention-tc-backward.js';
 import type { BackwardVariant } from '../../src/cuda/kernels/attention-tc-backward.js';
 import {
@@ -241,7 +242,7 @@ function forward64(x: ReturnType<typeof caseInputs>, c: Case, plan: SparsekPlan)
 }
 
 // ---- 1. emulation of the kernels' decomposition ------------------------------------------------
-function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, sd: SelData, ref: Grads, QB: 64 | 128): string | null {
+function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, sd: SelData, ref: Grads, QB: 64 | 128 | 256): string | null {
   const { B, T, NH, NKV, HS } = c.shape, { K, W } = c, G = NH / NKV, scale = 1 / Math.sqrt(HS);
   const { out, lse } = forward64(x, c, plan);
   const D = new Float64Array(B * NH * T);
@@ -285,17 +286,11 @@ function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, s
     for (let i0 = 0; i0 < T; i0 += QB) {
       const nsel = K > 0 ? f.count[i0] : 0;
       const rlo = Math.max(0, i0 - W + 1), rhi = K > 0 ? Math.min(T, i0 + QB - W) : 0;
-      const nselT = Math.ceil(nsel / BT), nT = nselT + Math.ceil(Math.max(0, rhi - rlo) / BT);
-      if (nT > bwdSelMaxTiles({ HS: HS as 64 | 128, QB }, K)) return `sel: block ${i0} has ${nT} key tiles, more than bwdSelMaxTiles`;
-      const pos = new Int32Array(nT * BT).fill(-1);
-      for (let cc = 0; cc < nsel; cc++) pos[cc] = f.sel[i0 * K + cc];
-      for (let j = rlo; j < rhi; j++) pos[nselT * BT + j - rlo] = j;
+      const nselT = Math.ceil(nsel / BT), ncap = nselT + Math.ceil(Math.max(0, rhi - rlo) / BT);
+      if (ncap > Math.ceil(K / BT) + QB / BT) return `sel: block ${i0} has room for ${ncap} key tiles, more than the kernels' shared memory`;
       // each key's block rows [lo, hi) as the kernel finds them: the search of the block's thk (rows
       // past T select nothing), and a new candidate's rows from j + W - i0
-      const lo = new Int32Array(nT * BT), hi = new Int32Array(nT * BT);
-      for (let y = 0; y < nT * BT; y++) {
-        const j = pos[y];
-        if (j < 0) continue;
+      const rowsOf = (j: number, from: number): [number, number] => {
         const key = ordKey(x.u[ub + j], j);
         let a = 0, z: number = QB;
         while (a < z) {
@@ -303,9 +298,18 @@ function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, s
           if (i0 + mid < T && (th === null || geKey(key, th))) a = mid + 1;
           else z = mid;
         }
-        lo[y] = y < nselT * BT ? 0 : Math.min(QB, Math.max(0, j + W - i0));
-        hi[y] = a;
+        return [from, a];
+      };
+      // selKeySet's slots: Sel_{i0}, then only the new candidates some block row selects (lo < hi), in order
+      const slots: [number, number, number][] = [];
+      for (let y = 0; y < nselT * BT; y++) slots.push(y < nsel ? [f.sel[i0 * K + y], ...rowsOf(f.sel[i0 * K + y], 0)] : [-1, 0, 0]);
+      for (let j = rlo; j < rhi; j++) {
+        const [l, h2] = rowsOf(j, Math.min(QB, Math.max(0, j + W - i0)));
+        if (l < h2) slots.push([j, l, h2]);
       }
+      const nT = Math.ceil(slots.length / BT);
+      while (slots.length < nT * BT) slots.push([-1, 0, 0]);
+      const pos = Int32Array.from(slots, (e) => e[0]), lo = Int32Array.from(slots, (e) => e[1]), hi = Int32Array.from(slots, (e) => e[2]);
       const num = new Float64Array(QB);
       for (let gi = 0; gi < G && nT > 0; gi++) {
         const written = new Map<number, number>();
@@ -381,14 +385,14 @@ if (!args.includes('--skip-emulate')) {
   let bad = 0;
   for (const c of cases) {
     const p = prepare(c);
-    for (const QB of [64, 128] as const) {
+    for (const QB of [64, 128, 256] as const) {
       const t1 = performance.now();
       const err = emulate(c, p.x, p.plan, p.sd, p.ref, QB);
       emit({ kind: 'emulate', case: c.name, QB, ok: err === null, error: err ?? undefined, s: +((performance.now() - t1) / 1000).toFixed(1) });
       if (err !== null) bad++;
     }
   }
-  console.log(`# emulate: win + sel (64 and 128 queries a block) decomposition of ${cases.length} cases ${bad === 0 ? 'matches the float64 CPU backward (dq, dk, dv, du, dg slots)' : 'FAILED'} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  console.log(`# emulate: win + sel (64, 128 and 256 queries a block) decomposition of ${cases.length} cases ${bad === 0 ? 'matches the float64 CPU backward (dq, dk, dv, du, dg slots)' : 'FAILED'} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   if (bad > 0) process.exitCode = 1;
 }
 
