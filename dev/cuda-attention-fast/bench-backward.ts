@@ -13,8 +13,9 @@
 //        of gathered; d, no dQ reductions in the wgmma win kernel))
 //        [--dump DIR]
 //
-// 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks and
-//    query tiles with its band mask and whole-tile rule, sel's key set (Sel_{i0} then the new
+// 1. emulate (no GPU): the three kernels' decomposition in float64 TypeScript — win's key blocks (64, and
+//    128 with KB 128's per-warpgroup tile skipping) and query tiles with its band mask and whole-tile
+//    rule, sel's key set (Sel_{i0} then the new
 //    candidates some block row selects) and each key's block rows [lo, hi) as sel finds them (checked
 //    against the direct thk mask), for 64, 128 and 256 queries a block, the slot index off_j + i - j - W,
 //    the mean's F test — followed by
@@ -242,7 +243,7 @@ function forward64(x: ReturnType<typeof caseInputs>, c: Case, plan: SparsekPlan)
 }
 
 // ---- 1. emulation of the kernels' decomposition ------------------------------------------------
-function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, sd: SelData, ref: Grads, QB: 64 | 128 | 256): string | null {
+function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, sd: SelData, ref: Grads, QB: 64 | 128 | 256, KB: 64 | 128): string | null {
   const { B, T, NH, NKV, HS } = c.shape, { K, W } = c, G = NH / NKV, scale = 1 / Math.sqrt(HS);
   const { out, lse } = forward64(x, c, plan);
   const D = new Float64Array(B * NH * T);
@@ -264,17 +265,24 @@ function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, s
     pairs[row]++;
     return [p, dov];
   };
-  // spk_bwd_win
-  for (let b = 0; b < B; b++) for (let h = 0; h < NKV; h++) for (let j0 = 0; j0 < T; j0 += BT) {
-    const nQT = Math.min(W > 0 ? Math.ceil((W + BT - 1) / BT) : 0, Math.ceil((T - j0) / BT));
+  // spk_bwd_win: blocks of KB keys (KB 128: a warpgroup per 64, skipping the query tiles where its keys
+  // have no pair, as spk_bwd_win2_wg decides it)
+  for (let b = 0; b < B; b++) for (let h = 0; h < NKV; h++) for (let j0 = 0; j0 < T; j0 += KB) {
+    const nQT = Math.min(W > 0 ? Math.ceil((W + KB - 1) / BT) : 0, Math.ceil((T - j0) / BT));
     for (let gi = 0; gi < G; gi++) for (let t = 0; t < nQT; t++) {
       const qa = j0 + t * BT;
-      const whole = qa >= j0 + BT - 1 && qa + BT - 1 - j0 < W && qa + BT <= T;
-      for (let r = 0; r < BT; r++) for (let cq = 0; cq < BT; cq++) {
-        const j = j0 + r, i = qa + cq, d = i - j;
-        if (!(whole || (d >= 0 && d < W && i < T))) continue;
-        if (j >= T || i >= T || d < 0 || d >= W) return `win: pair (${i}, ${j}) is not a window pair`;
-        step(b, h * G + gi, i, j, 1);
+      const rel = [qa + BT - 1 >= j0 && qa - j0 - (BT - 1) < W, j0 + BT < T && qa + BT - 1 >= j0 + BT && qa - j0 - (2 * BT - 1) < W];
+      if (KB === 128 && !rel[0] && !rel[1]) return `win: tile ${qa} of keys ${j0} taken by neither warpgroup`;
+      for (let w = 0; w < KB / BT; w++) {
+        const jw = j0 + w * BT;
+        const whole = qa >= jw + BT - 1 && qa + BT - 1 - jw < W && qa + BT <= T;
+        for (let r = 0; r < BT; r++) for (let cq = 0; cq < BT; cq++) {
+          const j = jw + r, i = qa + cq, d = i - j;
+          if (!(whole || (d >= 0 && d < W && i < T))) continue;
+          if (j >= T || i >= T || d < 0 || d >= W) return `win: pair (${i}, ${j}) is not a window pair`;
+          if (KB === 128 && !rel[w]) return `win: warpgroup ${w} skips tile ${qa} of keys ${j0}, which has pair (${i}, ${j})`;
+          step(b, h * G + gi, i, j, 1);
+        }
       }
     }
   }
@@ -385,14 +393,14 @@ if (!args.includes('--skip-emulate')) {
   let bad = 0;
   for (const c of cases) {
     const p = prepare(c);
-    for (const QB of [64, 128, 256] as const) {
+    for (const [QB, KB] of [[64, 64], [128, 128], [256, 64]] as const) {
       const t1 = performance.now();
-      const err = emulate(c, p.x, p.plan, p.sd, p.ref, QB);
-      emit({ kind: 'emulate', case: c.name, QB, ok: err === null, error: err ?? undefined, s: +((performance.now() - t1) / 1000).toFixed(1) });
+      const err = emulate(c, p.x, p.plan, p.sd, p.ref, QB, KB);
+      emit({ kind: 'emulate', case: c.name, QB, KB, ok: err === null, error: err ?? undefined, s: +((performance.now() - t1) / 1000).toFixed(1) });
       if (err !== null) bad++;
     }
   }
-  console.log(`# emulate: win + sel (64, 128 and 256 queries a block) decomposition of ${cases.length} cases ${bad === 0 ? 'matches the float64 CPU backward (dq, dk, dv, du, dg slots)' : 'FAILED'} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  console.log(`# emulate: win (64 and 128 keys a block) + sel (64, 128 and 256 queries a block) decomposition of ${cases.length} cases ${bad === 0 ? 'matches the float64 CPU backward (dq, dk, dv, du, dg slots)' : 'FAILED'} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   if (bad > 0) process.exitCode = 1;
 }
 
