@@ -119,6 +119,72 @@ export function bwdWinWgShared(v: WgWindowVariant): number {
   return 2 * tile + o.STAGES * 2 * tile + BT * BT * 2 + o.STAGES * 2 * BT * 4 + (o.BULKQ && !o.QSTAGE ? BT * o.HS * 4 : 0) + (o.SW ? 1024 : 0);
 }
 
+/** The window kernels' device functions besides the PTX wrappers: exp2 and the 4-byte cp.async. */
+const WIN_DEVICE_FNS = `__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ void cp_async4(u32 dst, const void* src, int bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+`;
+
+/** The window kernels' issue(x, st): query tile x's Q, dO, lse and D into stage st (one commit group). */
+const WIN_ISSUE = `  // Q, dO, lse, D of tile x into stage st; always one commit group, empty past the end
+  auto issue = [&](int x, int st) {
+    if (x < total) {
+      const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
+      const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
+      const u32 qd = smem_addr(Qs + st * TILE), od = smem_addr(Os + st * TILE);
+      for (int y = tid; y < BT * CPR; y += NTHR) {
+        const int r = COPY_ROW(y), c = COPY_CHUNK(y), i = qa + r;
+        const size_t off = (r0 + (i < T ? i : 0)) * HS + c * 8;
+        cp_async16(qd + COPY_DST(y), q + off, i < T ? 16 : 0);
+        cp_async16(od + COPY_DST(y), dout + off, i < T ? 16 : 0);
+      }
+#if ASYNCL
+      // lse and D as they are, by 4-byte copies (zero past T; a row with a window pair has a finite lse)
+      if (tid < BT) {
+        const int i = qa + tid;
+        cp_async4(smem_addr(Ls + st * BT + tid), lse + r0 + (i < T ? i : 0), i < T ? 4 : 0);
+        cp_async4(smem_addr(Dsm + st * BT + tid), Dg + r0 + (i < T ? i : 0), i < T ? 4 : 0);
+      }
+#else
+      for (int r = tid; r < BT; r += NTHR) {
+        const int i = qa + r;
+        const float L = i < T ? lse[r0 + i] : -FINF;
+        Ls[st * BT + r] = L == -FINF ? FINF : L * LOG2E;
+        Dsm[st * BT + r] = i < T ? Dg[r0 + i] : 0.f;
+      }
+#endif
+    }
+    cp_commit();
+  };
+`;
+
+/** QSTAGE: the two bulk reductions of the dQ tile staged over stage st's Q (rows 0-31) and dO (32-63). */
+const WIN_DQ_BULK = `    if (tid == 0) {
+      const int n0 = min(BT / 2, T - qa), n1 = min(BT / 2, T - qa - BT / 2);
+      bulk_add_f32(dq + (r0 + qa) * HS, smem_addr(Qs + st * TILE), n0 * HS * 4);
+      if (n1 > 0) bulk_add_f32(dq + (r0 + qa + BT / 2) * HS, smem_addr(Os + st * TILE), n1 * HS * 4);
+    }
+`;
+
+/** The window kernels' end: each thread's dK (times scale) and dV rows of the keys from jb, stored. */
+const winStore = (jb: string): string => `#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    const int j = ${jb} + wk + g8 + 8 * rr;
+    if (j >= T) continue;
+#pragma unroll
+    for (int n = 0; n < HS / 8; n++) {
+      const size_t at = (kv0 + j) * HS + n * 8 + 2 * t4;
+      *reinterpret_cast<float2*>(dk + at) = make_float2(scale * dka[4 * n + 2 * rr], scale * dka[4 * n + 2 * rr + 1]);
+      *reinterpret_cast<float2*>(dv + at) = make_float2(dva[4 * n + 2 * rr], dva[4 * n + 2 * rr + 1]);
+    }
+  }
+`;
+
 /**
  * One query tile's work for the window kernel's 64 keys from jb (this warpgroup's): S^T and dP^T (wgmma from
  * shared memory), P^T and dS^T under the band mask, dS^T into Pw for the dQ product, then dV += P^T dO and
@@ -210,15 +276,7 @@ ${SW128}#else
 ${wgmmaSS(64)}
 ${wgmmaRS(o.HS, 1)}
 ${wgmmaSS(o.HS, 1, 1)}
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ void cp_async4(u32 dst, const void* src, int bytes) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-${BULK_REDUCE}
+${WIN_DEVICE_FNS}${BULK_REDUCE}
 ${RED2}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${WIN_PARAMS_C}) {
@@ -251,37 +309,7 @@ ${WIN_PARAMS_C}) {
   int nQT = W > 0 ? (W + 2 * BT - 2) / BT : 0;          // ceil((W + 63) / 64): queries [j0, j0 + W + 62]
   nQT = min(nQT, (T - j0 + BT - 1) / BT);
   const int total = G * nQT;
-  // Q, dO, lse, D of tile x into stage st; always one commit group, empty past the end
-  auto issue = [&](int x, int st) {
-    if (x < total) {
-      const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
-      const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
-      const u32 qd = smem_addr(Qs + st * TILE), od = smem_addr(Os + st * TILE);
-      for (int y = tid; y < BT * CPR; y += NTHR) {
-        const int r = COPY_ROW(y), c = COPY_CHUNK(y), i = qa + r;
-        const size_t off = (r0 + (i < T ? i : 0)) * HS + c * 8;
-        cp_async16(qd + COPY_DST(y), q + off, i < T ? 16 : 0);
-        cp_async16(od + COPY_DST(y), dout + off, i < T ? 16 : 0);
-      }
-#if ASYNCL
-      // lse and D as they are, by 4-byte copies (zero past T; a row with a window pair has a finite lse)
-      if (tid < BT) {
-        const int i = qa + tid;
-        cp_async4(smem_addr(Ls + st * BT + tid), lse + r0 + (i < T ? i : 0), i < T ? 4 : 0);
-        cp_async4(smem_addr(Dsm + st * BT + tid), Dg + r0 + (i < T ? i : 0), i < T ? 4 : 0);
-      }
-#else
-      for (int r = tid; r < BT; r += NTHR) {
-        const int i = qa + r;
-        const float L = i < T ? lse[r0 + i] : -FINF;
-        Ls[st * BT + r] = L == -FINF ? FINF : L * LOG2E;
-        Dsm[st * BT + r] = i < T ? Dg[r0 + i] : 0.f;
-      }
-#endif
-    }
-    cp_commit();
-  };
-#pragma unroll
+${WIN_ISSUE}#pragma unroll
   for (int p = 0; p < STAGES - 1; p++) issue(p, p);
 
   // descriptors: K, V as A (K-major, [key][hs]) and as B of dQ (MN-major); Q, dO as B (K-major for S^T and
@@ -337,12 +365,7 @@ ${winTile('j0', 'Ps', o.HS)}    wg_commit();
     }
     fence_async_shared();
     __syncthreads();
-    if (tid == 0) {
-      const int n0 = min(BT / 2, T - qa), n1 = min(BT / 2, T - qa - BT / 2);
-      bulk_add_f32(dq + (r0 + qa) * HS, smem_addr(Qs + st * TILE), n0 * HS * 4);
-      if (n1 > 0) bulk_add_f32(dq + (r0 + qa + BT / 2) * HS, smem_addr(Os + st * TILE), n1 * HS * 4);
-    }
-#elif BULKQ
+${WIN_DQ_BULK}#elif BULKQ
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
       float* row = Qacc + (wk + g8 + 8 * rr) * HS + 2 * t4;
@@ -367,18 +390,7 @@ ${winTile('j0', 'Ps', o.HS)}    wg_commit();
   if (tid == 0) bulk_wait_all(); // the last reduction is done before the block exits
 #endif
   cp_wait<0>(); // W = 0: the K/V block's copies were never waited for
-#pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    const int j = j0 + wk + g8 + 8 * rr;
-    if (j >= T) continue;
-#pragma unroll
-    for (int n = 0; n < HS / 8; n++) {
-      const size_t at = (kv0 + j) * HS + n * 8 + 2 * t4;
-      *reinterpret_cast<float2*>(dk + at) = make_float2(scale * dka[4 * n + 2 * rr], scale * dka[4 * n + 2 * rr + 1]);
-      *reinterpret_cast<float2*>(dv + at) = make_float2(dva[4 * n + 2 * rr], dva[4 * n + 2 * rr + 1]);
-    }
-  }
-}
+${winStore('j0')}}
 `,
   };
 }
@@ -417,15 +429,7 @@ ${SW128}
 ${wgmmaSS(64)}
 ${wgmmaRS(HS, 1)}
 ${wgmmaSS(64, 1, 1)}
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ void cp_async4(u32 dst, const void* src, int bytes) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-${BULK_REDUCE}
+${WIN_DEVICE_FNS}${BULK_REDUCE}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${WIN_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -455,27 +459,7 @@ ${WIN_PARAMS_C}) {
   int nQT = W > 0 ? (W + 3 * BT - 2) / BT : 0;          // ceil((W + 127) / 64): queries [j0, j0 + W + 126]
   nQT = min(nQT, (T - j0 + BT - 1) / BT);
   const int total = G * nQT;
-  // Q, dO, lse, D of tile x into stage st; always one commit group, empty past the end
-  auto issue = [&](int x, int st) {
-    if (x < total) {
-      const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
-      const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
-      const u32 qd = smem_addr(Qs + st * TILE), od = smem_addr(Os + st * TILE);
-      for (int y = tid; y < BT * CPR; y += NTHR) {
-        const int r = COPY_ROW(y), c = COPY_CHUNK(y), i = qa + r;
-        const size_t off = (r0 + (i < T ? i : 0)) * HS + c * 8;
-        cp_async16(qd + COPY_DST(y), q + off, i < T ? 16 : 0);
-        cp_async16(od + COPY_DST(y), dout + off, i < T ? 16 : 0);
-      }
-      if (tid < BT) {
-        const int i = qa + tid;
-        cp_async4(smem_addr(Ls + st * BT + tid), lse + r0 + (i < T ? i : 0), i < T ? 4 : 0);
-        cp_async4(smem_addr(Dsm + st * BT + tid), Dg + r0 + (i < T ? i : 0), i < T ? 4 : 0);
-      }
-    }
-    cp_commit();
-  };
-  issue(0, 0);
+${WIN_ISSUE}  issue(0, 0);
 
   // descriptors: this warpgroup's K, V as A of S^T, dP^T; both key tiles' K as B of dQ (MN-major, a k-step
   // of 16 keys in tile kk / 4); Q, dO as B (K-major for S^T and dP^T, MN-major for dK and dV); both halves
@@ -535,26 +519,10 @@ ${winTile('jw', 'Ps + wg * PT', HS).replace(/^(?=.)/gm, '  ')}      wg_commit();
       fence_async_shared();
     }
     __syncthreads();
-    if (tid == 0) {
-      const int n0 = min(BT / 2, T - qa), n1 = min(BT / 2, T - qa - BT / 2);
-      bulk_add_f32(dq + (r0 + qa) * HS, smem_addr(Qs + st * TILE), n0 * HS * 4);
-      if (n1 > 0) bulk_add_f32(dq + (r0 + qa + BT / 2) * HS, smem_addr(Os + st * TILE), n1 * HS * 4);
-    }
-  }
+${WIN_DQ_BULK}  }
   if (tid == 0) bulk_wait_all(); // the last reduction is done before the block exits
   cp_wait<0>(); // W = 0: the K/V block's copies were never waited for
-#pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    const int j = jw + wk + g8 + 8 * rr;
-    if (j >= T) continue;
-#pragma unroll
-    for (int n = 0; n < HS / 8; n++) {
-      const size_t at = (kv0 + j) * HS + n * 8 + 2 * t4;
-      *reinterpret_cast<float2*>(dk + at) = make_float2(scale * dka[4 * n + 2 * rr], scale * dka[4 * n + 2 * rr + 1]);
-      *reinterpret_cast<float2*>(dv + at) = make_float2(dva[4 * n + 2 * rr], dva[4 * n + 2 * rr + 1]);
-    }
-  }
-}
+${winStore('jw')}}
 `,
   };
 }
