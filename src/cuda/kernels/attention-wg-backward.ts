@@ -171,6 +171,16 @@ const WIN_DQ_BULK = `    if (tid == 0) {
     }
 `;
 
+/** The window kernels' Q, dO and dS^T descriptors (stage 0; a stage adds sQ) and their zeroed dK, dV accumulators. */
+const WIN_QDESC = `  const u64 dQk = DESC_K(smem_addr(Qs)), dOk = DESC_K(smem_addr(Os));
+  const u64 dQm = DESC_MN(smem_addr(Qs), HS), dOm = DESC_MN(smem_addr(Os), HS);
+  const u64 dPa = DESC_MN(smem_addr(Ps), BT);
+
+  float dka[HS / 2], dva[HS / 2];
+#pragma unroll
+  for (int n = 0; n < HS / 2; n++) dka[n] = dva[n] = 0.f;
+`;
+
 /** The window kernels' end: each thread's dK (times scale) and dV rows of the keys from jb, stored. */
 const winStore = (jb: string): string => `#pragma unroll
   for (int rr = 0; rr < 2; rr++) {
@@ -316,14 +326,7 @@ ${WIN_ISSUE}#pragma unroll
   // dP^T, MN-major for dK and dV); dS^T as A of dQ (MN-major: queries run along its rows)
   const u64 dKa = DESC_K(smem_addr(Ks)), dVa = DESC_K(smem_addr(Vs));
   const u64 dKb = DESC_MN(smem_addr(Ks), HS);
-  const u64 dQk = DESC_K(smem_addr(Qs)), dOk = DESC_K(smem_addr(Os));
-  const u64 dQm = DESC_MN(smem_addr(Qs), HS), dOm = DESC_MN(smem_addr(Os), HS);
-  const u64 dPa = DESC_MN(smem_addr(Ps), BT);
-
-  float dka[HS / 2], dva[HS / 2];
-#pragma unroll
-  for (int n = 0; n < HS / 2; n++) dka[n] = dva[n] = 0.f;
-  const int wk = w * 16;
+${WIN_QDESC}  const int wk = w * 16;
 
   for (int x = 0; x < total; x++) {
     const int st = x % STAGES;
@@ -466,14 +469,7 @@ ${WIN_ISSUE}  issue(0, 0);
   // of Ps as A of dQ (MN-major)
   const u64 dKa = DESC_K(smem_addr(Ks + wg * TILE)), dVa = DESC_K(smem_addr(Vs + wg * TILE));
   const u64 dKb = DESC_MN(smem_addr(Ks) + DQC * BT * 2, DQN); // HS 128: warpgroup w's 64-column sub-tile of K
-  const u64 dQk = DESC_K(smem_addr(Qs)), dOk = DESC_K(smem_addr(Os));
-  const u64 dQm = DESC_MN(smem_addr(Qs), HS), dOm = DESC_MN(smem_addr(Os), HS);
-  const u64 dPa = DESC_MN(smem_addr(Ps), BT);
-
-  float dka[HS / 2], dva[HS / 2];
-#pragma unroll
-  for (int n = 0; n < HS / 2; n++) dka[n] = dva[n] = 0.f;
-
+${WIN_QDESC}
   for (int x = 0; x < total; x++) {
     const int st = x & 1;
     cp_wait<0>();
