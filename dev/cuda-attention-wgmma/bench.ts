@@ -20,16 +20,17 @@
 import { appendFileSync, readFileSync } from 'node:fs';
 import type { DeviceBlock, Kernel, KernelSource } from '../../src/cuda/runtime.js';
 import type { AttentionShape } from '../../src/core/check.js';
-import { fastForwardShared, fastForwardSource } from '../../src/cuda/kernels/attention-tc.js';
+import { fastForwardShared, fastForwardSource, fastForwardThreads } from '../../src/cuda/kernels/attention-tc.js';
 import type { FastForwardVariant } from '../../src/cuda/kernels/attention-tc.js';
 import { bitsOf, caseReference, cases, cudaOrExit, deviceHelpers, errors, fromBits, normal } from '../cuda-attention-fast/harness.js';
 import { wgmmaForwardShared, wgmmaForwardSource } from './kernel.js';
 import type { WgmmaForwardVariant } from './kernel.js';
 import { runProbes } from './probe.js';
+import { mbForwardBQ, mbForwardShared, mbForwardSource, mbForwardThreads } from './kernel-mb.js';
 import type { ProbeResult } from './probe.js';
 
 const args = process.argv.slice(2);
-const known = new Set(['T', 'NH', 'NKV', 'HS', 'K', 'W', 'repeats', 'skip-validate', 'wg', 'out', 'probe']);
+const known = new Set(['T', 'NH', 'NKV', 'HS', 'K', 'W', 'repeats', 'skip-validate', 'wg', 'mb', 'out', 'probe']);
 for (const a of args) if (a.startsWith('--') && !known.has(a.slice(2))) throw new Error(`unknown option ${a}`);
 const opt = (name: string, dflt: string): string => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : dflt);
 const Ts = opt('T', '4096,16384,65536').split(',').map(Number);
@@ -38,7 +39,12 @@ const HSs = opt('HS', '64,128').split(',').map(Number) as (64 | 128)[];
 const K = Number(opt('K', '512')), W = Number(opt('W', '512')), repeats = Number(opt('repeats', '20'));
 const outFile = opt('out', '');
 /** wgmma schedules: ov (OVERLAP) or ser, then STAGES, then f for FENCE2, p for PLAIN (e.g. ov3, ser2, ov2f, ov2p). */
-const wgSpecs = opt('wg', 'ov3,ser3,ov4').split(',').map((x) => ({ OVERLAP: x.startsWith('ov'), STAGES: Number(x.replace(/\D/g, '')) as 2 | 3 | 4, FENCE2: x.includes('f'), PLAIN: x.includes('p'), SW: x.includes('z') }));
+const wgSpecs = opt('wg', 'ov3,ser3,ov4').split(',').filter((x) => x !== '' && x !== 'none').map((x) => ({ OVERLAP: x.startsWith('ov'), STAGES: Number(x.replace(/\D/g, '')) as 2 | 3 | 4, FENCE2: x.includes('f'), PLAIN: x.includes('p'), SW: x.includes('z') }));
+/** kernel-mb.ts variants: NC:STAGES[:MINB] (e.g. 2:3,2:4:1,3:3). */
+const mbSpecs = opt('mb', '').split(',').filter((x) => x !== '').map((x) => {
+  const [NC, STAGES, MINB] = x.split(':').map(Number);
+  return { NC: NC as 1 | 2 | 3, STAGES: STAGES as 3 | 4 | 5, MINB: MINB || 0 };
+});
 
 function emit(obj: Record<string, unknown>): void {
   const line = JSON.stringify(obj);
@@ -71,16 +77,24 @@ const swaps = new Map<number, { KSWAP: boolean; VSWAP: boolean } | null>();
 }
 
 // ---- kernels under test ------------------------------------------------------------------------
-interface Under { label: string; src: KernelSource; block: number; shared: (K: number, W: number) => number }
+interface Under { label: string; src: KernelSource; block: number; bq: number; shared: (K: number, W: number) => number }
 function variantsFor(HS: 64 | 128, OUT: 'f32' | 'bf16'): Under[] {
-  const prod: FastForwardVariant = { HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MINB: HS === 64 ? 4 : 0 };
-  const list: Under[] = [{ label: `mma.sync ${fastForwardSource(prod).name}`, src: fastForwardSource(prod), block: 128, shared: (k, w) => fastForwardShared(prod, k, w) }];
+  // CudaBackend's forward without GQA heads a block (tensorCoreVariants in src/cuda/backend.ts)
+  const prod: FastForwardVariant = HS === 64
+    ? { HS, BQ: 128, WM: 2, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows', LAZY: true }
+    : { HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows', LAZY: true };
+  const list: Under[] = [{ label: `mma.sync ${fastForwardSource(prod).name}`, src: fastForwardSource(prod), block: fastForwardThreads(prod), bq: prod.BQ, shared: (k, w) => fastForwardShared(prod, k, w) }];
+  for (const spec of mbSpecs) {
+    const v = { HS, OUT, ...spec };
+    const src = mbForwardSource(v);
+    list.push({ label: `wgmma ${src.name}`, src, block: mbForwardThreads(v), bq: mbForwardBQ(v), shared: (k, w) => mbForwardShared(v, k, w) });
+  }
   const sw = swaps.get(HS);
   if (sw) {
     for (const spec of wgSpecs) {
       const v: WgmmaForwardVariant = { HS, OUT, ...spec, ...sw };
       const src = wgmmaForwardSource(v);
-      list.push({ label: `wgmma ${src.name}`, src, block: 128, shared: (k, w) => wgmmaForwardShared(v, k, w) });
+      list.push({ label: `wgmma ${src.name}`, src, block: 128, bq: 64, shared: (k, w) => wgmmaForwardShared(v, k, w) });
     }
   }
   return list;
@@ -98,7 +112,7 @@ function kernelOf(u: Under): Kernel {
 }
 function launch(u: Under, out: DeviceBlock, lse: DeviceBlock, q: DeviceBlock, k: DeviceBlock, v: DeviceBlock, uu: DeviceBlock,
   s: ReturnType<typeof selection>, shape: AttentionShape, Kp: number, Wp: number): void {
-  rt.launch(kernelOf(u), [Math.ceil(shape.T / 64), shape.NH, shape.B], u.block, u.shared(Kp, Wp),
+  rt.launch(kernelOf(u), [Math.ceil(shape.T / u.bq), shape.NH, shape.B], u.block, u.shared(Kp, Wp),
     [out.ptr, lse.ptr, q.ptr, k.ptr, v.ptr, uu.ptr, s.tau.ptr, s.thk.ptr, s.count.ptr, s.blocks.ptr, shape.T, shape.NH, shape.NKV, Kp, Wp, 1 / Math.sqrt(shape.HS)]);
 }
 

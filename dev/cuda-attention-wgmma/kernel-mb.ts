@@ -1,0 +1,420 @@
+// Hopper (sm_90a) wgmma SparseK attention FORWARD with NC consumer warpgroups a block and mbarrier
+// pipelining (lab, session 11). Same semantics, parameters and outputs as the production kernel
+// (src/cuda/kernels/attention-tc.ts, fastForwardSource, whose header comment defines the key set, the
+// mask as per-key block row ranges and the gate); grid (ceil(T / BQ), NH, B), block 128 NC threads.
+//
+// What differs from kernel.ts (one warpgroup, 64 queries, a __syncthreads per tile):
+// - BQ = 64 NC queries a block. Warpgroup g owns rows 64 g .. 64 g + 63 and its own Q tile; all NC
+//   share each K/V tile, so the block reads its keys once for 64 NC queries (the production kernel's
+//   reason for 128 queries a block: each gathered row costs L2 bandwidth).
+// - The mask is MASK 'rows' (per key j, the block rows [a_j, b_j) that attend it, from g_j on gated,
+//   worked out once per block), with lazy rescaling (skip o *= corr while no row max grows by > 8).
+// - No barrier of the whole block in the loop. Each stage has two mbarriers, both expecting every
+//   thread: full (the stage holds its tile) and empty (every warpgroup has read it). So a warpgroup
+//   may run ahead of another by about a tile, and one's softmax overlaps the other's matrix work.
+// - All threads copy (cp.async, 16 bytes a chunk, gathered rows). A thread's copies of tile t + 1 are
+//   awaited (cp.async.wait_group), fenced to the async proxy and announced on full at iteration t,
+//   STAGES - 2 iterations after they were issued; the stage of tile t - 1 is refilled (tile
+//   t + STAGES - 1) at iteration t, once empty says tile t - 1 is read, while this warpgroup's
+//   wgmmas run. Tiles are in the 128-byte swizzled layout (wgmma.ts SW128).
+//
+// Per iteration t of a warpgroup (OVERLAP, as kernel.ts): wait own copies of t + 1, fence, arrive
+// full[t + 1]; wait full[t + 1]; issue S_{t+1} and P V_t; refill; wait S_{t+1}; mask and softmax
+// of t + 1; wait P V_t; arrive empty[t]; o *= corr (when needed) and pack P_{t+1}.
+
+import type { KernelSource } from '../../src/cuda/runtime.js';
+import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from '../../src/cuda/kernels/wgmma.js';
+
+export interface MbForwardVariant {
+  HS: 64 | 128;
+  OUT: 'bf16' | 'f32';
+  /** Consumer warpgroups a block (64 queries each). */
+  NC: 1 | 2 | 3;
+  /** K/V stages, at least 3 (a thread's copies get STAGES - 2 iterations to land). */
+  STAGES: 3 | 4 | 5;
+  /** __launch_bounds__ minimum blocks per SM (0: none). */
+  MINB?: number;
+}
+
+export const BK = 64;
+
+export const mbForwardBQ = (v: MbForwardVariant): number => 64 * v.NC;
+export const mbForwardThreads = (v: MbForwardVariant): number => 128 * v.NC;
+
+export function mbForwardName(v: MbForwardVariant): string {
+  return `spk_fwd_mb_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}`;
+}
+
+export function mbForwardMaxTiles(v: MbForwardVariant, K: number, W: number): number {
+  return Math.ceil(K / BK) + Math.ceil((W + mbForwardBQ(v) - 1) / BK);
+}
+
+/** Dynamic shared bytes: NC Q tiles, STAGES K and V tiles, the barriers, the block's thk and 12 bytes a key, 1 KiB for alignment. */
+export function mbForwardShared(v: MbForwardVariant, K: number, W: number): number {
+  const tile = 64 * v.HS * 2;
+  return 1024 + v.NC * tile + 2 * v.STAGES * tile + 16 * v.STAGES + 8 * mbForwardBQ(v) + 12 * BK * mbForwardMaxTiles(v, K, W);
+}
+
+export function mbForwardSource(v: MbForwardVariant): KernelSource {
+  if (v.STAGES < 3) throw new Error('STAGES must be at least 3');
+  const name = mbForwardName(v);
+  return {
+    name,
+    archSpecific: true,
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'],
+    source: `${WGMMA_PRELUDE}
+#define HS ${v.HS}
+#define NC ${v.NC}
+#define BQ (64 * NC)
+#define BK ${BK}
+#define BT 64                  // rows of a swizzled tile
+#define NTHR (128 * NC)
+#define KS (HS / 16)
+#define NS (BK / 2)            // S accumulator registers a thread
+#define NO (HS / 2)            // O accumulator registers a thread
+#define CPR (HS / 8)
+#define TILE_BYTES (64 * HS * 2)
+#define OUT_BF16 ${v.OUT === 'bf16' ? 1 : 0}
+#define STAGES ${v.STAGES}
+${SW128}
+${wgmmaSS(64)}
+${wgmmaRS(v.HS, 1)}
+
+__device__ __forceinline__ unsigned ord_of(float x) {
+  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float sat_sub(float a, float b) {
+  float y;
+  asm("sub.sat.f32 %0, %1, %2;" : "=f"(y) : "f"(a), "f"(b));
+  return y;
+}
+__device__ __forceinline__ void mb_init(u32 bar, u32 count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mb_arrive(u32 bar) {
+  asm volatile("{ .reg .b64 st; mbarrier.arrive.shared::cta.b64 st, [%0]; }" :: "r"(bar) : "memory");
+}
+// until the phase of parity 'parity' has completed
+__device__ __forceinline__ void mb_wait(u32 bar, u32 parity) {
+  u32 done;
+  do {
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                 : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+  } while (!done);
+}
+
+#define KIND_SEL 0
+#define KIND_EDGE 1
+#define KIND_WIN 2
+
+// Mask (the rows each key attends), online softmax in the exp2 domain with lazy rescaling, gate. Leaves
+// p * gate in s, adds p to l; returns whether o must be scaled by corr before this tile's P V.
+template <int KIND>
+__device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], float (&m)[2], float (&l)[2],
+    const float* mu, const int* rng, const int (&rl)[2], const float (&qtau)[2], float sl) {
+  const int t4 = threadIdx.x & 3;
+  float mx[2] = {-FINF, -FINF};
+#pragma unroll
+  for (int n = 0; n < BK / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
+      float x = s[4 * n + e];
+      if (KIND != KIND_WIN) {
+        const int rg = rng[c];
+        const bool in = KIND == KIND_SEL ? rl[rr] < ((rg >> 8) & 255) : rl[rr] >= (rg & 255) && rl[rr] < ((rg >> 8) & 255);
+        if (!in) x = -FINF;
+      }
+      s[4 * n + e] = x;
+      mx[rr] = fmaxf(mx[rr], x);
+    }
+  }
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 1));
+    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 2));
+    mx[rr] *= sl;
+  }
+  // keep the running max while no row of the warp grew it by more than 8 (p <= 2^8); false for a row
+  // whose max is still -inf (NaN)
+  float mu_[2];
+  bool resc = false;
+  if (__all_sync(FULL, mx[0] - m[0] <= 8.f && mx[1] - m[1] <= 8.f)) {
+    mu_[0] = m[0], mu_[1] = m[1];
+  } else {
+    resc = true;
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+      const float mn = fmaxf(m[rr], mx[rr]);
+      mu_[rr] = mn == -FINF ? 0.f : mn;     // a row with no key yet: keep p = 0, corr = 1
+      corr[rr] = ex2(m[rr] - mu_[rr]);
+      m[rr] = mn;
+      l[rr] *= corr[rr];
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < BK / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int c = n * 8 + 2 * t4 + (e & 1);
+      float p = ex2(fmaf(s[4 * n + e], sl, -mu_[e >> 1]));
+      l[e >> 1] += p;
+      if (KIND == KIND_SEL) p *= sat_sub(mu[c], qtau[e >> 1]);
+      if (KIND == KIND_EDGE && rl[e >> 1] >= (rng[c] >> 16)) p *= sat_sub(mu[c], qtau[e >> 1]);
+      s[4 * n + e] = p;
+    }
+  }
+  return resc;
+}
+
+// o *= corr when asked, then P's register A fragments from s (keys 16 kk .. 16 kk + 15 -> pa[kk])
+__device__ __forceinline__ void rescale_pack(float (&o)[NO], u32 (&pa)[BK / 16][4], const float (&s)[NS], const float (&corr)[2], bool resc) {
+  if (resc) {
+#pragma unroll
+    for (int n = 0; n < NO / 4; n++) {
+      o[4 * n + 0] *= corr[0]; o[4 * n + 1] *= corr[0];
+      o[4 * n + 2] *= corr[1]; o[4 * n + 3] *= corr[1];
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < BK / 8; n++) {
+    pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(s[4 * n + 0], s[4 * n + 1]);
+    pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(s[4 * n + 2], s[4 * n + 3]);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(NTHR${v.MINB ? `, ${v.MINB}` : ''}) ${name}(
+    void* out_,                       // (B, NH, T, HS) bf16 or fp32
+    float* lse,                       // (B, NH, T): natural log sum_j exp(s_ij); -inf for a row without keys
+    const bf16* __restrict__ q,       // (B, NH, T, HS)
+    const bf16* __restrict__ k,       // (B, NKV, T, HS)
+    const bf16* __restrict__ v,       // (B, NKV, T, HS)
+    const float* __restrict__ u,      // (B, NKV, T)
+    const double* __restrict__ tau,   // (B, NKV, T)
+    const u64* __restrict__ thk,      // (B, NKV, T)  key of Sel_i's weakest member, 0 when all are selected
+    const int* __restrict__ count,    // (B, NKV, T)
+    const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
+    int T, int NH, int NKV, int K, int W, float scale) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* Qs = smem;                          // [NC][64][HS]
+  unsigned char* Ks = Qs + NC * TILE_BYTES;          // [STAGES][64][HS]
+  unsigned char* Vs = Ks + STAGES * TILE_BYTES;      // [STAGES][64][HS]
+  u64* bars = reinterpret_cast<u64*>(Vs + STAGES * TILE_BYTES); // full[STAGES], empty[STAGES]
+  u64* bthk = bars + 2 * STAGES;                     // [BQ]
+  const u32 full0 = smem_addr(bars), empty0 = full0 + 8 * STAGES;
+  const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, w = (tid >> 5) & 3, g8 = lane >> 2;
+  const int i0 = blockIdx.x * BQ, hq = blockIdx.y, b = blockIdx.z;
+  const int h = hq / (NH / NKV);
+  const size_t qrow0 = ((size_t)b * NH + hq) * T;
+  const size_t kv0 = ((size_t)b * NKV + h) * T;
+  const bf16* kb = k + kv0 * HS;
+  const bf16* vb = v + kv0 * HS;
+  const float sl = scale * 1.4426950408889634f;
+
+  const int nsel = count[kv0 + i0];
+  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K;
+  const int lo = max(0, i0 - W + 1), hi = min(T, i0 + BQ);
+  const int nselT = (nsel + BK - 1) / BK, nT = nselT + (hi - lo + BK - 1) / BK;
+  auto key_pos = [&](int x) -> int {
+    const int t = x / BK, r = x % BK;
+    if (t < nselT) return x < nsel ? srow[x] : -1;
+    const int j = lo + (t - nselT) * BK + r;
+    return j < hi ? j : -1;
+  };
+  const int nkeys = nT * BK;
+  float* mu_ = reinterpret_cast<float*>(bthk + BQ);
+  int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
+  int* mrng = mpos + nkeys;
+
+  if (tid == 0) {
+    for (int s = 0; s < STAGES; s++) { mb_init(full0 + 8 * s, NTHR); mb_init(empty0 + 8 * s, NTHR); }
+  }
+  // this warpgroup's Q tile, in the first copy group (with tile 0)
+  {
+    const u32 qd = smem_addr(Qs + wg * TILE_BYTES);
+    for (int x = tid & 127; x < 64 * CPR; x += 128) {
+      const int i = i0 + 64 * wg + COPY_ROW(x);
+      cp_async16(qd + COPY_DST(x), q + (qrow0 + (i < T ? i : 0)) * HS + COPY_CHUNK(x) * 8, i < T ? 16 : 0);
+    }
+  }
+  for (int r = tid; r < BQ; r += NTHR) bthk[r] = i0 + r < T ? thk[kv0 + i0 + r] : ~0ull;
+  __syncthreads();
+  // every key's position, u and block rows [a, b) attending it, from g on gated (production's MASK rows)
+  for (int base = 0; base < nkeys; base += 4 * NTHR) {
+    int j[4];
+    float uu[4];
+#pragma unroll
+    for (int a = 0; a < 4; a++) { const int x = base + a * NTHR + tid; j[a] = x < nkeys ? key_pos(x) : -1; }
+#pragma unroll
+    for (int a = 0; a < 4; a++) uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f;
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+      const int x = base + a * NTHR + tid;
+      if (x >= nkeys) continue;
+      mpos[x] = j[a];
+      mu_[x] = uu[a];
+      int ra = 0, rb = 0, rg = 0;
+      if (j[a] >= 0) {
+        const u64 key = ((u64)ord_of(uu[a]) << 32) | (unsigned)j[a];
+        int hs = 0, z = BQ;
+        while (hs < z) {
+          const int mid = (hs + z) >> 1;
+          if (bthk[mid] <= key) hs = mid + 1;
+          else z = mid;
+        }
+        if (x < nselT * BK) rb = hs;
+        else {
+          const int wend = min(BQ, max(0, j[a] + W - i0));
+          ra = min(BQ, max(0, j[a] - i0));
+          rb = max(wend, hs);
+          rg = wend;
+        }
+      }
+      mrng[x] = ra | rb << 8 | rg << 16;
+    }
+  }
+  __syncthreads();
+
+  // tile t into stage t % STAGES, every thread a share of its chunks
+  auto issue = [&](int t) {
+    const int st = t % STAGES;
+    const u32 kd = smem_addr(Ks + st * TILE_BYTES), vd = smem_addr(Vs + st * TILE_BYTES);
+    for (int x = tid; x < BK * CPR; x += NTHR) {
+      const int j = mpos[t * BK + COPY_ROW(x)];
+      const size_t off = (size_t)(j >= 0 ? j : 0) * HS + COPY_CHUNK(x) * 8;
+      cp_async16(kd + COPY_DST(x), kb + off, j >= 0 ? 16 : 0);
+      cp_async16(vd + COPY_DST(x), vb + off, j >= 0 ? 16 : 0);
+    }
+  };
+  // one commit group per tile (empty past the end), so the wait counts are static
+  for (int t = 0; t < STAGES - 1; t++) {
+    if (t < nT) issue(t);
+    cp_commit();
+  }
+  cp_wait<STAGES - 2>();
+  fence_async_shared();
+  mb_arrive(full0);
+
+  int rl[2];
+  float qtau[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    rl[rr] = 64 * wg + 16 * w + g8 + 8 * rr;
+    const int i = i0 + rl[rr];
+    qtau[rr] = i < T ? (float)tau[kv0 + i] : FINF;
+  }
+  const u64 dq = DESC_K(smem_addr(Qs + wg * TILE_BYTES));
+  const u64 dk0 = DESC_K(smem_addr(Ks));
+  const u64 dv0 = DESC_MN(smem_addr(Vs), HS);
+  const int iw = i0 + 64 * wg; // this warpgroup's first row
+
+  float o[NO];
+#pragma unroll
+  for (int n = 0; n < NO; n++) o[n] = 0.f;
+  float m[2] = {-FINF, -FINF}, l[2] = {0.f, 0.f};
+  float s[NS], corr[2] = {1.f, 1.f};
+  u32 pa[BK / 16][4];
+
+  auto issue_s = [&](int t) {
+    const u32 base = (t % STAGES) * TILE_BYTES;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dq + KOFF(ks), dk0 + (u64)(base >> 4) + KOFF(ks), ks);
+    wg_commit();
+  };
+  auto issue_pv = [&](int t) {
+    const u32 vbase = (t % STAGES) * TILE_BYTES;
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; kk++)
+      wg_rs_n${v.HS}_t1(o, pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], dv0 + (u64)(vbase >> 4) + kk * MNSTEP(HS));
+    wg_commit();
+  };
+  auto softmax = [&](int t) -> bool {
+    const float* tu = mu_ + t * BK;
+    const int* tr = mrng + t * BK;
+    if (t < nselT) return softmax_step<KIND_SEL>(s, corr, m, l, tu, tr, rl, qtau, sl);
+    const int a = lo + (t - nselT) * BK, z = a + BK - 1;
+    // whole tile in Win_i of every row of this warpgroup, no padding
+    if (z <= iw && a > iw + 63 - W && z < hi) return softmax_step<KIND_WIN>(s, corr, m, l, tu, tr, rl, qtau, sl);
+    return softmax_step<KIND_EDGE>(s, corr, m, l, tu, tr, rl, qtau, sl);
+  };
+  auto full_wait = [&](int t) { mb_wait(full0 + 8 * (t % STAGES), (t / STAGES) & 1); };
+
+  bool resc = false;
+  if (nT > 0) {
+    full_wait(0);
+    wg_fence();
+    issue_s(0);
+    wg_wait<0>();
+    reg_fence(s);
+    resc = softmax(0);
+    rescale_pack(o, pa, s, corr, resc);
+  }
+  for (int t = 0; t + 1 < nT; t++) {
+    // this thread's copies of tile t + 1 have landed: announce them
+    cp_wait<STAGES - 3>();
+    fence_async_shared();
+    mb_arrive(full0 + 8 * ((t + 1) % STAGES));
+    full_wait(t + 1);
+    wg_fence();
+    issue_s(t + 1);
+    issue_pv(t);
+    // refill the stage of tile t - 1 with tile t + STAGES - 1 once every warpgroup has read it
+    const int r = t + STAGES - 1;
+    if (r < nT) {
+      if (t >= 1) mb_wait(empty0 + 8 * ((t - 1) % STAGES), ((t - 1) / STAGES) & 1);
+      issue(r);
+    }
+    cp_commit();
+    wg_wait<1>();
+    reg_fence(s);
+    resc = softmax(t + 1);
+    wg_wait<0>();
+    reg_fence(o);
+    mb_arrive(empty0 + 8 * (t % STAGES));
+    rescale_pack(o, pa, s, corr, resc);
+  }
+  if (nT > 0) {
+    wg_fence();
+    issue_pv(nT - 1);
+    wg_wait<0>();
+    reg_fence(o);
+  }
+
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    l[rr] += __shfl_xor_sync(FULL, l[rr], 1);
+    l[rr] += __shfl_xor_sync(FULL, l[rr], 2);
+  }
+  const int t4 = lane & 3;
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    const int i = i0 + rl[rr];
+    if (i >= T) continue;
+    const float inv = l[rr] > 0.f ? 1.f / l[rr] : 0.f;
+    const size_t row = qrow0 + i;
+#pragma unroll
+    for (int n = 0; n < NO / 4; n++) {
+      const float x0 = o[4 * n + 2 * rr] * inv, x1 = o[4 * n + 2 * rr + 1] * inv;
+      const int d = n * 8 + 2 * t4;
+#if OUT_BF16
+      reinterpret_cast<u32*>(out_)[(row * HS + d) >> 1] = pack_bf16(x0, x1);
+#else
+      float2 pr;
+      pr.x = x0;
+      pr.y = x1;
+      reinterpret_cast<float2*>(out_)[(row * HS + d) >> 1] = pr;
+#endif
+    }
+    if (t4 == 0) lse[row] = l[rr] > 0.f ? (m[rr] + log2f(l[rr])) * 0.6931471805599453f : -FINF;
+  }
+}
+`,
+  };
+}
