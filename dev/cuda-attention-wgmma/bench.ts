@@ -84,7 +84,8 @@ function variantsFor(HS: 64 | 128, OUT: 'f32' | 'bf16'): Under[] {
     ? { HS, BQ: 128, WM: 2, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows', LAZY: true }
     : { HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows', LAZY: true };
   const list: Under[] = [{ label: `mma.sync ${fastForwardSource(prod).name}`, src: fastForwardSource(prod), block: fastForwardThreads(prod), bq: prod.BQ, shared: (k, w) => fastForwardShared(prod, k, w) }];
-  for (const spec of mbSpecs) {
+  // --mb variants at the head sizes of --HS only (NC 3 at HS 128 needs more registers than an SM has)
+  if (HSs.includes(HS)) for (const spec of mbSpecs) {
     const v = { HS, OUT, ...spec };
     const src = mbForwardSource(v);
     list.push({ label: `wgmma ${src.name}`, src, block: mbForwardThreads(v), bq: mbForwardBQ(v), shared: (k, w) => mbForwardShared(v, k, w) });
