@@ -26,7 +26,7 @@ import { bitsOf, caseReference, cases, cudaOrExit, deviceHelpers, errors, fromBi
 import { wgmmaForwardShared, wgmmaForwardSource } from './kernel.js';
 import type { WgmmaForwardVariant } from './kernel.js';
 import { runProbes } from './probe.js';
-import { mbForwardBQ, mbForwardShared, mbForwardSource, mbForwardThreads } from './kernel-mb.js';
+import { wgForwardBQ, wgForwardShared, wgForwardSource, wgForwardThreads } from '../../src/cuda/kernels/attention-wg.js';
 import type { ProbeResult } from './probe.js';
 
 const args = process.argv.slice(2);
@@ -40,7 +40,7 @@ const K = Number(opt('K', '512')), W = Number(opt('W', '512')), repeats = Number
 const outFile = opt('out', '');
 /** wgmma schedules: ov (OVERLAP) or ser, then STAGES, then f for FENCE2, p for PLAIN (e.g. ov3, ser2, ov2f, ov2p). */
 const wgSpecs = opt('wg', 'ov3,ser3,ov4').split(',').filter((x) => x !== '' && x !== 'none').map((x) => ({ OVERLAP: x.startsWith('ov'), STAGES: Number(x.replace(/\D/g, '')) as 2 | 3 | 4, FENCE2: x.includes('f'), PLAIN: x.includes('p'), SW: x.includes('z') }));
-/** kernel-mb.ts variants: NC:STAGES[:MINB] (e.g. 2:3,2:4:1,3:3). */
+/** src/cuda/kernels/attention-wg.ts variants: NC:STAGES[:MINB] (e.g. 2:3,2:4:1,3:3). */
 const mbSpecs = opt('mb', '').split(',').filter((x) => x !== '').map((x) => {
   const [NC, STAGES, MINB] = x.split(':').map(Number);
   return { NC: NC as 1 | 2 | 3, STAGES: STAGES as 3 | 4 | 5, MINB: MINB || 0 };
@@ -77,25 +77,26 @@ const swaps = new Map<number, { KSWAP: boolean; VSWAP: boolean } | null>();
 }
 
 // ---- kernels under test ------------------------------------------------------------------------
-interface Under { label: string; src: KernelSource; block: number; bq: number; shared: (K: number, W: number) => number }
-function variantsFor(HS: 64 | 128, OUT: 'f32' | 'bf16'): Under[] {
-  // CudaBackend's forward without GQA heads a block (tensorCoreVariants in src/cuda/backend.ts)
+interface Under { label: string; src: KernelSource; block: number; bq: number; gh: number; shared: (K: number, W: number) => number }
+function variantsFor(HS: 64 | 128, OUT: 'f32' | 'bf16', G: number): Under[] {
+  // the mma.sync forward as CudaBackend runs it on GPUs other than Hopper (tensorCoreVariants in src/cuda/backend.ts)
+  const GH = G % 2 === 0 ? 2 : 1;
   const prod: FastForwardVariant = HS === 64
-    ? { HS, BQ: 128, WM: 2, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows', LAZY: true }
-    : { HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows', LAZY: true };
-  const list: Under[] = [{ label: `mma.sync ${fastForwardSource(prod).name}`, src: fastForwardSource(prod), block: fastForwardThreads(prod), bq: prod.BQ, shared: (k, w) => fastForwardShared(prod, k, w) }];
+    ? { HS, BQ: GH === 2 ? 64 : 128, WM: 2, GH, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows', LAZY: true }
+    : { HS, BQ: 64, GH, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows', LAZY: true };
+  const list: Under[] = [{ label: `mma.sync ${fastForwardSource(prod).name}`, src: fastForwardSource(prod), block: fastForwardThreads(prod), bq: prod.BQ, gh: GH, shared: (k, w) => fastForwardShared(prod, k, w) }];
   // --mb variants at the head sizes of --HS only (NC 3 at HS 128 needs more registers than an SM has)
   if (HSs.includes(HS)) for (const spec of mbSpecs) {
     const v = { HS, OUT, ...spec };
-    const src = mbForwardSource(v);
-    list.push({ label: `wgmma ${src.name}`, src, block: mbForwardThreads(v), bq: mbForwardBQ(v), shared: (k, w) => mbForwardShared(v, k, w) });
+    const src = wgForwardSource(v);
+    list.push({ label: `wgmma ${src.name}`, src, block: wgForwardThreads(v), bq: wgForwardBQ(v), gh: 1, shared: (k, w) => wgForwardShared(v, k, w) });
   }
   const sw = swaps.get(HS);
   if (sw) {
     for (const spec of wgSpecs) {
       const v: WgmmaForwardVariant = { HS, OUT, ...spec, ...sw };
       const src = wgmmaForwardSource(v);
-      list.push({ label: `wgmma ${src.name}`, src, block: 128, bq: 64, shared: (k, w) => wgmmaForwardShared(v, k, w) });
+      list.push({ label: `wgmma ${src.name}`, src, block: 128, bq: 64, gh: 1, shared: (k, w) => wgmmaForwardShared(v, k, w) });
     }
   }
   return list;
@@ -113,7 +114,7 @@ function kernelOf(u: Under): Kernel {
 }
 function launch(u: Under, out: DeviceBlock, lse: DeviceBlock, q: DeviceBlock, k: DeviceBlock, v: DeviceBlock, uu: DeviceBlock,
   s: ReturnType<typeof selection>, shape: AttentionShape, Kp: number, Wp: number): void {
-  rt.launch(kernelOf(u), [Math.ceil(shape.T / u.bq), shape.NH, shape.B], u.block, u.shared(Kp, Wp),
+  rt.launch(kernelOf(u), [Math.ceil(shape.T / u.bq), shape.NH / u.gh, shape.B], u.block, u.shared(Kp, Wp),
     [out.ptr, lse.ptr, q.ptr, k.ptr, v.ptr, uu.ptr, s.tau.ptr, s.thk.ptr, s.count.ptr, s.blocks.ptr, shape.T, shape.NH, shape.NKV, Kp, Wp, 1 / Math.sqrt(shape.HS)]);
 }
 
@@ -129,7 +130,7 @@ if (!args.includes('--skip-validate')) {
     const dq = put(bitsOf(q)), dk = put(bitsOf(k)), dv = put(bitsOf(v)), du = put(u);
     const s = selection(du, B * NKV, T, c.K, c.W);
     const lse = take(B * NH * T * 4);
-    for (const OUT of ['f32', 'bf16'] as const) for (const un of variantsFor(HS as 64 | 128, OUT)) {
+    for (const OUT of ['f32', 'bf16'] as const) for (const un of variantsFor(HS as 64 | 128, OUT, NH / NKV)) {
       const out = take(nq * (OUT === 'f32' ? 4 : 2));
       rt.cu('cuMemsetD32Async', out.ptr, 0x7fc00000, Math.floor(out.bytes / 4), rt.stream); // NaN: unwritten shows
       launch(un, out, lse, dq, dk, dv, du, s, shape, c.K, c.W);
@@ -169,7 +170,7 @@ for (const HS of HSs) {
     }
     tilePairs *= NH / NKV;
     const out = take(nq * 4), lse = take(NH * T * 4);
-    for (const un of variantsFor(HS, 'f32')) {
+    for (const un of variantsFor(HS, 'f32', NH / NKV)) {
       const ms = timeMs(() => launch(un, out, lse, dq, dk, dv, du, s, shape, K, W), repeats);
       emit({ kind: 'time', kernel: un.label, B: 1, T, NH, NKV, HS, K, W, OUT: 'f32', ms: +ms.toFixed(4),
         tflops: +((4 * HS * pairs) / (ms * 1e-3) / 1e12).toFixed(1), tileTflops: +((4 * HS * tilePairs) / (ms * 1e-3) / 1e12).toFixed(1) });

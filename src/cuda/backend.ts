@@ -41,6 +41,8 @@ import { addBiasSource } from './kernels/matmul.js';
 import { adamwSource, sumSquaresSource, OPTIM_BLOCK, SUMSQ_BLOCKS } from './kernels/optim.js';
 import { specialise, toBf16Source, toBf16x8Source } from './kernels/storage.js';
 import { fastForwardShared, fastForwardSource, fastForwardThreads } from './kernels/attention-tc.js';
+import { wgForwardBQ, wgForwardShared, wgForwardSource, wgForwardThreads } from './kernels/attention-wg.js';
+import type { WgForwardVariant } from './kernels/attention-wg.js';
 import type { FastForwardVariant } from './kernels/attention-tc.js';
 import { bwdPrepGrid, bwdPrepName, bwdPrepSource, bwdSelBlocks, bwdSelShared, bwdSelSource, bwdWinShared, bwdWinSource, BT, BWD_THREADS } from './kernels/attention-tc-backward.js';
 import type { BackwardVariant } from './kernels/attention-tc-backward.js';
@@ -510,16 +512,23 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         if (sparse && u !== null && s.sel !== null) {
           rowsComplete = false;
           // only the rows of queries 128 r where both tensor-core kernels tile 128 queries
-          const step = tc !== null && tc.fwd.BQ === 128 && tc.sel.QB === 128 ? 2 : 1;
+          const fwdBQ = tc === null ? 0 : tc.fwdWg ? wgForwardBQ(tc.fwdWg) : tc.fwd.BQ;
+          const step = tc !== null && fwdBQ === 128 && tc.sel.QB === 128 ? 2 : 1;
           this.sparsekSelect(s, u, BH, T, K, W, { rows: s.sel, all: tc === null, step });
         }
         else if (selects) this.selectNothing(s, BH, T);
         last = { out, q, k, v, u };
         if (tc !== null && s.tau && s.thk && s.count && s.sel) {
           last16 = { q: asBf16(q, halfOf('q', nq)), k: asBf16(k, halfOf('k', nkv)), v: asBf16(v, halfOf('v', nkv)) };
+          const args: KernelArg[] = [out.ptr, s.lse, last16.q, last16.k, last16.v, u ?? s.tau, s.tau, s.thk, s.count, s.sel, T, NH, NKV, K, W, scale];
+          if (tc.fwdWg) {
+            const wg = { ...tc.fwdWg, OUT: out.dtype };
+            this.launch(wgForwardSource(wg).name, () => wgForwardSource(wg), [Math.ceil(T / wgForwardBQ(wg)), NH, B], wgForwardThreads(wg), args, wgForwardShared(wg, K, W));
+            return;
+          }
           const fwd = { ...tc.fwd, OUT: out.dtype };
           this.launch(fastForwardSource(fwd).name, () => fastForwardSource(fwd), [Math.ceil(T / fwd.BQ), NH / (fwd.GH ?? 1), B], fastForwardThreads(fwd),
-            [out.ptr, s.lse, last16.q, last16.k, last16.v, u ?? s.tau, s.tau, s.thk, s.count, s.sel, T, NH, NKV, K, W, scale], fastForwardShared(fwd, K, W));
+            args, fastForwardShared(fwd, K, W));
           return;
         }
         const o = attentionVariant(HS, sparse, [q, k, v]);
@@ -704,7 +713,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * Variants as measured fastest in dev/cuda-attention-fast (H100).
    */
   private tensorCoreVariants(HS: number, K: number, W: number, G: number, T: number):
-    { fwd: FastForwardVariant; win: BackwardVariant; winWg: WgWindowVariant | null; sel: BackwardVariant; selWg: WgSelVariant | null } | null {
+    { fwd: FastForwardVariant; fwdWg: WgForwardVariant | null; win: BackwardVariant; winWg: WgWindowVariant | null; sel: BackwardVariant; selWg: WgSelVariant | null } | null {
     if (this.precision !== 'bf16' || (HS !== 64 && HS !== 128)) return null;
     // The forward (H100, 64K, K = W = 512): at HS 64 two 16-row tiles per warp (1.86 to 1.62 ms),
     // 128 queries a block, or with GQA 64 queries of two heads (1.65 to 1.48 ms at G = 4). HS 128 keeps
@@ -734,8 +743,12 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // selKeySet skips the candidates no block row selects.
     const sg: WgSelVariant = HS === 64 ? { HS, QB: 256 } : { HS };
     const selWg = hopper && bwdSelWgShared(sg, K) <= this.sharedOptin() ? sg : null;
-    const fits = Math.max(fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win), winWg ? bwdWinWgShared(winWg) : 0) <= this.sharedOptin();
-    return fits ? { fwd, win, winWg, sel, selWg } : null;
+    // The forward on Hopper: wgmma, two warpgroups of 64 queries sharing each K/V tile, stages tracked by
+    // mbarriers (attention-wg.ts; 64K: 1.60 to 1.28 ms at HS 64, 3.09 to 2.26 at HS 128, session 11).
+    const wgf: WgForwardVariant = { HS, OUT: 'f32', NC: 2, STAGES: 4, MINB: HS === 64 ? 2 : 0 };
+    const fwdWg = hopper && wgForwardShared(wgf, K, W) <= this.sharedOptin() ? wgf : null;
+    const fits = Math.max(fwdWg ? 0 : fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win), winWg ? bwdWinWgShared(winWg) : 0) <= this.sharedOptin();
+    return fits ? { fwd, fwdWg, win, winWg, sel, selWg } : null;
   }
 
   /** launch() with dynamic shared memory, raising the kernel's limit past the default 48 KiB on first use. */

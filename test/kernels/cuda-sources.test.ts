@@ -12,6 +12,7 @@ import { fsAnchorGrid, fsAnchorLaunches, fsAnchorSource, fsBlockSource, FS_ANCHO
 import { bwdPrepSource, bwdSelSource, bwdWinSource } from '../../src/cuda/kernels/attention-tc-backward.js';
 import { fastForwardSource } from '../../src/cuda/kernels/attention-tc.js';
 import { bwdSelWgSource, bwdWinWgSource } from '../../src/cuda/kernels/attention-wg-backward.js';
+import { wgForwardSource } from '../../src/cuda/kernels/attention-wg.js';
 import { attentionBackwardKeySource, attentionBackwardQuerySource, attentionForwardSource, scoreGradSource } from '../../src/cuda/kernels/attention.js';
 import { baselineBackwardKeySource, baselineBackwardQuerySource, baselineForwardSource, qktopkSelectSource } from '../../src/cuda/kernels/baselines.js';
 import { geluBackwardSource, geluForwardSource } from '../../src/cuda/kernels/activation.js';
@@ -59,6 +60,7 @@ async function allSources(): Promise<KernelSource[]> {
         out.push(fastForwardSource({ HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MINB: 4, MASK }));
       }
       out.push(fastForwardSource({ HS, BQ: 128, WM: 2, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows' }));
+      for (const NC of [1, 2, 3] as const) out.push(wgForwardSource({ HS, OUT, NC, STAGES: 4, MINB: HS === 64 && NC === 2 ? 2 : 0 }));
       out.push(bwdPrepSource(OUT, HS));
     }
   }

@@ -35,6 +35,31 @@
 
 import type { KernelSource } from '../runtime.js';
 
+/**
+ * CUDA text: key_rows(), the per-key data of MASK 'rows' (also the Hopper forward's, attention-wg.ts). Needs
+ * ord_of, u64 and BQ (the block's queries) defined before it.
+ */
+export const KEY_ROWS = `
+// The block rows attending key j (score uj), packed a | b << 8 | g << 16: rows [a, b) attend it, those
+// from g on gated. bthk holds the block rows' thk (~0 past T). thk never decreases with i, so the rows
+// selecting j by its key are a prefix [0, hs).
+__device__ __forceinline__ int key_rows(const u64* bthk, int j, float uj, bool selected, int i0, int W) {
+  if (j < 0) return 0;
+  const u64 key = ((u64)ord_of(uj) << 32) | (unsigned)j;
+  int hs = 0, z = BQ;
+  while (hs < z) {
+    const int mid = (hs + z) >> 1;
+    if (bthk[mid] <= key) hs = mid + 1;
+    else z = mid;
+  }
+  if (selected) return hs << 8; // Sel_{i0}: selected (and gated) by rows [0, hs)
+  // a range key: window rows [j - i0, j + W - i0), then, as a new candidate, the rows from j + W - i0 on
+  // that select it (gated)
+  const int wend = min(BQ, max(0, j + W - i0));
+  return min(BQ, max(0, j - i0)) | max(wend, hs) << 8 | wend << 16;
+}
+`;
+
 export interface FastForwardVariant {
   HS: 64 | 128;
   /** Queries per block: 16 WM per warp. */
@@ -184,6 +209,7 @@ __device__ __forceinline__ float ex2(float x) {
   return exp2f(x);
 #endif
 }
+${KEY_ROWS}
 // clip(a - b, 0, 1) in one instruction (a gate)
 __device__ __forceinline__ float sat_sub(float a, float b) {
   float y;
@@ -445,27 +471,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
       mpos[x] = j[a];
       mu_[x] = uu[a];
 #if MASK_ROWS
-      int ra = 0, rb = 0, rg = 0;
-      if (j[a] >= 0) {
-        // rows selecting j by its key: thk never decreases with i, so a prefix [0, hs)
-        const u64 key = ((u64)ord_of(uu[a]) << 32) | (unsigned)j[a];
-        int hs = 0, z = BQ;
-        while (hs < z) {
-          const int mid = (hs + z) >> 1;
-          if (bthk[mid] <= key) hs = mid + 1;
-          else z = mid;
-        }
-        if (x < nselT * BK) rb = hs; // Sel_{i0}: selected (and gated) by rows [0, hs)
-        else {
-          // a range key: window rows [j - i0, j + W - i0), then, as a new candidate, rows from
-          // j + W - i0 on that select it (gated)
-          const int wend = min(BQ, max(0, j[a] + W - i0));
-          ra = min(BQ, max(0, j[a] - i0));
-          rb = max(wend, hs);
-          rg = wend;
-        }
-      }
-      mrng[x] = ra | rb << 8 | rg << 16;
+      mrng[x] = key_rows(bthk, j[a], uu[a], x < nselT * BK, i0, W);
 #else
       mkey[x] = j[a] >= 0 ? (((u64)ord_of(uu[a]) << 32) | (unsigned)j[a]) : 0ull;
 #endif

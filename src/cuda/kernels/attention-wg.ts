@@ -1,9 +1,11 @@
 // Hopper (sm_90a) wgmma SparseK attention FORWARD with NC consumer warpgroups a block and mbarrier
-// pipelining (lab, session 11). Same semantics, parameters and outputs as the production kernel
-// (src/cuda/kernels/attention-tc.ts, fastForwardSource, whose header comment defines the key set, the
-// mask as per-key block row ranges and the gate); grid (ceil(T / BQ), NH, B), block 128 NC threads.
+// pipelining, what CudaBackend runs on Hopper (measurements: dev/cuda-attention-wgmma/README.md). Same
+// semantics, parameters and outputs as the mma.sync kernel for other GPUs (attention-tc.ts,
+// fastForwardSource, whose header comment defines the key set, the mask as per-key block row ranges
+// and the gate); grid (ceil(T / BQ), NH, B), block 128 NC threads.
 //
-// What differs from kernel.ts (one warpgroup, 64 queries, a __syncthreads per tile):
+// What differs from the lab's first wgmma forward (dev/cuda-attention-wgmma/kernel.ts: one warpgroup,
+// 64 queries, a __syncthreads per tile):
 // - BQ = 64 NC queries a block. Warpgroup g owns rows 64 g .. 64 g + 63 and its own Q tile; all NC
 //   share each K/V tile, so the block reads its keys once for 64 NC queries (the production kernel's
 //   reason for 128 queries a block: each gathered row costs L2 bandwidth).
@@ -22,10 +24,11 @@
 // full[t + 1]; wait full[t + 1]; issue S_{t+1} and P V_t; refill; wait S_{t+1}; mask and softmax
 // of t + 1; wait P V_t; arrive empty[t]; o *= corr (when needed) and pack P_{t+1}.
 
-import type { KernelSource } from '../../src/cuda/runtime.js';
-import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from '../../src/cuda/kernels/wgmma.js';
+import type { KernelSource } from '../runtime.js';
+import { KEY_ROWS } from './attention-tc.js';
+import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
-export interface MbForwardVariant {
+export interface WgForwardVariant {
   HS: 64 | 128;
   OUT: 'bf16' | 'f32';
   /** Consumer warpgroups a block (64 queries each). */
@@ -36,28 +39,28 @@ export interface MbForwardVariant {
   MINB?: number;
 }
 
-export const BK = 64;
+const BK = 64;
 
-export const mbForwardBQ = (v: MbForwardVariant): number => 64 * v.NC;
-export const mbForwardThreads = (v: MbForwardVariant): number => 128 * v.NC;
+export const wgForwardBQ = (v: WgForwardVariant): number => 64 * v.NC;
+export const wgForwardThreads = (v: WgForwardVariant): number => 128 * v.NC;
 
-export function mbForwardName(v: MbForwardVariant): string {
-  return `spk_fwd_mb_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}`;
+export function wgForwardName(v: WgForwardVariant): string {
+  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}`;
 }
 
-export function mbForwardMaxTiles(v: MbForwardVariant, K: number, W: number): number {
-  return Math.ceil(K / BK) + Math.ceil((W + mbForwardBQ(v) - 1) / BK);
+export function wgForwardMaxTiles(v: WgForwardVariant, K: number, W: number): number {
+  return Math.ceil(K / BK) + Math.ceil((W + wgForwardBQ(v) - 1) / BK);
 }
 
 /** Dynamic shared bytes: NC Q tiles, STAGES K and V tiles, the barriers, the block's thk and 12 bytes a key, 1 KiB for alignment. */
-export function mbForwardShared(v: MbForwardVariant, K: number, W: number): number {
+export function wgForwardShared(v: WgForwardVariant, K: number, W: number): number {
   const tile = 64 * v.HS * 2;
-  return 1024 + v.NC * tile + 2 * v.STAGES * tile + 16 * v.STAGES + 8 * mbForwardBQ(v) + 12 * BK * mbForwardMaxTiles(v, K, W);
+  return 1024 + v.NC * tile + 2 * v.STAGES * tile + 16 * v.STAGES + 8 * wgForwardBQ(v) + 12 * BK * wgForwardMaxTiles(v, K, W);
 }
 
-export function mbForwardSource(v: MbForwardVariant): KernelSource {
+export function wgForwardSource(v: WgForwardVariant): KernelSource {
   if (v.STAGES < 3) throw new Error('STAGES must be at least 3');
-  const name = mbForwardName(v);
+  const name = wgForwardName(v);
   return {
     name,
     archSpecific: true,
@@ -84,6 +87,7 @@ __device__ __forceinline__ unsigned ord_of(float x) {
   unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
+${KEY_ROWS}
 __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -260,24 +264,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${v.MINB ? `, ${v.MINB}` : ''})
       if (x >= nkeys) continue;
       mpos[x] = j[a];
       mu_[x] = uu[a];
-      int ra = 0, rb = 0, rg = 0;
-      if (j[a] >= 0) {
-        const u64 key = ((u64)ord_of(uu[a]) << 32) | (unsigned)j[a];
-        int hs = 0, z = BQ;
-        while (hs < z) {
-          const int mid = (hs + z) >> 1;
-          if (bthk[mid] <= key) hs = mid + 1;
-          else z = mid;
-        }
-        if (x < nselT * BK) rb = hs;
-        else {
-          const int wend = min(BQ, max(0, j[a] + W - i0));
-          ra = min(BQ, max(0, j[a] - i0));
-          rb = max(wend, hs);
-          rg = wend;
-        }
-      }
-      mrng[x] = ra | rb << 8 | rg << 16;
+      mrng[x] = key_rows(bthk, j[a], uu[a], x < nselT * BK, i0, W);
     }
   }
   __syncthreads();
