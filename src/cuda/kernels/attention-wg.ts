@@ -20,11 +20,9 @@
 //   t + STAGES - 1) at iteration t, once empty says tile t - 1 is read, while this warpgroup's
 //   wgmmas run. Tiles are in the 128-byte swizzled layout (wgmma.ts SW128).
 //
-// Per iteration t of a warpgroup (OVERLAP, as kernel.ts): wait own copies of t, fence, arrive
-// full[t]; wait full[t]; issue S_t and P V of the previous tile; refill (tile t + STAGES - 2 into the
-// stage of tile t - 2); wait S_t; mask and softmax of t; wait P V; arrive empty for the previous tile;
-// o *= corr (when needed) and pack P_t. With SKIP, a warpgroup none of whose rows attends a key of tile
-// t (worked out per tile from the row ranges) only announces it read, after issuing any pending P V.
+// Per iteration t of a warpgroup (OVERLAP, as kernel.ts): wait own copies of t + 1, fence, arrive
+// full[t + 1]; wait full[t + 1]; issue S_{t+1} and P V_t; refill; wait S_{t+1}; mask and softmax
+// of t + 1; wait P V_t; arrive empty[t]; o *= corr (when needed) and pack P_{t+1}.
 
 import type { KernelSource } from '../runtime.js';
 import { KEY_ROWS } from './attention-tc.js';
@@ -39,8 +37,6 @@ export interface WgForwardVariant {
   STAGES: 3 | 4 | 5;
   /** __launch_bounds__ minimum blocks per SM (0: none). */
   MINB?: number;
-  /** A warpgroup skips the tiles (S, softmax, P V) where none of its rows attends a key. Default false. */
-  SKIP?: boolean;
 }
 
 const BK = 64;
@@ -49,17 +45,17 @@ export const wgForwardBQ = (v: WgForwardVariant): number => 64 * v.NC;
 export const wgForwardThreads = (v: WgForwardVariant): number => 128 * v.NC;
 
 export function wgForwardName(v: WgForwardVariant): string {
-  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}${v.SKIP ? '_skip' : ''}`;
+  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}`;
 }
 
 export function wgForwardMaxTiles(v: WgForwardVariant, K: number, W: number): number {
   return Math.ceil(K / BK) + Math.ceil((W + wgForwardBQ(v) - 1) / BK);
 }
 
-/** Dynamic shared bytes: NC Q tiles, STAGES K and V tiles, the barriers, the block's thk, 12 bytes a key and 4 a tile, 1 KiB for alignment. */
+/** Dynamic shared bytes: NC Q tiles, STAGES K and V tiles, the barriers, the block's thk and 12 bytes a key, 1 KiB for alignment. */
 export function wgForwardShared(v: WgForwardVariant, K: number, W: number): number {
   const tile = 64 * v.HS * 2;
-  return 1024 + v.NC * tile + 2 * v.STAGES * tile + 16 * v.STAGES + 8 * wgForwardBQ(v) + (12 * BK + 4) * wgForwardMaxTiles(v, K, W);
+  return 1024 + v.NC * tile + 2 * v.STAGES * tile + 16 * v.STAGES + 8 * wgForwardBQ(v) + 12 * BK * wgForwardMaxTiles(v, K, W);
 }
 
 export function wgForwardSource(v: WgForwardVariant): KernelSource {
@@ -83,7 +79,6 @@ export function wgForwardSource(v: WgForwardVariant): KernelSource {
 #define TILE_BYTES (64 * HS * 2)
 #define OUT_BF16 ${v.OUT === 'bf16' ? 1 : 0}
 #define STAGES ${v.STAGES}
-#define SKIP ${v.SKIP ? 1 : 0}
 ${SW128}
 ${wgmmaSS(64)}
 ${wgmmaRS(v.HS, 1)}
@@ -241,9 +236,6 @@ extern "C" __global__ void __launch_bounds__(NTHR${v.MINB ? `, ${v.MINB}` : ''})
   float* mu_ = reinterpret_cast<float*>(bthk + BQ);
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
   int* mrng = mpos + nkeys;
-#if SKIP
-  int* tuse = mrng + nkeys; // [nT]
-#endif
 
   if (tid == 0) {
     for (int s = 0; s < STAGES; s++) { mb_init(full0 + 8 * s, NTHR); mb_init(empty0 + 8 * s, NTHR); }
@@ -276,21 +268,6 @@ extern "C" __global__ void __launch_bounds__(NTHR${v.MINB ? `, ${v.MINB}` : ''})
     }
   }
   __syncthreads();
-#if SKIP
-  // tuse[t] bit g: some row of warpgroup g attends a key of tile t (rows [a, b) of the block meet
-  // [64 g, 64 g + 64)); a warpgroup skips the other tiles
-  for (int t = tid >> 5; t < nT; t += NTHR / 32) {
-    unsigned bits = 0;
-    for (int r = lane; r < BK; r += 32) {
-      const int rg = mrng[t * BK + r], ra = rg & 255, rb = (rg >> 8) & 255;
-#pragma unroll
-      for (int g = 0; g < NC; g++) bits |= (ra < 64 * g + 64 && rb > 64 * g && rb > ra) ? 1u << g : 0u;
-    }
-    bits = __reduce_or_sync(FULL, bits);
-    if (lane == 0) tuse[t] = bits;
-  }
-  __syncthreads();
-#endif
 
   // tile t into stage t % STAGES, every thread a share of its chunks
   auto issue = [&](int t) {
@@ -356,79 +333,43 @@ extern "C" __global__ void __launch_bounds__(NTHR${v.MINB ? `, ${v.MINB}` : ''})
   };
   auto full_wait = [&](int t) { mb_wait(full0 + 8 * (t % STAGES), (t / STAGES) & 1); };
 
-  auto empty_arrive = [&](int t) { mb_arrive(empty0 + 8 * (t % STAGES)); };
-#if SKIP
-  auto use = [&](int t) -> bool { return (tuse[t] >> wg) & 1; };
-#else
-  auto use = [&](int t) -> bool { return true; };
-#endif
-
-  // pend: the used tile whose P is packed and whose P V is not yet issued (-1: none). Its P V is issued
-  // with the next used tile's S (overlapped), or alone when the next tile is skipped, so that by
-  // iteration t this thread has announced every tile <= t - 2 read (the refill below waits for that).
-  int pend = -1;
   bool resc = false;
   if (nT > 0) {
     full_wait(0);
-    if (use(0)) {
-      wg_fence();
-      issue_s(0);
-      wg_wait<0>();
-      reg_fence(s);
-      resc = softmax(0);
-      rescale_pack(o, pa, s, corr, resc);
-      pend = 0;
-    } else empty_arrive(0);
+    wg_fence();
+    issue_s(0);
+    wg_wait<0>();
+    reg_fence(s);
+    resc = softmax(0);
+    rescale_pack(o, pa, s, corr, resc);
   }
-  for (int t = 1; t < nT; t++) {
-    // this thread's copies of tile t have landed: announce them
+  for (int t = 0; t + 1 < nT; t++) {
+    // this thread's copies of tile t + 1 have landed: announce them
     cp_wait<STAGES - 3>();
     fence_async_shared();
-    mb_arrive(full0 + 8 * (t % STAGES));
-    full_wait(t);
-    // the refill: tile t + STAGES - 2 into the stage of tile t - 2, once every warpgroup has read it
-    auto refill = [&]() {
-      const int r = t + STAGES - 2;
-      if (r < nT) {
-        if (t >= 2) mb_wait(empty0 + 8 * ((t - 2) % STAGES), ((t - 2) / STAGES) & 1);
-        issue(r);
-      }
-      cp_commit();
-    };
-    if (use(t)) {
-      wg_fence();
-      issue_s(t);
-      if (pend >= 0) issue_pv(pend);
-      refill();
-      if (pend >= 0) wg_wait<1>();
-      else wg_wait<0>();
-      reg_fence(s);
-      resc = softmax(t);
-      if (pend >= 0) {
-        wg_wait<0>();
-        reg_fence(o);
-        empty_arrive(pend);
-      }
-      rescale_pack(o, pa, s, corr, resc);
-      pend = t;
-    } else {
-      if (pend >= 0) {
-        wg_fence();
-        issue_pv(pend);
-      }
-      refill();
-      if (pend >= 0) {
-        wg_wait<0>();
-        reg_fence(o);
-        empty_arrive(pend);
-        pend = -1;
-      }
-      empty_arrive(t);
-    }
-  }
-  if (pend >= 0) {
+    mb_arrive(full0 + 8 * ((t + 1) % STAGES));
+    full_wait(t + 1);
     wg_fence();
-    issue_pv(pend);
+    issue_s(t + 1);
+    issue_pv(t);
+    // refill the stage of tile t - 1 with tile t + STAGES - 1 once every warpgroup has read it
+    const int r = t + STAGES - 1;
+    if (r < nT) {
+      if (t >= 1) mb_wait(empty0 + 8 * ((t - 1) % STAGES), ((t - 1) / STAGES) & 1);
+      issue(r);
+    }
+    cp_commit();
+    wg_wait<1>();
+    reg_fence(s);
+    resc = softmax(t + 1);
+    wg_wait<0>();
+    reg_fence(o);
+    mb_arrive(empty0 + 8 * (t % STAGES));
+    rescale_pack(o, pa, s, corr, resc);
+  }
+  if (nT > 0) {
+    wg_fence();
+    issue_pv(nT - 1);
     wg_wait<0>();
     reg_fence(o);
   }
