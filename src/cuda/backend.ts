@@ -743,9 +743,10 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // selKeySet skips the candidates no block row selects.
     const sg: WgSelVariant = HS === 64 ? { HS, QB: 256 } : { HS };
     const selWg = hopper && bwdSelWgShared(sg, K) <= this.sharedOptin() ? sg : null;
-    // The forward on Hopper: wgmma, two warpgroups of 64 queries sharing each K/V tile, stages tracked by
-    // mbarriers (attention-wg.ts; 64K: 1.60 to 1.28 ms at HS 64, 3.09 to 2.26 at HS 128, session 11).
-    const wgf: WgForwardVariant = { HS, OUT: 'f32', NC: 2, STAGES: 4, MINB: HS === 64 ? 2 : 0 };
+    // The forward on Hopper: wgmma, warpgroups of 64 queries sharing each K/V tile, stages tracked by
+    // mbarriers (attention-wg.ts, session 11). 64K: 1.60 to 1.28 ms at HS 64 with two warpgroups (two
+    // blocks an SM at 128 registers); 3.09 to 2.26 at HS 128 with two, 2.10 with three (168 registers).
+    const wgf: WgForwardVariant = HS === 64 ? { HS, OUT: 'f32', NC: 2, STAGES: 4, MINB: 2 } : { HS, OUT: 'f32', NC: 3, STAGES: 3 };
     const fwdWg = hopper && wgForwardShared(wgf, K, W) <= this.sharedOptin() ? wgf : null;
     const fits = Math.max(fwdWg ? 0 : fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win), winWg ? bwdWinWgShared(winWg) : 0) <= this.sharedOptin();
     return fits ? { fwd, fwdWg, win, winWg, sel, selWg } : null;

@@ -60,7 +60,8 @@ async function allSources(): Promise<KernelSource[]> {
         out.push(fastForwardSource({ HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MINB: 4, MASK }));
       }
       out.push(fastForwardSource({ HS, BQ: 128, WM: 2, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows' }));
-      for (const NC of [1, 2, 3] as const) out.push(wgForwardSource({ HS, OUT, NC, STAGES: 4, MINB: HS === 64 && NC === 2 ? 2 : 0 }));
+      // the Hopper forward as CudaBackend runs it, and one warpgroup
+      out.push(wgForwardSource(HS === 64 ? { HS, OUT, NC: 2, STAGES: 4, MINB: 2 } : { HS, OUT, NC: 3, STAGES: 3 }), wgForwardSource({ HS, OUT, NC: 1, STAGES: 4 }));
       out.push(bwdPrepSource(OUT, HS));
     }
   }
