@@ -60,6 +60,38 @@ __device__ __forceinline__ int key_rows(const u64* bthk, int j, float uj, bool s
 }
 `;
 
+/** The forward kernels' parameters (this file's and attention-wg.ts's), as launch() encodes them and in C. */
+export const FWD_PARAMS: KernelSource['params'] = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'];
+export const FWD_PARAMS_C = `    void* out_,                       // (B, NH, T, HS) bf16 or fp32
+    float* lse,                       // (B, NH, T): natural log sum_j exp(s_ij); -inf for a row without keys
+    const bf16* __restrict__ q,       // (B, NH, T, HS)
+    const bf16* __restrict__ k,       // (B, NKV, T, HS)
+    const bf16* __restrict__ v,       // (B, NKV, T, HS)
+    const float* __restrict__ u,      // (B, NKV, T)
+    const double* __restrict__ tau,   // (B, NKV, T)
+    const u64* __restrict__ thk,      // (B, NKV, T)  key of Sel_i's weakest member, 0 when all are selected
+    const int* __restrict__ count,    // (B, NKV, T)
+    const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
+    int T, int NH, int NKV, int K, int W, float scale`;
+
+/**
+ * CUDA text: a forward block's key set (SPEC section 3's block property), nsel keys of Sel_{i0} then the
+ * range [lo, hi), in nT tiles of BK, and key_pos(x). Needs BQ, BK, b, h, i0 and kv0.
+ */
+export const FWD_KEY_SET = `  // the block's keys: nsel selected (row i0 of sel), then the range [lo, hi)
+  const int nsel = count[kv0 + i0];
+  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
+  const int lo = max(0, i0 - W + 1), hi = min(T, i0 + BQ);
+  const int nselT = (nsel + BK - 1) / BK, nT = nselT + (hi - lo + BK - 1) / BK;
+  // position of the block's x-th key (x = tile * BK + row), -1 past the end of its part
+  auto key_pos = [&](int x) -> int {
+    const int t = x / BK, r = x % BK;
+    if (t < nselT) return x < nsel ? srow[x] : -1;
+    const int j = lo + (t - nselT) * BK + r;
+    return j < hi ? j : -1;
+  };
+`;
+
 export interface FastForwardVariant {
   HS: 64 | 128;
   /** Queries per block: 16 WM per warp. */
@@ -149,7 +181,7 @@ export function fastForwardSource(v: FastForwardVariant): KernelSource {
   const name = fastForwardName(o);
   return {
     name,
-    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'],
+    params: FWD_PARAMS,
     source: `
 typedef unsigned long long u64;
 typedef unsigned short bf16;
@@ -403,17 +435,7 @@ __device__ __forceinline__ void tile_step(
 }
 
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
-    void* out_,                       // (B, NH, T, HS) bf16 or fp32
-    float* lse,                       // (B, NH, T): natural log sum_j exp(s_ij); -inf for a row without keys
-    const bf16* __restrict__ q,       // (B, NH, T, HS)
-    const bf16* __restrict__ k,       // (B, NKV, T, HS)
-    const bf16* __restrict__ v,       // (B, NKV, T, HS)
-    const float* __restrict__ u,      // (B, NKV, T)
-    const double* __restrict__ tau,   // (B, NKV, T)
-    const u64* __restrict__ thk,      // (B, NKV, T)  key of Sel_i's weakest member, 0 when all are selected
-    const int* __restrict__ count,    // (B, NKV, T)
-    const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
-    int T, int NH, int NKV, int K, int W, float scale) {
+${FWD_PARAMS_C}) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Ks = reinterpret_cast<bf16*>(smem);        // [STAGES][BK][LDS]
   bf16* Vs = Ks + STAGES * BK * LDS;               // [STAGES][BK][LDS]
@@ -430,19 +452,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''})
   const bf16* vb = v + kv0 * HS;
   const float sl = scale * 1.4426950408889634f;
 
-  // the block's keys: nsel selected (row i0 of sel), then the range [lo, hi)
-  const int nsel = count[kv0 + i0];
-  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
-  const int lo = max(0, i0 - W + 1), hi = min(T, i0 + BQ);
-  const int nselT = (nsel + BK - 1) / BK, nT = nselT + (hi - lo + BK - 1) / BK;
-  // position of the block's x-th key (x = tile * BK + row), -1 past the end of its part
-  auto key_pos = [&](int x) -> int {
-    const int t = x / BK, r = x % BK;
-    if (t < nselT) return x < nsel ? srow[x] : -1;
-    const int j = lo + (t - nselT) * BK + r;
-    return j < hi ? j : -1;
-  };
-#if META_ALL
+${FWD_KEY_SET}#if META_ALL
   const int nkeys = nT * BK;
 #if MASK_ROWS
   u64* bthk = mkey;

@@ -25,7 +25,7 @@
 // of t + 1; wait P V_t; arrive empty[t]; o *= corr (when needed) and pack P_{t+1}.
 
 import type { KernelSource } from '../runtime.js';
-import { KEY_ROWS } from './attention-tc.js';
+import { FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C, KEY_ROWS } from './attention-tc.js';
 import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
 export interface WgForwardVariant {
@@ -64,7 +64,7 @@ export function wgForwardSource(v: WgForwardVariant): KernelSource {
   return {
     name,
     archSpecific: true,
-    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'],
+    params: FWD_PARAMS,
     source: `${WGMMA_PRELUDE}
 #define HS ${v.HS}
 #define NC ${v.NC}
@@ -194,17 +194,7 @@ __device__ __forceinline__ void rescale_pack(float (&o)[NO], u32 (&pa)[BK / 16][
 }
 
 extern "C" __global__ void __launch_bounds__(NTHR${v.MINB ? `, ${v.MINB}` : ''}) ${name}(
-    void* out_,                       // (B, NH, T, HS) bf16 or fp32
-    float* lse,                       // (B, NH, T): natural log sum_j exp(s_ij); -inf for a row without keys
-    const bf16* __restrict__ q,       // (B, NH, T, HS)
-    const bf16* __restrict__ k,       // (B, NKV, T, HS)
-    const bf16* __restrict__ v,       // (B, NKV, T, HS)
-    const float* __restrict__ u,      // (B, NKV, T)
-    const double* __restrict__ tau,   // (B, NKV, T)
-    const u64* __restrict__ thk,      // (B, NKV, T)  key of Sel_i's weakest member, 0 when all are selected
-    const int* __restrict__ count,    // (B, NKV, T)
-    const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
-    int T, int NH, int NKV, int K, int W, float scale) {
+${FWD_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   unsigned char* Qs = smem;                          // [NC][64][HS]
@@ -222,17 +212,7 @@ extern "C" __global__ void __launch_bounds__(NTHR${v.MINB ? `, ${v.MINB}` : ''})
   const bf16* vb = v + kv0 * HS;
   const float sl = scale * 1.4426950408889634f;
 
-  const int nsel = count[kv0 + i0];
-  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K;
-  const int lo = max(0, i0 - W + 1), hi = min(T, i0 + BQ);
-  const int nselT = (nsel + BK - 1) / BK, nT = nselT + (hi - lo + BK - 1) / BK;
-  auto key_pos = [&](int x) -> int {
-    const int t = x / BK, r = x % BK;
-    if (t < nselT) return x < nsel ? srow[x] : -1;
-    const int j = lo + (t - nselT) * BK + r;
-    return j < hi ? j : -1;
-  };
-  const int nkeys = nT * BK;
+${FWD_KEY_SET}  const int nkeys = nT * BK;
   float* mu_ = reinterpret_cast<float*>(bthk + BQ);
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
   int* mrng = mpos + nkeys;
