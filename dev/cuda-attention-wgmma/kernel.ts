@@ -56,6 +56,7 @@
 
 import type { KernelSource } from '../../src/cuda/runtime.js';
 import { FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C } from '../../src/cuda/kernels/attention-tc.js';
+import { WG_STORE_ROWS } from '../../src/cuda/kernels/attention-wg.js';
 
 export interface WgmmaForwardVariant {
   HS: 64 | 128;
@@ -235,6 +236,7 @@ __device__ __forceinline__ void softmax_step(
   }
 }
 
+${WG_STORE_ROWS}
 // O *= corr, then P's register A fragments from s (keys 16kk .. 16kk + 15 -> pa[kk]).
 __device__ __forceinline__ void rescale_pack(float (&o)[NO], u32 (&pa)[BK / 16][4], const float (&s)[NS], const float (&corr)[2]) {
 #pragma unroll
@@ -432,33 +434,7 @@ ${FWD_KEY_SET}
     reg_fence(o);
   }
 
-#pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    l[rr] += __shfl_xor_sync(FULL, l[rr], 1);
-    l[rr] += __shfl_xor_sync(FULL, l[rr], 2);
-  }
-  const int t4 = lane & 3;
-#pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    const int i = qi[rr];
-    if (i >= T) continue;
-    const float inv = l[rr] > 0.f ? 1.f / l[rr] : 0.f;
-    const size_t row = qrow0 + i;
-#pragma unroll
-    for (int n = 0; n < NO / 4; n++) {
-      const float x0 = o[4 * n + 2 * rr] * inv, x1 = o[4 * n + 2 * rr + 1] * inv;
-      const int d = n * 8 + 2 * t4;
-#if OUT_BF16
-      reinterpret_cast<u32*>(out_)[(row * HS + d) >> 1] = pack_bf16(x0, x1);
-#else
-      float2 pr;
-      pr.x = x0;
-      pr.y = x1;
-      reinterpret_cast<float2*>(out_)[(row * HS + d) >> 1] = pr;
-#endif
-    }
-    if (t4 == 0) lse[row] = l[rr] > 0.f ? (m[rr] + log2f(l[rr])) * 0.6931471805599453f : -FINF;
-  }
+  store_rows(out_, lse, o, m, l, qi, T, qrow0);
 }
 `,
   };

@@ -92,6 +92,35 @@ export const FWD_KEY_SET = `  // the block's keys: nsel selected (row i0 of sel)
   };
 `;
 
+/**
+ * CUDA text: every key of a forward block's FWD_KEY_SET into shared memory (META 'all'): mpos, mu_, and with
+ * MASK_ROWS its row ranges (mrng, key_rows()), else its selection key (mkey). Needs nkeys, NTHR, tid, u, kv0,
+ * and with MASK_ROWS bthk and W.
+ */
+export const FWD_KEY_DATA = `  // every key's data, 4 independent loads of sel then 4 of u per thread and batch: position, u, and
+  // with MASK_ROWS the block rows [a, b) that attend it, from g on gated, else its key
+  for (int base = 0; base < nkeys; base += 4 * NTHR) {
+    int j[4];
+    float uu[4];
+#pragma unroll
+    for (int a = 0; a < 4; a++) { const int x = base + a * NTHR + tid; j[a] = x < nkeys ? key_pos(x) : -1; }
+#pragma unroll
+    for (int a = 0; a < 4; a++) uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f;
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+      const int x = base + a * NTHR + tid;
+      if (x >= nkeys) continue;
+      mpos[x] = j[a];
+      mu_[x] = uu[a];
+#if MASK_ROWS
+      mrng[x] = key_rows(bthk, j[a], uu[a], x < nselT * BK, i0, W);
+#else
+      mkey[x] = j[a] >= 0 ? (((u64)ord_of(uu[a]) << 32) | (unsigned)j[a]) : 0ull;
+#endif
+    }
+  }
+`;
+
 export interface FastForwardVariant {
   HS: 64 | 128;
   /** Queries per block: 16 WM per warp. */
@@ -465,29 +494,7 @@ ${FWD_KEY_SET}#if META_ALL
   float* mu_ = reinterpret_cast<float*>(mkey + nkeys);
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
 #endif
-  // every key's data, 4 independent loads of sel then 4 of u per thread and batch: position, u, and
-  // with MASK_ROWS the block rows [a, b) that attend it, from g on gated, else its key
-  for (int base = 0; base < nkeys; base += 4 * NTHR) {
-    int j[4];
-    float uu[4];
-#pragma unroll
-    for (int a = 0; a < 4; a++) { const int x = base + a * NTHR + tid; j[a] = x < nkeys ? key_pos(x) : -1; }
-#pragma unroll
-    for (int a = 0; a < 4; a++) uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f;
-#pragma unroll
-    for (int a = 0; a < 4; a++) {
-      const int x = base + a * NTHR + tid;
-      if (x >= nkeys) continue;
-      mpos[x] = j[a];
-      mu_[x] = uu[a];
-#if MASK_ROWS
-      mrng[x] = key_rows(bthk, j[a], uu[a], x < nselT * BK, i0, W);
-#else
-      mkey[x] = j[a] >= 0 ? (((u64)ord_of(uu[a]) << 32) | (unsigned)j[a]) : 0ull;
-#endif
-    }
-  }
-  __syncthreads();
+${FWD_KEY_DATA}  __syncthreads();
 #if MASK_ROWS
   auto meta_of = [&](int t, int st) -> Meta { return Meta{nullptr, mu_ + t * BK, mpos + t * BK, mrng + t * BK}; };
 #else

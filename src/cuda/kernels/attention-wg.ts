@@ -25,7 +25,7 @@
 // of t + 1; wait P V_t; arrive empty[t]; o *= corr (when needed) and pack P_{t+1}.
 
 import type { KernelSource } from '../runtime.js';
-import { FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C, KEY_ROWS } from './attention-tc.js';
+import { FWD_KEY_DATA, FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C, KEY_ROWS } from './attention-tc.js';
 import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
 export interface WgForwardVariant {
@@ -58,6 +58,44 @@ export function wgForwardShared(v: WgForwardVariant, K: number, W: number): numb
   return 1024 + v.NC * tile + 2 * v.STAGES * tile + 16 * v.STAGES + 8 * wgForwardBQ(v) + 12 * BK * wgForwardMaxTiles(v, K, W);
 }
 
+/**
+ * CUDA text: store_rows(), the end of a wgmma forward (this file's and the lab's dev/cuda-attention-wgmma):
+ * out and lse of a thread's two rows from its m64nHS accumulator. Needs NO, HS, OUT_BF16 and the prelude.
+ */
+export const WG_STORE_ROWS = `
+// out = o / l and lse of this thread's rows i[0], i[1] (those >= T skipped): o is the m64nHS accumulator,
+// m the rows' running max (exp2 domain), l this thread's part of their sums (the quad's are added here)
+__device__ __forceinline__ void store_rows(void* out_, float* lse, const float (&o)[NO], const float (&m)[2], float (&l)[2],
+    const int (&i)[2], int T, size_t qrow0) {
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    l[rr] += __shfl_xor_sync(FULL, l[rr], 1);
+    l[rr] += __shfl_xor_sync(FULL, l[rr], 2);
+  }
+  const int t4 = threadIdx.x & 3;
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    if (i[rr] >= T) continue;
+    const float inv = l[rr] > 0.f ? 1.f / l[rr] : 0.f;
+    const size_t row = qrow0 + i[rr];
+#pragma unroll
+    for (int n = 0; n < NO / 4; n++) {
+      const float x0 = o[4 * n + 2 * rr] * inv, x1 = o[4 * n + 2 * rr + 1] * inv;
+      const int d = n * 8 + 2 * t4;
+#if OUT_BF16
+      reinterpret_cast<u32*>(out_)[(row * HS + d) >> 1] = pack_bf16(x0, x1);
+#else
+      float2 pr;
+      pr.x = x0;
+      pr.y = x1;
+      reinterpret_cast<float2*>(out_)[(row * HS + d) >> 1] = pr;
+#endif
+    }
+    if (t4 == 0) lse[row] = l[rr] > 0.f ? (m[rr] + log2f(l[rr])) * 0.6931471805599453f : -FINF;
+  }
+}
+`;
+
 export function wgForwardSource(v: WgForwardVariant): KernelSource {
   if (v.STAGES < 3) throw new Error('STAGES must be at least 3');
   const name = wgForwardName(v);
@@ -79,6 +117,7 @@ export function wgForwardSource(v: WgForwardVariant): KernelSource {
 #define TILE_BYTES (64 * HS * 2)
 #define OUT_BF16 ${v.OUT === 'bf16' ? 1 : 0}
 #define STAGES ${v.STAGES}
+#define MASK_ROWS 1             // the per-key data of FWD_KEY_DATA
 ${SW128}
 ${wgmmaSS(64)}
 ${wgmmaRS(v.HS, 1)}
@@ -177,6 +216,7 @@ __device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], f
   return resc;
 }
 
+${WG_STORE_ROWS}
 // o *= corr when asked, then P's register A fragments from s (keys 16 kk .. 16 kk + 15 -> pa[kk])
 __device__ __forceinline__ void rescale_pack(float (&o)[NO], u32 (&pa)[BK / 16][4], const float (&s)[NS], const float (&corr)[2], bool resc) {
   if (resc) {
@@ -230,24 +270,7 @@ ${FWD_KEY_SET}  const int nkeys = nT * BK;
   }
   for (int r = tid; r < BQ; r += NTHR) bthk[r] = i0 + r < T ? thk[kv0 + i0 + r] : ~0ull;
   __syncthreads();
-  // every key's position, u and block rows [a, b) attending it, from g on gated (production's MASK rows)
-  for (int base = 0; base < nkeys; base += 4 * NTHR) {
-    int j[4];
-    float uu[4];
-#pragma unroll
-    for (int a = 0; a < 4; a++) { const int x = base + a * NTHR + tid; j[a] = x < nkeys ? key_pos(x) : -1; }
-#pragma unroll
-    for (int a = 0; a < 4; a++) uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f;
-#pragma unroll
-    for (int a = 0; a < 4; a++) {
-      const int x = base + a * NTHR + tid;
-      if (x >= nkeys) continue;
-      mpos[x] = j[a];
-      mu_[x] = uu[a];
-      mrng[x] = key_rows(bthk, j[a], uu[a], x < nselT * BK, i0, W);
-    }
-  }
-  __syncthreads();
+${FWD_KEY_DATA}  __syncthreads();
 
   // tile t into stage t % STAGES, every thread a share of its chunks
   auto issue = [&](int t) {
@@ -269,13 +292,13 @@ ${FWD_KEY_SET}  const int nkeys = nT * BK;
   fence_async_shared();
   mb_arrive(full0);
 
-  int rl[2];
+  int rl[2], qi[2]; // this thread's rows: of the block, and their positions
   float qtau[2];
 #pragma unroll
   for (int rr = 0; rr < 2; rr++) {
     rl[rr] = 64 * wg + 16 * w + g8 + 8 * rr;
-    const int i = i0 + rl[rr];
-    qtau[rr] = i < T ? (float)tau[kv0 + i] : FINF;
+    qi[rr] = i0 + rl[rr];
+    qtau[rr] = qi[rr] < T ? (float)tau[kv0 + qi[rr]] : FINF;
   }
   const u64 dq = DESC_K(smem_addr(Qs + wg * TILE_BYTES));
   const u64 dk0 = DESC_K(smem_addr(Ks));
@@ -354,33 +377,7 @@ ${FWD_KEY_SET}  const int nkeys = nT * BK;
     reg_fence(o);
   }
 
-#pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    l[rr] += __shfl_xor_sync(FULL, l[rr], 1);
-    l[rr] += __shfl_xor_sync(FULL, l[rr], 2);
-  }
-  const int t4 = lane & 3;
-#pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    const int i = i0 + rl[rr];
-    if (i >= T) continue;
-    const float inv = l[rr] > 0.f ? 1.f / l[rr] : 0.f;
-    const size_t row = qrow0 + i;
-#pragma unroll
-    for (int n = 0; n < NO / 4; n++) {
-      const float x0 = o[4 * n + 2 * rr] * inv, x1 = o[4 * n + 2 * rr + 1] * inv;
-      const int d = n * 8 + 2 * t4;
-#if OUT_BF16
-      reinterpret_cast<u32*>(out_)[(row * HS + d) >> 1] = pack_bf16(x0, x1);
-#else
-      float2 pr;
-      pr.x = x0;
-      pr.y = x1;
-      reinterpret_cast<float2*>(out_)[(row * HS + d) >> 1] = pr;
-#endif
-    }
-    if (t4 == 0) lse[row] = l[rr] > 0.f ? (m[rr] + log2f(l[rr])) * 0.6931471805599453f : -FINF;
-  }
+  store_rows(out_, lse, o, m, l, qi, T, qrow0);
 }
 `,
   };
