@@ -55,8 +55,8 @@
 // schedule for debugging).
 
 import type { KernelSource } from '../../src/cuda/runtime.js';
-import { FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C } from '../../src/cuda/kernels/attention-tc.js';
-import { WG_STORE_ROWS } from '../../src/cuda/kernels/attention-wg.js';
+import { FWD_KEY_DATA, FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C } from '../../src/cuda/kernels/attention-tc.js';
+import { WG_FWD_ROWS } from '../../src/cuda/kernels/attention-wg.js';
 
 export interface WgmmaForwardVariant {
   HS: 64 | 128;
@@ -137,6 +137,7 @@ export function wgmmaForwardSource(v: WgmmaForwardVariant): KernelSource {
 #define TILE_BYTES ${tileBytes}
 #define OUT_BF16 ${o.OUT === 'bf16' ? 1 : 0}
 #define STAGES ${o.STAGES}
+#define MASK_ROWS 0             // FWD_KEY_DATA stores each key's selection key
 #define OVERLAP ${o.OVERLAP ? 1 : 0}
 #define FENCE2 ${o.FENCE2 ? 1 : 0}
 #define PLAIN ${o.PLAIN ? 1 : 0}
@@ -236,20 +237,7 @@ __device__ __forceinline__ void softmax_step(
   }
 }
 
-${WG_STORE_ROWS}
-// O *= corr, then P's register A fragments from s (keys 16kk .. 16kk + 15 -> pa[kk]).
-__device__ __forceinline__ void rescale_pack(float (&o)[NO], u32 (&pa)[BK / 16][4], const float (&s)[NS], const float (&corr)[2]) {
-#pragma unroll
-  for (int n = 0; n < NO / 4; n++) {
-    o[4 * n + 0] *= corr[0]; o[4 * n + 1] *= corr[0];
-    o[4 * n + 2] *= corr[1]; o[4 * n + 3] *= corr[1];
-  }
-#pragma unroll
-  for (int n = 0; n < BK / 8; n++) {
-    pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(s[4 * n + 0], s[4 * n + 1]);
-    pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(s[4 * n + 2], s[4 * n + 3]);
-  }
-}
+${WG_FWD_ROWS}
 
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${FWD_PARAMS_C}) {
@@ -283,24 +271,7 @@ ${FWD_KEY_SET}
   const int nkeys = nT * BK;
   float* mu_ = reinterpret_cast<float*>(mkey + nkeys);
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
-  for (int base = 0; base < nkeys; base += 4 * NTHR) {
-    int j[4];
-    float uu[4];
-#pragma unroll
-    for (int a = 0; a < 4; a++) { const int x = base + a * NTHR + tid; j[a] = x < nkeys ? key_pos(x) : -1; }
-#pragma unroll
-    for (int a = 0; a < 4; a++) uu[a] = j[a] >= 0 ? u[kv0 + j[a]] : 0.f;
-#pragma unroll
-    for (int a = 0; a < 4; a++) {
-      const int x = base + a * NTHR + tid;
-      if (x < nkeys) {
-        mpos[x] = j[a];
-        mu_[x] = uu[a];
-        mkey[x] = j[a] >= 0 ? (((u64)ord_of(uu[a]) << 32) | (unsigned)j[a]) : 0ull;
-      }
-    }
-  }
-  __syncthreads();
+${FWD_KEY_DATA}  __syncthreads();
 
   // copies of tile t into stage t % STAGES: chunk x = ((r / 8) CPR + c) 8 + r % 8 at byte 16 x
   auto issue = [&](int t) {
@@ -384,7 +355,7 @@ ${FWD_KEY_SET}
     wg_wait<0>();
     reg_fence(s);
     softmax(0);
-    rescale_pack(o, pa, s, corr);
+    rescale_pack(o, pa, s, corr, true);
   }
   auto issue_pv = [&](int t) {
     const u32 vbase = (t % STAGES) * TILE_BYTES;
@@ -417,7 +388,7 @@ ${FWD_KEY_SET}
     reg_fence(s);
     softmax(t + 1);
 #endif
-    rescale_pack(o, pa, s, corr);
+    rescale_pack(o, pa, s, corr, true);
     // every warp's S_t and PV_t have read stage t % STAGES: refill it
     if (t + STAGES < nT) {
       __syncthreads();

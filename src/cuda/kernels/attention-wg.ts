@@ -59,10 +59,27 @@ export function wgForwardShared(v: WgForwardVariant, K: number, W: number): numb
 }
 
 /**
- * CUDA text: store_rows(), the end of a wgmma forward (this file's and the lab's dev/cuda-attention-wgmma):
- * out and lse of a thread's two rows from its m64nHS accumulator. Needs NO, HS, OUT_BF16 and the prelude.
+ * CUDA text shared with the lab's first wgmma forward (dev/cuda-attention-wgmma): rescale_pack(), o's rescale
+ * and P's register fragments between tiles, and store_rows(), out and lse of a thread's two rows from its
+ * m64nHS accumulator at the end. Needs NS, NO, BK, HS, OUT_BF16 and the prelude.
  */
-export const WG_STORE_ROWS = `
+export const WG_FWD_ROWS = `
+// o *= corr when asked, then P's register A fragments from s (keys 16 kk .. 16 kk + 15 -> pa[kk])
+__device__ __forceinline__ void rescale_pack(float (&o)[NO], u32 (&pa)[BK / 16][4], const float (&s)[NS], const float (&corr)[2], bool resc) {
+  if (resc) {
+#pragma unroll
+    for (int n = 0; n < NO / 4; n++) {
+      o[4 * n + 0] *= corr[0]; o[4 * n + 1] *= corr[0];
+      o[4 * n + 2] *= corr[1]; o[4 * n + 3] *= corr[1];
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < BK / 8; n++) {
+    pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(s[4 * n + 0], s[4 * n + 1]);
+    pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(s[4 * n + 2], s[4 * n + 3]);
+  }
+}
+
 // out = o / l and lse of this thread's rows i[0], i[1] (those >= T skipped): o is the m64nHS accumulator,
 // m the rows' running max (exp2 domain), l this thread's part of their sums (the quad's are added here)
 __device__ __forceinline__ void store_rows(void* out_, float* lse, const float (&o)[NO], const float (&m)[2], float (&l)[2],
@@ -216,22 +233,7 @@ __device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], f
   return resc;
 }
 
-${WG_STORE_ROWS}
-// o *= corr when asked, then P's register A fragments from s (keys 16 kk .. 16 kk + 15 -> pa[kk])
-__device__ __forceinline__ void rescale_pack(float (&o)[NO], u32 (&pa)[BK / 16][4], const float (&s)[NS], const float (&corr)[2], bool resc) {
-  if (resc) {
-#pragma unroll
-    for (int n = 0; n < NO / 4; n++) {
-      o[4 * n + 0] *= corr[0]; o[4 * n + 1] *= corr[0];
-      o[4 * n + 2] *= corr[1]; o[4 * n + 3] *= corr[1];
-    }
-  }
-#pragma unroll
-  for (int n = 0; n < BK / 8; n++) {
-    pa[n >> 1][(n & 1) * 2 + 0] = pack_bf16(s[4 * n + 0], s[4 * n + 1]);
-    pa[n >> 1][(n & 1) * 2 + 1] = pack_bf16(s[4 * n + 2], s[4 * n + 3]);
-  }
-}
+${WG_FWD_ROWS}
 
 extern "C" __global__ void __launch_bounds__(NTHR${v.MINB ? `, ${v.MINB}` : ''}) ${name}(
 ${FWD_PARAMS_C}) {
