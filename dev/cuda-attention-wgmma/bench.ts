@@ -43,7 +43,7 @@ const wgSpecs = opt('wg', 'ov3,ser3,ov4').split(',').filter((x) => x !== '' && x
 /** src/cuda/kernels/attention-wg.ts variants: NC:STAGES[:MINB] (e.g. 2:3,2:4:1,3:3). */
 const mbSpecs = opt('mb', '').split(',').filter((x) => x !== '').map((x) => {
   const [NC, STAGES, MINB] = x.split(':').map(Number);
-  return { NC: NC as 1 | 2 | 3, STAGES: STAGES as 3 | 4 | 5, MINB: MINB || 0 };
+  return { NC: NC as 1 | 2 | 3 | 4, STAGES: STAGES as 3 | 4 | 5, MINB: MINB || 0 };
 });
 
 function emit(obj: Record<string, unknown>): void {

@@ -62,6 +62,7 @@ async function allSources(): Promise<KernelSource[]> {
       out.push(fastForwardSource({ HS, BQ: 128, WM: 2, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows' }));
       // the Hopper forward as CudaBackend runs it, and one warpgroup
       out.push(wgForwardSource(HS === 64 ? { HS, OUT, NC: 2, STAGES: 4, MINB: 2 } : { HS, OUT, NC: 3, STAGES: 3 }), wgForwardSource({ HS, OUT, NC: 1, STAGES: 4 }));
+      if (HS === 64) out.push(wgForwardSource({ HS, OUT, NC: 4, STAGES: 4 })); // the lab's 256-query blocks (9-bit row ranges)
       out.push(bwdPrepSource(OUT, HS));
     }
   }

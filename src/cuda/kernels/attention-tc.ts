@@ -40,8 +40,10 @@ import type { KernelSource } from '../runtime.js';
  * ord_of, u64 and BQ (the block's queries) defined before it.
  */
 export const KEY_ROWS = `
-// The block rows attending key j (score uj), packed a | b << 8 | g << 16: rows [a, b) attend it, those
-// from g on gated. bthk holds the block rows' thk (~0 past T). thk never decreases with i, so the rows
+#define RB (BQ > 255 ? 9 : 8)
+#define RM ((1 << RB) - 1)
+// The block rows attending key j (score uj), packed a | b << RB | g << 2 RB: rows [a, b) attend it, those
+// from g on gated; RB bits a field (8 while a block has at most 255 rows). bthk holds the block rows' thk (~0 past T). thk never decreases with i, so the rows
 // selecting j by its key are a prefix [0, hs).
 __device__ __forceinline__ int key_rows(const u64* bthk, int j, float uj, bool selected, int i0, int W) {
   if (j < 0) return 0;
@@ -52,11 +54,11 @@ __device__ __forceinline__ int key_rows(const u64* bthk, int j, float uj, bool s
     if (bthk[mid] <= key) hs = mid + 1;
     else z = mid;
   }
-  if (selected) return hs << 8; // Sel_{i0}: selected (and gated) by rows [0, hs)
+  if (selected) return hs << RB; // Sel_{i0}: selected (and gated) by rows [0, hs)
   // a range key: window rows [j - i0, j + W - i0), then, as a new candidate, the rows from j + W - i0 on
   // that select it (gated)
   const int wend = min(BQ, max(0, j + W - i0));
-  return min(BQ, max(0, j - i0)) | max(wend, hs) << 8 | wend << 16;
+  return min(BQ, max(0, j - i0)) | max(wend, hs) << RB | wend << (2 * RB);
 }
 `;
 
@@ -290,7 +292,7 @@ struct Meta {
   const u64* key;
   const float* u;
   const int* pos;
-  const int* rng; // MASK_ROWS: a_j | b_j << 8 | g_j << 16, block rows (see MASK)
+  const int* rng; // MASK_ROWS: a_j | b_j << RB | g_j << 2 RB, block rows (key_rows())
 };
 
 // Tile kinds: selected keys of Sel_{i0}; range keys needing the per-element mask; range keys that
@@ -344,7 +346,7 @@ __device__ __forceinline__ void tile_step(
         float x = s[mw][n][e];
         if (KIND != KIND_WIN) {
           const int rg = mt.rng[c];
-          const bool in = KIND == KIND_SEL ? rl[mw][rr] < ((rg >> 8) & 255) : rl[mw][rr] >= (rg & 255) && rl[mw][rr] < ((rg >> 8) & 255);
+          const bool in = KIND == KIND_SEL ? rl[mw][rr] < ((rg >> RB) & RM) : rl[mw][rr] >= (rg & RM) && rl[mw][rr] < ((rg >> RB) & RM);
           if (!in) x = -FINF;
         }
         s[mw][n][e] = x;
@@ -435,7 +437,7 @@ __device__ __forceinline__ void tile_step(
         p[e] = ex2(fmaf(s[mw][n][e], sl, -mu[mw][e >> 1]));
         l[mw][e >> 1] += p[e];
         if (KIND == KIND_SEL) p[e] *= sat_sub(mt.u[c], qtau[mw][e >> 1]);
-        if (KIND == KIND_EDGE && rl[mw][e >> 1] >= (mt.rng[c] >> 16)) p[e] *= sat_sub(mt.u[c], qtau[mw][e >> 1]);
+        if (KIND == KIND_EDGE && rl[mw][e >> 1] >= (mt.rng[c] >> (2 * RB))) p[e] *= sat_sub(mt.u[c], qtau[mw][e >> 1]);
 #else
         p[e] = ex2(s[mw][n][e] - mu[mw][e >> 1]);
         l[mw][e >> 1] += p[e];

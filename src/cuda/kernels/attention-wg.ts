@@ -32,7 +32,7 @@ export interface WgForwardVariant {
   HS: 64 | 128;
   OUT: 'bf16' | 'f32';
   /** Consumer warpgroups a block (64 queries each). */
-  NC: 1 | 2 | 3;
+  NC: 1 | 2 | 3 | 4;
   /** K/V stages, at least 3 (a thread's copies get STAGES - 2 iterations to land). */
   STAGES: 3 | 4 | 5;
   /** __launch_bounds__ minimum blocks per SM (0: none). */
@@ -188,7 +188,7 @@ __device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], f
       float x = s[4 * n + e];
       if (KIND != KIND_WIN) {
         const int rg = rng[c];
-        const bool in = KIND == KIND_SEL ? rl[rr] < ((rg >> 8) & 255) : rl[rr] >= (rg & 255) && rl[rr] < ((rg >> 8) & 255);
+        const bool in = KIND == KIND_SEL ? rl[rr] < ((rg >> RB) & RM) : rl[rr] >= (rg & RM) && rl[rr] < ((rg >> RB) & RM);
         if (!in) x = -FINF;
       }
       s[4 * n + e] = x;
@@ -226,7 +226,7 @@ __device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], f
       float p = ex2(fmaf(s[4 * n + e], sl, -mu_[e >> 1]));
       l[e >> 1] += p;
       if (KIND == KIND_SEL) p *= sat_sub(mu[c], qtau[e >> 1]);
-      if (KIND == KIND_EDGE && rl[e >> 1] >= (rng[c] >> 16)) p *= sat_sub(mu[c], qtau[e >> 1]);
+      if (KIND == KIND_EDGE && rl[e >> 1] >= (rng[c] >> (2 * RB))) p *= sat_sub(mu[c], qtau[e >> 1]);
       s[4 * n + e] = p;
     }
   }
