@@ -1,7 +1,8 @@
 // Tiled, tensor-core SparseK attention FORWARD (SPEC.md sections 3 and 4), used by CudaBackend under
 // precision bf16 (variants and measurements: dev/cuda-attention-fast) on sm_80+ GPUs other than Hopper,
-// which runs attention-wg.ts (wgmma) and shares this file's pieces (FWD_*, KEY_ROWS): bf16 q, k, v; fp32 scores u; fp32 accumulation; output bf16 or fp32, plus the
-// log-sum-exp per row (what a backward needs). Not here: the selection (src/cuda/kernels/selection-fast.ts
+// which runs attention-wg.ts (wgmma) and shares this file's pieces (FWD_*, KEY_ROWS): bf16 q, k, v;
+// fp32 scores u; fp32 accumulation; output bf16 or fp32, plus the log-sum-exp per row (what a backward
+// needs). Not here: the selection (src/cuda/kernels/selection-fast.ts
 // makes tau, the weakest selected key thk and the rows sel, which this reads), the backward, or any
 // Hopper-only feature (wgmma, TMA): mma.sync m16n8k16 through inline PTX, so NVRTC needs no CUDA
 // headers (the runtime passes no --include-path).
