@@ -55,7 +55,7 @@
 // schedule for debugging).
 
 import type { KernelSource } from '../../src/cuda/runtime.js';
-import { FWD_KEY_DATA, FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C } from '../../src/cuda/kernels/attention-tc.js';
+import { FWD_KEY_DATA, FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C, RAISE_MAX } from '../../src/cuda/kernels/attention-tc.js';
 import { WG_FWD_ROWS } from '../../src/cuda/kernels/attention-wg.js';
 
 export interface WgmmaForwardVariant {
@@ -171,6 +171,7 @@ __device__ __forceinline__ float ex2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
+${RAISE_MAX}
 
 struct Meta {
   const u64* key;
@@ -217,11 +218,7 @@ __device__ __forceinline__ void softmax_step(
   for (int rr = 0; rr < 2; rr++) {
     mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 1));
     mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 2));
-    const float mn = fmaxf(m[rr], mx[rr]);
-    mu[rr] = mn == -FINF ? 0.f : mn;      // a row with no key yet: keep p = 0, corr = 1
-    corr[rr] = ex2(m[rr] - mu[rr]);
-    m[rr] = mn;
-    l[rr] *= corr[rr];
+    mu[rr] = raise_max(m[rr], l[rr], mx[rr], corr[rr]);
   }
 #pragma unroll
   for (int n = 0; n < BK / 8; n++) {

@@ -63,6 +63,24 @@ __device__ __forceinline__ int key_rows(const u64* bthk, int j, float uj, bool s
 }
 `;
 
+/**
+ * CUDA text: raise_max(), one row's online-softmax step shared by the forward kernels (this file's, attention-wg.ts's
+ * and the wgmma lab's). Needs ex2 and FINF defined before it.
+ */
+export const RAISE_MAX = `
+// a row's running max m (exp2 domain) raised to include the tile's max mx; l scaled by corr = 2^(m_old - mu);
+// returns mu, the max the tile's p are taken against (0 for a row with no key yet: p = 0, corr = 1; when
+// m was -inf, corr is 0 and o, l are 0 anyway)
+__device__ __forceinline__ float raise_max(float& m, float& l, float mx, float& corr) {
+  const float mn = fmaxf(m, mx);
+  const float mu = mn == -FINF ? 0.f : mn;
+  corr = ex2(m - mu);
+  m = mn;
+  l *= corr;
+  return mu;
+}
+`;
+
 /** The forward kernels' parameters (this file's and attention-wg.ts's), as launch() encodes them and in C. */
 export const FWD_PARAMS: KernelSource['params'] = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'];
 export const FWD_PARAMS_C = `    void* out_,                       // (B, NH, T, HS) bf16 or fp32
@@ -273,6 +291,7 @@ __device__ __forceinline__ float ex2(float x) {
   return exp2f(x);
 #endif
 }
+${RAISE_MAX}
 ${KEY_ROWS}
 // clip(a - b, 0, 1) in one instruction (a gate)
 __device__ __forceinline__ float sat_sub(float a, float b) {
@@ -413,11 +432,7 @@ __device__ __forceinline__ void tile_step(
     float corr[2];
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
-      const float mn = fmaxf(m[mw][rr], mx[mw][rr]);
-      mu[mw][rr] = mn == -FINF ? 0.f : mn;      // a row with no key yet: keep p = 0, corr = 1
-      corr[rr] = ex2(m[mw][rr] - mu[mw][rr]);   // m = -inf: 0, and o, l are 0 anyway
-      m[mw][rr] = mn;
-      l[mw][rr] *= corr[rr];
+      mu[mw][rr] = raise_max(m[mw][rr], l[mw][rr], mx[mw][rr], corr[rr]);
     }
 #pragma unroll
     for (int n = 0; n < NO; n++) {

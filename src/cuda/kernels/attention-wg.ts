@@ -25,7 +25,7 @@
 // of t + 1; wait P V_t; arrive empty[t]; o *= corr (when needed) and pack P_{t+1}.
 
 import type { KernelSource } from '../runtime.js';
-import { FWD_KEY_DATA, FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C, KEY_ROWS } from './attention-tc.js';
+import { FWD_KEY_DATA, FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C, KEY_ROWS, RAISE_MAX } from './attention-tc.js';
 import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
 export interface WgForwardVariant {
@@ -149,6 +149,7 @@ __device__ __forceinline__ float ex2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
+${RAISE_MAX}
 __device__ __forceinline__ float sat_sub(float a, float b) {
   float y;
   asm("sub.sat.f32 %0, %1, %2;" : "=f"(y) : "f"(a), "f"(b));
@@ -211,11 +212,7 @@ __device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], f
     resc = true;
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
-      const float mn = fmaxf(m[rr], mx[rr]);
-      mu_[rr] = mn == -FINF ? 0.f : mn;     // a row with no key yet: keep p = 0, corr = 1
-      corr[rr] = ex2(m[rr] - mu_[rr]);
-      m[rr] = mn;
-      l[rr] *= corr[rr];
+      mu_[rr] = raise_max(m[rr], l[rr], mx[rr], corr[rr]);
     }
   }
 #pragma unroll
