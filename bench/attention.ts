@@ -2,12 +2,11 @@
 // CudaBackend exactly as training runs it, the SparseK selection included (SPEC section 3), for
 // the shapes of .device/peers.py (PyTorch SDPA flash and FlexAttention, run in the same call).
 //   node --import tsx bench/attention.ts [--T 4096,16384,65536] [--HS 64] [--NH 16] [--NKV 16]
-//        [--K 512] [--W 512] [--precision bf16] [--kinds sparsek] [--profile] [--split auto,on,off]
+//        [--K 512] [--W 512] [--precision bf16] [--kinds sparsek] [--profile]
 // Times are medians of CUDA-synchronised wall times (the GPU is busy far longer than the launch
 // overhead at these sizes). TFLOP/s counts 4 HS FLOP per attended (query, key) pair for the
 // forward and 14 HS for forward + backward (the backward's 5 products of 2 HS). --profile adds the
-// GPU time of each kernel of one forward and one backward. --split runs the shapes once per setting of
-// CudaBackend.splitForward (auto: its own rule; on / off: the Hopper forward split in two passes or not).
+// GPU time of each kernel of one forward and one backward.
 import { execSync } from 'node:child_process';
 import { CudaBackend } from '../src/cuda/backend.js';
 import type { CudaAttentionLayer } from '../src/cuda/backend.js';
@@ -22,8 +21,6 @@ const HS = Number(flag('HS', '64')), NH = Number(flag('NH', '16')), NKV = Number
 const K = Number(flag('K', '512')), W = Number(flag('W', '512'));
 const precision = flag('precision', 'bf16') as Precision;
 const kinds = flag('kinds', 'sparsek').split(',') as AttentionKind[];
-const splits = flag('split', 'auto').split(',').map((x) => ({ auto: null, on: true, off: false })[x as 'auto' | 'on' | 'off']);
-if (splits.some((x) => x === undefined)) throw new Error('--split takes auto, on and off');
 const be = new CudaBackend(undefined, { precision });
 const commit = process.env.SPARSEK_COMMIT ?? (() => { try { return execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim(); } catch { return 'unknown'; } })();
 console.log(`# attention benchmark: ${be.rt.name}, ${precision}, commit ${commit}, ${new Date().toISOString().slice(0, 10)}; B=1 NH=${NH} NKV=${NKV} HS=${HS} K=${K} W=${W}`);
@@ -41,8 +38,7 @@ function median(fn: () => void, reps: number): number {
   return t.sort((a, b) => a - b)[Math.floor(reps / 2)];
 }
 
-for (const split of splits) for (const attention of kinds) {
-  be.splitForward = split ?? null;
+for (const attention of kinds) {
   for (const T of Ts) {
     const shape = { B: 1, T, NH, NKV, HS };
     const nq = NH * T * HS, nkv = NKV * T * HS, nu = NKV * T;
@@ -62,7 +58,7 @@ for (const split of splits) for (const attention of kinds) {
     let pairs = 0;
     for (let i = 0; i < T; i++) pairs += Math.min(W, i + 1) + (attention === 'sparsek' ? Math.min(K, Math.max(0, i - W + 1)) : 0);
     pairs *= NH;
-    console.log(JSON.stringify({ peer: 'sparsek-cuda', attention, precision, kernels: layer.kernels, split: split ?? 'auto', io: out.dtype, T, HS, NH, NKV, K, W,
+    console.log(JSON.stringify({ peer: 'sparsek-cuda', attention, precision, kernels: layer.kernels, io: out.dtype, T, HS, NH, NKV, K, W,
       fwd_ms: Number(fwd.toFixed(3)), fwd_bwd_ms: Number(both.toFixed(3)),
       fwd_tflops: Number(((4 * HS * pairs) / (fwd * 1e9)).toFixed(1)), fwd_bwd_tflops: Number(((14 * HS * pairs) / (both * 1e9)).toFixed(1)) }));
     if (args.includes('--profile')) {

@@ -88,8 +88,6 @@ const LOSS_BLOCK = 512;
 const ROW_BLOCK = 128; // embedding rows, column sums
 const ELEM_BLOCK = LAYOUT_BLOCK; // one thread per element
 const INT32_MAX = 2147483647;
-// From this T on the Hopper forward runs split (CudaBackend.splitForward).
-const SPLIT_FORWARD_T = 16384;
 
 // cuda.h enums used by attention() alone (the others live in ffi.ts).
 const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
@@ -150,13 +148,6 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * root was written since (upload and adamw mark it stale; the next product re-copies it whole).
    */
   private readonly shadows = new Map<CudaBuffer, { copy: DeviceBlock; stale: boolean }>();
-
-  /**
-   * Whether the Hopper forward of SparseK runs split (the window pairs beside the selection, on two
-   * streams, then the selected pairs): null decides by T (SPLIT_FORWARD_T); true or false forces it,
-   * for layers made after the change (benchmarks and tests compare both).
-   */
-  splitForward: boolean | null = null;
 
   /** precision 'bf16' stores 'act' buffers as bfloat16 (mixed-precision training); 'fp32' (the default) stores every buffer as float32. */
   constructor(rt: CudaRuntime = cudaRuntime(), opts: { precision?: Precision } = {}) {
@@ -518,41 +509,21 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           }
         }
         const s = st;
-        const select = (): void => {
-          if (sparse && u !== null && s.sel !== null) {
-            rowsComplete = false;
-            // only the rows of queries 128 r where both tensor-core kernels tile 128 queries
-            const fwdBQ = tc === null ? 0 : tc.fwdWg ? wgForwardBQ(tc.fwdWg) : tc.fwd.BQ;
-            const step = tc !== null && fwdBQ === 128 && tc.sel.QB === 128 ? 2 : 1;
-            this.sparsekSelect(s, u, BH, T, K, W, { rows: s.sel, all: tc === null, step });
-          }
-          else if (selects) this.selectNothing(s, BH, T);
-        };
-        last = { out, q, k, v, u };
-        const wgLaunch = (wg: WgForwardVariant, args: KernelArg[]): void =>
-          this.launch(wgForwardSource(wg).name, () => wgForwardSource(wg), [Math.ceil(T / wgForwardBQ(wg)), NH, B], wgForwardThreads(wg), args, wgForwardShared(wg, K, W));
-        if (tc !== null && tc.fwdWg && tc.splitForward && s.tau && s.thk && s.count && s.sel) {
-          // Split: the window pairs (which read no selection) on the main stream while the selection runs
-          // beside them, then the selected pairs, merged with the window pass's out and lse.
-          const ow = this.rt.arena.take(nq * 4), lw = this.rt.arena.take(B * NH * T * 4);
-          const fwdWg = tc.fwdWg, tau = s.tau, thk = s.thk, count = s.count, sel = s.sel;
-          let args: KernelArg[] = [];
-          this.rt.concurrently(select, () => {
-            const h = last16 = { q: asBf16(q, halfOf('q', nq)), k: asBf16(k, halfOf('k', nkv)), v: asBf16(v, halfOf('v', nkv)) };
-            args = [h.q, h.k, h.v, u ?? tau, tau, thk, count, sel, T, NH, NKV, K, W, scale];
-            wgLaunch({ ...fwdWg, OUT: 'f32', PART: 'win' }, [ow.ptr, lw.ptr, ...args]);
-          });
-          wgLaunch({ ...fwdWg, OUT: out.dtype, PART: 'sel' }, [out.ptr, s.lse, ...args, ow.ptr, lw.ptr]);
-          this.rt.arena.give(ow);
-          this.rt.arena.give(lw);
-          return;
+        if (sparse && u !== null && s.sel !== null) {
+          rowsComplete = false;
+          // only the rows of queries 128 r where both tensor-core kernels tile 128 queries
+          const fwdBQ = tc === null ? 0 : tc.fwdWg ? wgForwardBQ(tc.fwdWg) : tc.fwd.BQ;
+          const step = tc !== null && fwdBQ === 128 && tc.sel.QB === 128 ? 2 : 1;
+          this.sparsekSelect(s, u, BH, T, K, W, { rows: s.sel, all: tc === null, step });
         }
-        select();
+        else if (selects) this.selectNothing(s, BH, T);
+        last = { out, q, k, v, u };
         if (tc !== null && s.tau && s.thk && s.count && s.sel) {
           last16 = { q: asBf16(q, halfOf('q', nq)), k: asBf16(k, halfOf('k', nkv)), v: asBf16(v, halfOf('v', nkv)) };
           const args: KernelArg[] = [out.ptr, s.lse, last16.q, last16.k, last16.v, u ?? s.tau, s.tau, s.thk, s.count, s.sel, T, NH, NKV, K, W, scale];
           if (tc.fwdWg) {
-            wgLaunch({ ...tc.fwdWg, OUT: out.dtype }, args);
+            const wg = { ...tc.fwdWg, OUT: out.dtype };
+            this.launch(wgForwardSource(wg).name, () => wgForwardSource(wg), [Math.ceil(T / wgForwardBQ(wg)), NH, B], wgForwardThreads(wg), args, wgForwardShared(wg, K, W));
             return;
           }
           const fwd = { ...tc.fwd, OUT: out.dtype };
@@ -742,7 +713,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * Variants as measured fastest in dev/cuda-attention-fast (H100).
    */
   private tensorCoreVariants(HS: number, K: number, W: number, G: number, T: number):
-    { fwd: FastForwardVariant; fwdWg: WgForwardVariant | null; splitForward: boolean; win: BackwardVariant; winWg: WgWindowVariant | null; sel: BackwardVariant; selWg: WgSelVariant | null } | null {
+    { fwd: FastForwardVariant; fwdWg: WgForwardVariant | null; win: BackwardVariant; winWg: WgWindowVariant | null; sel: BackwardVariant; selWg: WgSelVariant | null } | null {
     if (this.precision !== 'bf16' || (HS !== 64 && HS !== 128)) return null;
     // The forward (H100, 64K, K = W = 512): at HS 64 two 16-row tiles per warp (1.86 to 1.62 ms),
     // 128 queries a block, or with GQA 64 queries of two heads (1.65 to 1.48 ms at G = 4). HS 128 keeps
@@ -777,10 +748,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // blocks an SM at 128 registers); 3.09 to 2.26 at HS 128 with two, 2.10 with three (168 registers).
     const wgf: WgForwardVariant = HS === 64 ? { HS, OUT: 'f32', NC: 2, STAGES: 4, MINB: 2 } : { HS, OUT: 'f32', NC: 3, STAGES: 3 };
     const fwdWg = hopper && wgForwardShared(wgf, K, W) <= this.sharedOptin() ? wgf : null;
-    // Split it in two passes where there is a selection to overlap the window pairs with (SPLIT_FORWARD).
-    const splitForward = fwdWg !== null && K > 0 && W > 0 && (this.splitForward ?? T >= SPLIT_FORWARD_T);
     const fits = Math.max(fwdWg ? 0 : fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win), winWg ? bwdWinWgShared(winWg) : 0) <= this.sharedOptin();
-    return fits ? { fwd, fwdWg, splitForward, win, winWg, sel, selWg } : null;
+    return fits ? { fwd, fwdWg, win, winWg, sel, selWg } : null;
   }
 
   /** launch() with dynamic shared memory, raising the kernel's limit past the default 48 KiB on first use. */

@@ -3,10 +3,8 @@
 // a caching device-memory arena with counters, events for timing, NVRTC compilation of kernel
 // source with a memory + disk cache, the kernel launch helper, and the cuBLAS handle. Not the ops
 // themselves (backend.ts) nor kernel source (kernels/*.ts); not multi-GPU (one device per process;
-// data-parallel training runs a process per GPU). Everything is ordered on `stream`, which is what
-// makes the arena's immediate reuse of freed blocks safe, except inside concurrently(): there one
-// piece of work runs on a second, higher-priority stream, forked from and joined back into `stream`,
-// with the arena's frees held until the join.
+// data-parallel training runs a process per GPU), not multi-stream (everything is ordered on
+// `stream`, which is what makes the arena's immediate reuse of freed blocks safe).
 // Every driver, NVRTC and cuBLAS call goes through `check`, which names the call and decodes the
 // status: "cuMemAlloc_v2 failed: CUDA_ERROR_OUT_OF_MEMORY".
 // SPEC.md: section 7 (`--device cuda`, `sparsek doctor`).
@@ -99,8 +97,7 @@ const MAX_PARAMS = 32;
  * again to the next request of that size. The model allocates the same shapes every step, so after
  * the first step there are no driver calls (cuMemAlloc and cuMemFree both synchronise the device).
  * Reuse is immediate: safe because all work is queued on one stream, so a kernel that reads a block
- * after it is reused is ordered after every kernel that used it before. While frees are held
- * (CudaRuntime.concurrently: two streams), a freed block waits for release() before reuse.
+ * after it is reused is ordered after every kernel that used it before.
  */
 export class Arena {
   private readonly cache = new Map<number, bigint[]>();
@@ -137,26 +134,7 @@ export class Arena {
     return { ptr, bytes: size };
   }
 
-  private held: DeviceBlock[] | null = null;
-
-  /** Frees from now on wait in a list until release() (work on a second stream may still use them). */
-  hold(): void {
-    this.held ??= [];
-  }
-
-  /** Applies the frees held since hold(). */
-  release(): void {
-    const list = this.held ?? [];
-    this.held = null;
-    for (const b of list) this.give(b);
-  }
-
   give(block: DeviceBlock): void {
-    if (this.held !== null) {
-      if (!this.live.has(block.ptr) || this.held.some((b) => b.ptr === block.ptr)) throw new DeviceError('cuda', `device block 0x${block.ptr.toString(16)} freed twice or never allocated`);
-      this.held.push(block);
-      return;
-    }
     const size = this.live.get(block.ptr);
     if (size === undefined) throw new DeviceError('cuda', `device block 0x${block.ptr.toString(16)} freed twice or never allocated`);
     this.live.delete(block.ptr);
@@ -208,9 +186,6 @@ export class CudaRuntime {
   readonly nvrtcVersion: [number, number];
   readonly cublasVersion: number;
   readonly stream: bigint;
-  /** Where launch() queues kernels: `stream`, or the side stream inside concurrently(). */
-  private current: bigint;
-  private side = 0n; // the second stream, made on first use (higher priority than `stream`)
   readonly cublas: bigint;
   readonly arena: Arena;
   readonly cacheDir: string;
@@ -262,7 +237,6 @@ export class CudaRuntime {
     this.cu('cuCtxSetCurrent', this.context);
     this.cu('cuStreamCreate', this.out64, CU_STREAM_NON_BLOCKING);
     this.stream = this.out64[0];
-    this.current = this.stream;
 
     const major = new Int32Array(1), minor = new Int32Array(1);
     this.rtc('nvrtcVersion', major, minor);
@@ -347,45 +321,7 @@ export class CudaRuntime {
   }
 
   record(event: bigint): void {
-    this.cu('cuEventRecord', event, this.current);
-  }
-
-  /**
-   * Queues sideWork's kernels on a second stream of higher priority and mainWork's on `stream`, both
-   * after everything queued so far, and makes later work on `stream` wait for both: the block
-   * scheduler then gives free SM slots to the side stream's blocks first, and mainWork's kernels fill
-   * what they leave (for a chain of small, latency-bound kernels next to a large one). Frees of arena
-   * blocks inside either are held until the join, so neither stream's blocks are reused early.
-   * Only kernel launches (launch()) are redirected; other calls inside sideWork still go to `stream`.
-   */
-  concurrently(sideWork: () => void, mainWork: () => void): void {
-    if (this.side === 0n) {
-      const least = new Int32Array(1), greatest = new Int32Array(1);
-      this.cu('cuCtxGetStreamPriorityRange', least, greatest);
-      this.cu('cuStreamCreateWithPriority', this.out64, CU_STREAM_NON_BLOCKING, greatest[0]);
-      this.side = this.out64[0];
-    }
-    const fork = this.createEvent(), join = this.createEvent();
-    this.arena.hold();
-    try {
-      this.cu('cuEventRecord', fork, this.stream);
-      this.cu('cuStreamWaitEvent', this.side, fork, 0);
-      this.current = this.side;
-      try {
-        sideWork();
-      } finally {
-        this.current = this.stream;
-        this.cu('cuEventRecord', join, this.side);
-      }
-      mainWork();
-    } finally {
-      this.cu('cuStreamWaitEvent', this.stream, join, 0);
-      this.arena.release();
-      // an event may be destroyed while work that records or waits on it is queued (the driver
-      // releases it once that work is done)
-      this.destroyEvent(fork);
-      this.destroyEvent(join);
-    }
+    this.cu('cuEventRecord', event, this.stream);
   }
 
   /** Milliseconds between two recorded events (waits for the second). */
@@ -518,7 +454,7 @@ export class CudaRuntime {
     const [gx, gy, gz] = typeof grid === 'number' ? [grid, 1, 1] : grid;
     if (gx < 1 || gy < 1 || gz < 1) return; // nothing to do (an empty shape)
     const timing = this.profiling?.(k.name);
-    this.cu('cuLaunchKernel', k.fn, gx, gy, gz, block, 1, 1, sharedBytes, this.current, this.paramBase, null);
+    this.cu('cuLaunchKernel', k.fn, gx, gy, gz, block, 1, 1, sharedBytes, this.stream, this.paramBase, null);
     timing?.();
   }
 
@@ -563,7 +499,6 @@ export class CudaRuntime {
     this.kernels.clear();
     this.arena.trim();
     this.cu('cuStreamDestroy_v2', this.stream);
-    if (this.side !== 0n) this.cu('cuStreamDestroy_v2', this.side);
     this.cu('cuDevicePrimaryCtxRelease_v2', this.dev);
     koffi.free(this.paramBase);
     if (runtime === this) runtime = null; // the next cudaRuntime() starts afresh

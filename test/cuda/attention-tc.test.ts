@@ -4,9 +4,6 @@
 // rounding of P·g before the value product and of dS and P·g in the backward (unit roundoff
 // U = 2^-8), with fp32 accumulation. Bounds: 3U of the largest reference entry for out, 4U for the
 // gradients, and the rms error below U of the reference's rms. Skipped visibly without a CUDA device.
-// Each SparseK case runs a third time with the Hopper forward split in force (CudaBackend.splitForward:
-// the window pairs beside the selection on a second stream, then the selected pairs merged into them),
-// which CudaBackend otherwise uses only from T = 16384.
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -69,13 +66,8 @@ const cases: Case[] = [
 describe('tensor-core SparseK attention (precision bf16) against the CPU layer', { skip }, () => {
   // q, k, v, out and dout either as bf16 buffers (the layer's io, read and written in place, as the
   // model hands them over) or as float32 ones (copied to bf16 by the layer; out written in float32).
-  const runs = cases.flatMap((c) => [
-    { c, io: 'bf16' as const, split: null },
-    { c, io: 'f32' as const, split: null },
-    ...((c.kind ?? 'sparsek') === 'sparsek' ? [{ c, io: 'bf16' as const, split: true }] : []),
-  ]);
-  for (const { c, io, split } of runs) {
-    test(`${c.name}: B=${c.shape.B} T=${c.shape.T} NH=${c.shape.NH} NKV=${c.shape.NKV} HS=${c.shape.HS} K=${c.K} W=${c.W}, ${io} q, k, v, out, dout${split ? ', split forward (Hopper)' : ''}`, () => {
+  for (const c of cases) for (const io of ['bf16', 'f32'] as const) {
+    test(`${c.name}: B=${c.shape.B} T=${c.shape.T} NH=${c.shape.NH} NKV=${c.shape.NKV} HS=${c.shape.HS} K=${c.K} W=${c.W}, ${io} q, k, v, out, dout`, () => {
       const { B, T, NH, NKV, HS } = c.shape;
       const nq = B * NH * T * HS, nkv = B * NKV * T * HS, nu = B * NKV * T;
       const q = bf16Rand(nq, 1), k = bf16Rand(nkv, 2), v = bf16Rand(nkv, 3), dout = bf16Rand(nq, 5);
@@ -89,7 +81,6 @@ describe('tensor-core SparseK attention (precision bf16) against the CPU layer',
       cpu.backward(want.dq, want.dk, want.dv, scored ? want.du : null, dout);
 
       const be = new CudaBackend(undefined, { precision: 'bf16' });
-      be.splitForward = split;
       const layer = be.attention(cfg, c.shape) as CudaAttentionLayer;
       assert.equal(layer.kernels, 'tensor-core');
       assert.equal(layer.io, 'act');

@@ -48,11 +48,6 @@ export const KEY_ROWS = `
 // selecting j by its key are a prefix [0, hs).
 __device__ __forceinline__ int key_rows(const u64* bthk, int j, float uj, bool selected, int i0, int W) {
   if (j < 0) return 0;
-#if PART == 1
-  // the window pass of a split forward: window rows only, never gated (bthk is not read)
-  const int wend_ = min(BQ, max(0, j + W - i0));
-  return min(BQ, max(0, j - i0)) | wend_ << RB | wend_ << (2 * RB);
-#endif
   const u64 key = ((u64)ord_of(uj) << 32) | (unsigned)j;
   int hs = 0, z = BQ;
   while (hs < z) {
@@ -64,9 +59,6 @@ __device__ __forceinline__ int key_rows(const u64* bthk, int j, float uj, bool s
   // a range key: window rows [j - i0, j + W - i0), then, as a new candidate, the rows from j + W - i0 on
   // that select it (gated)
   const int wend = min(BQ, max(0, j + W - i0));
-#if PART == 2
-  return wend | max(wend, hs) << RB | wend << (2 * RB); // the selected pass: its rows as a new candidate only
-#endif
   return min(BQ, max(0, j - i0)) | max(wend, hs) << RB | wend << (2 * RB);
 }
 `;
@@ -107,20 +99,10 @@ export const FWD_PARAMS_C = `    void* out_,                       // (B, NH, T,
  * CUDA text: a forward block's key set (SPEC section 3's block property), nsel keys of Sel_{i0} then the
  * range [lo, hi), in nT tiles of BK, and key_pos(x). Needs BQ, BK, b, h, i0 and kv0.
  */
-export const FWD_KEY_SET = `  // the block's keys: nsel selected (row i0 of sel), then the range [lo, hi); a split forward's window
-  // pass (PART 1) has no selected keys, its selected pass (PART 2) only the new candidates in the range
-#if PART == 1
-  const int nsel = 0;
-  const int* srow = sel;
-#else
+export const FWD_KEY_SET = `  // the block's keys: nsel selected (row i0 of sel), then the range [lo, hi)
   const int nsel = count[kv0 + i0];
   const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
-#endif
-#if PART == 2
-  const int lo = max(0, i0 - W + 1), hi = min(T, max(lo, i0 + BQ - W));
-#else
   const int lo = max(0, i0 - W + 1), hi = min(T, i0 + BQ);
-#endif
   const int nselT = (nsel + BK - 1) / BK, nT = nselT + (hi - lo + BK - 1) / BK;
   // position of the block's x-th key (x = tile * BK + row), -1 past the end of its part
   auto key_pos = [&](int x) -> int {

@@ -37,15 +37,7 @@ export interface WgForwardVariant {
   STAGES: 3 | 4 | 5;
   /** __launch_bounds__ minimum blocks per SM (0: none). */
   MINB?: number;
-  /**
-   * Which pairs (default 'all'). A split forward runs 'win', the window pairs alone (reads no selection:
-   * it may run while the selection is computed), into fp32 out and lse, then 'sel': Sel_{i0} and the
-   * block's new candidates, whose last step merges the window pass's out and lse (two more parameters).
-   */
-  PART?: 'all' | 'win' | 'sel';
 }
-
-const PART_CODE = { all: 0, win: 1, sel: 2 } as const;
 
 const BK = 64;
 
@@ -53,15 +45,11 @@ export const wgForwardBQ = (v: WgForwardVariant): number => 64 * v.NC;
 export const wgForwardThreads = (v: WgForwardVariant): number => 128 * v.NC;
 
 export function wgForwardName(v: WgForwardVariant): string {
-  const part = v.PART && v.PART !== 'all' ? `_${v.PART}` : '';
-  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}${part}`;
+  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}`;
 }
 
 export function wgForwardMaxTiles(v: WgForwardVariant, K: number, W: number): number {
-  const BQ = wgForwardBQ(v);
-  if (v.PART === 'win') return Math.ceil((W + BQ - 1) / BK);
-  if (v.PART === 'sel') return Math.ceil(K / BK) + Math.ceil((BQ - 1) / BK);
-  return Math.ceil(K / BK) + Math.ceil((W + BQ - 1) / BK);
+  return Math.ceil(K / BK) + Math.ceil((W + wgForwardBQ(v) - 1) / BK);
 }
 
 /** Dynamic shared bytes: NC Q tiles, STAGES K and V tiles, the barriers, the block's thk and 12 bytes a key, 1 KiB for alignment. */
@@ -125,54 +113,13 @@ __device__ __forceinline__ void store_rows(void* out_, float* lse, const float (
 }
 `;
 
-/**
- * CUDA text: merge_rows(), store_rows() for the selected pass of a split forward: this pass's rows
- * (o, m, l as in store_rows) and the window pass's out ow and lse lw (fp32, natural log) combined by
- * their log-sum-exps into out and lse.
- */
-const MERGE_ROWS = `
-__device__ __forceinline__ void merge_rows(void* out_, float* lse, const float (&o)[NO], const float (&m)[2], float (&l)[2],
-    const int (&i)[2], int T, size_t qrow0, const float* __restrict__ ow, const float* __restrict__ lw) {
-#pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    l[rr] += __shfl_xor_sync(FULL, l[rr], 1);
-    l[rr] += __shfl_xor_sync(FULL, l[rr], 2);
-  }
-  const int t4 = threadIdx.x & 3;
-#pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    if (i[rr] >= T) continue;
-    const size_t row = qrow0 + i[rr];
-    // both parts' log2-sum-exp2; a part without keys has -inf and weight 0
-    const float ls = l[rr] > 0.f ? m[rr] + log2f(l[rr]) : -FINF, lw2 = lw[row] * 1.4426950408889634f;
-    const float mx = fmaxf(ls, lw2);
-    const float ws = mx == -FINF ? 0.f : ex2(ls - mx), ww = mx == -FINF ? 0.f : ex2(lw2 - mx);
-    const float tot = ws + ww;
-    const float cs = l[rr] > 0.f ? ws / (tot * l[rr]) : 0.f, cw = tot > 0.f ? ww / tot : 0.f;
-#pragma unroll
-    for (int n = 0; n < NO / 4; n++) {
-      const int d = n * 8 + 2 * t4;
-      const float2 w2 = reinterpret_cast<const float2*>(ow)[(row * HS + d) >> 1];
-      const float x0 = o[4 * n + 2 * rr] * cs + w2.x * cw, x1 = o[4 * n + 2 * rr + 1] * cs + w2.y * cw;
-#if OUT_BF16
-      reinterpret_cast<u32*>(out_)[(row * HS + d) >> 1] = pack_bf16(x0, x1);
-#else
-      reinterpret_cast<float2*>(out_)[(row * HS + d) >> 1] = make_float2(x0, x1);
-#endif
-    }
-    if (t4 == 0) lse[row] = tot > 0.f ? (mx + log2f(tot)) * 0.6931471805599453f : -FINF;
-  }
-}
-`;
-
 export function wgForwardSource(v: WgForwardVariant): KernelSource {
   if (v.STAGES < 3) throw new Error('STAGES must be at least 3');
   const name = wgForwardName(v);
-  const part = PART_CODE[v.PART ?? 'all'];
   return {
     name,
     archSpecific: true,
-    params: part === 2 ? [...FWD_PARAMS, 'ptr', 'ptr'] : FWD_PARAMS,
+    params: FWD_PARAMS,
     source: `${WGMMA_PRELUDE}
 #define HS ${v.HS}
 #define NC ${v.NC}
@@ -188,7 +135,6 @@ export function wgForwardSource(v: WgForwardVariant): KernelSource {
 #define OUT_BF16 ${v.OUT === 'bf16' ? 1 : 0}
 #define STAGES ${v.STAGES}
 #define MASK_ROWS 1             // the per-key data of FWD_KEY_DATA
-#define PART ${part}                 // 0 every pair, 1 the window pass, 2 the selected pass (and merge)
 ${SW128}
 ${wgmmaSS(64)}
 ${wgmmaRS(v.HS, 1)}
@@ -284,12 +230,10 @@ __device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], f
   return resc;
 }
 
-${WG_FWD_ROWS}${part === 2 ? MERGE_ROWS : ''}
+${WG_FWD_ROWS}
+
 extern "C" __global__ void __launch_bounds__(NTHR${v.MINB ? `, ${v.MINB}` : ''}) ${name}(
-${FWD_PARAMS_C}${part === 2 ? `,
-    const float* __restrict__ ow,     // (B, NH, T, HS) the window pass's out
-    const float* __restrict__ lsew    // (B, NH, T) and lse
-` : ''}) {
+${FWD_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   unsigned char* Qs = smem;                          // [NC][64][HS]
@@ -323,9 +267,7 @@ ${FWD_KEY_SET}  const int nkeys = nT * BK;
       cp_async16(qd + COPY_DST(x), q + (qrow0 + (i < T ? i : 0)) * HS + COPY_CHUNK(x) * 8, i < T ? 16 : 0);
     }
   }
-#if PART != 1
   for (int r = tid; r < BQ; r += NTHR) bthk[r] = i0 + r < T ? thk[kv0 + i0 + r] : ~0ull;
-#endif
   __syncthreads();
 ${FWD_KEY_DATA}  __syncthreads();
 
@@ -355,7 +297,7 @@ ${FWD_KEY_DATA}  __syncthreads();
   for (int rr = 0; rr < 2; rr++) {
     rl[rr] = 64 * wg + 16 * w + g8 + 8 * rr;
     qi[rr] = i0 + rl[rr];
-    qtau[rr] = qi[rr] < T && PART != 1 ? (float)tau[kv0 + qi[rr]] : FINF;
+    qtau[rr] = qi[rr] < T ? (float)tau[kv0 + qi[rr]] : FINF;
   }
   const u64 dq = DESC_K(smem_addr(Qs + wg * TILE_BYTES));
   const u64 dk0 = DESC_K(smem_addr(Ks));
@@ -387,8 +329,8 @@ ${FWD_KEY_DATA}  __syncthreads();
     const int* tr = mrng + t * BK;
     if (t < nselT) return softmax_step<KIND_SEL>(s, corr, m, l, tu, tr, rl, qtau, sl);
     const int a = lo + (t - nselT) * BK, z = a + BK - 1;
-    // whole tile in Win_i of every row of this warpgroup, no padding (never in the selected pass)
-    if (PART != 2 && z <= iw && a > iw + 63 - W && z < hi) return softmax_step<KIND_WIN>(s, corr, m, l, tu, tr, rl, qtau, sl);
+    // whole tile in Win_i of every row of this warpgroup, no padding
+    if (z <= iw && a > iw + 63 - W && z < hi) return softmax_step<KIND_WIN>(s, corr, m, l, tu, tr, rl, qtau, sl);
     return softmax_step<KIND_EDGE>(s, corr, m, l, tu, tr, rl, qtau, sl);
   };
   auto full_wait = [&](int t) { mb_wait(full0 + 8 * (t % STAGES), (t / STAGES) & 1); };
@@ -434,11 +376,7 @@ ${FWD_KEY_DATA}  __syncthreads();
     reg_fence(o);
   }
 
-#if PART == 2
-  merge_rows(out_, lse, o, m, l, qi, T, qrow0, ow, lsew);
-#else
   store_rows(out_, lse, o, m, l, qi, T, qrow0);
-#endif
 }
 `,
   };
