@@ -37,32 +37,25 @@ export interface WgForwardVariant {
   STAGES: 3 | 4 | 5;
   /** __launch_bounds__ minimum blocks per SM (0: none). */
   MINB?: number;
-  /**
-   * Keys a tile (default 64). 128 (HS 64 only): S = Q K^T as one m64n128 product a k-step and P V over 8
-   * k-steps, so the per-tile work (barriers, the row maxima's shuffles, the rescale test) is paid half as
-   * often and each A operand read from shared memory feeds twice the columns; S and P take 96 registers.
-   */
-  BK?: 64 | 128;
 }
 
-const bkOf = (v: WgForwardVariant): 64 | 128 => v.BK ?? 64;
+const BK = 64;
 
 export const wgForwardBQ = (v: WgForwardVariant): number => 64 * v.NC;
 export const wgForwardThreads = (v: WgForwardVariant): number => 128 * v.NC;
 
 export function wgForwardName(v: WgForwardVariant): string {
-  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}${bkOf(v) === 128 ? '_bk128' : ''}`;
+  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}`;
 }
 
 export function wgForwardMaxTiles(v: WgForwardVariant, K: number, W: number): number {
-  const BK = bkOf(v);
   return Math.ceil(K / BK) + Math.ceil((W + wgForwardBQ(v) - 1) / BK);
 }
 
 /** Dynamic shared bytes: NC Q tiles, STAGES K and V tiles, the barriers, the block's thk and 12 bytes a key, 1 KiB for alignment. */
 export function wgForwardShared(v: WgForwardVariant, K: number, W: number): number {
-  const BK = bkOf(v), qTile = 64 * v.HS * 2, kvTile = BK * v.HS * 2;
-  return 1024 + v.NC * qTile + 2 * v.STAGES * kvTile + 16 * v.STAGES + 8 * wgForwardBQ(v) + 12 * BK * wgForwardMaxTiles(v, K, W);
+  const tile = 64 * v.HS * 2;
+  return 1024 + v.NC * tile + 2 * v.STAGES * tile + 16 * v.STAGES + 8 * wgForwardBQ(v) + 12 * BK * wgForwardMaxTiles(v, K, W);
 }
 
 /**
@@ -122,9 +115,7 @@ __device__ __forceinline__ void store_rows(void* out_, float* lse, const float (
 
 export function wgForwardSource(v: WgForwardVariant): KernelSource {
   if (v.STAGES < 3) throw new Error('STAGES must be at least 3');
-  // (128-key tiles at HS 128 would need the swizzle's sub-tile stride per tile shape: Q has 64 rows)
-  if (bkOf(v) === 128 && v.HS !== 64) throw new Error('BK 128 needs HS 64');
-  const name = wgForwardName(v), BK = bkOf(v);
+  const name = wgForwardName(v);
   return {
     name,
     archSpecific: true,
@@ -140,13 +131,12 @@ export function wgForwardSource(v: WgForwardVariant): KernelSource {
 #define NS (BK / 2)            // S accumulator registers a thread
 #define NO (HS / 2)            // O accumulator registers a thread
 #define CPR (HS / 8)
-#define QTILE (64 * HS * 2)     // bytes of a Q tile
-#define KVTILE (BK * HS * 2)    // and of a K or V tile
+#define TILE_BYTES (64 * HS * 2)
 #define OUT_BF16 ${v.OUT === 'bf16' ? 1 : 0}
 #define STAGES ${v.STAGES}
 #define MASK_ROWS 1             // the per-key data of FWD_KEY_DATA
 ${SW128}
-${wgmmaSS(BK)}
+${wgmmaSS(64)}
 ${wgmmaRS(v.HS, 1)}
 
 __device__ __forceinline__ unsigned ord_of(float x) {
@@ -247,9 +237,9 @@ ${FWD_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   unsigned char* Qs = smem;                          // [NC][64][HS]
-  unsigned char* Ks = Qs + NC * QTILE;               // [STAGES][BK][HS]
-  unsigned char* Vs = Ks + STAGES * KVTILE;          // [STAGES][BK][HS]
-  u64* bars = reinterpret_cast<u64*>(Vs + STAGES * KVTILE); // full[STAGES], empty[STAGES]
+  unsigned char* Ks = Qs + NC * TILE_BYTES;          // [STAGES][64][HS]
+  unsigned char* Vs = Ks + STAGES * TILE_BYTES;      // [STAGES][64][HS]
+  u64* bars = reinterpret_cast<u64*>(Vs + STAGES * TILE_BYTES); // full[STAGES], empty[STAGES]
   u64* bthk = bars + 2 * STAGES;                     // [BQ]
   const u32 full0 = smem_addr(bars), empty0 = full0 + 8 * STAGES;
   const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, w = (tid >> 5) & 3, g8 = lane >> 2;
@@ -271,7 +261,7 @@ ${FWD_KEY_SET}  const int nkeys = nT * BK;
   }
   // this warpgroup's Q tile, in the first copy group (with tile 0)
   {
-    const u32 qd = smem_addr(Qs + wg * QTILE);
+    const u32 qd = smem_addr(Qs + wg * TILE_BYTES);
     for (int x = tid & 127; x < 64 * CPR; x += 128) {
       const int i = i0 + 64 * wg + COPY_ROW(x);
       cp_async16(qd + COPY_DST(x), q + (qrow0 + (i < T ? i : 0)) * HS + COPY_CHUNK(x) * 8, i < T ? 16 : 0);
@@ -284,7 +274,7 @@ ${FWD_KEY_DATA}  __syncthreads();
   // tile t into stage t % STAGES, every thread a share of its chunks
   auto issue = [&](int t) {
     const int st = t % STAGES;
-    const u32 kd = smem_addr(Ks + st * KVTILE), vd = smem_addr(Vs + st * KVTILE);
+    const u32 kd = smem_addr(Ks + st * TILE_BYTES), vd = smem_addr(Vs + st * TILE_BYTES);
     for (int x = tid; x < BK * CPR; x += NTHR) {
       const int j = mpos[t * BK + COPY_ROW(x)];
       const size_t off = (size_t)(j >= 0 ? j : 0) * HS + COPY_CHUNK(x) * 8;
@@ -309,7 +299,7 @@ ${FWD_KEY_DATA}  __syncthreads();
     qi[rr] = i0 + rl[rr];
     qtau[rr] = qi[rr] < T ? (float)tau[kv0 + qi[rr]] : FINF;
   }
-  const u64 dq = DESC_K(smem_addr(Qs + wg * QTILE));
+  const u64 dq = DESC_K(smem_addr(Qs + wg * TILE_BYTES));
   const u64 dk0 = DESC_K(smem_addr(Ks));
   const u64 dv0 = DESC_MN(smem_addr(Vs), HS);
   const int iw = i0 + 64 * wg; // this warpgroup's first row
@@ -322,13 +312,13 @@ ${FWD_KEY_DATA}  __syncthreads();
   u32 pa[BK / 16][4];
 
   auto issue_s = [&](int t) {
-    const u32 base = (t % STAGES) * KVTILE;
+    const u32 base = (t % STAGES) * TILE_BYTES;
 #pragma unroll
-    for (int ks = 0; ks < KS; ks++) wg_ss_n${BK}(s, dq + KOFF(ks), dk0 + (u64)(base >> 4) + KOFF(ks), ks);
+    for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dq + KOFF(ks), dk0 + (u64)(base >> 4) + KOFF(ks), ks);
     wg_commit();
   };
   auto issue_pv = [&](int t) {
-    const u32 vbase = (t % STAGES) * KVTILE;
+    const u32 vbase = (t % STAGES) * TILE_BYTES;
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++)
       wg_rs_n${v.HS}_t1(o, pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], dv0 + (u64)(vbase >> 4) + kk * MNSTEP(HS));
