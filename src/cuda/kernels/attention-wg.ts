@@ -37,13 +37,6 @@ export interface WgForwardVariant {
   STAGES: 3 | 4 | 5;
   /** __launch_bounds__ minimum blocks per SM (0: none). */
   MINB?: number;
-  /** Row maxima and sums of a tile over two partial chains per row instead of one (default false). */
-  ILP?: boolean;
-  /**
-   * Selected tiles that every row of a warp attends whole (each key's rows [0, hs) reach past the warp's
-   * last row, from a per-tile minimum of hs worked out once) skip the mask (default false).
-   */
-  SELALL?: boolean;
 }
 
 const BK = 64;
@@ -52,7 +45,7 @@ export const wgForwardBQ = (v: WgForwardVariant): number => 64 * v.NC;
 export const wgForwardThreads = (v: WgForwardVariant): number => 128 * v.NC;
 
 export function wgForwardName(v: WgForwardVariant): string {
-  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}${v.ILP ? '_ilp' : ''}${v.SELALL ? '_sa' : ''}`;
+  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}`;
 }
 
 export function wgForwardMaxTiles(v: WgForwardVariant, K: number, W: number): number {
@@ -62,8 +55,7 @@ export function wgForwardMaxTiles(v: WgForwardVariant, K: number, W: number): nu
 /** Dynamic shared bytes: NC Q tiles, STAGES K and V tiles, the barriers, the block's thk and 12 bytes a key, 1 KiB for alignment. */
 export function wgForwardShared(v: WgForwardVariant, K: number, W: number): number {
   const tile = 64 * v.HS * 2;
-  return 1024 + v.NC * tile + 2 * v.STAGES * tile + 16 * v.STAGES + 8 * wgForwardBQ(v) + 12 * BK * wgForwardMaxTiles(v, K, W) +
-    (v.SELALL ? 4 * wgForwardMaxTiles(v, K, W) : 0);
+  return 1024 + v.NC * tile + 2 * v.STAGES * tile + 16 * v.STAGES + 8 * wgForwardBQ(v) + 12 * BK * wgForwardMaxTiles(v, K, W);
 }
 
 /**
@@ -143,8 +135,6 @@ export function wgForwardSource(v: WgForwardVariant): KernelSource {
 #define OUT_BF16 ${v.OUT === 'bf16' ? 1 : 0}
 #define STAGES ${v.STAGES}
 #define MASK_ROWS 1             // the per-key data of FWD_KEY_DATA
-#define ILP ${v.ILP ? 1 : 0}
-#define SELALL ${v.SELALL ? 1 : 0}
 ${SW128}
 ${wgmmaSS(64)}
 ${wgmmaRS(v.HS, 1)}
@@ -183,7 +173,6 @@ __device__ __forceinline__ void mb_wait(u32 bar, u32 parity) {
 #define KIND_SEL 0
 #define KIND_EDGE 1
 #define KIND_WIN 2
-#define KIND_SELALL 3 // a selected tile whose keys every row of the warp attends
 
 // Mask (the rows each key attends), online softmax in the exp2 domain with lazy rescaling, gate. Leaves
 // p * gate in s, adds p to l; returns whether o must be scaled by corr before this tile's P V.
@@ -191,27 +180,24 @@ template <int KIND>
 __device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], float (&m)[2], float (&l)[2],
     const float* mu, const int* rng, const int (&rl)[2], const float (&qtau)[2], float sl) {
   const int t4 = threadIdx.x & 3;
-  // ILP: two partial chains a row (by n's parity), joined at the end
-  float mx[2] = {-FINF, -FINF}, mx2[2] = {-FINF, -FINF};
+  float mx[2] = {-FINF, -FINF};
 #pragma unroll
   for (int n = 0; n < BK / 8; n++) {
 #pragma unroll
     for (int e = 0; e < 4; e++) {
       const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
       float x = s[4 * n + e];
-      if (KIND != KIND_WIN && KIND != KIND_SELALL) {
+      if (KIND != KIND_WIN) {
         const int rg = rng[c];
         const bool in = KIND == KIND_SEL ? rl[rr] < ((rg >> RB) & RM) : rl[rr] >= (rg & RM) && rl[rr] < ((rg >> RB) & RM);
         if (!in) x = -FINF;
       }
       s[4 * n + e] = x;
-      if (ILP && (n & 1)) mx2[rr] = fmaxf(mx2[rr], x);
-      else mx[rr] = fmaxf(mx[rr], x);
+      mx[rr] = fmaxf(mx[rr], x);
     }
   }
 #pragma unroll
   for (int rr = 0; rr < 2; rr++) {
-    if (ILP) mx[rr] = fmaxf(mx[rr], mx2[rr]);
     mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 1));
     mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(FULL, mx[rr], 2));
     mx[rr] *= sl;
@@ -229,21 +215,18 @@ __device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], f
       mu_[rr] = raise_max(m[rr], l[rr], mx[rr], corr[rr]);
     }
   }
-  float l2[2] = {0.f, 0.f};
 #pragma unroll
   for (int n = 0; n < BK / 8; n++) {
 #pragma unroll
     for (int e = 0; e < 4; e++) {
       const int c = n * 8 + 2 * t4 + (e & 1);
       float p = ex2(fmaf(s[4 * n + e], sl, -mu_[e >> 1]));
-      if (ILP && (n & 1)) l2[e >> 1] += p;
-      else l[e >> 1] += p;
-      if (KIND == KIND_SEL || KIND == KIND_SELALL) p *= sat_sub(mu[c], qtau[e >> 1]);
+      l[e >> 1] += p;
+      if (KIND == KIND_SEL) p *= sat_sub(mu[c], qtau[e >> 1]);
       if (KIND == KIND_EDGE && rl[e >> 1] >= (rng[c] >> (2 * RB))) p *= sat_sub(mu[c], qtau[e >> 1]);
       s[4 * n + e] = p;
     }
   }
-  if (ILP) l[0] += l2[0], l[1] += l2[1];
   return resc;
 }
 
@@ -272,7 +255,6 @@ ${FWD_KEY_SET}  const int nkeys = nT * BK;
   float* mu_ = reinterpret_cast<float*>(bthk + BQ);
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
   int* mrng = mpos + nkeys;
-  int* tmin = mrng + nkeys; // SELALL: [nselT] the least hs of a selected tile's keys
 
   if (tid == 0) {
     for (int s = 0; s < STAGES; s++) { mb_init(full0 + 8 * s, NTHR); mb_init(empty0 + 8 * s, NTHR); }
@@ -305,14 +287,6 @@ ${FWD_KEY_DATA}  __syncthreads();
     if (t < nT) issue(t);
     cp_commit();
   }
-#if SELALL
-  // (visible to every thread once full[0] completes: each arrives on it after this)
-  for (int t = tid >> 5; t < nselT; t += NTHR / 32) {
-    const int r0 = mrng[t * BK + lane], r1 = mrng[t * BK + 32 + lane];
-    const int least = __reduce_min_sync(FULL, min((r0 >> RB) & RM, (r1 >> RB) & RM));
-    if (lane == 0) tmin[t] = least;
-  }
-#endif
   cp_wait<STAGES - 2>();
   fence_async_shared();
   mb_arrive(full0);
@@ -353,10 +327,7 @@ ${FWD_KEY_DATA}  __syncthreads();
   auto softmax = [&](int t) -> bool {
     const float* tu = mu_ + t * BK;
     const int* tr = mrng + t * BK;
-    if (t < nselT) {
-      if (SELALL && tmin[t] > 64 * wg + 16 * w + 15) return softmax_step<KIND_SELALL>(s, corr, m, l, tu, tr, rl, qtau, sl);
-      return softmax_step<KIND_SEL>(s, corr, m, l, tu, tr, rl, qtau, sl);
-    }
+    if (t < nselT) return softmax_step<KIND_SEL>(s, corr, m, l, tu, tr, rl, qtau, sl);
     const int a = lo + (t - nselT) * BK, z = a + BK - 1;
     // whole tile in Win_i of every row of this warpgroup, no padding
     if (z <= iw && a > iw + 63 - W && z < hi) return softmax_step<KIND_WIN>(s, corr, m, l, tu, tr, rl, qtau, sl);
