@@ -519,7 +519,8 @@ export const selKeySet = (R: string, bits: number): string => `  const int G = N
   // before hi (a search of the block's thk)
   const auto rows_of = [&](int j, float uj, int lo) {
     const u64 key = ((u64)ord_of(uj) << 32) | (unsigned)j;
-    int a = 0, z = ${R};
+    // all rows when the key reaches the last row's thk, none below the first's, else a search
+    int a = key >= bthk[${R} - 1] ? ${R} : 0, z = key >= bthk[0] ? ${R} : 0;
     while (a < z) {
       const int mid = (a + z) >> 1;
       if (bthk[mid] <= key) a = mid + 1;

@@ -48,17 +48,19 @@ export const KEY_ROWS = `
 // selecting j by its key are a prefix [0, hs).
 __device__ __forceinline__ int key_rows(const u64* bthk, int j, float uj, bool selected, int i0, int W) {
   if (j < 0) return 0;
+  // a range key: window rows [j - i0, j + W - i0), then, as a new candidate, the rows from j + W - i0 on
+  // that select it (gated); one that is a window key of every block row needs no search
+  const int wend = min(BQ, max(0, j + W - i0));
+  if (!selected && wend == BQ) return min(BQ, max(0, j - i0)) | BQ << RB | BQ << (2 * RB);
   const u64 key = ((u64)ord_of(uj) << 32) | (unsigned)j;
-  int hs = 0, z = BQ;
+  // rows [0, hs) select it: all when its key reaches the last row's thk, none below the first's, else a search
+  int hs = key >= bthk[BQ - 1] ? BQ : 0, z = key >= bthk[0] ? BQ : 0;
   while (hs < z) {
     const int mid = (hs + z) >> 1;
     if (bthk[mid] <= key) hs = mid + 1;
     else z = mid;
   }
   if (selected) return hs << RB; // Sel_{i0}: selected (and gated) by rows [0, hs)
-  // a range key: window rows [j - i0, j + W - i0), then, as a new candidate, the rows from j + W - i0 on
-  // that select it (gated)
-  const int wend = min(BQ, max(0, j + W - i0));
   return min(BQ, max(0, j - i0)) | max(wend, hs) << RB | wend << (2 * RB);
 }
 `;

@@ -621,19 +621,16 @@ const toKeyRows = (acc: string, dst: string, f: string): string => `#pragma unro
       }
 `;
 
-/** dq rows += scale acc for the rows of chunk ch (m64n{HS} layout). */
+/**
+ * dq rows += scale acc for the rows of chunk ch (m64n{HS} layout), by reductions (red.global.add), which
+ * do not wait for the rows as a load and store would.
+ */
 const toQueryRows = (acc: string, ch: string): string => `#pragma unroll
     for (int rr = 0; rr < 2; rr++) {
       const int i = i0 + (${ch}) * 64 + wk + g8 + 8 * rr;
       if (i >= T) continue;
 #pragma unroll
-      for (int n = 0; n < HS / 8; n++) {
-        float2* p = reinterpret_cast<float2*>(dq + (r0 + i) * HS + n * 8 + 2 * t4);
-        float2 x = *p;
-        x.x += scale * ${acc}[4 * n + 2 * rr];
-        x.y += scale * ${acc}[4 * n + 2 * rr + 1];
-        *p = x;
-      }
+      for (int n = 0; n < HS / 8; n++) red2(dq + (r0 + i) * HS + n * 8 + 2 * t4, scale * ${acc}[4 * n + 2 * rr], scale * ${acc}[4 * n + 2 * rr + 1]);
     }
 `;
 

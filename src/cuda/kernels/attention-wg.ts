@@ -268,6 +268,14 @@ ${FWD_KEY_SET}  const int nkeys = nT * BK;
     }
   }
   for (int r = tid; r < BQ; r += NTHR) bthk[r] = i0 + r < T ? thk[kv0 + i0 + r] : ~0ull;
+  int rl[2], qi[2]; // this thread's rows: of the block, and their positions
+  double qtau_d[2]; // (loaded here, so that the loads' latency passes with the key data's)
+#pragma unroll
+  for (int rr = 0; rr < 2; rr++) {
+    rl[rr] = 64 * wg + 16 * w + g8 + 8 * rr;
+    qi[rr] = i0 + rl[rr];
+    qtau_d[rr] = qi[rr] < T ? tau[kv0 + qi[rr]] : (double)FINF;
+  }
   __syncthreads();
 ${FWD_KEY_DATA}  __syncthreads();
 
@@ -291,14 +299,7 @@ ${FWD_KEY_DATA}  __syncthreads();
   fence_async_shared();
   mb_arrive(full0);
 
-  int rl[2], qi[2]; // this thread's rows: of the block, and their positions
-  float qtau[2];
-#pragma unroll
-  for (int rr = 0; rr < 2; rr++) {
-    rl[rr] = 64 * wg + 16 * w + g8 + 8 * rr;
-    qi[rr] = i0 + rl[rr];
-    qtau[rr] = qi[rr] < T ? (float)tau[kv0 + qi[rr]] : FINF;
-  }
+  const float qtau[2] = {(float)qtau_d[0], (float)qtau_d[1]};
   const u64 dq = DESC_K(smem_addr(Qs + wg * TILE_BYTES));
   const u64 dk0 = DESC_K(smem_addr(Ks));
   const u64 dv0 = DESC_MN(smem_addr(Vs), HS);
