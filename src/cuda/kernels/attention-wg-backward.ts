@@ -333,20 +333,25 @@ ${WIN_QDESC}  const int wk = w * 16;
     // tile x's group is done once the STAGES - 2 newer ones may still be pending
     cp_wait<STAGES - 2>();
     fence_async_shared();
-#if QSTAGE
-    if (tid == 0) bulk_wait_read(); // tile x - 1's dQ has been read from the stage issue() refills next
-#endif
     __syncthreads();
+#if !QSTAGE
     issue(x + STAGES - 1, (x + STAGES - 1) % STAGES);
+#endif
     const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
     const float* Lst = Ls + st * BT;
     const float* Dst = Dsm + st * BT;
     const u64 sQ = (u64)((st * TILE) >> 4);
 ${winTile('j0', 'Ps', o.HS)}    wg_commit();
-#if BULKQ && !QSTAGE
-    if (tid == 0) bulk_wait_read(); // the previous tile's reduction has read Qacc (the barrier tells the rest)
+#if BULKQ
+    // QSTAGE: tile x - 1's dQ has been read from the stage issue() refills next (waited for here, after
+    // this tile's scores, rather than at the top, where the whole block would wait on the bulk copy);
+    // else: the previous tile's reduction has read Qacc (the barrier tells the rest)
+    if (tid == 0) bulk_wait_read();
 #endif
     __syncthreads(); // every warp's dS^T is in Ps
+#if QSTAGE
+    issue(x + STAGES - 1, (x + STAGES - 1) % STAGES);
+#endif
     // dQ rows qa .. qa + 63 = scale dS K (k = keys)
     float acc[HS / 2];
     wg_fence();
