@@ -733,9 +733,11 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // bulk reductions staged in the Q/dO stage each tile has just used (64K: 2.03 to 1.51 to 1.50 ms at
     // HS 64; 3.12 to 2.91 at HS 128, where a staging area of its own left one block an SM: 4.18). HS 64
     // keeps the mma.sync kernel below 8K, where it was faster (4K: 0.174 against 0.186 ms, session 8).
+    // Three Q/dO stages at HS 64 (still three blocks an SM): 1.46 to 1.41 ms at 64K (session 12); at
+    // HS 128 they leave one block an SM (2.79 to 3.61).
     const hopper = this.rt.arch === 'sm_90';
     const winWg: WgWindowVariant | null = !hopper ? null
-      : HS === 64 ? (T >= 8192 ? { HS, STAGES: 2, MINB: 3, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true } : null)
+      : HS === 64 ? (T >= 8192 ? { HS, STAGES: 3, MINB: 3, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true } : null)
         : { HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true };
     // The selected pairs on Hopper: two warpgroups over each gathered key tile, 128 queries a block at
     // HS 128 (64K: 6.62 to 4.08 ms against mma.sync at 64 queries) and 256 at HS 64 (64K: 2.67 to 2.33 ms

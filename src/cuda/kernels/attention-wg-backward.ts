@@ -24,9 +24,11 @@
 // k-step kk in place. Shared tiles use the 128-byte swizzled layout (SW; the SW_OFF macro) or wgmma.ts's
 // no-swizzle layout (copy x writes byte 16 x: row (x / (8 C)) 8 + x % 8, chunk (x / 8) % C, C = HS / 8).
 //
-// Pipeline: Q, dO, lse and D of query tile x + STAGES - 1 are issued (cp.async, one group a tile) right
-// after the barrier that opens tile x, into the stage tile x - 1 used; every wgmma of tile x - 1 was
-// waited for before that barrier. Each thread fences its completed copies into the async proxy before
+// Pipeline: Q, dO, lse and D of query tile x + STAGES - 1 are issued (cp.async, one group a tile) into the
+// stage tile x - 1 used: right after the barrier that opens tile x (every wgmma of tile x - 1 was waited
+// for before it), or with QSTAGE after tile x's scores, once tile x - 1's dQ bulk reduction has read
+// that stage (session 12: waiting for that at the top of a tile held the whole block there, 13% of the
+// kernel's stall samples). Each thread fences its completed copies into the async proxy before
 // the barrier (fence.proxy.async), and again after writing dS^T (and the dQ tile, BULKQ). KB 128
 // (bwdWin2Source) is a lab form with two warpgroups, one per 64 keys; session 10 wrote and compiled it
 // (188 registers at HS 64, 251 at HS 128, no spills) but had no device time left to validate or time it,
