@@ -183,14 +183,12 @@ __device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], f
   float mx[2] = {-FINF, -FINF};
 #pragma unroll
   for (int n = 0; n < BK / 8; n++) {
-    // the row ranges of this thread's two columns, one 8-byte load
-    const int2 rg2 = KIND != KIND_WIN ? *reinterpret_cast<const int2*>(rng + n * 8 + 2 * t4) : make_int2(0, 0);
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-      const int rr = e >> 1;
+      const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
       float x = s[4 * n + e];
       if (KIND != KIND_WIN) {
-        const int rg = (e & 1) ? rg2.y : rg2.x;
+        const int rg = rng[c];
         const bool in = KIND == KIND_SEL ? rl[rr] < ((rg >> RB) & RM) : rl[rr] >= (rg & RM) && rl[rr] < ((rg >> RB) & RM);
         if (!in) x = -FINF;
       }
@@ -219,16 +217,13 @@ __device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], f
   }
 #pragma unroll
   for (int n = 0; n < BK / 8; n++) {
-    // the scores and row ranges of this thread's two columns, 8-byte loads
-    const float2 mu2 = KIND != KIND_WIN ? *reinterpret_cast<const float2*>(mu + n * 8 + 2 * t4) : make_float2(0.f, 0.f);
-    const int2 rg2 = KIND == KIND_EDGE ? *reinterpret_cast<const int2*>(rng + n * 8 + 2 * t4) : make_int2(0, 0);
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-      const float muc = (e & 1) ? mu2.y : mu2.x;
+      const int c = n * 8 + 2 * t4 + (e & 1);
       float p = ex2(fmaf(s[4 * n + e], sl, -mu_[e >> 1]));
       l[e >> 1] += p;
-      if (KIND == KIND_SEL) p *= sat_sub(muc, qtau[e >> 1]);
-      if (KIND == KIND_EDGE && rl[e >> 1] >= (((e & 1) ? rg2.y : rg2.x) >> (2 * RB))) p *= sat_sub(muc, qtau[e >> 1]);
+      if (KIND == KIND_SEL) p *= sat_sub(mu[c], qtau[e >> 1]);
+      if (KIND == KIND_EDGE && rl[e >> 1] >= (rng[c] >> (2 * RB))) p *= sat_sub(mu[c], qtau[e >> 1]);
       s[4 * n + e] = p;
     }
   }
