@@ -507,14 +507,6 @@ export const selKeySet = (R: string, bits: number): string => `  const int G = N
   int* mpos = reinterpret_cast<int*>(mu_ + ncap);
   int* mrng = mpos + ncap;
   float* mdg = reinterpret_cast<float*>(mrng + ncap);
-  // Sel_{i0}'s positions and scores, and the first new candidates' scores, loaded before the block's thk
-  // and tau (they do not need them), so that the two chains of loads overlap
-  for (int x = tid; x < nselT * BT; x += NTHR) {
-    const int j = x < nsel ? srow[x] : -1;
-    mpos[x] = j;
-    mu_[x] = j >= 0 ? u[kv0 + j] : 0.f;
-  }
-  const float ucand0 = rlo + tid < rhi ? u[kv0 + rlo + tid] : 0.f;
   for (int r = tid; r < ${R}; r += NTHR) {
     const int i = i0 + r;
     bthk[r] = i < T ? thk[kv0 + i] : ~0ull;
@@ -536,12 +528,18 @@ export const selKeySet = (R: string, bits: number): string => `  const int G = N
     }
     return lo | a << ${bits};
   };
-  for (int x = tid; x < nselT * BT; x += NTHR) mrng[x] = mpos[x] >= 0 ? rows_of(mpos[x], mu_[x], 0) : 0; // (this thread's own slots)
+  for (int x = tid; x < nselT * BT; x += NTHR) {
+    const int j = x < nsel ? srow[x] : -1;
+    const float uj = j >= 0 ? u[kv0 + j] : 0.f;
+    mpos[x] = j;
+    mu_[x] = uj;
+    mrng[x] = j >= 0 ? rows_of(j, uj, 0) : 0;
+  }
   int ncand = 0; // the new candidates kept, NTHR at a time: a ballot per warp, the warps' counts in qL
   int* wcount = reinterpret_cast<int*>(qL);
   for (int c0 = 0; c0 < rhi - rlo; c0 += NTHR) {
     const int j = rlo + c0 + tid;
-    const float uj = c0 == 0 ? ucand0 : j < rhi ? u[kv0 + j] : 0.f;
+    const float uj = j < rhi ? u[kv0 + j] : 0.f;
     const int rg = j < rhi ? rows_of(j, uj, min(${R}, max(0, j + W - i0))) : 0;
     const bool keep = (rg >> ${bits}) > (rg & ${(1 << bits) - 1});
     const unsigned ball = __ballot_sync(FULL, keep);

@@ -701,24 +701,8 @@ ${SEL_PARAMS_C}) {
   const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, g8 = lane >> 2, t4 = lane & 3;
   const int wk = ((tid >> 5) & 3) * 16;         // the warp's 16 keys of a tile
   const int i0 = blockIdx.x * QB, h = blockIdx.y, b = blockIdx.z;
-  const u32 sK = smem_addr(Ks), sV = smem_addr(Vs), sQ = smem_addr(Qs), sO = smem_addr(Os);
-  // head r0's Q and dO rows of the block, one commit group
-  auto copy_qo = [&](size_t r0) {
-    for (int x = tid; x < QB * CPR; x += NTHR) {
-      const int r = x / CPR, c = x % CPR, i = i0 + r;
-      const u32 at = (r >> 6) * TILE + SW_OFF(r & 63, c);
-      const size_t off = (r0 + (i < T ? i : 0)) * HS + c * 8;
-      cp_async16(sQ + at, q + off, i < T ? 16 : 0);
-      cp_async16(sO + at, dout + off, i < T ? 16 : 0);
-    }
-    cp_commit();
-  };
-  // the group's first head: Q, dO, and the lse and D of this thread's row (QB <= NTHR), started before the
-  // key set, which they do not need, so that their latency passes with its own (session 12)
-  const size_t rh0 = ((size_t)b * NH + h * (NH / NKV)) * T;
-  copy_qo(rh0);
-  const float L0 = tid < QB && i0 + tid < T ? lse[rh0 + i0 + tid] : -FINF, D0 = tid < QB && i0 + tid < T ? Dg[rh0 + i0 + tid] : 0.f;
 ${selKeySet('QB', 16)}  for (int x = tid; x < nkeys; x += NTHR) mdg[x] = mdg[nkeys + x] = 0.f; // [2][nkeys] per warpgroup: a key's dg over its F pairs and the heads
+  const u32 sK = smem_addr(Ks), sV = smem_addr(Vs), sQ = smem_addr(Qs), sO = smem_addr(Os);
   // K and V rows of tile t into stage st, one commit group
   auto issue = [&](int t, int st) {
     for (int x = tid; x < BT * CPR; x += NTHR) {
@@ -744,13 +728,20 @@ ${selKeySet('QB', 16)}  for (int x = tid; x < nkeys; x += NTHR) mdg[x] = mdg[nke
   for (int gi = 0; gi < G && nT > 0; gi++) {
     const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
     __syncthreads(); // metadata written; the previous head is done with Qs, Os, qL, qD and the stages
-    if (gi > 0) copy_qo(r0);
+    for (int x = tid; x < QB * CPR; x += NTHR) {
+      const int r = x / CPR, c = x % CPR, i = i0 + r;
+      const u32 at = (r >> 6) * TILE + SW_OFF(r & 63, c);
+      const size_t off = (r0 + (i < T ? i : 0)) * HS + c * 8;
+      cp_async16(sQ + at, q + off, i < T ? 16 : 0);
+      cp_async16(sO + at, dout + off, i < T ? 16 : 0);
+    }
+    cp_commit();
     issue(0, 0);
-    if (tid < QB) {
-      const int i = i0 + tid;
-      const float L = gi == 0 ? L0 : i < T ? lse[r0 + i] : -FINF;
-      qL[tid] = L == -FINF ? FINF : L * LOG2E;
-      qD[tid] = gi == 0 ? D0 : i < T ? Dg[r0 + i] : 0.f;
+    for (int r = tid; r < QB; r += NTHR) {
+      const int i = i0 + r;
+      const float L = i < T ? lse[r0 + i] : -FINF;
+      qL[r] = L == -FINF ? FINF : L * LOG2E;
+      qD[r] = i < T ? Dg[r0 + i] : 0.f;
     }
     float ${dqs.map((d) => `${d}[HS / 2]`).join(', ')}; // dQ of the warpgroup's chunks
 #pragma unroll
@@ -778,7 +769,6 @@ ${dqs.map((d) => `      reg_fence(${d});\n`).join('')}${toKeyRows('acc', '(wg ? 
     }
     // the chunks' dq rows (the block owns them; the window kernel's share is already there)
 ${dqs.map((d, cc) => toQueryRows(d, `wg * CW + ${cc}`)).join('')}  }
-  cp_wait<0>(); // (a block without keys never waited for the first head's Q and dO)
   __syncthreads(); // every tile's key sums are in mdg; Ps is free
   for (int x = tid; x < nkeys; x += NTHR) {
     const float val = mdg[x] + mdg[nkeys + x];
