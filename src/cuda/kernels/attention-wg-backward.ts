@@ -545,7 +545,7 @@ ${winStore('jw')}}
  *   dK = dS^T Q      (warpgroup 1)    the same with Ps and Q; each added to its key rows by red.global.add
  *   dQ_c += dS_c K                    A = Ps (chunk c's part) MN-major, B = K MN-major; in registers over
  *                                     the tiles, added to dq once per head
- * Two block barriers a tile: its copies landed (and the previous tile done); Gs and Ps complete. Each gathered K/V
+ * Three block barriers a tile: its copies landed; Gs and Ps complete; the tile done. Each gathered K/V
  * row and each dK/dV row reduction serves QB queries, and every product reads its operands from shared
  * memory once per warpgroup instead of once per warp (mma.sync). Tiles use the 128-byte swizzle (SW128).
  * Measured (H100, 64K, K = W = 512; bench/RESULTS.md, session 9): at HS 128 and QB 128, 6.62 to 4.1 ms
@@ -748,12 +748,10 @@ ${selKeySet('QB', 16)}  for (int x = tid; x < nkeys; x += NTHR) mdg[x] = mdg[nke
     for (int n = 0; n < HS / 2; n++) ${dqs.map((d) => `${d}[n] = `).join('')}0.f;
     for (int t = 0; t < nT; t++) {
       const int st = t & 1;
-      cp_wait<0>();
+      if (t + 1 < nT) { issue(t + 1, st ^ 1); cp_wait<1>(); }
+      else cp_wait<0>();
       fence_async_shared();
-      // tile t's K and V (and the head's Q, dO, qL, qD) are in; every thread is done with tile t - 1, so
-      // with Gs, Ps and stage st ^ 1 (one barrier for both: session 12)
-      __syncthreads();
-      if (t + 1 < nT) issue(t + 1, st ^ 1);
+      __syncthreads(); // tile t's K and V (and the head's Q, dO, qL, qD) are in
       const u64 so = (u64)((st * TILE) >> 4);
 ${keyRanges('0xffff', 16)}      float kdg[2] = {0.f, 0.f};
 ${chunks}${keySums('wg * nkeys + ')}      fence_async_shared();
@@ -767,7 +765,8 @@ ${dqs.map((d, cc) => `        wg_ss_n${HS}_t11(${d}, dPm + (u64)((((wg * CW + ${
       wg_commit();
       wg_wait<0>();
       reg_fence(acc);
-${dqs.map((d) => `      reg_fence(${d});\n`).join('')}${toKeyRows('acc', '(wg ? dk : dv)', '(wg ? scale : 1.f)')}    }
+${dqs.map((d) => `      reg_fence(${d});\n`).join('')}${toKeyRows('acc', '(wg ? dk : dv)', '(wg ? scale : 1.f)')}      __syncthreads(); // Gs, Ps and stage st are free again
+    }
     // the chunks' dq rows (the block owns them; the window kernel's share is already there)
 ${dqs.map((d, cc) => toQueryRows(d, `wg * CW + ${cc}`)).join('')}  }
   __syncthreads(); // every tile's key sums are in mdg; Ps is free
