@@ -759,16 +759,13 @@ ${chunks}${keySums('wg * nkeys + ')}      fence_async_shared();
       // warpgroup 0: dV = (P g)^T dO; warpgroup 1: dK = dS^T Q (k = QB queries); both: dQ_c += dS_c K (k = keys)
       float acc[HS / 2];
       wg_fence();
-${overQueries('acc', '(wg ? dPk : dGk)', '(wg ? dQm : dOm)', HS)}      wg_commit();
-#pragma unroll
+${overQueries('acc', '(wg ? dPk : dGk)', '(wg ? dQm : dOm)', HS)}#pragma unroll
       for (int kk = 0; kk < BT / 16; kk++) {
 ${dqs.map((d, cc) => `        wg_ss_n${HS}_t11(${d}, dPm + (u64)((((wg * CW + ${cc}) * PT) >> 4) + kk * MNSTEP(BT)), dKb + so + kk * MNSTEP(HS), 1);\n`).join('')}      }
       wg_commit();
-      // dK or dV first (its own group): its reductions go out while the dQ products still run
-      wg_wait<1>();
+      wg_wait<0>();
       reg_fence(acc);
-${toKeyRows('acc', '(wg ? dk : dv)', '(wg ? scale : 1.f)')}      wg_wait<0>();
-${dqs.map((d) => `      reg_fence(${d});\n`).join('')}      __syncthreads(); // Gs, Ps and stage st are free again
+${dqs.map((d) => `      reg_fence(${d});\n`).join('')}${toKeyRows('acc', '(wg ? dk : dv)', '(wg ? scale : 1.f)')}      __syncthreads(); // Gs, Ps and stage st are free again
     }
     // the chunks' dq rows (the block owns them; the window kernel's share is already there)
 ${dqs.map((d, cc) => toQueryRows(d, `wg * CW + ${cc}`)).join('')}  }
