@@ -166,11 +166,6 @@ __device__ __forceinline__ unsigned ord_of(float x) {
   unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 ${RAISE_MAX}
 
 struct Meta {

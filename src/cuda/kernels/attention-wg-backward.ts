@@ -121,13 +121,8 @@ export function bwdWinWgShared(v: WgWindowVariant): number {
   return 2 * tile + o.STAGES * 2 * tile + BT * BT * 2 + o.STAGES * 2 * BT * 4 + (o.BULKQ && !o.QSTAGE ? BT * o.HS * 4 : 0) + (o.SW ? 1024 : 0);
 }
 
-/** The window kernels' device functions besides the PTX wrappers: exp2 and the 4-byte cp.async. */
-const WIN_DEVICE_FNS = `__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ void cp_async4(u32 dst, const void* src, int bytes) {
+/** The window kernels' device functions besides the PTX wrappers: the 4-byte cp.async. */
+const WIN_DEVICE_FNS = `__device__ __forceinline__ void cp_async4(u32 dst, const void* src, int bytes) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(dst), "l"(src), "r"(bytes) : "memory");
 }
 `;
@@ -676,11 +671,6 @@ ${SEL_HELPERS}
 ${wgmmaSS(64)}
 ${wgmmaSS(HS, 0, 1)}
 ${wgmmaSS(HS, 1, 1)}
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 ${RED2}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${SEL_PARAMS_C}) {

@@ -144,11 +144,6 @@ __device__ __forceinline__ unsigned ord_of(float x) {
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 ${KEY_ROWS}
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 ${RAISE_MAX}
 __device__ __forceinline__ float sat_sub(float a, float b) {
   float y;

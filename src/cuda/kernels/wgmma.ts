@@ -47,7 +47,7 @@ export function wgmmaRS(N: number, TB: 0 | 1): string {
 }`;
 }
 
-/** Types, shared addresses, cp.async, fences, descriptors and bf16 packing. */
+/** Types, shared addresses, cp.async, fences, descriptors, exp2 and bf16 packing. */
 export const WGMMA_PRELUDE = `
 typedef unsigned long long u64;
 typedef unsigned short bf16;
@@ -79,6 +79,12 @@ template <int N> __device__ __forceinline__ void reg_fence(float (&d)[N]) {
 // matrix descriptor, no swizzle: start >> 4 (bits 0-13), leading >> 4 (16-29), stride >> 4 (32-45)
 __device__ __forceinline__ u64 make_desc(u32 saddr, u32 lead, u32 stride) {
   return (u64)((saddr & 0x3FFFFu) >> 4) | ((u64)(lead >> 4) << 16) | ((u64)(stride >> 4) << 32);
+}
+// 2^x, approximate (MUFU.EX2; -inf -> 0)
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
 }
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
   u32 d;
