@@ -55,6 +55,7 @@
 // schedule for debugging).
 
 import type { KernelSource } from '../../src/cuda/runtime.js';
+import { ORD_OF } from '../../src/cuda/kernels/selection.js';
 import { FWD_KEY_DATA, FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C, RAISE_MAX } from '../../src/cuda/kernels/attention-tc.js';
 import { WG_FWD_ROWS } from '../../src/cuda/kernels/attention-wg.js';
 
@@ -162,11 +163,7 @@ export function wgmmaForwardSource(v: WgmmaForwardVariant): KernelSource {
 ${wgmmaSS(64)}
 ${wgmmaRS(o.HS, 1)}
 
-__device__ __forceinline__ unsigned ord_of(float x) {
-  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-${RAISE_MAX}
+${ORD_OF}${RAISE_MAX}
 
 struct Meta {
   const u64* key;

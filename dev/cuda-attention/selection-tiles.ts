@@ -36,6 +36,7 @@
 // Sums and thresholds are double, from the float scores, like the CPU's float64.
 
 import type { KernelSource } from '../../src/cuda/runtime.js';
+import { ORD_OF } from '../../src/cuda/kernels/selection.js';
 
 /** Queries per tile = threads per block of the selection kernels. */
 export const SELECT_BQ = 256;
@@ -57,11 +58,7 @@ struct SelectScratch {
   u64 qthk[BQ];        // each query's weakest selected key
 };
 
-__device__ __forceinline__ unsigned ord_of(float x) {
-  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-__device__ __forceinline__ double val_of(u64 key) {
+${ORD_OF}__device__ __forceinline__ double val_of(u64 key) {
   unsigned o = (unsigned)(key >> 32);
   return (double)__uint_as_float((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o);
 }

@@ -45,6 +45,7 @@
 // down the rows). Shared rows are padded by 8 bf16 (conflict-free ldmatrix).
 
 import type { KernelSource } from '../runtime.js';
+import { ORD_OF } from './selection.js';
 
 export interface BackwardVariant {
   HS: 64 | 128;
@@ -112,11 +113,7 @@ export function bwdSelShared(v: BackwardVariant, K: number): number {
 }
 
 /** The selection's order keys and free-set bounds, for the selected-pairs kernels (this file's and the wgmma one). */
-export const SEL_HELPERS = `__device__ __forceinline__ unsigned ord_of(float x) {
-  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-__device__ __forceinline__ float float_of_ord(unsigned o) {
+export const SEL_HELPERS = `${ORD_OF}__device__ __forceinline__ float float_of_ord(unsigned o) {
   return __uint_as_float((o & 0x80000000u) ? (o ^ 0x80000000u) : ~o);
 }
 // [lo, hi]: the floats f with (double)f > t and (double)f - t < 1, i.e. SparseK's free set for the

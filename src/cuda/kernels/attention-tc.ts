@@ -35,6 +35,7 @@
 // reads start 4 banks apart (conflict-free).
 
 import type { KernelSource } from '../runtime.js';
+import { ORD_OF } from './selection.js';
 
 /**
  * CUDA text: key_rows(), the per-key data of MASK 'rows' (also the Hopper forward's, attention-wg.ts). Needs
@@ -260,11 +261,7 @@ typedef unsigned int u32;
 #define FULL 0xffffffffu
 #define FINF __int_as_float(0x7f800000)
 
-__device__ __forceinline__ unsigned ord_of(float x) {
-  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-__device__ __forceinline__ u32 smem_addr(const void* p) {
+${ORD_OF}__device__ __forceinline__ u32 smem_addr(const void* p) {
   u32 a;
   asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
   return a;

@@ -25,6 +25,7 @@
 // of t + 1; wait P V_t; arrive empty[t]; o *= corr (when needed) and pack P_{t+1}.
 
 import type { KernelSource } from '../runtime.js';
+import { ORD_OF } from './selection.js';
 import { FWD_KEY_DATA, FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C, KEY_ROWS, RAISE_MAX } from './attention-tc.js';
 import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
@@ -139,11 +140,7 @@ ${SW128}
 ${wgmmaSS(64)}
 ${wgmmaRS(v.HS, 1)}
 
-__device__ __forceinline__ unsigned ord_of(float x) {
-  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-${KEY_ROWS}
+${ORD_OF}${KEY_ROWS}
 ${RAISE_MAX}
 __device__ __forceinline__ float sat_sub(float a, float b) {
   float y;

@@ -37,6 +37,7 @@
 // float above / at least a double).
 
 import type { KernelSource } from '../runtime.js';
+import { ORD_OF } from './selection.js';
 
 export const FS_CHUNK = 64;
 
@@ -46,11 +47,7 @@ typedef unsigned long long u64;
 #define CHUNK ${FS_CHUNK}
 #define FULL 0xffffffffu
 #define DINF __longlong_as_double(0x7ff0000000000000LL)
-__device__ __forceinline__ unsigned ord_of(float x) {
-  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-__device__ __forceinline__ double val_of(u64 key) {
+${ORD_OF}__device__ __forceinline__ double val_of(u64 key) {
   unsigned o = (unsigned)(key >> 32);
   return (double)__uint_as_float((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o);
 }

@@ -8,6 +8,17 @@
 import type { KernelSource } from '../runtime.js';
 
 /**
+ * CUDA text: ord_of(), a float score as an unsigned that orders as the float does (-0 as +0). A selection
+ * key is ord_of(u_j) << 32 | j, whose order is the CPU's (score, position) order; every kernel that builds
+ * or compares such keys takes this one definition.
+ */
+export const ORD_OF = `__device__ __forceinline__ unsigned ord_of(float x) {
+  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+`;
+
+/**
  * The queries that attend key j: Win and Sel together are the interval [j, e_j). j is in Sel_i
  * exactly when i >= j + W and key_j >= key_i (key_i, the weakest selected key, never decreases), so
  * e_j = the first i >= j + W with key_i > key_j, or T. len_j = e_j - (j + W) (>= 0) counts the
@@ -20,11 +31,7 @@ export function keyIntervalsSource(): KernelSource {
     params: ['ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32'],
     source: `
 typedef unsigned long long u64;
-__device__ __forceinline__ unsigned ord_of(float x) {
-  unsigned b = __float_as_uint(x == 0.0f ? 0.0f : x);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-extern "C" __global__ void sparsek_key_intervals(
+${ORD_OF}extern "C" __global__ void sparsek_key_intervals(
     int* e,              // (B*NKV, T)
     const float* u,      // (B*NKV, T)
     const u64* thk,      // (B*NKV, T)
