@@ -108,6 +108,68 @@ function cs(tr: Tree, u: ArrayLike<number>, n: number, kappa: number): { c: numb
 
 export interface Anchor { thk: number; tau: number; next: number }
 
+/** cs() plus the nearest candidate keys around kappa: the smallest >= kappa (up) and the largest below (dn). */
+function csn(tr: Tree, u: ArrayLike<number>, n: number, kappa: number): { c: number; s: number; up: number; dn: number } {
+  let c = 0, s = 0, up = Infinity, dn = -Infinity;
+  const m = Math.floor((n + tr.d) / CHUNK);
+  let start = 0;
+  for (let l = tr.levels.length - 1; l >= 0; l--) {
+    if ((m & (1 << l)) === 0) continue;
+    const { keys, psum } = tr.levels[l];
+    const x0 = start * CHUNK, x1 = Math.min(tr.Tx, x0 + (CHUNK << l));
+    const lb = lowerBound(keys, x0, x1, kappa);
+    c += x1 - lb;
+    s += psum[x1 - 1] - (lb > x0 ? psum[lb - 1] : 0);
+    if (lb < x1) up = Math.min(up, keys[lb]);
+    if (lb > x0 && keys[lb - 1] > 0) dn = Math.max(dn, keys[lb - 1]); // (pads: key 0)
+    start += 1 << l;
+  }
+  for (let j = Math.max(0, m * CHUNK - tr.d); j < n; j++) {
+    const k = keyOf(u[j], j);
+    if (k >= kappa) { c++; s += Math.fround(u[j]); up = Math.min(up, k); } else dn = Math.max(dn, k);
+  }
+  return { c, s, up, dn };
+}
+const valOr = (k: number, inf: number): number => (Number.isFinite(k) ? keyVal(k) : inf);
+
+/**
+ * The segment [lo, hi] between adjacent breakpoints (candidate values v and v - 1) where f crosses K, by
+ * safeguarded Newton steps: f is linear between breakpoints, so one evaluation at t (two counts, with the
+ * nearest keys around t and t + 1) gives t's segment and the root of its line; a root inside the segment
+ * ends the search, else the next t is that root (or the bracket's midpoint). [a, b] brackets tau; t0 is
+ * the first guess. Null after maxIt evaluations.
+ */
+export function tauSegment(tr: Tree, u: ArrayLike<number>, n: number, K: number, a: number, b: number, t0: number,
+  maxIt = 8): { lo: number; hi: number; evals: number } | null {
+  let t = Math.min(b, Math.max(a, t0));
+  for (let it = 1; it <= maxIt; it++) {
+    const A = csn(tr, u, n, keyGt(t)), B = csn(tr, u, n, keyGe(t + 1));
+    const nF = A.c - B.c, sF = A.s - B.s;
+    const L = Math.max(valOr(A.dn, -Infinity), valOr(B.dn, -Infinity) - 1);
+    const H = Math.min(valOr(A.up, Infinity), valOr(B.up, Infinity) - 1);
+    const root = nF > 0 ? (B.c + sF - K) / nF : B.c > K ? Infinity : -Infinity;
+    if (root >= L && root <= H) return { lo: L, hi: H, evals: it };
+    if (root > H) a = Math.max(a, H);
+    else b = Math.min(b, L);
+    const next = root > a && root < b ? root : (a + b) / 2;
+    if (next === t) return null;
+    t = next;
+  }
+  return null;
+}
+
+/** tau on the segment [lo, hi] where f crosses K (as the kernels: counts at lo and lo + 1, clamped). */
+function tauOn(tr: Tree, u: ArrayLike<number>, n: number, K: number, lo: number, hi: number): number {
+  if (!(lo < hi)) return lo;
+  const a = cs(tr, u, n, keyGt(lo)), b = cs(tr, u, n, keyGt(lo + 1));
+  const nF = a.c - b.c;
+  const t = nF > 0 ? (a.s - b.s + b.c - K) / nF : lo;
+  return t < lo ? lo : t > hi ? hi : t;
+}
+
+/** Counts of the anchors' Newton searches for tau (evaluations, and fallbacks to the breakpoint searches). */
+export const newtonStats = { anchors: 0, evals: 0, fallbacks: 0, maxEvals: 0 };
+
 /** f(t) over the first n candidates, and the rounding allowance of its comparison with K. */
 function fAt(tr: Tree, u: ArrayLike<number>, n: number, t: number): { f: number; tol: number } {
   const a = cs(tr, u, n, keyGt(t)), b = cs(tr, u, n, keyGe(t + 1));
@@ -117,7 +179,9 @@ function fAt(tr: Tree, u: ArrayLike<number>, n: number, t: number): { f: number;
 
 /**
  * Phase A for one anchor with n > K candidates: the K-th largest key (thk) by a search over the
- * row's sorted keys (the root), and tau by two searches over the breakpoints u and u - 1.
+ * row's sorted keys (the root), and tau by Newton steps between breakpoints (tauSegment), or, where
+ * those fail, by two searches over the breakpoints u and u - 1. (The kernels' thk search ends in a walk
+ * through the last 512 keys; same result.)
  */
 export function anchor(tr: Tree, u: ArrayLike<number>, n: number, K: number): Anchor {
   const root = tr.levels[tr.levels.length - 1].keys;
@@ -138,7 +202,16 @@ export function anchor(tr: Tree, u: ArrayLike<number>, n: number, K: number): An
   const thk = kth(K);
   const theta = keyVal(thk);
   if (next <= theta - 1) return { thk, tau: next, next };
-  // smallest y with f(g(root[y])) <= K, or Tx
+  // the segment where f crosses K by Newton steps from theta - 1, else (never seen) by two searches over the
+  // breakpoints: smallest y with f(g(root[y])) <= K, or Tx
+  const seg = tauSegment(tr, u, n, K, theta - 1, theta, theta - 1);
+  newtonStats.anchors++;
+  if (seg !== null) {
+    newtonStats.evals += seg.evals;
+    newtonStats.maxEvals = Math.max(newtonStats.maxEvals, seg.evals);
+    return { thk, tau: tauOn(tr, u, n, K, seg.lo, seg.hi), next };
+  }
+  newtonStats.fallbacks++;
   const search = (g: (v: number) => number): number => {
     let lo = first, hi = tr.Tx;
     while (lo < hi) {
@@ -155,14 +228,7 @@ export function anchor(tr: Tree, u: ArrayLike<number>, n: number, K: number): An
   if (yx > first) lo = Math.max(lo, keyVal(root[yx - 1]) - 1);
   if (ye < tr.Tx) hi = Math.min(hi, keyVal(root[ye]));
   if (yx < tr.Tx) hi = Math.min(hi, keyVal(root[yx]) - 1);
-  let tau: number;
-  if (!(lo < hi)) tau = lo;
-  else {
-    const a = cs(tr, u, n, keyGt(lo)), b = cs(tr, u, n, keyGt(lo + 1));
-    const nF = a.c - b.c;
-    const t = nF > 0 ? (a.s - b.s + b.c - K) / nF : lo;
-    tau = t < lo ? lo : t > hi ? hi : t;
-  }
+  const tau = tauOn(tr, u, n, K, lo, hi);
   return { thk, tau, next };
 }
 

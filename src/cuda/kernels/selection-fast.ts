@@ -16,9 +16,11 @@
 //     search per set bit of the prefix's leaf count plus < 64 tail elements: one warp, a lane per level.
 //  2. anchors (sparsek_fs_anchor, a warp each): for block b = 0..nb (nb = ceil(T / 64)), at the base query
 //     a_b = max(64 b, K + W) (the first full query of the block or later), thk and tau of its candidate
-//     set by searches over the row's sorted keys (the root level): thk = the largest root key with
-//     CS(n, key).count >= K; tau by two searches, over the breakpoints u (F -> Z) and u - 1 (U -> F),
-//     for the segment where f(t) = sum clip(u - t, 0, 1) crosses K, then solved exactly on it.
+//     set: thk = the largest key of the node's sorted keys with CS(n, key).count >= K, by a search down to
+//     512 keys, then a ballot walk through them; tau on the segment between breakpoints (u: F -> Z, u - 1:
+//     U -> F) where f(t) = sum clip(u - t, 0, 1) crosses K, found by Newton steps (f is linear on a
+//     segment, and one pair of counts at t, with the nearest keys, gives t's segment and its line; about
+//     2 pairs an anchor), then solved exactly on it.
 //  3. rows (sparsek_fs_rows, a block each): Sel_{64 b} = the candidates with key >= thk_b, from the tree
 //     nodes' suffixes through a bitmap over positions, so the row comes out ascending; into a compact
 //     (nb, K) array per row, or row 64 b of a (T, K) array.
@@ -283,9 +285,11 @@ export function fsAnchorLaunches(BH: number, nb: number, K: number, multiprocess
 /**
  * Phase A: thk and tau at each block's base query a_b = max(64 b, K + W), b = 0..nb; AW warps per
  * (b, row), grid fsAnchorGrid. athk = 0 and atau = -inf where the base has <= K candidates.
- * The searches run over the sorted keys of the smallest first tree node that holds the candidates
- * (as fs_block's walks) and are (AW + 1)-ary: each warp tests one pivot (a count CS over the tree)
- * per round.
+ * thk's search runs over the sorted keys of the smallest first tree node that holds the candidates
+ * (as fs_block's walks) and is (AW + 1)-ary (each warp tests one pivot, a count CS over the tree, per
+ * round) down to 512 keys, which a walk finishes. tau: Newton steps between breakpoints (tau_segment;
+ * the AW warps compute the same steps), with the old breakpoint searches as the fallback (8 steps or
+ * no progress; the emulation never needed it: dev/cuda-selection-fast).
  */
 export function fsAnchorSource(AW: 1 | 4): KernelSource {
   return {
@@ -300,12 +304,13 @@ __device__ __forceinline__ void group_sync() {
   __syncthreads();
 #endif
 }
-// The smallest m in [lo, hi) with pred(m), hi if none (pred false then true as m grows; pred(hi) is never
-// evaluated). The anchor's AW warps call it; each evaluates pred at one pivot per round.
+// Narrows [lo, hi], which holds the smallest m in [lo, hi) with pred(m) (hi if none; pred false then true
+// as m grows; pred(hi) is never evaluated), until hi - lo <= stop. The anchor's AW warps call it; each
+// evaluates pred at one pivot per round.
 template <class Pred>
-__device__ int smallest_true(int lo, int hi, Pred pred, int* flags) {
+__device__ void narrow(int& lo, int& hi, Pred pred, int* flags, int stop) {
   const int w = (threadIdx.x >> 5) % AW;
-  while (lo < hi) {
+  while (hi - lo > stop) {
     const int s = hi - lo, p = lo + ((w + 1) * s) / (AW + 1);
     const bool t = pred(p);
     if ((threadIdx.x & 31) == 0) flags[w] = t ? 1 : 0;
@@ -320,7 +325,120 @@ __device__ int smallest_true(int lo, int hi, Pred pred, int* flags) {
     lo = nlo;
     hi = max(nlo, nhi);
   }
+}
+template <class Pred>
+__device__ int smallest_true(int lo, int hi, Pred pred, int* flags) {
+  narrow(lo, hi, pred, flags, 0);
   return lo;
+}
+// The index of the need-th candidate (position < n, need >= 1) of keys[lo, hi) counting down from hi - 1,
+// 128 keys a step (ballots); the caller knows it is there.
+__device__ int kth_down(const u64* keys, int lo, int hi, int n, int need) {
+  const int lane = threadIdx.x & 31;
+  for (int top = hi; top > lo; top -= 128) {
+    bool cand[4];
+#pragma unroll
+    for (int q = 0; q < 4; q++) { const int y = top - 1 - 32 * q - lane; cand[q] = y >= lo && pos_of(keys[y]) < n; }
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      const unsigned bits = __ballot_sync(FULL, cand[q]);
+      const int c = __popc(bits);
+      if (need <= c) {
+        const bool at = ((bits >> lane) & 1) && __popc(bits & ((2u << lane) - 1u)) == need;
+        return top - 1 - 32 * q - (__ffs(__ballot_sync(FULL, at)) - 1);
+      }
+      need -= c;
+    }
+  }
+  return lo;
+}
+// Two counts side by side, at kappa0 and kappa1: half warps when NL <= 16, else one after the other.
+__device__ __forceinline__ CS shfl_cs(const CS& x, int src) {
+  CS r; r.c = __shfl_sync(FULL, x.c, src); r.s = __shfl_sync(FULL, x.s, src);
+  return r;
+}
+__device__ void cs_pair(const Tree& tr, int n, u64 kappa0, u64 kappa1, CS& a, CS& b) {
+  if (tr.NL <= 16) {
+    const CS x = cs_lanes<16>(tr, n, (threadIdx.x & 16) ? kappa1 : kappa0);
+    a = shfl_cs(x, 0);
+    b = shfl_cs(x, 16);
+  } else {
+    a = cs_warp(tr, n, kappa0);
+    b = cs_warp(tr, n, kappa1);
+  }
+}
+// cs_lanes, and the candidates' keys nearest kappa: up, the smallest >= kappa (~0 if none), dn, the
+// largest below it (0 if none: pads have key 0)
+struct CSN { int c; double s; u64 up, dn; };
+template <int L>
+__device__ CSN csn_lanes(const Tree& tr, int n, u64 kappa) {
+  const int lane = threadIdx.x & (L - 1);
+  const int m = (n + tr.d) / CHUNK;
+  int c = 0;
+  double s = 0.0;
+  u64 up = ~0ull, dn = 0ull;
+  if (lane < tr.NL && ((m >> lane) & 1)) {
+    const int start = (m >> (lane + 1)) << (lane + 1);
+    const int x0 = start * CHUNK, x1 = min(tr.Tx, x0 + (CHUNK << lane));
+    const u64* k = tr.keys(lane);
+    const double* p = tr.psum(lane);
+    const int lb = lower_bound(k, x0, x1, kappa);
+    c = x1 - lb;
+    s = p[x1 - 1] - (lb > x0 ? p[lb - 1] : 0.0);
+    if (lb < x1) up = k[lb];
+    if (lb > x0) dn = k[lb - 1];
+  }
+  for (int j = max(0, m * CHUNK - tr.d) + lane; j < n; j += L) {
+    const float v = tr.u[j];
+    const u64 kj = key_of(v, j);
+    if (kj >= kappa) { c++; s += (double)v; up = min(up, kj); }
+    else dn = max(dn, kj);
+  }
+  for (int o = L / 2; o > 0; o >>= 1) {
+    c += __shfl_xor_sync(FULL, c, o);
+    s += __shfl_xor_sync(FULL, s, o);
+    up = min(up, __shfl_xor_sync(FULL, up, o));
+    dn = max(dn, __shfl_xor_sync(FULL, dn, o));
+  }
+  CSN r; r.c = c; r.s = s; r.up = up; r.dn = dn;
+  return r;
+}
+__device__ __forceinline__ CSN shfl_csn(const CSN& x, int src) {
+  CSN r; r.c = __shfl_sync(FULL, x.c, src); r.s = __shfl_sync(FULL, x.s, src);
+  r.up = __shfl_sync(FULL, x.up, src); r.dn = __shfl_sync(FULL, x.dn, src);
+  return r;
+}
+// The segment [lo, hi] between adjacent breakpoints (candidate values v and v - 1) where f(t) = sum
+// clip(u - t, 0, 1) crosses K, by safeguarded Newton steps: f is linear between breakpoints, so one
+// evaluation at t (counts and sums above t and at or above t + 1, with the nearest keys) gives t's
+// segment and the root of its line. A root inside the segment ends the search; otherwise the next t is
+// that root, or the midpoint of the bracket [a, b] of tau when the root leaves it. t0: the first guess.
+// false after 8 evaluations, or without progress (the caller then searches the breakpoints).
+__device__ bool tau_segment(const Tree& tr, int n, int K, double a, double b, double t0, double& lo, double& hi) {
+  double t = fmin(b, fmax(a, t0));
+  for (int it = 0; it < 8; it++) {
+    CSN A, B;
+    if (tr.NL <= 16) {
+      const CSN x = csn_lanes<16>(tr, n, (threadIdx.x & 16) ? key_ge(t + 1.0) : key_gt(t));
+      A = shfl_csn(x, 0);
+      B = shfl_csn(x, 16);
+    } else {
+      A = csn_lanes<32>(tr, n, key_gt(t));
+      B = csn_lanes<32>(tr, n, key_ge(t + 1.0));
+    }
+    const int nF = A.c - B.c;
+    const double sF = A.s - B.s;
+    const double L = fmax(A.dn ? val_of(A.dn) : -DINF, B.dn ? val_of(B.dn) - 1.0 : -DINF);
+    const double H = fmin(A.up != ~0ull ? val_of(A.up) : DINF, B.up != ~0ull ? val_of(B.up) - 1.0 : DINF);
+    const double root = nF > 0 ? ((double)B.c + sF - (double)K) / (double)nF : B.c > K ? DINF : -DINF;
+    if (root >= L && root <= H) { lo = L; hi = H; return true; }
+    if (root > H) a = fmax(a, H);
+    else b = fmin(b, L);
+    const double nx = root > a && root < b ? root : 0.5 * (a + b);
+    if (nx == t) return false;
+    t = nx;
+  }
+  return false;
 }
 extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_anchor_w${AW}(
     u64* athk,           // (BH, nb + 1)
@@ -351,16 +469,21 @@ extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_an
   while (L < NL - 1 && (CHUNK << L) < n + d) L++;
   const u64* keys = tr.keys(L);
   const int N = min(Tx, CHUNK << L), first = N - (min(N, T + d) - d);
-  // the r-th largest candidate key (r = max(K, 1)): the largest index with at least r candidates at or above it
+  // the r-th largest candidate key (r = max(K, 1)), keys[m]: m + 1 is the smallest index y with fewer than r
+  // candidates at or above keys[y]. Phase 2: thk and tau never decrease with i, so the anchors b0 = b - b % S
+  // and b1 = min(b0 + S, nb), made in phase 1, bracket this one's: m + 1 lies in [lb(thk_b0) + 1, lb(thk_b1) + 1].
+  // Searches narrow that range to 512 keys; then a count above it and a walk down through it.
   const int r = max(K, 1);
   const auto below = [&](int y) { return cs_warp(tr, n, keys[y]).c < r; };
-  // Phase 2: thk and tau never decrease with i, so the anchors b0 = b - b % S and b1 = min(b0 + S, nb),
-  // made in phase 1, bracket this one's: the searches start from the keys between theirs.
-  const size_t a0 = (size_t)row * (nb + 1) + (b - b % S), a1 = (size_t)row * (nb + 1) + min(b - b % S + S, nb);
-  int m;
-  if (phase == 2) { // exact: the answer, thk_b's index + 1, lies in [lb(thk_b0) + 1, lb(thk_b1) + 1]
-    m = smallest_true(max(first + 1, lower_bound(keys, first, N, athk[a0]) + 1), min(N, lower_bound(keys, first, N, athk[a1]) + 1), below, flags) - 1;
-  } else m = smallest_true(first + 1, N, below, flags) - 1;
+  const int b0 = b - b % S, b1 = min(b0 + S, nb);
+  const size_t a0 = (size_t)row * (nb + 1) + b0, a1 = (size_t)row * (nb + 1) + b1;
+  int ylo = first + 1, yhi = N;
+  if (phase == 2) {
+    ylo = max(first + 1, lower_bound(keys, first, N, athk[a0]) + 1);
+    yhi = min(N, lower_bound(keys, first, N, athk[a1]) + 1);
+  }
+  narrow(ylo, yhi, below, flags, 512);
+  const int m = kth_down(keys, ylo - 1, yhi, n, r - (yhi < N ? cs_warp(tr, n, keys[yhi]).c : 0));
   if (K == 0) {
     if (w0) { athk[ai] = ~0ull; atau[ai] = val_of(keys[m]); }
     return;
@@ -374,36 +497,42 @@ extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_an
   double tau;
   if (next <= theta - 1.0) tau = next;
   else {
-    // smallest y with f(g(keys[y])) <= K, g(v) = v (entry) and v - 1 (exit)
-    int ys[2];
-    for (int q = 0; q < 2; q++) {
-      const auto settled = [&](int x) {
-        const double t = val_of(keys[x]) - (double)q;
-        const CS a = cs_warp(tr, n, key_gt(t)), c = cs_warp(tr, n, key_ge(t + 1.0));
-        const int nF = a.c - c.c;
-        const double sF = a.s - c.s, nFt = (double)nF * t, f = (double)c.c + sF - nFt;
-        const double tol = 4.0 * 2.220446049250313e-16 * ((double)c.c + fabs(sF) + fabs(nFt));
-        return f <= (double)K + tol;
-      };
-      int y = -1;
-      if (phase == 2) {
-        // near the breakpoints between tau_b0 and tau_b1 (+ q): a guess, kept only if the predicate
-        // flips right at the answer (it is monotone, so that answer is the one the whole range gives)
-        const int lo = max(first, lower_bound(keys, first, N, key_ge(atau[a0] + (double)q)) - 1);
-        const int hi = min(N, lower_bound(keys, first, N, key_gt(atau[a1] + (double)q)) + 1);
-        y = smallest_true(lo, max(lo, hi), settled, flags);
-        if ((y == lo && y > first && settled(y - 1)) || (y == max(lo, hi) && y < N && !settled(y))) y = -1;
-      }
-      ys[q] = y >= 0 ? y : smallest_true(first, N, settled, flags);
+    // the segment where f crosses K: Newton steps from theta - 1 (phase 2: from between tau_b0 and tau_b1),
+    // else (rare) two binary searches over the breakpoints, smallest y with f(g(keys[y])) <= K, g(v) = v
+    // (entry) and v - 1 (exit)
+    double ta = theta - 1.0, tb = theta, t0 = theta - 1.0;
+    if (phase == 2) {
+      const double l0 = atau[a0], l1 = atau[a1];
+      ta = fmax(ta, l0);
+      tb = fmin(tb, l1);
+      if (l0 > -DINF) t0 = l0 + (l1 - l0) * (double)(b - b0) / (double)(b1 - b0);
     }
-    double lo = -DINF, hi = DINF;
-    if (ys[0] > first) lo = fmax(lo, val_of(keys[ys[0] - 1]));
-    if (ys[1] > first) lo = fmax(lo, val_of(keys[ys[1] - 1]) - 1.0);
-    if (ys[0] < N) hi = fmin(hi, val_of(keys[ys[0]]));
-    if (ys[1] < N) hi = fmin(hi, val_of(keys[ys[1]]) - 1.0);
+    double lo, hi;
+    if (!tau_segment(tr, n, K, ta, tb, t0, lo, hi)) {
+      int ys[2];
+      for (int q = 0; q < 2; q++) {
+        const auto settled = [&](int x) {
+          const double t = val_of(keys[x]) - (double)q;
+          const CS a = cs_warp(tr, n, key_gt(t)), c = cs_warp(tr, n, key_ge(t + 1.0));
+          const int nF = a.c - c.c;
+          const double sF = a.s - c.s, nFt = (double)nF * t, f = (double)c.c + sF - nFt;
+          const double tol = 4.0 * 2.220446049250313e-16 * ((double)c.c + fabs(sF) + fabs(nFt));
+          return f <= (double)K + tol;
+        };
+        ys[q] = smallest_true(first, N, settled, flags);
+      }
+      lo = -DINF;
+      hi = DINF;
+      if (ys[0] > first) lo = fmax(lo, val_of(keys[ys[0] - 1]));
+      if (ys[1] > first) lo = fmax(lo, val_of(keys[ys[1] - 1]) - 1.0);
+      if (ys[0] < N) hi = fmin(hi, val_of(keys[ys[0]]));
+      if (ys[1] < N) hi = fmin(hi, val_of(keys[ys[1]]) - 1.0);
+    }
+    // on [lo, hi], f = |U| + sum_F u - |F| t with U = {u > t + 1}, F = {t < u <= t + 1} taken at t = lo
     if (!(lo < hi)) tau = lo;
     else {
-      const CS a = cs_warp(tr, n, key_gt(lo)), c = cs_warp(tr, n, key_gt(lo + 1.0));
+      CS a, c;
+      cs_pair(tr, n, key_gt(lo), key_gt(lo + 1.0), a, c);
       const int nF = a.c - c.c;
       const double t = nF > 0 ? (a.s - c.s + (double)c.c - (double)K) / (double)nF : lo;
       tau = t < lo ? lo : t > hi ? hi : t;
