@@ -23,7 +23,8 @@ import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../cuda-atten
 import { fastSelect, keyOf, ordOf } from './emulate.js';
 import { deviceHelpers } from '../cuda-attention-fast/harness.js';
 import {
-  FS_ANCHOR_STRIDE, FS_ANCHOR_THREADS, FS_CHUNK, FS_PROBE_PHASES, FS_ROWS_THREADS, fsAnchorLaunches, fsAnchorSource, fsBlockSource, fsGeometry, fsInitSource, fsMergeSource, fsRowsSource,
+  FS_ANCHOR_STRIDE, FS_ANCHOR_THREADS, FS_CHUNK, FS_LEAVES, FS_PROBE_PHASES, FS_ROWS_THREADS, fsAnchorLaunches, fsAnchorSource, fsBlockSource, fsGeometry, fsInitSource, fsLeavesSource,
+  fsMerge2Source, fsMerges, fsMergeSource, fsRowsSource,
 } from '../../src/cuda/kernels/selection-fast.js';
 
 const args = process.argv.slice(2);
@@ -146,7 +147,7 @@ if (!args.includes('--skip-emulate')) {
   if (bad > 0) failures++;
 }
 
-const sources = (): KernelSource[] => [fsInitSource(), fsMergeSource(), fsAnchorSource(1), fsAnchorSource(4), fsRowsSource(), fsBlockSource({ ALL: false }), fsBlockSource({ ALL: true })];
+const sources = (): KernelSource[] => [fsInitSource(), fsMergeSource(), fsLeavesSource(), fsMerge2Source(), fsAnchorSource(1), fsAnchorSource(4), fsRowsSource(), fsBlockSource({ ALL: false }), fsBlockSource({ ALL: true })];
 if (args.includes('--dump')) {
   const dir = opt('dump', '/tmp/spk-fsel-cu');
   mkdirSync(dir, { recursive: true });
@@ -188,7 +189,19 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
   const kInit = kernel(fsInitSource()), kMerge = kernel(fsMergeSource()), launches = fsAnchorLaunches(BH, nb, K, twoPhases ? 0 : rt.multiprocessors);
   const kRows = kernel(fsRowsSource(), rowsShared), kBlock = kernel(fsBlockSource({ ALL: all }));
   const g = (n: number): number => Math.ceil(n / 256);
+  // as CudaBackend: sparsek_fs_leaves, then the merges of fsMerges (two levels a launch)
+  const kLeaves = kernel(fsLeavesSource()), kMerge2 = kernel(fsMerge2Source());
+  const level = (size: number): bigint => BigInt(Math.log2(size / FS_CHUNK) * lvl * 8);
   const tree = (): void => {
+    rt.launch(kLeaves, [Math.ceil(Tx / FS_LEAVES), BH, 1], FS_LEAVES, 0, [tk.ptr, tp.ptr, u.ptr, BH, T, Tx, d]);
+    for (const { s, two } of fsMerges(Tx)) {
+      const into = [tk.ptr + level(2 * s), tp.ptr + level(2 * s)], from = [tk.ptr + level(s), tp.ptr + level(s)];
+      if (two) rt.launch(kMerge2, g(lvl), 256, 0, [...into, tk.ptr + level(4 * s), tp.ptr + level(4 * s), ...from, BH, Tx, s]);
+      else rt.launch(kMerge, g(lvl), 256, 0, [...into, ...from, BH, Tx, s]);
+    }
+  };
+  // the first tree: sparsek_fs_init, then one sparsek_fs_merge launch per node size 1, 2, 4, ...
+  const treeByLevels = (): void => {
     rt.launch(kInit, g(lvl), 256, 0, [sk[0].ptr, sp[0].ptr, u.ptr, BH, T, Tx, d]);
     let inK = sk[0].ptr, inP = sp[0].ptr, flip = 1;
     for (let s = 1; s < Tx; s *= 2) {
@@ -217,6 +230,15 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
   const block = (): void => rt.launch(kBlock, [nb, BH, 1], FS_CHUNK, 0,
     [tau.ptr, thk.ptr, count.ptr, nfree.ptr, sel.ptr, athk.ptr, atau.ptr, tk.ptr, tp.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb]);
   const run = (): void => { tree(); anchors(); rows(); block(); };
+  // whether tree() leaves the same bits as treeByLevels() in every level (keys and prefix sums)
+  const treeSame = (): boolean => {
+    treeByLevels();
+    const k1 = get(tk, new BigUint64Array(NL * lvl)), p1 = get(tp, new BigUint64Array(NL * lvl));
+    tree();
+    const k2 = get(tk, new BigUint64Array(NL * lvl)), p2 = get(tp, new BigUint64Array(NL * lvl));
+    for (let x = 0; x < k1.length; x++) if (k1[x] !== k2[x] || p1[x] !== p2[x]) return false;
+    return true;
+  };
   // Where fs_block's time goes (--probe): clock64() cycles per phase and walk lengths, summed and maxed.
   const probe = (): Record<string, { sum: number; max: number }> => {
     const kProbe = kernel(fsBlockSource({ ALL: all, PROBE: true }));
@@ -240,7 +262,7 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
       row: (q: number) => sl.subarray((r * rowsPer + q) * K, (r * rowsPer + q + 1) * K),
     };
   };
-  return { run, tree, anchors, rows, block, probe, free, read, nb, NL, Tx, treeBytes: 2 * NL * lvl * 8 };
+  return { run, tree, treeSame, anchors, rows, block, probe, free, read, nb, NL, Tx, treeBytes: 2 * NL * lvl * 8 };
 }
 
 /** The existing kernels (src/cuda/kernels/selection.ts), as CudaBackend launches them. */
@@ -275,10 +297,11 @@ if (!args.includes('--skip-validate')) {
         const u = scores(c.dist, c.BH * c.T, c.T, 11);
         const du = put(u);
         const f = fast(du, c.BH, c.T, c.K, c.W, all);
+        const same = all || f.treeSame();
         f.run();
         rt.synchronize();
-        let err: string | null = null;
-        for (const r of c.check) {
+        let err: string | null = same ? null : `${c.name}: the tree of sparsek_fs_leaves and the merges differs from the one of a merge per level`;
+        for (const r of err === null ? c.check : []) {
           const ref = reference(u, r * c.T, c.T, c.K, c.W, all);
           err = compare(`${c.name} row ${r}`, c.T, c.K, c.W, ref, f.read(r), all);
           if (err !== null) break;

@@ -25,7 +25,7 @@ import {
 import type { AttentionVariant } from './kernels/attention.js';
 import { keyIntervalsSource } from './kernels/selection.js';
 import {
-  fsAnchorLaunches, fsAnchorSource, FS_ANCHOR_STRIDE, fsBlockName, fsBlockSource, fsGeometry, fsLeavesSource, fsMergeSource, fsRowsSource, FS_ANCHOR_THREADS, FS_CHUNK, FS_LEAVES, FS_ROWS_THREADS,
+  fsAnchorLaunches, fsAnchorSource, FS_ANCHOR_STRIDE, fsBlockName, fsBlockSource, fsGeometry, fsLeavesSource, fsMerge2Source, fsMerges, fsMergeSource, fsRowsSource, FS_ANCHOR_THREADS, FS_CHUNK, FS_LEAVES, FS_ROWS_THREADS,
 } from './kernels/selection-fast.js';
 import { embeddingBackwardSource, embeddingForwardSource, EMBEDDING_BLOCK } from './kernels/embedding.js';
 import {
@@ -661,12 +661,14 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const athk = take(BH * (nb + 1) * 8), atau = take(BH * (nb + 1) * 8);
     const g = (n: number): number => Math.ceil(n / 256);
     // 1. the tree: nodes up to FS_LEAVES sorted in shared memory, then merges of node size
-    // s = FS_LEAVES, 2 FS_LEAVES, ... (the levels of node size >= 64 kept)
+    // s = FS_LEAVES, 4 FS_LEAVES, ..., two levels a launch (the levels of node size >= 64 kept)
     this.launch('sparsek_fs_leaves', fsLeavesSource, [Math.ceil(Tx / FS_LEAVES), BH, 1], FS_LEAVES, [tk, tp, u, BH, T, Tx, d]);
     const level = (size: number): bigint => BigInt(Math.log2(size / FS_CHUNK) * lvl * 8);
-    for (let size = FS_LEAVES; size < Tx; size *= 2) {
-      this.launch('sparsek_fs_merge', fsMergeSource, g(lvl), 256,
-        [tk.ptr + level(2 * size), tp.ptr + level(2 * size), tk.ptr + level(size), tp.ptr + level(size), BH, Tx, size]);
+    for (const { s: size, two } of fsMerges(Tx)) {
+      const into = [tk.ptr + level(2 * size), tp.ptr + level(2 * size)];
+      const from = [tk.ptr + level(size), tp.ptr + level(size)];
+      if (two) this.launch('sparsek_fs_merge2', fsMerge2Source, g(lvl), 256, [...into, tk.ptr + level(4 * size), tp.ptr + level(4 * size), ...from, BH, Tx, size]);
+      else this.launch('sparsek_fs_merge', fsMergeSource, g(lvl), 256, [...into, ...from, BH, Tx, size]);
     }
     // 2. anchors, 3. their rows (the rows of queries 64 b), 4. every query (and, with out.all, its row)
     for (const { phase, AW, grid } of fsAnchorLaunches(BH, nb, K, this.rt.multiprocessors)) {

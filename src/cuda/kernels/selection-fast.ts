@@ -178,6 +178,77 @@ extern "C" __global__ void sparsek_fs_merge(
   };
 }
 
+/**
+ * Two tree levels in one launch: nodes of s merged into nodes of 2 s (okeys2, opsum2) and of 4 s
+ * (okeys4, opsum4), with the same results, bits included, as two sparsek_fs_merge launches. Each element
+ * ranks itself in the three other runs of its 4 s node (its sibling, and both runs of the other pair: their
+ * ranks add up to its rank in the other pair's merged node) in one loop of power-of-two steps, the three
+ * loads of a step independent. Its 4 s prefix sum adds the other pair's prefix at that rank, which is the
+ * sum of the two runs' prefixes at theirs (the last element of the other pair below it, in either run,
+ * carried exactly that sum at the 2 s level). s must be a power of two. Launch: ceil(BH Tx / 256) x 256.
+ */
+export function fsMerge2Source(): KernelSource {
+  return {
+    name: 'sparsek_fs_merge2',
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32'],
+    source: `${common()}
+// the elements of a run that go before key k: those < k (the run lies right of k's side), or <= k (left)
+__device__ __forceinline__ bool before(u64 x, u64 k, bool strict) { return strict ? x < k : x <= k; }
+extern "C" __global__ void sparsek_fs_merge2(
+    u64* okeys2,         // (BH, Tx) nodes of 2 s
+    double* opsum2,      // (BH, Tx)
+    u64* okeys4,         // (BH, Tx) nodes of 4 s
+    double* opsum4,      // (BH, Tx)
+    const u64* keys,     // (BH, Tx) nodes of s
+    const double* psum,  // (BH, Tx)
+    int BH, int Tx, int s) {
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= (size_t)BH * Tx) return;
+  const size_t r0 = idx - idx % Tx;
+  const int x = (int)(idx % Tx), node = x / s, a = x - node * s;
+  const u64* rk = keys + r0;
+  const double* rp = psum + r0;
+  const u64 k = rk[x];
+  // runs: the sibling (node ^ 1), then the other pair's two (c, c + 1); lengths clipped at Tx
+  const int bs = (node ^ 1) * s, bc = ((node ^ 2) & ~1) * s, bd = bc + s;
+  const int ls = max(0, min(s, Tx - bs)), lc = max(0, min(s, Tx - bc)), ld = max(0, min(s, Tx - bd));
+  const bool ss = (node & 1) == 0, sq = (node & 2) == 0;
+  int rs = 0, rc = 0, rd = 0;
+  for (int st = s; st >= 1; st >>= 1) {
+    const bool ts = rs + st <= ls && before(rk[bs + rs + st - 1], k, ss);
+    const bool tc = rc + st <= lc && before(rk[bc + rc + st - 1], k, sq);
+    const bool td = rd + st <= ld && before(rk[bd + rd + st - 1], k, sq);
+    if (ts) rs += st;
+    if (tc) rc += st;
+    if (td) rd += st;
+  }
+  const int a2 = a + rs, rb = rc + rd;
+  const double p2 = rp[x] + (rs > 0 ? rp[bs + rs - 1] : 0.0);
+  const double pq = (rc > 0 ? rp[bc + rc - 1] : 0.0) + (rd > 0 ? rp[bd + rd - 1] : 0.0);
+  const size_t o2 = r0 + (size_t)((node & ~1) * s + a2), o4 = r0 + (size_t)((node & ~3) * s + a2 + rb);
+  okeys2[o2] = k;
+  opsum2[o2] = p2;
+  okeys4[o4] = k;
+  opsum4[o4] = p2 + (rb > 0 ? pq : 0.0);
+}
+`,
+  };
+}
+
+/**
+ * The merges that finish the tree above sparsek_fs_leaves' levels: node sizes s = FS_LEAVES, then x 4 while
+ * two levels remain (sparsek_fs_merge2), the last one alone (sparsek_fs_merge) when one does.
+ */
+export function fsMerges(Tx: number): { s: number; two: boolean }[] {
+  const out: { s: number; two: boolean }[] = [];
+  for (let s = FS_LEAVES; s < Tx; s *= 4) {
+    const two = 2 * s < Tx;
+    out.push({ s, two });
+    if (!two) break;
+  }
+  return out;
+}
+
 /** Positions of a row that one sparsek_fs_leaves block sorts in shared memory (its threads). */
 export const FS_LEAVES = 1024;
 
