@@ -1,7 +1,7 @@
 // Harness for the fast selection (kernel.ts): emulation, GPU validation, timing. One JSON line per result.
 //
 //   node --import tsx dev/cuda-selection-fast/bench.ts [--T 4096,16384,65536] [--rows 16] [--K 512] [--W 512]
-//        [--repeats 20] [--dump DIR] [--no-old] [--skip-emulate] [--probe] [--two-phases]
+//        [--repeats 20] [--dump DIR] [--no-old] [--skip-emulate] [--skip-validate] [--skip-time] [--probe] [--two-phases]
 //
 // 1. emulate (no GPU): emulate.ts's fastSelect, the kernels' algorithm step for step, against CausalSelector
 //    (src/cpu/kernels/selection.ts) on awkward cases: tau to 1e-9 (relative, absolute below 1), thk, count,
@@ -318,8 +318,8 @@ if (!args.includes('--skip-validate')) {
   }
 }
 
-// ---- 3. timing ----------------------------------------------------------------------------------------
-for (const T of Ts) {
+// ---- 3. timing (--skip-time: none) ----------------------------------------------------------------------
+for (const T of args.includes('--skip-time') ? [] : Ts) {
   for (const dist of ['normal', 'uniform'] as Dist[]) {
     for (const all of [false, true]) {
       if (all && T * KB * ROWS * 4 > 2 ** 31) continue;
