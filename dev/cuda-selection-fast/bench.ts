@@ -194,7 +194,7 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
   const level = (size: number): bigint => BigInt(Math.log2(size / FS_CHUNK) * lvl * 8);
   const tree = (): void => {
     rt.launch(kLeaves, [Math.ceil(Tx / FS_LEAVES), BH, 1], FS_LEAVES, 0, [tk.ptr, tp.ptr, u.ptr, BH, T, Tx, d]);
-    for (const { s, two } of fsMerges(Tx)) {
+    for (const { s, two } of fsMerges(Tx, BH)) {
       const into = [tk.ptr + level(2 * s), tp.ptr + level(2 * s)], from = [tk.ptr + level(s), tp.ptr + level(s)];
       if (two) rt.launch(kMerge2, g(lvl), 256, 0, [...into, tk.ptr + level(4 * s), tp.ptr + level(4 * s), ...from, BH, Tx, s]);
       else rt.launch(kMerge, g(lvl), 256, 0, [...into, ...from, BH, Tx, s]);

@@ -664,7 +664,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // s = FS_LEAVES, 4 FS_LEAVES, ..., two levels a launch (the levels of node size >= 64 kept)
     this.launch('sparsek_fs_leaves', fsLeavesSource, [Math.ceil(Tx / FS_LEAVES), BH, 1], FS_LEAVES, [tk, tp, u, BH, T, Tx, d]);
     const level = (size: number): bigint => BigInt(Math.log2(size / FS_CHUNK) * lvl * 8);
-    for (const { s: size, two } of fsMerges(Tx)) {
+    for (const { s: size, two } of fsMerges(Tx, BH)) {
       const into = [tk.ptr + level(2 * size), tp.ptr + level(2 * size)];
       const from = [tk.ptr + level(size), tp.ptr + level(size)];
       if (two) this.launch('sparsek_fs_merge2', fsMerge2Source, g(lvl), 256, [...into, tk.ptr + level(4 * size), tp.ptr + level(4 * size), ...from, BH, Tx, size]);

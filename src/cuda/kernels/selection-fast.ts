@@ -71,6 +71,19 @@ __device__ __forceinline__ int lower_bound(const u64* a, int lo, int hi, u64 k) 
   }
   return lo;
 }
+// lower_bound by a whole warp, 32 pivots a step (33-ary: about 4 dependent loads for 64K keys, not 16)
+__device__ int warp_lower_bound(const u64* a, int lo, int hi, u64 k) {
+  const int lane = threadIdx.x & 31;
+  while (hi - lo > 32) {
+    const long long len = hi - lo;
+    const bool lt = a[lo + (int)((len * (lane + 1)) / 33)] < k;
+    const int c = __popc(__ballot_sync(FULL, lt)); // pivots below k: a prefix of the lanes
+    const int nlo = c > 0 ? lo + (int)((len * c) / 33) + 1 : lo;
+    hi = c < 32 ? lo + (int)((len * (c + 1)) / 33) : hi;
+    lo = nlo;
+  }
+  return lo + __popc(__ballot_sync(FULL, lane < hi - lo && a[lo + lane] < k));
+}
 __device__ __forceinline__ int clampn(long long x, int T) { return (int)(x < 0 ? 0 : x > T ? T : x); }
 
 // The tree of one row: level l at tk + (l BH + row) Tx (keys) and tp + ... (inclusive prefix sums per node).
@@ -235,16 +248,22 @@ extern "C" __global__ void sparsek_fs_merge2(
   };
 }
 
+/** Most positions (rows x Tx) for which the tree's merges run two levels a launch (fsMerges). */
+export const FS_MERGE2_MAX = 1 << 19;
+
 /**
- * The merges that finish the tree above sparsek_fs_leaves' levels: node sizes s = FS_LEAVES, then x 4 while
- * two levels remain (sparsek_fs_merge2), the last one alone (sparsek_fs_merge) when one does.
+ * The merges that finish the tree above sparsek_fs_leaves' levels, from node size s = FS_LEAVES: two levels a
+ * launch (sparsek_fs_merge2, s x 4) while two remain, where the merges wait on their loads' latency (rows x
+ * Tx <= FS_MERGE2_MAX); else one (sparsek_fs_merge, s x 2), where they wait on L2 traffic, of which
+ * sparsek_fs_merge2 makes 1.5 times as much. H100, 16 rows, session 13: 16K, 0.072 to 0.057 ms; 64K,
+ * 0.155 to 0.196.
  */
-export function fsMerges(Tx: number): { s: number; two: boolean }[] {
+export function fsMerges(Tx: number, rows: number): { s: number; two: boolean }[] {
   const out: { s: number; two: boolean }[] = [];
-  for (let s = FS_LEAVES; s < Tx; s *= 4) {
-    const two = 2 * s < Tx;
+  for (let s = FS_LEAVES; s < Tx;) {
+    const two = 2 * s < Tx && rows * Tx <= FS_MERGE2_MAX;
     out.push({ s, two });
-    if (!two) break;
+    s *= two ? 4 : 2;
   }
   return out;
 }
@@ -660,9 +679,7 @@ extern "C" __global__ void __launch_bounds__(NTHR) sparsek_fs_rows(
     const int start = (m >> (l + 1)) << (l + 1);
     const int x0 = start * CHUNK, x1 = min(Tx, x0 + (CHUNK << l));
     const u64* k = tk + ((size_t)l * BH + row) * Tx;
-    int lb = 0;
-    if (lane == 0) lb = lower_bound(k, x0, x1, thk);
-    lb = __shfl_sync(FULL, lb, 0);
+    const int lb = warp_lower_bound(k, x0, x1, thk);
     for (int x = lb + lane; x < x1; x += 32) {
       const int xp = pos_of(k[x]) + d;
       atomicOr(&bm[xp >> 5], 1u << (xp & 31));
