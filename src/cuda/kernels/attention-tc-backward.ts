@@ -495,9 +495,9 @@ export const selKeySet = (R: string, bits: number): string => `  const int G = N
   const float sl = scale * LOG2E;
   const bf16* kb = k + kv0 * HS;
   const bf16* vb = v + kv0 * HS;
-  const int nsel = K > 0 ? count[kv0 + i0] : 0;
   const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
   const int rlo = max(0, i0 - W + 1), rhi = K > 0 ? min(T, i0 + ${R} - W) : 0;
+  const int nsel = min(K, rlo); // |Sel_i0| = min(K, n_i0), n_i0 = rlo: no load of count
   const int nselT = (nsel + BT - 1) / BT;
   const int ncap = nselT * BT + ((max(0, rhi - rlo) + BT - 1) / BT) * BT;
   float* mu_ = qhi + ${R};
@@ -607,7 +607,7 @@ export const SEL_PARAMS_C = `    float* dq,                        // (B, NH, T,
     const float* __restrict__ u,      // (B, NKV, T)
     const double* __restrict__ tau,   // (B, NKV, T)
     const u64* __restrict__ thk,      // (B, NKV, T) key of Sel_i's weakest member (0: all selected)
-    const int* __restrict__ count,    // (B, NKV, T)
+    const int* __restrict__ count,    // (B, NKV, T) (not read: a block needs only min(K, n_i0))
     const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
     const int* __restrict__ nfree,    // (B, NKV, T) |F_i|
     int T, int NH, int NKV, int K, int W, float scale`;

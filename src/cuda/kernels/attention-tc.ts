@@ -94,7 +94,7 @@ export const FWD_PARAMS_C = `    void* out_,                       // (B, NH, T,
     const float* __restrict__ u,      // (B, NKV, T)
     const double* __restrict__ tau,   // (B, NKV, T)
     const u64* __restrict__ thk,      // (B, NKV, T)  key of Sel_i's weakest member, 0 when all are selected
-    const int* __restrict__ count,    // (B, NKV, T)
+    const int* __restrict__ count,    // (B, NKV, T) (not read: a block needs only min(K, n_i0))
     const int* __restrict__ sel,      // (B, NKV, ceil(T / 64), K) ascending positions: the rows of queries 64 r
     int T, int NH, int NKV, int K, int W, float scale`;
 
@@ -102,24 +102,26 @@ export const FWD_PARAMS_C = `    void* out_,                       // (B, NH, T,
  * CUDA text: a forward block's key set (SPEC section 3's block property), nsel keys of Sel_{i0} then the
  * range [lo, hi), in nT tiles of BK, and key_pos(x). Needs BQ, BK, b, h, i0 and kv0.
  */
-export const FWD_KEY_SET = `  // the block's keys: nsel selected (row i0 of sel), then the range [lo, hi)
-  const int nsel = count[kv0 + i0];
-  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
+export const FWD_KEY_SET = `  // the block's keys: nsel selected (row i0 of sel), then the range [lo, hi); |Sel_i0| = min(K, n_i0) and
+  // n_i0 = lo, so nsel needs no load of count (and the key data's chain of dependent loads is one shorter)
   const int lo = max(0, i0 - W + 1), hi = min(T, i0 + BQ);
+  const int nsel = min(K, lo);
+  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
   const int nselT = (nsel + BK - 1) / BK, nT = nselT + (hi - lo + BK - 1) / BK;
-  // position of the block's x-th key (x = tile * BK + row), -1 past the end of its part
+  // position of the block's x-th key (x = tile * BK + row), -1 past the end of its part; whether it is in Sel_i0
   auto key_pos = [&](int x) -> int {
     const int t = x / BK, r = x % BK;
     if (t < nselT) return x < nsel ? srow[x] : -1;
     const int j = lo + (t - nselT) * BK + r;
     return j < hi ? j : -1;
   };
+  auto key_is_sel = [&](int x) { return x < nselT * BK; };
 `;
 
 /**
- * CUDA text: every key of a forward block's FWD_KEY_SET into shared memory (META 'all'): mpos, mu_, and with
- * MASK_ROWS its row ranges (mrng, key_rows()), else its selection key (mkey). Needs nkeys, NTHR, tid, u, kv0,
- * and with MASK_ROWS bthk and W.
+ * CUDA text: every key of a forward block's FWD_KEY_SET (or another key set with key_pos and key_is_sel)
+ * into shared memory (META 'all'): mpos, mu_, and with MASK_ROWS its row ranges (mrng, key_rows()), else
+ * its selection key (mkey). Needs nkeys, NTHR, tid, u, kv0, and with MASK_ROWS bthk and W.
  */
 export const FWD_KEY_DATA = `  // every key's data, 4 independent loads of sel then 4 of u per thread and batch: position, u, and
   // with MASK_ROWS the block rows [a, b) that attend it, from g on gated, else its key
@@ -137,7 +139,7 @@ export const FWD_KEY_DATA = `  // every key's data, 4 independent loads of sel t
       mpos[x] = j[a];
       mu_[x] = uu[a];
 #if MASK_ROWS
-      mrng[x] = key_rows(bthk, j[a], uu[a], x < nselT * BK, i0, W);
+      mrng[x] = key_rows(bthk, j[a], uu[a], key_is_sel(x), i0, W);
 #else
       mkey[x] = j[a] >= 0 ? (((u64)ord_of(uu[a]) << 32) | (unsigned)j[a]) : 0ull;
 #endif
