@@ -14,8 +14,6 @@
 // - No barrier of the whole block in the loop. Each stage has two mbarriers, both expecting every
 //   thread: full (the stage holds its tile) and empty (every warpgroup has read it). So a warpgroup
 //   may run ahead of another by about a tile, and one's softmax overlaps the other's matrix work.
-// - The window range's tiles come first, then Sel_{i0}'s: their positions need no load, so the first
-//   STAGES - 1 tiles' copies go out before the key data's chain of loads (sel row, then u), not after it.
 // - All threads copy (cp.async, 16 bytes a chunk, gathered rows). A thread's copies of tile t + 1 are
 //   awaited (cp.async.wait_group), fenced to the async proxy and announced on full at iteration t,
 //   STAGES - 2 iterations after they were issued; the stage of tile t - 1 is refilled (tile
@@ -28,7 +26,7 @@
 
 import type { KernelSource } from '../runtime.js';
 import { ORD_OF } from './selection.js';
-import { FWD_KEY_DATA, FWD_PARAMS, FWD_PARAMS_C, KEY_ROWS, RAISE_MAX } from './attention-tc.js';
+import { FWD_KEY_DATA, FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C, KEY_ROWS, RAISE_MAX } from './attention-tc.js';
 import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
 export interface WgForwardVariant {
@@ -245,21 +243,7 @@ ${FWD_PARAMS_C}) {
   const bf16* vb = v + kv0 * HS;
   const float sl = scale * 1.4426950408889634f;
 
-  // The block's keys, the window range first: [lo, hi) in nwT tiles, whose positions need no load, so
-  // their first copies go out before the key data's loads; then nsel selected (row i0 of sel; |Sel_i0| =
-  // min(K, n_i0), n_i0 = lo).
-  const int lo = max(0, i0 - W + 1), hi = min(T, i0 + BQ);
-  const int nsel = min(K, lo);
-  const int* srow = sel + (((size_t)b * NKV + h) * ((T + 63) / 64) + i0 / 64) * K; // row i0 (i0 % 64 == 0)
-  const int nwT = (hi - lo + BK - 1) / BK, nT = nwT + (nsel + BK - 1) / BK;
-  // position of the block's x-th key (x = tile * BK + row), -1 past the end of its part; whether it is in Sel_i0
-  auto key_pos = [&](int x) -> int {
-    if (x < nwT * BK) return lo + x < hi ? lo + x : -1;
-    const int y = x - nwT * BK;
-    return y < nsel ? srow[y] : -1;
-  };
-  auto key_is_sel = [&](int x) { return x >= nwT * BK; };
-  const int nkeys = nT * BK;
+${FWD_KEY_SET}  const int nkeys = nT * BK;
   float* mu_ = reinterpret_cast<float*>(bthk + BQ);
   int* mpos = reinterpret_cast<int*>(mu_ + nkeys);
   int* mrng = mpos + nkeys;
@@ -267,31 +251,13 @@ ${FWD_PARAMS_C}) {
   if (tid == 0) {
     for (int s = 0; s < STAGES; s++) { mb_init(full0 + 8 * s, NTHR); mb_init(empty0 + 8 * s, NTHR); }
   }
-  // tile t into stage t % STAGES, every thread a share of its chunks (a window tile's positions computed,
-  // a selected tile's from mpos)
-  auto issue = [&](int t) {
-    const int st = t % STAGES;
-    const u32 kd = smem_addr(Ks + st * TILE_BYTES), vd = smem_addr(Vs + st * TILE_BYTES);
-    for (int x = tid; x < BK * CPR; x += NTHR) {
-      const int j = t < nwT ? key_pos(t * BK + COPY_ROW(x)) : mpos[t * BK + COPY_ROW(x)];
-      const size_t off = (size_t)(j >= 0 ? j : 0) * HS + COPY_CHUNK(x) * 8;
-      cp_async16(kd + COPY_DST(x), kb + off, j >= 0 ? 16 : 0);
-      cp_async16(vd + COPY_DST(x), vb + off, j >= 0 ? 16 : 0);
-    }
-  };
-  // this warpgroup's Q tile, in the first copy group (with tile 0); one commit group per tile (empty past
-  // the end), so the wait counts are static: the first window tiles' now, the others' after the key data
+  // this warpgroup's Q tile, in the first copy group (with tile 0)
   {
     const u32 qd = smem_addr(Qs + wg * TILE_BYTES);
     for (int x = tid & 127; x < 64 * CPR; x += 128) {
       const int i = i0 + 64 * wg + COPY_ROW(x);
       cp_async16(qd + COPY_DST(x), q + (qrow0 + (i < T ? i : 0)) * HS + COPY_CHUNK(x) * 8, i < T ? 16 : 0);
     }
-  }
-  const int early = min(nwT, STAGES - 1);
-  for (int t = 0; t < early; t++) {
-    issue(t);
-    cp_commit();
   }
   for (int r = tid; r < BQ; r += NTHR) bthk[r] = i0 + r < T ? thk[kv0 + i0 + r] : ~0ull;
   int rl[2], qi[2]; // this thread's rows: of the block, and their positions
@@ -305,7 +271,19 @@ ${FWD_PARAMS_C}) {
   __syncthreads();
 ${FWD_KEY_DATA}  __syncthreads();
 
-  for (int t = early; t < STAGES - 1; t++) {
+  // tile t into stage t % STAGES, every thread a share of its chunks
+  auto issue = [&](int t) {
+    const int st = t % STAGES;
+    const u32 kd = smem_addr(Ks + st * TILE_BYTES), vd = smem_addr(Vs + st * TILE_BYTES);
+    for (int x = tid; x < BK * CPR; x += NTHR) {
+      const int j = mpos[t * BK + COPY_ROW(x)];
+      const size_t off = (size_t)(j >= 0 ? j : 0) * HS + COPY_CHUNK(x) * 8;
+      cp_async16(kd + COPY_DST(x), kb + off, j >= 0 ? 16 : 0);
+      cp_async16(vd + COPY_DST(x), vb + off, j >= 0 ? 16 : 0);
+    }
+  };
+  // one commit group per tile (empty past the end), so the wait counts are static
+  for (int t = 0; t < STAGES - 1; t++) {
     if (t < nT) issue(t);
     cp_commit();
   }
@@ -342,8 +320,8 @@ ${FWD_KEY_DATA}  __syncthreads();
   auto softmax = [&](int t) -> bool {
     const float* tu = mu_ + t * BK;
     const int* tr = mrng + t * BK;
-    if (t >= nwT) return softmax_step<KIND_SEL>(s, corr, m, l, tu, tr, rl, qtau, sl);
-    const int a = lo + t * BK, z = a + BK - 1;
+    if (t < nselT) return softmax_step<KIND_SEL>(s, corr, m, l, tu, tr, rl, qtau, sl);
+    const int a = lo + (t - nselT) * BK, z = a + BK - 1;
     // whole tile in Win_i of every row of this warpgroup, no padding
     if (z <= iw && a > iw + 63 - W && z < hi) return softmax_step<KIND_WIN>(s, corr, m, l, tu, tr, rl, qtau, sl);
     return softmax_step<KIND_EDGE>(s, corr, m, l, tu, tr, rl, qtau, sl);
