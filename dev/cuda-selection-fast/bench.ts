@@ -226,7 +226,7 @@ function fast(u: DeviceBlock, BH: number, T: number, K: number, W: number, all: 
       [athk.ptr, atau.ptr, tk.ptr, tp.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb, FS_ANCHOR_STRIDE, phase]);
   };
   const rows = (): void => rt.launch(kRows, [nb, BH, 1], FS_ROWS_THREADS, rowsShared,
-    [sel.ptr, athk.ptr, tk.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb, all ? T : nb, all ? 6 : 0, 1]);
+    [sel.ptr, athk.ptr, tk.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb, all ? T : nb, all ? 6 : 0, 1, 1]);
   const block = (): void => rt.launch(kBlock, [nb, BH, 1], FS_CHUNK, 0,
     [tau.ptr, thk.ptr, count.ptr, nfree.ptr, sel.ptr, athk.ptr, atau.ptr, tk.ptr, tp.ptr, u.ptr, BH, T, K, W, Tx, d, NL, nb]);
   const run = (): void => { tree(); anchors(); rows(); block(); };

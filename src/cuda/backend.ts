@@ -511,10 +511,10 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         const s = st;
         if (sparse && u !== null && s.sel !== null) {
           rowsComplete = false;
-          // only the rows of queries 128 r where both tensor-core kernels tile 128 queries
-          const fwdBQ = tc === null ? 0 : tc.fwdWg ? wgForwardBQ(tc.fwdWg) : tc.fwd.BQ;
-          const step = tc !== null && fwdBQ === 128 && tc.sel.QB === 128 ? 2 : 1;
-          this.sparsekSelect(s, u, BH, T, K, W, { rows: s.sel, all: tc === null, step });
+          // only the rows of the queries where a block of the tensor-core forward or backward starts
+          const fwdBQ = tc === null ? 64 : tc.fwdWg ? wgForwardBQ(tc.fwdWg) : tc.fwd.BQ;
+          const bwdQB = tc === null ? 64 : tc.selWg ? (tc.selWg.QB ?? 128) : tc.sel.QB;
+          this.sparsekSelect(s, u, BH, T, K, W, { rows: s.sel, all: tc === null, every: [fwdBQ / FS_CHUNK, bwdQB / FS_CHUNK] });
         }
         else if (selects) this.selectNothing(s, BH, T);
         last = { out, q, k, v, u };
@@ -643,7 +643,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    * (The fp32 backward makes each key's interval of attending queries from thk when it needs them.)
    */
   private sparsekSelect(s: AttentionState, u: CudaBuffer, BH: number, T: number, K: number, W: number,
-    out: { rows: DeviceBlock; all: boolean; step?: 1 | 2 }): void {
+    out: { rows: DeviceBlock; all: boolean; every?: [number, number] }): void {
     if (s.tau === null || s.thk === null || s.count === null || s.nfree === null) return;
     const { d, Tx, NL, nb } = fsGeometry(T, W);
     const rowsShared = 4 * Math.ceil(Tx / 32); // fs_rows' bitmap over the row's positions
@@ -675,9 +675,9 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       this.launch(`sparsek_fs_anchor_w${AW}`, () => fsAnchorSource(AW), grid, FS_ANCHOR_THREADS,
         [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb, FS_ANCHOR_STRIDE, phase]);
     }
-    const step = out.all ? 1 : (out.step ?? 1);
-    this.launch('sparsek_fs_rows', fsRowsSource, [Math.ceil(nb / step), BH, 1], FS_ROWS_THREADS,
-      [out.rows, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, out.all ? T : nb, out.all ? 6 : 0, step], rowsShared);
+    const [f, g] = out.all ? [1, 1] : (out.every ?? [1, 1]);
+    this.launch('sparsek_fs_rows', fsRowsSource, [nb, BH, 1], FS_ROWS_THREADS,
+      [out.rows, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, out.all ? T : nb, out.all ? 6 : 0, f, g], rowsShared);
     const all = { ALL: out.all };
     this.launch(fsBlockName(all), () => fsBlockSource(all), [nb, BH, 1], FS_CHUNK,
       [s.tau, s.thk, s.count, s.nfree, out.rows, athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);

@@ -641,14 +641,14 @@ export const FS_ROWS_THREADS = 256;
  * The sel rows of the block starts i0 = 64 b (b < nb): all candidates while there are <= K, else those
  * with key >= thk_b, ascending, marked in a bitmap over x then compacted. Row of (row, b) at
  * sel + (row * rowsPerBh + (b << rowShift)) * K: compact (rowsPerBh = nb, rowShift 0) or the (T, K)
- * layout (rowsPerBh = T, rowShift 6). Only every step-th block's row when its readers tile 64 step
- * queries (the others are left as they were). Launch: grid (ceil(nb / step), BH), 256 threads, dynamic
- * shared 4 ceil(Tx / 32) bytes.
+ * layout (rowsPerBh = T, rowShift 6). Only the rows of blocks b with b % f == 0 or b % g == 0 when their
+ * readers tile 64 f and 64 g queries (the others are left as they were; their blocks return at once).
+ * Launch: grid (nb, BH), 256 threads, dynamic shared 4 ceil(Tx / 32) bytes.
  */
 export function fsRowsSource(): KernelSource {
   return {
     name: 'sparsek_fs_rows',
-    params: ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
+    params: ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
     source: `${common()}
 #define NTHR ${FS_ROWS_THREADS}
 extern "C" __global__ void __launch_bounds__(NTHR) sparsek_fs_rows(
@@ -657,10 +657,11 @@ extern "C" __global__ void __launch_bounds__(NTHR) sparsek_fs_rows(
     const u64* tk,       // (NL, BH, Tx)
     const float* u,      // (BH, T)
     int BH, int T, int K, int W, int Tx, int d, int NL, int nb, int rowsPerBh, int rowShift,
-    int step) {          // the rows of every step-th block: b = step blockIdx.x
+    int f, int g) {      // the rows of blocks b with b % f == 0 or b % g == 0
   extern __shared__ unsigned bm[];
   __shared__ int wsum[NTHR / 32];
-  const int b = blockIdx.x * step, row = blockIdx.y, tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+  const int b = blockIdx.x, row = blockIdx.y, tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+  if (b % f != 0 && b % g != 0) return;
   int* out = sel + ((size_t)row * rowsPerBh + ((size_t)b << rowShift)) * K;
   const int n = clampn((long long)CHUNK * b - W + 1, T);
   if (n <= K) {
