@@ -513,7 +513,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           rowsComplete = false;
           // only the rows of the queries where a block of the tensor-core forward or backward starts
           const fwdBQ = tc === null ? 64 : tc.fwdWg ? wgForwardBQ(tc.fwdWg) : tc.fwd.BQ;
-          const bwdQB = tc === null ? 64 : tc.selWg ? (tc.selWg.QB ?? 128) : tc.sel.QB;
+          const bwdQB = tc === null ? 64 : tc.selWg ? (tc.selWg.QB ?? 128) : (tc.sel.QB ?? 64);
           this.sparsekSelect(s, u, BH, T, K, W, { rows: s.sel, all: tc === null, every: [fwdBQ / FS_CHUNK, bwdQB / FS_CHUNK] });
         }
         else if (selects) this.selectNothing(s, BH, T);
@@ -675,9 +675,9 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       this.launch(`sparsek_fs_anchor_w${AW}`, () => fsAnchorSource(AW), grid, FS_ANCHOR_THREADS,
         [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb, FS_ANCHOR_STRIDE, phase]);
     }
-    const [f, g] = out.all ? [1, 1] : (out.every ?? [1, 1]);
+    const [every1, every2] = out.all ? [1, 1] : (out.every ?? [1, 1]);
     this.launch('sparsek_fs_rows', fsRowsSource, [nb, BH, 1], FS_ROWS_THREADS,
-      [out.rows, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, out.all ? T : nb, out.all ? 6 : 0, f, g], rowsShared);
+      [out.rows, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, out.all ? T : nb, out.all ? 6 : 0, every1, every2], rowsShared);
     const all = { ALL: out.all };
     this.launch(fsBlockName(all), () => fsBlockSource(all), [nb, BH, 1], FS_CHUNK,
       [s.tau, s.thk, s.count, s.nfree, out.rows, athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
