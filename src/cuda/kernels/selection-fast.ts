@@ -961,10 +961,15 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
   };
 }
 
-/** Tree geometry of a row: leaf shift d, padded length Tx, stored levels NL (node sizes 64 << l). */
+/**
+ * Tree geometry of a row: leaf shift d, padded length Tx, stored levels NL (node sizes 64 << l). The tree
+ * holds the positions that can be candidates, j < T - W (the last query's n), and at most 63 more: at
+ * T = 64K, W = 512 its root is a node of 64K positions, not of 128K for the 63 positions past 64K - 63 that
+ * no query's candidates reach (one merge launch and one level fewer). Real keys sit at x = j + d for j < T.
+ */
 export function fsGeometry(T: number, W: number): { d: number; Tx: number; NL: number; nb: number } {
   const d = (((W - 1) % FS_CHUNK) + FS_CHUNK) % FS_CHUNK;
-  const Tx = Math.ceil((T + d) / FS_CHUNK) * FS_CHUNK;
+  const Tx = Math.ceil((Math.max(1, Math.min(T, T - W)) + d) / FS_CHUNK) * FS_CHUNK;
   let NL = 1;
   while (FS_CHUNK << (NL - 1) < Tx) NL++;
   return { d, Tx, NL, nb: Math.ceil(T / FS_CHUNK) };
