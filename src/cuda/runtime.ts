@@ -20,7 +20,7 @@ import {
   cublasApi, driverApi, nvrtcApi,
   CUBLAS_DEFAULT_MATH, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
   CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, CU_EVENT_DEFAULT, CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES,
-  CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, CU_FUNC_ATTRIBUTE_NUM_REGS, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, CU_STREAM_NON_BLOCKING, CUDA_ERROR_OUT_OF_MEMORY,
+  CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, CU_FUNC_ATTRIBUTE_NUM_REGS, CU_STREAM_NON_BLOCKING, CUDA_ERROR_OUT_OF_MEMORY,
   NVRTC_ERROR_COMPILATION,
 } from './ffi.js';
 import type { CublasApi, DriverApi, NvrtcApi } from './ffi.js';
@@ -57,21 +57,13 @@ export interface KernelSource {
    * architecture. Default false.
    */
   archSpecific?: boolean;
-  /**
-   * The kernel starts with PDL_WAIT (kernels/pdl.ts; before any early return) and may be launched as a programmatic
-   * dependent (sm_90 and later): it may start while the kernel before it on the stream finishes, and waits
-   * there for that kernel's results. Default false.
-   */
-  pdl?: boolean;
 }
-
 
 /** A compiled, loaded kernel. */
 export interface Kernel {
   name: string;
   fn: bigint; // CUfunction
   params: readonly ParamKind[];
-  pdl: boolean; // launched as a programmatic dependent where the device allows it (KernelSource.pdl)
   registers: number; // per thread
   localBytes: number; // per thread; > 0 means spills or a local array
   maxThreads: number; // per block, given the register use
@@ -206,10 +198,6 @@ export class CudaRuntime {
   private readonly modules: bigint[] = [];
   private readonly paramBase: bigint; // MAX_PARAMS pointers, then MAX_PARAMS 8-byte value slots
   private readonly paramValues: DataView;
-  /** Whether kernels whose source says pdl launch as programmatic dependents (compute capability >= 9.0). */
-  dependentLaunch: boolean;
-  private readonly launchConfigBase: bigint; // a CUlaunchConfig, then its one CUlaunchAttribute
-  private readonly launchConfig: DataView;
   private cacheWarned = false;
   // Scratch for out-parameters (the callee writes them before returning; nothing keeps them).
   private readonly out64 = new BigUint64Array(1);
@@ -278,19 +266,6 @@ export class CudaRuntime {
     const view = new DataView(koffi.view(this.paramBase, MAX_PARAMS * 16));
     for (let i = 0; i < MAX_PARAMS; i++) view.setBigUint64(i * 8, this.paramBase + BigInt(MAX_PARAMS * 8 + i * 8), true);
     this.paramValues = new DataView(view.buffer, MAX_PARAMS * 8, MAX_PARAMS * 8);
-    // cuLaunchKernelEx's CUlaunchConfig (56 bytes: grid and block dims, shared bytes, stream at 32,
-    // attrs at 40, numAttrs at 48), then one CUlaunchAttribute (72 bytes: id, pad, a 64-byte value):
-    // PROGRAMMATIC_STREAM_SERIALIZATION (6) = 1. launch() rewrites the dims and shared bytes.
-    this.launchConfigBase = koffi.alloc('uint8_t', 56 + 72) as bigint;
-    this.launchConfig = new DataView(koffi.view(this.launchConfigBase, 56 + 72));
-    this.launchConfig.setUint32(16, 1, true);
-    this.launchConfig.setUint32(20, 1, true);
-    this.launchConfig.setBigUint64(32, this.stream, true);
-    this.launchConfig.setBigUint64(40, this.launchConfigBase + 56n, true);
-    this.launchConfig.setUint32(48, 1, true);
-    this.launchConfig.setUint32(56, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, true);
-    this.launchConfig.setUint32(64, 1, true);
-    this.dependentLaunch = this.computeCapability[0] >= 9 && this.api.cuda.cuLaunchKernelEx !== null && process.env.SPARSEK_PDL !== '0';
     this.cacheDir = kernelCacheDir();
   }
 
@@ -316,7 +291,7 @@ export class CudaRuntime {
     throw new CudaError(call, status, name, hint);
   }
 
-  cu<K extends Exclude<keyof DriverApi, 'cuLaunchKernelEx'>>(call: K, ...args: Parameters<DriverApi[K]>): void {
+  cu<K extends keyof DriverApi>(call: K, ...args: Parameters<DriverApi[K]>): void {
     this.check('cuda', call, (this.api.cuda[call] as Fn)(...args));
   }
 
@@ -411,7 +386,7 @@ export class CudaRuntime {
       return this.outI32[0];
     };
     const k: Kernel = {
-      name: src.name, fn, params: src.params, pdl: src.pdl === true,
+      name: src.name, fn, params: src.params,
       registers: attr(CU_FUNC_ATTRIBUTE_NUM_REGS),
       localBytes: attr(CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES),
       maxThreads: attr(CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK),
@@ -479,18 +454,7 @@ export class CudaRuntime {
     const [gx, gy, gz] = typeof grid === 'number' ? [grid, 1, 1] : grid;
     if (gx < 1 || gy < 1 || gz < 1) return; // nothing to do (an empty shape)
     const timing = this.profiling?.(k.name);
-    const ex = this.api.cuda.cuLaunchKernelEx;
-    if (k.pdl && this.dependentLaunch && ex !== null) {
-      const c = this.launchConfig;
-      c.setUint32(0, gx, true);
-      c.setUint32(4, gy, true);
-      c.setUint32(8, gz, true);
-      c.setUint32(12, block, true);
-      c.setUint32(24, sharedBytes, true);
-      this.check('cuda', 'cuLaunchKernelEx', ex(this.launchConfigBase, k.fn, this.paramBase, null));
-    } else {
-      this.cu('cuLaunchKernel', k.fn, gx, gy, gz, block, 1, 1, sharedBytes, this.stream, this.paramBase, null);
-    }
+    this.cu('cuLaunchKernel', k.fn, gx, gy, gz, block, 1, 1, sharedBytes, this.stream, this.paramBase, null);
     timing?.();
   }
 

@@ -45,7 +45,6 @@
 // down the rows). Shared rows are padded by 8 bf16 (conflict-free ldmatrix).
 
 import type { KernelSource } from '../runtime.js';
-import { PDL_WAIT } from './pdl.js';
 import { ORD_OF } from './selection.js';
 
 export interface BackwardVariant {
@@ -221,7 +220,6 @@ export function bwdPrepSource(OUT: 'bf16' | 'f32', HS: number): KernelSource {
   const name = bwdPrepName(OUT);
   return {
     name,
-    pdl: true,
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32'],
     source: `
 typedef unsigned short bf16;
@@ -234,7 +232,7 @@ extern "C" __global__ void __launch_bounds__(256) ${name}(
     const bf16* __restrict__ dout,   // (rows, HS)
     const void* __restrict__ out_,   // (rows, HS) bf16 or fp32
     int rows, int HS) {
-${PDL_WAIT}  const int per = HS / 8; // lanes per row
+  const int per = HS / 8; // lanes per row
   const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x, r = t / per;
   float acc = 0.f;
   if (r < rows) {

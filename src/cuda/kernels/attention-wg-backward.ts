@@ -36,7 +36,6 @@
 // selected pairs' wgmma kernel is below.
 
 import type { KernelSource } from '../runtime.js';
-import { PDL_WAIT } from './pdl.js';
 import { SEL_HELPERS, SEL_PARAMS, SEL_PARAMS_C, keyRanges, keySums, selKeySet, selPairs, WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
 import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
@@ -254,7 +253,6 @@ export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
   const name = bwdWinWgName(o);
   return {
     name,
-    pdl: true,
     archSpecific: true,
     params: WIN_PARAMS,
     source: `${WGMMA_PRELUDE}
@@ -289,7 +287,7 @@ ${WIN_DEVICE_FNS}${BULK_REDUCE}
 ${RED2}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${WIN_PARAMS_C}) {
-${PDL_WAIT}  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
   // the swizzle pattern repeats every 1024 bytes of shared address: tiles start on such a boundary
   unsigned char* smem = smem_raw + (SW ? (1024 - (smem_addr(smem_raw) & 1023)) & 1023 : 0);
   unsigned char* Ks = smem;                     // [BT][HS]
@@ -655,7 +653,6 @@ ${selScores('dQk + (u64)((c * TILE) >> 4)', 'dOk + (u64)((c * TILE) >> 4)')}${se
   const dqs = Array.from({ length: CW }, (_, cc) => `dq${cc}`);
   return {
     name,
-    pdl: true,
     archSpecific: true,
     params: SEL_PARAMS,
     source: `${WGMMA_PRELUDE}
@@ -677,7 +674,7 @@ ${wgmmaSS(HS, 1, 1)}
 ${RED2}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${SEL_PARAMS_C}) {
-${PDL_WAIT}  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   unsigned char* Ks = smem;                     // [2][BT][HS]
   unsigned char* Vs = Ks + 2 * TILE;            // [2][BT][HS]

@@ -25,7 +25,6 @@
 // of t + 1; wait P V_t; arrive empty[t]; o *= corr (when needed) and pack P_{t+1}.
 
 import type { KernelSource } from '../runtime.js';
-import { PDL_WAIT } from './pdl.js';
 import { ORD_OF } from './selection.js';
 import { FWD_KEY_DATA, FWD_KEY_SET, FWD_PARAMS, FWD_PARAMS_C, KEY_ROWS, RAISE_MAX } from './attention-tc.js';
 import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
@@ -121,7 +120,6 @@ export function wgForwardSource(v: WgForwardVariant): KernelSource {
   return {
     name,
     archSpecific: true,
-    pdl: true,
     params: FWD_PARAMS,
     source: `${WGMMA_PRELUDE}
 #define HS ${v.HS}
@@ -228,7 +226,7 @@ ${WG_FWD_ROWS}
 
 extern "C" __global__ void __launch_bounds__(NTHR${v.MINB ? `, ${v.MINB}` : ''}) ${name}(
 ${FWD_PARAMS_C}) {
-${PDL_WAIT}  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   unsigned char* Qs = smem;                          // [NC][64][HS]
   unsigned char* Ks = Qs + NC * TILE_BYTES;          // [STAGES][64][HS]

@@ -31,7 +31,6 @@
 // q, k, v, dout are 16-byte aligned.
 
 import type { KernelSource } from '../runtime.js';
-import { PDL_WAIT } from './pdl.js';
 import { blockReduceSource } from './reduce.js';
 
 /** Warps (query rows) per block of the row kernels. */
@@ -473,7 +472,6 @@ extern "C" __global__ void __launch_bounds__(PB) sparsek_key_offsets(
 export function meanPrefixSource(): KernelSource {
   return {
     name: 'sparsek_mean_prefix',
-    pdl: true,
     params: ['ptr', 'ptr', 'ptr', 'i32'],
     source: `${chunkCommon()}
 extern "C" __global__ void __launch_bounds__(PB) sparsek_mean_prefix(
@@ -481,7 +479,7 @@ extern "C" __global__ void __launch_bounds__(PB) sparsek_mean_prefix(
     const double* sums,  // (B*NKV, nch) each chunk's sum
     const double* mean,  // (B*NKV, T)
     int T) {
-${PDL_WAIT}  __shared__ double wsum[PB / 32];
+  __shared__ double wsum[PB / 32];
   const int nch = gridDim.x, c = blockIdx.x, row = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
   // the chunks before this one
   double part = 0.0;
@@ -514,14 +512,13 @@ export function meanChunks(T: number): number {
 export function meanChunksSource(): KernelSource {
   return {
     name: 'sparsek_mean_chunks',
-    pdl: true,
     params: ['ptr', 'ptr', 'i32'],
     source: `${chunkCommon()}
 extern "C" __global__ void __launch_bounds__(PB) sparsek_mean_chunks(
     double* sums,        // (B*NKV, nch)
     const double* mean,  // (B*NKV, T)
     int T) {
-${PDL_WAIT}  const int x = blockIdx.x * PB + threadIdx.x;
+  const int x = blockIdx.x * PB + threadIdx.x;
   const double s = block_sum(x < T ? mean[(size_t)blockIdx.y * T + x] : 0.0);
   if (threadIdx.x == 0) sums[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = s;
 }
@@ -551,7 +548,6 @@ export function scoreGradSource(from: 'slots' | 'sums' = 'slots'): KernelSource 
   const name = slots ? 'sparsek_score_grad' : 'sparsek_score_grad_sums';
   return {
     name,
-    pdl: true,
     params: slots ? ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32'] : ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32'],
     source: `
 extern "C" __global__ void ${name}(
@@ -563,7 +559,7 @@ ${slots ? `    const int* e,        // (B*NKV, T)
     const float* dgk,    // (B*NKV, T*K)` : `    const double* dsel,  // (B*NKV, T)`}
     const double* P,     // (B*NKV, T + 1)
     int BH, int T, int K, int W) {
-${PDL_WAIT}  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= (size_t)BH * T) return;
   const size_t bh = idx / T;
   const int j = (int)(idx % T);

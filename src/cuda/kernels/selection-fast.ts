@@ -39,7 +39,6 @@
 // float above / at least a double).
 
 import type { KernelSource } from '../runtime.js';
-import { PDL_WAIT } from './pdl.js';
 import { ORD_OF } from './selection.js';
 
 export const FS_CHUNK = 64;
@@ -131,7 +130,6 @@ __device__ __forceinline__ CS cs_warp(const Tree& tr, int n, u64 kappa) { return
 export function fsInitSource(): KernelSource {
   return {
     name: 'sparsek_fs_init',
-    pdl: true,
     params: ['ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32'],
     source: `${common()}
 extern "C" __global__ void sparsek_fs_init(
@@ -139,7 +137,7 @@ extern "C" __global__ void sparsek_fs_init(
     double* psum,        // (BH, Tx)
     const float* u,      // (BH, T)
     int BH, int T, int Tx, int d) {
-${PDL_WAIT}  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= (size_t)BH * Tx) return;
   const int row = (int)(idx / Tx), x = (int)(idx % Tx), j = x - d;
   const bool real = j >= 0 && j < T;
@@ -160,7 +158,6 @@ ${PDL_WAIT}  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
 export function fsMergeSource(): KernelSource {
   return {
     name: 'sparsek_fs_merge',
-    pdl: true,
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32'],
     source: `${common()}
 extern "C" __global__ void sparsek_fs_merge(
@@ -169,7 +166,7 @@ extern "C" __global__ void sparsek_fs_merge(
     const u64* keys,     // (BH, Tx) nodes of s
     const double* psum,  // (BH, Tx)
     int BH, int Tx, int s) {
-${PDL_WAIT}  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= (size_t)BH * Tx) return;
   const size_t r0 = idx - idx % Tx;
   const int x = (int)(idx % Tx), node = x / s, a = x - node * s;
@@ -206,7 +203,6 @@ ${PDL_WAIT}  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
 export function fsMerge2Source(): KernelSource {
   return {
     name: 'sparsek_fs_merge2',
-    pdl: true,
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32'],
     source: `${common()}
 // the elements of a run that go before key k: those < k (the run lies right of k's side), or <= k (left)
@@ -219,7 +215,7 @@ extern "C" __global__ void sparsek_fs_merge2(
     const u64* keys,     // (BH, Tx) nodes of s
     const double* psum,  // (BH, Tx)
     int BH, int Tx, int s) {
-${PDL_WAIT}  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= (size_t)BH * Tx) return;
   const size_t r0 = idx - idx % Tx;
   const int x = (int)(idx % Tx), node = x / s, a = x - node * s;
@@ -285,7 +281,6 @@ export const FS_LEAVES = 1024;
 export function fsLeavesSource(): KernelSource {
   return {
     name: 'sparsek_fs_leaves',
-    pdl: true,
     params: ['ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32'],
     source: `${common()}
 #define SB ${FS_LEAVES}
@@ -294,7 +289,7 @@ extern "C" __global__ void __launch_bounds__(SB) sparsek_fs_leaves(
     double* tp,          // (NL, BH, Tx) tree prefix sums
     const float* u,      // (BH, T)
     int BH, int T, int Tx, int d) {
-${PDL_WAIT}  __shared__ u64 ks[2][SB];
+  __shared__ u64 ks[2][SB];
   __shared__ double ps[2][SB];
   const int row = blockIdx.y, x0 = blockIdx.x * SB, a = threadIdx.x, len = min(SB, Tx - x0);
   const size_t r0 = (size_t)row * Tx;
@@ -389,7 +384,6 @@ export function fsAnchorLaunches(BH: number, nb: number, K: number, multiprocess
 export function fsAnchorSource(AW: 1 | 4): KernelSource {
   return {
     name: `sparsek_fs_anchor_w${AW}`,
-    pdl: true,
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
     source: `${common()}
 #define AW ${AW}
@@ -544,7 +538,7 @@ extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_an
     const float* u,      // (BH, T)
     int BH, int T, int K, int W, int Tx, int d, int NL, int nb,
     int S, int phase) { // phase 0: every anchor; 1: b % S == 0 and nb; 2: the others, bracketed by those (K > 0)
-${PDL_WAIT}  __shared__ int allFlags[${FS_ANCHOR_THREADS} / 32];
+  __shared__ int allFlags[${FS_ANCHOR_THREADS} / 32];
   const int gw = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) / (32 * AW)); // this warp's anchor
   // phase 1 numbers its anchors b = 0, S, 2 S, ..., nb per row; phases 0 and 2 every b (2 skips phase 1's)
   const int per = phase == 1 ? nb / S + 1 + (nb % S != 0 ? 1 : 0) : nb + 1;
@@ -654,7 +648,6 @@ export const FS_ROWS_THREADS = 256;
 export function fsRowsSource(): KernelSource {
   return {
     name: 'sparsek_fs_rows',
-    pdl: true,
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'],
     source: `${common()}
 #define NTHR ${FS_ROWS_THREADS}
@@ -665,7 +658,7 @@ extern "C" __global__ void __launch_bounds__(NTHR) sparsek_fs_rows(
     const float* u,      // (BH, T)
     int BH, int T, int K, int W, int Tx, int d, int NL, int nb, int rowsPerBh, int rowShift,
     int f, int g) {      // the rows of blocks b with b % f == 0 or b % g == 0
-${PDL_WAIT}  extern __shared__ unsigned bm[];
+  extern __shared__ unsigned bm[];
   __shared__ int wsum[NTHR / 32];
   const int b = blockIdx.x, row = blockIdx.y, tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
   if (b % f != 0 && b % g != 0) return;
@@ -743,7 +736,6 @@ export function fsBlockSource(v: BlockVariant): KernelSource {
   const name = fsBlockName(v);
   return {
     name,
-    pdl: true,
     params: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32',
       ...(v.PROBE ? ['ptr' as const] : [])],
     source: `${common()}
@@ -769,7 +761,7 @@ extern "C" __global__ void __launch_bounds__(CHUNK) ${name}(
     const double* tp,    // (NL, BH, Tx)
     const float* u,      // (BH, T)
     int BH, int T, int K, int W, int Tx, int d, int NL, int nb${v.PROBE ? ', u64* probe' : ''}) {
-${PDL_WAIT}  __shared__ BlockP P;
+  __shared__ BlockP P;
 #if PROBE
   long long tq = clock64();
   const long long tb = tq;
