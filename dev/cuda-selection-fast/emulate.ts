@@ -86,23 +86,9 @@ export function buildTree(u: ArrayLike<number>, T: number, W: number): Tree {
   return { T, d, Tx, levels };
 }
 
-/** Count and sum of the values of candidates j < n (j in [0, n)) with key >= kappa: tree nodes + tail. */
+/** Count and sum of the values of candidates j < n (j in [0, n)) with key >= kappa: tree nodes + tail (csn below). */
 function cs(tr: Tree, u: ArrayLike<number>, n: number, kappa: number): { c: number; s: number } {
-  let c = 0, s = 0;
-  const m = Math.floor((n + tr.d) / CHUNK); // whole leaves in the prefix
-  let start = 0;
-  for (let l = tr.levels.length - 1; l >= 0; l--) {
-    if ((m & (1 << l)) === 0) continue;
-    const { keys, psum } = tr.levels[l];
-    const x0 = start * CHUNK, x1 = Math.min(tr.Tx, x0 + (CHUNK << l));
-    const lb = lowerBound(keys, x0, x1, kappa);
-    c += x1 - lb;
-    s += psum[x1 - 1] - (lb > x0 ? psum[lb - 1] : 0);
-    start += 1 << l;
-  }
-  for (let j = Math.max(0, m * CHUNK - tr.d); j < n; j++) {
-    if (keyOf(u[j], j) >= kappa) { c++; s += Math.fround(u[j]); }
-  }
+  const { c, s } = csn(tr, u, n, kappa);
   return { c, s };
 }
 
