@@ -442,23 +442,9 @@ __device__ int kth_down(const u64* keys, int lo, int hi, int n, int need) {
   }
   return lo;
 }
-// Two counts side by side, at kappa0 and kappa1: half warps when NL <= 16, else one after the other.
-__device__ __forceinline__ CS shfl_cs(const CS& x, int src) {
-  CS r; r.c = __shfl_sync(FULL, x.c, src); r.s = __shfl_sync(FULL, x.s, src);
-  return r;
-}
-__device__ void cs_pair(const Tree& tr, int n, u64 kappa0, u64 kappa1, CS& a, CS& b) {
-  if (tr.NL <= 16) {
-    const CS x = cs_lanes<16>(tr, n, (threadIdx.x & 16) ? kappa1 : kappa0);
-    a = shfl_cs(x, 0);
-    b = shfl_cs(x, 16);
-  } else {
-    a = cs_warp(tr, n, kappa0);
-    b = cs_warp(tr, n, kappa1);
-  }
-}
 // cs_lanes, and the candidates' keys nearest kappa: up, the smallest >= kappa (~0 if none), dn, the
-// largest below it (0 if none: pads have key 0)
+// largest below it (0 if none: pads have key 0). A copy, not cs_lanes' base: nvcc keeps unused shuffles,
+// so cs_lanes written on it cost fs_block 56 more shuffles (measured on the PTX, session 13).
 struct CSN { int c; double s; u64 up, dn; };
 template <int L>
 __device__ CSN csn_lanes(const Tree& tr, int n, u64 kappa) {
@@ -498,6 +484,17 @@ __device__ __forceinline__ CSN shfl_csn(const CSN& x, int src) {
   r.up = __shfl_sync(FULL, x.up, src); r.dn = __shfl_sync(FULL, x.dn, src);
   return r;
 }
+// Two counts side by side, at kappa0 and kappa1: half warps when NL <= 16, else one after the other.
+__device__ void csn_pair(const Tree& tr, int n, u64 kappa0, u64 kappa1, CSN& a, CSN& b) {
+  if (tr.NL <= 16) {
+    const CSN x = csn_lanes<16>(tr, n, (threadIdx.x & 16) ? kappa1 : kappa0);
+    a = shfl_csn(x, 0);
+    b = shfl_csn(x, 16);
+  } else {
+    a = csn_lanes<32>(tr, n, kappa0);
+    b = csn_lanes<32>(tr, n, kappa1);
+  }
+}
 // The segment [lo, hi] between adjacent breakpoints (candidate values v and v - 1) where f(t) = sum
 // clip(u - t, 0, 1) crosses K, by safeguarded Newton steps: f is linear between breakpoints, so one
 // evaluation at t (counts and sums above t and at or above t + 1, with the nearest keys) gives t's
@@ -508,14 +505,7 @@ __device__ bool tau_segment(const Tree& tr, int n, int K, double a, double b, do
   double t = fmin(b, fmax(a, t0));
   for (int it = 0; it < 8; it++) {
     CSN A, B;
-    if (tr.NL <= 16) {
-      const CSN x = csn_lanes<16>(tr, n, (threadIdx.x & 16) ? key_ge(t + 1.0) : key_gt(t));
-      A = shfl_csn(x, 0);
-      B = shfl_csn(x, 16);
-    } else {
-      A = csn_lanes<32>(tr, n, key_gt(t));
-      B = csn_lanes<32>(tr, n, key_ge(t + 1.0));
-    }
+    csn_pair(tr, n, key_gt(t), key_ge(t + 1.0), A, B);
     const int nF = A.c - B.c;
     const double sF = A.s - B.s;
     const double L = fmax(A.dn ? val_of(A.dn) : -DINF, B.dn ? val_of(B.dn) - 1.0 : -DINF);
@@ -621,8 +611,8 @@ extern "C" __global__ void __launch_bounds__(${FS_ANCHOR_THREADS}) sparsek_fs_an
     // on [lo, hi], f = |U| + sum_F u - |F| t with U = {u > t + 1}, F = {t < u <= t + 1} taken at t = lo
     if (!(lo < hi)) tau = lo;
     else {
-      CS a, c;
-      cs_pair(tr, n, key_gt(lo), key_gt(lo + 1.0), a, c);
+      CSN a, c;
+      csn_pair(tr, n, key_gt(lo), key_gt(lo + 1.0), a, c);
       const int nF = a.c - c.c;
       const double t = nF > 0 ? (a.s - c.s + (double)c.c - (double)K) / (double)nF : lo;
       tau = t < lo ? lo : t > hi ? hi : t;
