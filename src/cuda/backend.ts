@@ -644,7 +644,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
    */
   private sparsekSelect(s: AttentionState, u: CudaBuffer, BH: number, T: number, K: number, W: number,
     out: { rows: DeviceBlock; all: boolean; every?: [number, number] }): void {
-    if (s.tau === null || s.thk === null || s.count === null || s.nfree === null) return;
+    const { tau, thk, count, nfree } = s;
+    if (tau === null || thk === null || count === null || nfree === null) return;
     const { d, Tx, NL, nb } = fsGeometry(T, W);
     const rowsShared = 4 * Math.ceil(Tx / 32); // fs_rows' bitmap over the row's positions
     if (rowsShared > this.sharedOptin() - 1024) {
@@ -676,11 +677,18 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         [athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb, FS_ANCHOR_STRIDE, phase]);
     }
     const [every1, every2] = out.all ? [1, 1] : (out.every ?? [1, 1]);
-    this.launch('sparsek_fs_rows', fsRowsSource, [nb, BH, 1], FS_ROWS_THREADS,
+    const rows = (): void => this.launch('sparsek_fs_rows', fsRowsSource, [nb, BH, 1], FS_ROWS_THREADS,
       [out.rows, athk, tk, u, BH, T, K, W, Tx, d, NL, nb, out.all ? T : nb, out.all ? 6 : 0, every1, every2], rowsShared);
     const all = { ALL: out.all };
-    this.launch(fsBlockName(all), () => fsBlockSource(all), [nb, BH, 1], FS_CHUNK,
-      [s.tau, s.thk, s.count, s.nfree, out.rows, athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
+    const walks = (): void => this.launch(fsBlockName(all), () => fsBlockSource(all), [nb, BH, 1], FS_CHUNK,
+      [tau, thk, count, nfree, out.rows, athk, atau, tk, tp, u, BH, T, K, W, Tx, d, NL, nb]);
+    // Without ALL the walks read nothing the rows write: both latency-bound, they run side by side
+    if (out.all) {
+      rows();
+      walks();
+    } else {
+      this.rt.concurrently(rows, walks);
+    }
     for (const b of scratch) this.rt.arena.give(b); // reusable at once: later work on the stream runs after these kernels
   }
 

@@ -50,6 +50,12 @@ export function driverApi(lib: LibraryHandle) {
     cuMemsetD16Async: lib.func('int cuMemsetD16Async(uint64_t dst, unsigned short value, size_t n, void *stream)') as
       (dst: Ptr, value: number, n: number, stream: Ptr) => Status,
     cuStreamCreate: lib.func('int cuStreamCreate(void *stream, unsigned int flags)') as (stream: Out64, flags: number) => Status,
+    cuStreamCreateWithPriority: lib.func('int cuStreamCreateWithPriority(void *stream, unsigned int flags, int priority)') as
+      (stream: Out64, flags: number, priority: number) => Status,
+    cuCtxGetStreamPriorityRange: lib.func('int cuCtxGetStreamPriorityRange(int *least, int *greatest)') as
+      (least: OutI32, greatest: OutI32) => Status,
+    cuStreamWaitEvent: lib.func('int cuStreamWaitEvent(void *stream, void *event, unsigned int flags)') as
+      (stream: Ptr, event: Ptr, flags: number) => Status,
     cuStreamDestroy_v2: lib.func('int cuStreamDestroy_v2(void *stream)') as (stream: Ptr) => Status,
     cuStreamSynchronize: lib.func('int cuStreamSynchronize(void *stream)') as (stream: Ptr) => Status,
     cuEventCreate: lib.func('int cuEventCreate(void *event, unsigned int flags)') as (event: Out64, flags: number) => Status,
@@ -131,6 +137,7 @@ export const CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES = 3;
 export const CU_FUNC_ATTRIBUTE_NUM_REGS = 4;
 export const CU_STREAM_NON_BLOCKING = 0x1;
 export const CU_EVENT_DEFAULT = 0x0;
+export const CU_EVENT_DISABLE_TIMING = 0x2;
 export const CUDA_SUCCESS = 0;
 export const CUDA_ERROR_OUT_OF_MEMORY = 2;
 export const NVRTC_SUCCESS = 0;

@@ -3,8 +3,9 @@
 // a caching device-memory arena with counters, events for timing, NVRTC compilation of kernel
 // source with a memory + disk cache, the kernel launch helper, and the cuBLAS handle. Not the ops
 // themselves (backend.ts) nor kernel source (kernels/*.ts); not multi-GPU (one device per process;
-// data-parallel training runs a process per GPU), not multi-stream (everything is ordered on
-// `stream`, which is what makes the arena's immediate reuse of freed blocks safe).
+// data-parallel training runs a process per GPU). Everything is ordered on `stream`, which is what
+// makes the arena's immediate reuse of freed blocks safe; the one exception is `concurrently`, whose
+// side kernels run beside the main stream's on memory that no one frees until they are joined.
 // Every driver, NVRTC and cuBLAS call goes through `check`, which names the call and decodes the
 // status: "cuMemAlloc_v2 failed: CUDA_ERROR_OUT_OF_MEMORY".
 // SPEC.md: section 7 (`--device cuda`, `sparsek doctor`).
@@ -19,7 +20,7 @@ import { ArgumentError, DeviceError, SparsekError } from '../core/errors.js';
 import {
   cublasApi, driverApi, nvrtcApi,
   CUBLAS_DEFAULT_MATH, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
-  CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, CU_EVENT_DEFAULT, CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES,
+  CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, CU_EVENT_DEFAULT, CU_EVENT_DISABLE_TIMING, CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES,
   CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, CU_FUNC_ATTRIBUTE_NUM_REGS, CU_STREAM_NON_BLOCKING, CUDA_ERROR_OUT_OF_MEMORY,
   NVRTC_ERROR_COMPILATION,
 } from './ffi.js';
@@ -196,6 +197,9 @@ export class CudaRuntime {
   private readonly context: bigint;
   private readonly kernels = new Map<string, Kernel>();
   private readonly modules: bigint[] = [];
+  private readonly priorities: [least: number, greatest: number];
+  private current: bigint; // the stream launches go to: `stream`, or the side stream inside concurrently()
+  private side: { stream: bigint; fork: bigint; join: bigint } | null = null;
   private readonly paramBase: bigint; // MAX_PARAMS pointers, then MAX_PARAMS 8-byte value slots
   private readonly paramValues: DataView;
   private cacheWarned = false;
@@ -235,8 +239,14 @@ export class CudaRuntime {
     this.cu('cuDevicePrimaryCtxRetain', this.out64, dev);
     this.context = this.out64[0];
     this.cu('cuCtxSetCurrent', this.context);
-    this.cu('cuStreamCreate', this.out64, CU_STREAM_NON_BLOCKING);
+    // The main stream at the highest priority, the side stream of `concurrently` at the lowest: where
+    // both have blocks waiting, the main stream's (the critical path) take the free SMs first.
+    const least = new Int32Array(1), greatest = new Int32Array(1);
+    this.cu('cuCtxGetStreamPriorityRange', least, greatest);
+    this.priorities = [least[0], greatest[0]];
+    this.cu('cuStreamCreateWithPriority', this.out64, CU_STREAM_NON_BLOCKING, greatest[0]);
     this.stream = this.out64[0];
+    this.current = this.stream;
 
     const major = new Int32Array(1), minor = new Int32Array(1);
     this.rtc('nvrtcVersion', major, minor);
@@ -321,7 +331,41 @@ export class CudaRuntime {
   }
 
   record(event: bigint): void {
-    this.cu('cuEventRecord', event, this.stream);
+    this.cu('cuEventRecord', event, this.current);
+  }
+
+  /**
+   * Queues side()'s kernel launches on a second, low-priority stream and main()'s on the main one, so
+   * that they may run at once: side's start after all work queued before, and the main stream waits
+   * for them at the end, so everything queued later is ordered after both. For filling the GPU while
+   * main's kernels are latency-bound. side() may only launch kernels, on memory that stays owned
+   * until the end: main() may take from the arena, and give back only what side's kernels never touch.
+   */
+  concurrently(side: () => void, main: () => void): void {
+    if (this.side === null) {
+      this.cu('cuStreamCreateWithPriority', this.out64, CU_STREAM_NON_BLOCKING, this.priorities[0]);
+      const stream = this.out64[0];
+      const event = (): bigint => {
+        this.cu('cuEventCreate', this.out64, CU_EVENT_DISABLE_TIMING);
+        return this.out64[0];
+      };
+      this.side = { stream, fork: event(), join: event() };
+    }
+    const { stream, fork, join } = this.side;
+    this.cu('cuEventRecord', fork, this.stream);
+    this.cu('cuStreamWaitEvent', stream, fork, 0);
+    this.current = stream;
+    try {
+      side();
+    } finally {
+      this.current = this.stream;
+      this.cu('cuEventRecord', join, stream);
+    }
+    try {
+      main();
+    } finally {
+      this.cu('cuStreamWaitEvent', this.stream, join, 0);
+    }
   }
 
   /** Milliseconds between two recorded events (waits for the second). */
@@ -454,7 +498,7 @@ export class CudaRuntime {
     const [gx, gy, gz] = typeof grid === 'number' ? [grid, 1, 1] : grid;
     if (gx < 1 || gy < 1 || gz < 1) return; // nothing to do (an empty shape)
     const timing = this.profiling?.(k.name);
-    this.cu('cuLaunchKernel', k.fn, gx, gy, gz, block, 1, 1, sharedBytes, this.stream, this.paramBase, null);
+    this.cu('cuLaunchKernel', k.fn, gx, gy, gz, block, 1, 1, sharedBytes, this.current, this.paramBase, null);
     timing?.();
   }
 
@@ -499,6 +543,12 @@ export class CudaRuntime {
     this.kernels.clear();
     this.arena.trim();
     this.cu('cuStreamDestroy_v2', this.stream);
+    if (this.side !== null) {
+      this.cu('cuEventDestroy_v2', this.side.fork);
+      this.cu('cuEventDestroy_v2', this.side.join);
+      this.cu('cuStreamDestroy_v2', this.side.stream);
+      this.side = null;
+    }
     this.cu('cuDevicePrimaryCtxRelease_v2', this.dev);
     koffi.free(this.paramBase);
     if (runtime === this) runtime = null; // the next cudaRuntime() starts afresh
