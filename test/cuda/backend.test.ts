@@ -456,6 +456,41 @@ describe('CUDA backend against the CPU kernels', () => {
       e instanceof KernelCompileError && /undefined_name/.test(e.log) && /2 \|\s+int x = undefined_name;/.test(e.message));
   });
 
+  gpuTest('concurrently: side kernels see the work queued before, and the main stream waits for them', () => {
+    if (!avail.available) return;
+    const rt = avail.runtime;
+    // slow_add: y = x + 1 after a long dependent loop, so that a missing fork or join shows as stale values
+    const slow = rt.kernel({ name: 'slow_add', params: ['ptr', 'ptr', 'i32'] as const, source: `extern "C" __global__ void slow_add(float* y, const float* x, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float a = x[i];
+  for (int r = 0; r < 20000; r++) a = a * 0.999999f + 1e-6f * x[i];
+  y[i] = a + 1.f;
+}` });
+    const twice = rt.kernel({ name: 'twice', params: ['ptr', 'ptr', 'i32'] as const, source: `extern "C" __global__ void twice(float* z, const float* w, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) z[i] = 2.f * w[i];
+}` });
+    const n = 1 << 16, blocks = n / 256;
+    const [x, y, z, y2] = [rt.arena.take(n * 4), rt.arena.take(n * 4), rt.arena.take(n * 4), rt.arena.take(n * 4)];
+    const xs = Float32Array.from({ length: n }, (_, i) => i % 97);
+    rt.cu('cuMemsetD32Async', y.ptr, 0, n, rt.stream);
+    rt.cu('cuMemcpyHtoDAsync_v2', x.ptr, xs, n * 4, rt.stream); // queued before: the side kernel must see it
+    rt.concurrently(
+      () => rt.launch(slow, blocks, 256, 0, [y.ptr, x.ptr, n]),
+      () => rt.launch(twice, blocks, 256, 0, [z.ptr, x.ptr, n]));
+    rt.launch(twice, blocks, 256, 0, [y2.ptr, y.ptr, n]); // after the join: reads the side kernel's y
+    const got = { z: new Float32Array(n), y2: new Float32Array(n) };
+    rt.cu('cuMemcpyDtoHAsync_v2', got.z, z.ptr, n * 4, rt.stream);
+    rt.cu('cuMemcpyDtoHAsync_v2', got.y2, y2.ptr, n * 4, rt.stream);
+    rt.synchronize();
+    for (let i = 0; i < n; i += 251) {
+      assert.equal(got.z[i], 2 * xs[i], `main kernel at ${i}`);
+      assert.ok(Math.abs(got.y2[i] - 2 * (xs[i] + 1)) <= 1e-3 * (xs[i] + 1), `side then main at ${i}: ${got.y2[i]}, want ${2 * (xs[i] + 1)}`);
+    }
+    for (const b of [x, y, z, y2]) rt.arena.give(b);
+  });
+
   gpuTest('the checker names the failing call and decodes its status', () => {
     if (!avail.available) return;
     const rt = avail.runtime;
