@@ -523,7 +523,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           const args: KernelArg[] = [out.ptr, s.lse, last16.q, last16.k, last16.v, u ?? s.tau, s.tau, s.thk, s.count, s.sel, T, NH, NKV, K, W, scale];
           if (tc.fwdWg) {
             const wg = { ...tc.fwdWg, OUT: out.dtype };
-            this.launch(wgForwardSource(wg).name, () => wgForwardSource(wg), [Math.ceil(T / wgForwardBQ(wg)), NH, B], wgForwardThreads(wg), args, wgForwardShared(wg, K, W));
+            this.launch(wgForwardSource(wg).name, () => wgForwardSource(wg), [Math.ceil(T / wgForwardBQ(wg)), NH / (wg.GH ?? 1), B], wgForwardThreads(wg), args, wgForwardShared(wg, K, W));
             return;
           }
           const fwd = { ...tc.fwd, OUT: out.dtype };
@@ -758,7 +758,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // The forward on Hopper: wgmma, warpgroups of 64 queries sharing each K/V tile, stages tracked by
     // mbarriers (attention-wg.ts, session 11). 64K: 1.60 to 1.28 ms at HS 64 with two warpgroups (two
     // blocks an SM at 128 registers); 3.09 to 2.26 at HS 128 with two, 2.10 with three (168 registers).
-    const wgf: WgForwardVariant = HS === 64 ? { HS, OUT: 'f32', NC: 2, STAGES: 4, MINB: 2 } : { HS, OUT: 'f32', NC: 3, STAGES: 3 };
+    const wgf: WgForwardVariant = HS === 64 ? { HS, OUT: 'f32', NC: 2, STAGES: 4, MINB: 2, GH } : { HS, OUT: 'f32', NC: 3, STAGES: 3 };
     const fwdWg = hopper && wgForwardShared(wgf, K, W) <= this.sharedOptin() ? wgf : null;
     const fits = Math.max(fwdWg ? 0 : fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win), winWg ? bwdWinWgShared(winWg) : 0) <= this.sharedOptin();
     return fits ? { fwd, fwdWg, win, winWg, sel, selWg } : null;

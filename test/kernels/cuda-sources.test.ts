@@ -63,6 +63,7 @@ async function allSources(): Promise<KernelSource[]> {
       // the Hopper forward as CudaBackend runs it, and one warpgroup
       out.push(wgForwardSource(HS === 64 ? { HS, OUT, NC: 2, STAGES: 4, MINB: 2 } : { HS, OUT, NC: 3, STAGES: 3 }), wgForwardSource({ HS, OUT, NC: 1, STAGES: 4 }));
       if (HS === 64) out.push(wgForwardSource({ HS, OUT, NC: 4, STAGES: 4 })); // the lab's 256-query blocks (9-bit row ranges)
+      if (HS === 64) out.push(wgForwardSource({ HS, OUT, NC: 2, STAGES: 4, MINB: 2, GH: 2 })); // GQA: two heads a block
       out.push(bwdPrepSource(OUT, HS));
     }
   }

@@ -2,13 +2,15 @@
 // pipelining, what CudaBackend runs on Hopper (measurements: dev/cuda-attention-wgmma/README.md). Same
 // semantics, parameters and outputs as the mma.sync kernel for other GPUs (attention-tc.ts,
 // fastForwardSource, whose header comment defines the key set, the mask as per-key block row ranges
-// and the gate); grid (ceil(T / BQ), NH, B), block 128 NC threads.
+// and the gate); grid (ceil(T / BQ), NH / GH, B), block 128 NC threads.
 //
 // What differs from the lab's first wgmma forward (dev/cuda-attention-wgmma/kernel.ts: one warpgroup,
 // 64 queries, a __syncthreads per tile):
 // - BQ = 64 NC queries a block. Warpgroup g owns rows 64 g .. 64 g + 63 and its own Q tile; all NC
 //   share each K/V tile, so the block reads its keys once for 64 NC queries (the production kernel's
-//   reason for 128 queries a block: each gathered row costs L2 bandwidth).
+//   reason for 128 queries a block: each gathered row costs L2 bandwidth). With GH = 2 (GQA) the block
+//   takes 64 NC / 2 positions of two heads of a group instead: warpgroup g owns rows 64 (g % (NC / 2)) ..
+//   of head 2 blockIdx.y + g / (NC / 2), and the key set and masks, being the group's, serve both.
 // - The mask is MASK 'rows' (per key j, the block rows [a_j, b_j) that attend it, from g_j on gated,
 //   worked out once per block), with lazy rescaling (skip o *= corr while no row max grows by > 8).
 // - No barrier of the whole block in the loop. Each stage has two mbarriers, both expecting every
@@ -38,15 +40,23 @@ export interface WgForwardVariant {
   STAGES: 3 | 4 | 5;
   /** __launch_bounds__ minimum blocks per SM (0: none). */
   MINB?: number;
+  /**
+   * Query heads a block (default 1; must divide NC and NH / NKV): with 2, the NC warpgroups take the
+   * same 64 NC / 2 query positions of two heads of a KV head's group, which share the group's keys and
+   * masks, so the block's key set spans half the positions: fewer range keys a query, and one key set
+   * and one read of each K/V tile for two heads (GQA).
+   */
+  GH?: 1 | 2;
 }
 
 const BK = 64;
 
-export const wgForwardBQ = (v: WgForwardVariant): number => 64 * v.NC;
+/** Query positions a block (of each of its GH heads). */
+export const wgForwardBQ = (v: WgForwardVariant): number => (64 * v.NC) / (v.GH ?? 1);
 export const wgForwardThreads = (v: WgForwardVariant): number => 128 * v.NC;
 
 export function wgForwardName(v: WgForwardVariant): string {
-  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}`;
+  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}${(v.GH ?? 1) > 1 ? `_gh${v.GH}` : ''}`;
 }
 
 export function wgForwardMaxTiles(v: WgForwardVariant, K: number, W: number): number {
@@ -116,6 +126,7 @@ __device__ __forceinline__ void store_rows(void* out_, float* lse, const float (
 
 export function wgForwardSource(v: WgForwardVariant): KernelSource {
   if (v.STAGES < 3) throw new Error('STAGES must be at least 3');
+  if (v.NC % (v.GH ?? 1) !== 0) throw new Error('GH must divide NC');
   const name = wgForwardName(v);
   return {
     name,
@@ -124,7 +135,9 @@ export function wgForwardSource(v: WgForwardVariant): KernelSource {
     source: `${WGMMA_PRELUDE}
 #define HS ${v.HS}
 #define NC ${v.NC}
-#define BQ (64 * NC)
+#define GH ${v.GH ?? 1}
+#define WR (NC / GH)           // warpgroups a head: 64 query positions each
+#define BQ (64 * WR)           // query positions a block
 #define BK ${BK}
 #define BT 64                  // rows of a swizzled tile
 #define NTHR (128 * NC)
@@ -235,8 +248,10 @@ ${FWD_PARAMS_C}) {
   u64* bthk = bars + 2 * STAGES;                     // [BQ]
   const u32 full0 = smem_addr(bars), empty0 = full0 + 8 * STAGES;
   const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, w = (tid >> 5) & 3, g8 = lane >> 2;
-  const int i0 = blockIdx.x * BQ, hq = blockIdx.y, b = blockIdx.z;
-  const int h = hq / (NH / NKV);
+  // this warpgroup's head, and its rows' place among the block's BQ positions
+  const int wr = GH == 1 ? wg : wg % WR, hq = blockIdx.y * GH + (GH == 1 ? 0 : wg / WR);
+  const int i0 = blockIdx.x * BQ, b = blockIdx.z;
+  const int h = blockIdx.y * GH / (NH / NKV);
   const size_t qrow0 = ((size_t)b * NH + hq) * T;
   const size_t kv0 = ((size_t)b * NKV + h) * T;
   const bf16* kb = k + kv0 * HS;
@@ -255,7 +270,7 @@ ${FWD_KEY_SET}  const int nkeys = nT * BK;
   {
     const u32 qd = smem_addr(Qs + wg * TILE_BYTES);
     for (int x = tid & 127; x < 64 * CPR; x += 128) {
-      const int i = i0 + 64 * wg + COPY_ROW(x);
+      const int i = i0 + 64 * wr + COPY_ROW(x);
       cp_async16(qd + COPY_DST(x), q + (qrow0 + (i < T ? i : 0)) * HS + COPY_CHUNK(x) * 8, i < T ? 16 : 0);
     }
   }
@@ -264,7 +279,7 @@ ${FWD_KEY_SET}  const int nkeys = nT * BK;
   double qtau_d[2]; // (loaded here, so that the loads' latency passes with the key data's)
 #pragma unroll
   for (int rr = 0; rr < 2; rr++) {
-    rl[rr] = 64 * wg + 16 * w + g8 + 8 * rr;
+    rl[rr] = 64 * wr + 16 * w + g8 + 8 * rr;
     qi[rr] = i0 + rl[rr];
     qtau_d[rr] = qi[rr] < T ? tau[kv0 + qi[rr]] : (double)FINF;
   }
@@ -295,7 +310,7 @@ ${FWD_KEY_DATA}  __syncthreads();
   const u64 dq = DESC_K(smem_addr(Qs + wg * TILE_BYTES));
   const u64 dk0 = DESC_K(smem_addr(Ks));
   const u64 dv0 = DESC_MN(smem_addr(Vs), HS);
-  const int iw = i0 + 64 * wg; // this warpgroup's first row
+  const int iw = i0 + 64 * wr; // this warpgroup's first row
 
   float o[NO];
 #pragma unroll
