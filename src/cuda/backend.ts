@@ -758,6 +758,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // The forward on Hopper: wgmma, warpgroups of 64 queries sharing each K/V tile, stages tracked by
     // mbarriers (attention-wg.ts, session 11). 64K: 1.60 to 1.28 ms at HS 64 with two warpgroups (two
     // blocks an SM at 128 registers); 3.09 to 2.26 at HS 128 with two, 2.10 with three (168 registers).
+    // With GQA at HS 64 a block takes 64 positions of two heads of a group (64K, NKV 4: 1.29 to 1.14 ms,
+    // session 14); at HS 128 that was level with three warpgroups on one head.
     const wgf: WgForwardVariant = HS === 64 ? { HS, OUT: 'f32', NC: 2, STAGES: 4, MINB: 2, GH } : { HS, OUT: 'f32', NC: 3, STAGES: 3 };
     const fwdWg = hopper && wgForwardShared(wgf, K, W) <= this.sharedOptin() ? wgf : null;
     const fits = Math.max(fwdWg ? 0 : fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win), winWg ? bwdWinWgShared(winWg) : 0) <= this.sharedOptin();
