@@ -2,7 +2,8 @@
 // semantics of the CPU kernels (src/cpu/kernels/*.ts), which the tests compare against. Kernels are
 // NVRTC-compiled from kernels/*.ts on first use; the linear layers are cuBLAS sgemm (fp32) or
 // GemmEx (bf16 operands, fp32 accumulation, with precision 'bf16': see gemm()). All work is
-// queued on the runtime's one stream, so ops return before the GPU is done: download() and
+// queued on the runtime's stream (two of the selection's kernels run beside it and are joined before
+// the next op: CudaRuntime.concurrently), so ops return before the GPU is done: download() and
 // synchronize() wait. Attention: sparsek, dense and window in kernels/selection-fast.ts and
 // kernels/attention.ts; fixed, hash and qktopk in baselines-layer.ts and kernels/baselines.ts.
 // Buffers come from the runtime's caching arena; views alias their parent and own nothing.

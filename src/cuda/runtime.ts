@@ -1,5 +1,6 @@
 // The CUDA runtime of the backend, over the driver API through koffi (ffi.ts): the primary context
-// of one device (0 unless selectCudaDevice chose another), one stream that all work is queued on,
+// of one device (0 unless selectCudaDevice chose another), one stream that all work is queued on
+// (and a side stream that concurrently() joins back into it),
 // a caching device-memory arena with counters, events for timing, NVRTC compilation of kernel
 // source with a memory + disk cache, the kernel launch helper, and the cuBLAS handle. Not the ops
 // themselves (backend.ts) nor kernel source (kernels/*.ts); not multi-GPU (one device per process;
@@ -98,7 +99,8 @@ const MAX_PARAMS = 32;
  * again to the next request of that size. The model allocates the same shapes every step, so after
  * the first step there are no driver calls (cuMemAlloc and cuMemFree both synchronise the device).
  * Reuse is immediate: safe because all work is queued on one stream, so a kernel that reads a block
- * after it is reused is ordered after every kernel that used it before.
+ * after it is reused is ordered after every kernel that used it before (concurrently()'s side kernels
+ * touch only memory that nobody gives back before they are joined).
  */
 export class Arena {
   private readonly cache = new Map<number, bigint[]>();
