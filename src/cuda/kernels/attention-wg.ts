@@ -16,15 +16,17 @@
 // - No barrier of the whole block in the loop. Each stage has two mbarriers, both expecting every
 //   thread: full (the stage holds its tile) and empty (every warpgroup has read it). So a warpgroup
 //   may run ahead of another by about a tile, and one's softmax overlaps the other's matrix work.
-// - All threads copy (cp.async, 16 bytes a chunk, gathered rows). A thread's copies of tile t + 1 are
-//   awaited (cp.async.wait_group), fenced to the async proxy and announced on full at iteration t,
-//   STAGES - 2 iterations after they were issued; the stage of tile t - 1 is refilled (tile
-//   t + STAGES - 1) at iteration t, once empty says tile t - 1 is read, while this warpgroup's
-//   wgmmas run. Tiles are in the 128-byte swizzled layout (wgmma.ts SW128).
+// - All threads copy (cp.async, 16 bytes a chunk, gathered rows). Each thread's copies of a tile arrive
+//   on the stage's full barrier by themselves when they land (cp.async.mbarrier.arrive.noinc), so no
+//   thread waits for its own copies and full completes when the data is there, not when the slowest
+//   warpgroup gets round to announcing it (session 15: 1.27 to 1.11 ms at 64K, HS 64). A consumer fences
+//   to the async proxy after its wait on full. The stage of tile t - 1 is refilled (tile t + STAGES - 1)
+//   at iteration t, once empty says tile t - 1 is read, while this warpgroup's wgmmas run. Tiles are in
+//   the 128-byte swizzled layout (wgmma.ts SW128).
 //
-// Per iteration t of a warpgroup (OVERLAP, as kernel.ts): wait own copies of t + 1, fence, arrive
-// full[t + 1]; wait full[t + 1]; issue S_{t+1} and P V_t; refill; wait S_{t+1}; mask and softmax
-// of t + 1; wait P V_t; arrive empty[t]; o *= corr (when needed) and pack P_{t+1}.
+// Per iteration t of a warpgroup (OVERLAP, as kernel.ts): wait full[t + 1], fence; issue S_{t+1} and
+// P V_t; refill; wait S_{t+1}; mask and softmax of t + 1; wait P V_t; arrive empty[t]; o *= corr (when
+// needed) and pack P_{t+1}.
 
 import type { KernelSource } from '../runtime.js';
 import { ORD_OF } from './selection.js';
@@ -155,6 +157,25 @@ ${wgmmaRS(v.HS, 1)}
 
 ${ORD_OF}${KEY_ROWS}
 ${RAISE_MAX}
+// DESC_K and DESC_MN (wgmma.ts) as their two 32-bit words: the low one (start address >> 4, leading offset >> 4),
+// to which a k-step's offset adds without a carry (shared addresses < 256 KiB), and the constant high one
+#define DLO_K(a) ((((a) & 0x3FFFFu) >> 4) | ((1024u >> 4) << 16))
+#define DLO_MN(a) ((((a) & 0x3FFFFu) >> 4) | ((HS > 64 ? BT * 128u >> 4 : 1024u >> 4) << 16))
+__device__ __forceinline__ u64 desc_of(u32 lo) {
+  u64 d;
+  asm("mov.b64 %0, {%1, %2};" : "=l"(d) : "r"(lo), "r"((1024u >> 4) | (1u << 30)));
+  return d;
+}
+// an arrival on the barrier once this thread's cp.async copies so far have landed, counted among its expected ones
+__device__ __forceinline__ void cp_arrive_noinc(u32 bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" :: "r"(bar) : "memory");
+}
+// x, through an instruction the compiler cannot move out of a loop or fold
+__device__ __forceinline__ u32 opaque(u32 x) {
+  u32 y;
+  asm volatile("mov.b32 %0, %1;" : "=r"(y) : "r"(x));
+  return y;
+}
 __device__ __forceinline__ float sat_sub(float a, float b) {
   float y;
   asm("sub.sat.f32 %0, %1, %2;" : "=f"(y) : "f"(a), "f"(b));
@@ -254,8 +275,6 @@ ${FWD_PARAMS_C}) {
   const int h = blockIdx.y * GH / (NH / NKV);
   const size_t qrow0 = ((size_t)b * NH + hq) * T;
   const size_t kv0 = ((size_t)b * NKV + h) * T;
-  const bf16* kb = k + kv0 * HS;
-  const bf16* vb = v + kv0 * HS;
   const float sl = scale * 1.4426950408889634f;
 
 ${FWD_KEY_SET}  const int nkeys = nT * BK;
@@ -275,41 +294,52 @@ ${FWD_KEY_SET}  const int nkeys = nT * BK;
     }
   }
   for (int r = tid; r < BQ; r += NTHR) bthk[r] = i0 + r < T ? thk[kv0 + i0 + r] : ~0ull;
-  int rl[2], qi[2]; // this thread's rows: of the block, and their positions
+  int rl[2]; // this thread's rows of the block
   double qtau_d[2]; // (loaded here, so that the loads' latency passes with the key data's)
 #pragma unroll
   for (int rr = 0; rr < 2; rr++) {
     rl[rr] = 64 * wr + 16 * w + g8 + 8 * rr;
-    qi[rr] = i0 + rl[rr];
-    qtau_d[rr] = qi[rr] < T ? tau[kv0 + qi[rr]] : (double)FINF;
+    qtau_d[rr] = i0 + rl[rr] < T ? tau[kv0 + i0 + rl[rr]] : (double)FINF;
   }
   __syncthreads();
 ${FWD_KEY_DATA}  __syncthreads();
 
-  // tile t into stage t % STAGES, every thread a share of its chunks
+  // tile t into stage t % STAGES, every thread a share of its chunks: CPT of them, when they divide evenly (a loop
+  // of static count, whose addresses are mostly worked out once), else a loop over the tile's chunks
+#define CPT ((BK * CPR) % NTHR == 0 ? (BK * CPR) / NTHR : 0)
   auto issue = [&](int t) {
     const int st = t % STAGES;
+    const size_t row0 = (size_t)opaque(b * NKV + h) * T * HS; // (the compiler would keep two 64-bit pointers)
+    const bf16* kb = k + row0;
+    const bf16* vb = v + row0;
     const u32 kd = smem_addr(Ks + st * TILE_BYTES), vd = smem_addr(Vs + st * TILE_BYTES);
-    for (int x = tid; x < BK * CPR; x += NTHR) {
-      const int j = mpos[t * BK + COPY_ROW(x)];
-      const size_t off = (size_t)(j >= 0 ? j : 0) * HS + COPY_CHUNK(x) * 8;
-      cp_async16(kd + COPY_DST(x), kb + off, j >= 0 ? 16 : 0);
-      cp_async16(vd + COPY_DST(x), vb + off, j >= 0 ? 16 : 0);
+    if (CPT > 0) {
+#pragma unroll
+      for (int c = 0; c < CPT; c++) {
+        const int x = tid + c * NTHR;
+        const int j = mpos[t * BK + COPY_ROW(x)];
+        const size_t off = (size_t)max(j, 0) * HS + COPY_CHUNK(x) * 8;
+        cp_async16(kd + COPY_DST(x), kb + off, j >= 0 ? 16 : 0);
+        cp_async16(vd + COPY_DST(x), vb + off, j >= 0 ? 16 : 0);
+      }
+    } else {
+      for (int x = tid; x < BK * CPR; x += NTHR) {
+        const int j = mpos[t * BK + COPY_ROW(x)];
+        const size_t off = (size_t)max(j, 0) * HS + COPY_CHUNK(x) * 8;
+        cp_async16(kd + COPY_DST(x), kb + off, j >= 0 ? 16 : 0);
+        cp_async16(vd + COPY_DST(x), vb + off, j >= 0 ? 16 : 0);
+      }
     }
   };
-  // one commit group per tile (empty past the end), so the wait counts are static
-  for (int t = 0; t < STAGES - 1; t++) {
-    if (t < nT) issue(t);
-    cp_commit();
-  }
-  cp_wait<STAGES - 2>();
-  fence_async_shared();
-  mb_arrive(full0);
+  // each thread's copies of a tile arrive on its stage's full barrier by themselves once they have landed (the
+  // Q tile's with tile 0's), so no thread waits for its own copies, nor a warpgroup for the other's progress
+  auto issue_tile = [&](int t) { issue(t); cp_arrive_noinc(full0 + 8 * (t % STAGES)); };
+  for (int t = 0; t < STAGES - 1 && t < nT; t++) issue_tile(t);
 
   const float qtau[2] = {(float)qtau_d[0], (float)qtau_d[1]};
-  const u64 dq = DESC_K(smem_addr(Qs + wg * TILE_BYTES));
-  const u64 dk0 = DESC_K(smem_addr(Ks));
-  const u64 dv0 = DESC_MN(smem_addr(Vs), HS);
+  // the tiles' descriptors are made afresh for each tile from one 32-bit shared address, hidden from the compiler
+  // (opaque()), which would otherwise keep three 64-bit descriptors through the loop and spill them at HS 64
+  const u32 qs0 = smem_addr(Qs + wg * TILE_BYTES);
   const int iw = i0 + 64 * wr; // this warpgroup's first row
 
   float o[NO];
@@ -320,16 +350,17 @@ ${FWD_KEY_DATA}  __syncthreads();
   u32 pa[BK / 16][4];
 
   auto issue_s = [&](int t) {
-    const u32 base = (t % STAGES) * TILE_BYTES;
+    const u32 qa = opaque(qs0), ka = qa - wg * TILE_BYTES + (NC + t % STAGES) * TILE_BYTES;
+    const u32 dq = DLO_K(qa), dk = DLO_K(ka);
 #pragma unroll
-    for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dq + KOFF(ks), dk0 + (u64)(base >> 4) + KOFF(ks), ks);
+    for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, desc_of(dq + KOFF(ks)), desc_of(dk + KOFF(ks)), ks);
     wg_commit();
   };
   auto issue_pv = [&](int t) {
-    const u32 vbase = (t % STAGES) * TILE_BYTES;
+    const u32 dv = DLO_MN(opaque(qs0) - wg * TILE_BYTES + (NC + STAGES + t % STAGES) * TILE_BYTES);
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++)
-      wg_rs_n${v.HS}_t1(o, pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], dv0 + (u64)(vbase >> 4) + kk * MNSTEP(HS));
+      wg_rs_n${v.HS}_t1(o, pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], desc_of(dv + kk * MNSTEP(HS)));
     wg_commit();
   };
   auto softmax = [&](int t) -> bool {
@@ -346,6 +377,7 @@ ${FWD_KEY_DATA}  __syncthreads();
   bool resc = false;
   if (nT > 0) {
     full_wait(0);
+    fence_async_shared(); // (the copies' generic-proxy writes, seen through the barrier, to the wgmma's async proxy)
     wg_fence();
     issue_s(0);
     wg_wait<0>();
@@ -354,11 +386,8 @@ ${FWD_KEY_DATA}  __syncthreads();
     rescale_pack(o, pa, s, corr, resc);
   }
   for (int t = 0; t + 1 < nT; t++) {
-    // this thread's copies of tile t + 1 have landed: announce them
-    cp_wait<STAGES - 3>();
-    fence_async_shared();
-    mb_arrive(full0 + 8 * ((t + 1) % STAGES));
     full_wait(t + 1);
+    fence_async_shared();
     wg_fence();
     issue_s(t + 1);
     issue_pv(t);
@@ -366,9 +395,8 @@ ${FWD_KEY_DATA}  __syncthreads();
     const int r = t + STAGES - 1;
     if (r < nT) {
       if (t >= 1) mb_wait(empty0 + 8 * ((t - 1) % STAGES), ((t - 1) / STAGES) & 1);
-      issue(r);
+      issue_tile(r);
     }
-    cp_commit();
     wg_wait<1>();
     reg_fence(s);
     resc = softmax(t + 1);
@@ -384,6 +412,8 @@ ${FWD_KEY_DATA}  __syncthreads();
     reg_fence(o);
   }
 
+  const int qi[2] = {i0 + rl[0], i0 + rl[1]}; // their positions
+  if (nT == 0) asm volatile("cp.async.wait_all;" ::: "memory"); // (the Q tile's copies, never awaited)
   store_rows(out_, lse, o, m, l, qi, T, qrow0);
 }
 `,
