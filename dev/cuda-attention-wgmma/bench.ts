@@ -40,10 +40,10 @@ const K = Number(opt('K', '512')), W = Number(opt('W', '512')), repeats = Number
 const outFile = opt('out', '');
 /** wgmma schedules: ov (OVERLAP) or ser, then STAGES, then f for FENCE2, p for PLAIN (e.g. ov3, ser2, ov2f, ov2p). */
 const wgSpecs = opt('wg', 'ov3,ser3,ov4').split(',').filter((x) => x !== '' && x !== 'none').map((x) => ({ OVERLAP: x.startsWith('ov'), STAGES: Number(x.replace(/\D/g, '')) as 2 | 3 | 4, FENCE2: x.includes('f'), PLAIN: x.includes('p'), SW: x.includes('z') }));
-/** src/cuda/kernels/attention-wg.ts variants: NC:STAGES[:MINB[:GH]] (e.g. 2:3,2:4:1,3:3,2:4:2:2); GH 2 runs only where G is even. */
+/** src/cuda/kernels/attention-wg.ts variants: NC:STAGES[:MINB[:GH[:LAG]]] (e.g. 2:3,2:4:1,3:3,2:4:2:2,2:4:2:1:2); GH 2 runs only where G is even. */
 const mbSpecs = opt('mb', '').split(',').filter((x) => x !== '').map((x) => {
-  const [NC, STAGES, MINB, GH] = x.split(':').map(Number);
-  return { NC: NC as 1 | 2 | 3 | 4, STAGES: STAGES as 3 | 4 | 5, MINB: MINB || 0, GH: (GH || 1) as 1 | 2 };
+  const [NC, STAGES, MINB, GH, LAG] = x.split(':').map(Number);
+  return { NC: NC as 1 | 2 | 3 | 4, STAGES: STAGES as 3 | 4 | 5, MINB: MINB || 0, GH: (GH || 1) as 1 | 2, LAG: (LAG || 1) as 1 | 2 };
 });
 
 function emit(obj: Record<string, unknown>): void {

@@ -49,6 +49,13 @@ export interface WgForwardVariant {
    * and one read of each K/V tile for two heads (GQA).
    */
   GH?: 1 | 2;
+  /**
+   * Tiles between the one whose stage a warpgroup refills and the one it works on (default 1): at iteration t
+   * it waits for every warpgroup to have read tile t - LAG, then copies tile t + STAGES - LAG into its stage.
+   * With 2, one warpgroup may run a tile further ahead of the other, and a tile's copies get one iteration
+   * fewer to land.
+   */
+  LAG?: 1 | 2;
 }
 
 const BK = 64;
@@ -58,7 +65,7 @@ export const wgForwardBQ = (v: WgForwardVariant): number => (64 * v.NC) / (v.GH 
 export const wgForwardThreads = (v: WgForwardVariant): number => 128 * v.NC;
 
 export function wgForwardName(v: WgForwardVariant): string {
-  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}${(v.GH ?? 1) > 1 ? `_gh${v.GH}` : ''}`;
+  return `spk_fwd_wg_hs${v.HS}_${v.OUT}_nc${v.NC}_s${v.STAGES}${v.MINB ? `_mb${v.MINB}` : ''}${(v.GH ?? 1) > 1 ? `_gh${v.GH}` : ''}${(v.LAG ?? 1) > 1 ? `_lag${v.LAG}` : ''}`;
 }
 
 export function wgForwardMaxTiles(v: WgForwardVariant, K: number, W: number): number {
@@ -128,6 +135,7 @@ __device__ __forceinline__ void store_rows(void* out_, float* lse, const float (
 
 export function wgForwardSource(v: WgForwardVariant): KernelSource {
   if (v.STAGES < 3) throw new Error('STAGES must be at least 3');
+  if (v.STAGES - (v.LAG ?? 1) < 2) throw new Error('STAGES - LAG must be at least 2 (tile t + 1 is copied before iteration t)');
   if (v.NC % (v.GH ?? 1) !== 0) throw new Error('GH must divide NC');
   const name = wgForwardName(v);
   return {
@@ -150,6 +158,7 @@ export function wgForwardSource(v: WgForwardVariant): KernelSource {
 #define TILE_BYTES (64 * HS * 2)
 #define OUT_BF16 ${v.OUT === 'bf16' ? 1 : 0}
 #define STAGES ${v.STAGES}
+#define LAG ${v.LAG ?? 1}
 #define MASK_ROWS 1             // the per-key data of FWD_KEY_DATA
 ${SW128}
 ${wgmmaSS(64)}
@@ -161,11 +170,7 @@ ${RAISE_MAX}
 // to which a k-step's offset adds without a carry (shared addresses < 256 KiB), and the constant high one
 #define DLO_K(a) ((((a) & 0x3FFFFu) >> 4) | ((1024u >> 4) << 16))
 #define DLO_MN(a) ((((a) & 0x3FFFFu) >> 4) | ((HS > 64 ? BT * 128u >> 4 : 1024u >> 4) << 16))
-__device__ __forceinline__ u64 desc_of(u32 lo) {
-  u64 d;
-  asm("mov.b64 %0, {%1, %2};" : "=l"(d) : "r"(lo), "r"((1024u >> 4) | (1u << 30)));
-  return d;
-}
+__device__ __forceinline__ u64 desc_of(u32 lo) { return (u64)((1024u >> 4) | (1u << 30)) << 32 | lo; }
 // an arrival on the barrier once this thread's cp.async copies so far have landed, counted among its expected ones
 __device__ __forceinline__ void cp_arrive_noinc(u32 bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" :: "r"(bar) : "memory");
@@ -262,6 +267,9 @@ extern "C" __global__ void __launch_bounds__(NTHR${v.MINB ? `, ${v.MINB}` : ''})
 ${FWD_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  // the tiles' shared addresses and descriptors are made afresh for each tile from sbase, through opaque(): the
+  // compiler would otherwise keep several 64-bit values through the loop and spill them at HS 64
+  const u32 sbase = smem_addr(smem);
   unsigned char* Qs = smem;                          // [NC][64][HS]
   unsigned char* Ks = Qs + NC * TILE_BYTES;          // [STAGES][64][HS]
   unsigned char* Vs = Ks + STAGES * TILE_BYTES;      // [STAGES][64][HS]
@@ -308,24 +316,25 @@ ${FWD_KEY_DATA}  __syncthreads();
   // of static count, whose addresses are mostly worked out once), else a loop over the tile's chunks
 #define CPT ((BK * CPR) % NTHR == 0 ? (BK * CPR) / NTHR : 0)
   auto issue = [&](int t) {
-    const int st = t % STAGES;
-    const size_t row0 = (size_t)opaque(b * NKV + h) * T * HS; // (the compiler would keep two 64-bit pointers)
-    const bf16* kb = k + row0;
-    const bf16* vb = v + row0;
-    const u32 kd = smem_addr(Ks + st * TILE_BYTES), vd = smem_addr(Vs + st * TILE_BYTES);
+    const unsigned st = (unsigned)t % STAGES;
+    // (recomputed for each tile: kept, these would take two 64-bit pointers through the loop)
+    const size_t row0 = (size_t)opaque(b * NKV + h) * T * (HS * 2);
+    const char* kb = reinterpret_cast<const char*>(k) + row0;
+    const char* vb = reinterpret_cast<const char*>(v) + row0;
+    const u32 kd = opaque(sbase) + (NC + st) * TILE_BYTES, vd = kd + STAGES * TILE_BYTES;
     if (CPT > 0) {
 #pragma unroll
       for (int c = 0; c < CPT; c++) {
         const int x = tid + c * NTHR;
         const int j = mpos[t * BK + COPY_ROW(x)];
-        const size_t off = (size_t)max(j, 0) * HS + COPY_CHUNK(x) * 8;
+        const size_t off = (size_t)max(j, 0) * (HS * 2) + COPY_CHUNK(x) * 16; // bytes
         cp_async16(kd + COPY_DST(x), kb + off, j >= 0 ? 16 : 0);
         cp_async16(vd + COPY_DST(x), vb + off, j >= 0 ? 16 : 0);
       }
     } else {
       for (int x = tid; x < BK * CPR; x += NTHR) {
         const int j = mpos[t * BK + COPY_ROW(x)];
-        const size_t off = (size_t)max(j, 0) * HS + COPY_CHUNK(x) * 8;
+        const size_t off = (size_t)max(j, 0) * (HS * 2) + COPY_CHUNK(x) * 16; // bytes
         cp_async16(kd + COPY_DST(x), kb + off, j >= 0 ? 16 : 0);
         cp_async16(vd + COPY_DST(x), vb + off, j >= 0 ? 16 : 0);
       }
@@ -333,13 +342,10 @@ ${FWD_KEY_DATA}  __syncthreads();
   };
   // each thread's copies of a tile arrive on its stage's full barrier by themselves once they have landed (the
   // Q tile's with tile 0's), so no thread waits for its own copies, nor a warpgroup for the other's progress
-  auto issue_tile = [&](int t) { issue(t); cp_arrive_noinc(full0 + 8 * (t % STAGES)); };
-  for (int t = 0; t < STAGES - 1 && t < nT; t++) issue_tile(t);
+  auto issue_tile = [&](int t) { issue(t); cp_arrive_noinc(full0 + 8 * ((unsigned)t % STAGES)); };
+  for (int t = 0; t < STAGES - LAG && t < nT; t++) issue_tile(t);
 
   const float qtau[2] = {(float)qtau_d[0], (float)qtau_d[1]};
-  // the tiles' descriptors are made afresh for each tile from one 32-bit shared address, hidden from the compiler
-  // (opaque()), which would otherwise keep three 64-bit descriptors through the loop and spill them at HS 64
-  const u32 qs0 = smem_addr(Qs + wg * TILE_BYTES);
   const int iw = i0 + 64 * wr; // this warpgroup's first row
 
   float o[NO];
@@ -350,14 +356,14 @@ ${FWD_KEY_DATA}  __syncthreads();
   u32 pa[BK / 16][4];
 
   auto issue_s = [&](int t) {
-    const u32 qa = opaque(qs0), ka = qa - wg * TILE_BYTES + (NC + t % STAGES) * TILE_BYTES;
-    const u32 dq = DLO_K(qa), dk = DLO_K(ka);
+    const u32 sb = opaque(sbase);
+    const u32 dq = DLO_K(sb + wg * TILE_BYTES), dk = DLO_K(sb + (NC + (unsigned)t % STAGES) * TILE_BYTES);
 #pragma unroll
     for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, desc_of(dq + KOFF(ks)), desc_of(dk + KOFF(ks)), ks);
     wg_commit();
   };
   auto issue_pv = [&](int t) {
-    const u32 dv = DLO_MN(opaque(qs0) - wg * TILE_BYTES + (NC + STAGES + t % STAGES) * TILE_BYTES);
+    const u32 dv = DLO_MN(opaque(sbase) + (NC + STAGES + (unsigned)t % STAGES) * TILE_BYTES);
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++)
       wg_rs_n${v.HS}_t1(o, pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], desc_of(dv + kk * MNSTEP(HS)));
@@ -372,7 +378,7 @@ ${FWD_KEY_DATA}  __syncthreads();
     if (z <= iw && a > iw + 63 - W && z < hi) return softmax_step<KIND_WIN>(s, corr, m, l, tu, tr, rl, qtau, sl);
     return softmax_step<KIND_EDGE>(s, corr, m, l, tu, tr, rl, qtau, sl);
   };
-  auto full_wait = [&](int t) { mb_wait(full0 + 8 * (t % STAGES), (t / STAGES) & 1); };
+  auto full_wait = [&](unsigned t) { mb_wait(full0 + 8 * (t % STAGES), (t / STAGES) & 1); };
 
   bool resc = false;
   if (nT > 0) {
@@ -391,10 +397,10 @@ ${FWD_KEY_DATA}  __syncthreads();
     wg_fence();
     issue_s(t + 1);
     issue_pv(t);
-    // refill the stage of tile t - 1 with tile t + STAGES - 1 once every warpgroup has read it
-    const int r = t + STAGES - 1;
+    // refill the stage of tile t - LAG with tile t + STAGES - LAG once every warpgroup has read it
+    const int r = t + STAGES - LAG;
     if (r < nT) {
-      if (t >= 1) mb_wait(empty0 + 8 * ((t - 1) % STAGES), ((t - 1) / STAGES) & 1);
+      if (t >= LAG) mb_wait(empty0 + 8 * ((unsigned)(t - LAG) % STAGES), ((unsigned)(t - LAG) / STAGES) & 1);
       issue_tile(r);
     }
     wg_wait<1>();
@@ -402,7 +408,7 @@ ${FWD_KEY_DATA}  __syncthreads();
     resc = softmax(t + 1);
     wg_wait<0>();
     reg_fence(o);
-    mb_arrive(empty0 + 8 * (t % STAGES));
+    mb_arrive(empty0 + 8 * ((unsigned)t % STAGES));
     rescale_pack(o, pa, s, corr, resc);
   }
   if (nT > 0) {
