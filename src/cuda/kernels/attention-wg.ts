@@ -72,10 +72,10 @@ export function wgForwardMaxTiles(v: WgForwardVariant, K: number, W: number): nu
   return Math.ceil(K / BK) + Math.ceil((W + wgForwardBQ(v) - 1) / BK);
 }
 
-/** Dynamic shared bytes: NC Q tiles, STAGES K and V tiles, the barriers, the block's thk and 12 bytes a key, 1 KiB for alignment. */
+/** Dynamic shared bytes: NC Q tiles, STAGES K and V tiles, the barriers, the block's thk, 12 bytes a key and 4 a selected tile, 1 KiB for alignment. */
 export function wgForwardShared(v: WgForwardVariant, K: number, W: number): number {
   const tile = 64 * v.HS * 2;
-  return 1024 + v.NC * tile + 2 * v.STAGES * tile + 16 * v.STAGES + 8 * wgForwardBQ(v) + 12 * BK * wgForwardMaxTiles(v, K, W);
+  return 1024 + v.NC * tile + 2 * v.STAGES * tile + 16 * v.STAGES + 8 * wgForwardBQ(v) + 12 * BK * wgForwardMaxTiles(v, K, W) + 4 * Math.ceil(K / BK);
 }
 
 /**
@@ -204,6 +204,7 @@ __device__ __forceinline__ void mb_wait(u32 bar, u32 parity) {
 #define KIND_SEL 0
 #define KIND_EDGE 1
 #define KIND_WIN 2
+#define KIND_SELALL 3           // a tile of Sel_i0 that every row of the warp attends whole: gated, no mask
 
 // Mask (the rows each key attends), online softmax in the exp2 domain with lazy rescaling, gate. Leaves
 // p * gate in s, adds p to l; returns whether o must be scaled by corr before this tile's P V.
@@ -218,7 +219,7 @@ __device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], f
     for (int e = 0; e < 4; e++) {
       const int rr = e >> 1, c = n * 8 + 2 * t4 + (e & 1);
       float x = s[4 * n + e];
-      if (KIND != KIND_WIN) {
+      if (KIND == KIND_SEL || KIND == KIND_EDGE) {
         const int rg = rng[c];
         const bool in = KIND == KIND_SEL ? rl[rr] < ((rg >> RB) & RM) : rl[rr] >= (rg & RM) && rl[rr] < ((rg >> RB) & RM);
         if (!in) x = -FINF;
@@ -253,7 +254,7 @@ __device__ __forceinline__ bool softmax_step(float (&s)[NS], float (&corr)[2], f
       const int c = n * 8 + 2 * t4 + (e & 1);
       float p = ex2(fmaf(s[4 * n + e], sl, -mu_[e >> 1]));
       l[e >> 1] += p;
-      if (KIND == KIND_SEL) p *= sat_sub(mu[c], qtau[e >> 1]);
+      if (KIND == KIND_SEL || KIND == KIND_SELALL) p *= sat_sub(mu[c], qtau[e >> 1]);
       if (KIND == KIND_EDGE && rl[e >> 1] >= (rng[c] >> (2 * RB))) p *= sat_sub(mu[c], qtau[e >> 1]);
       s[4 * n + e] = p;
     }
@@ -311,6 +312,16 @@ ${FWD_KEY_SET}  const int nkeys = nT * BK;
   }
   __syncthreads();
 ${FWD_KEY_DATA}  __syncthreads();
+  // per tile of Sel_i0, the fewest block rows that attend one of its keys (rows [0, hs) attend such a key; 0 for a
+  // tile with padding): a warp whose rows all lie below it skips the tile's mask
+  int* tmin = mrng + nkeys;
+  for (int t = tid >> 5; t < nselT; t += NTHR / 32) {
+    int hmin = BQ;
+    for (int x = t * BK + lane; x < t * BK + BK; x += 32) hmin = min(hmin, mpos[x] >= 0 ? (mrng[x] >> RB) & RM : 0);
+    hmin = __reduce_min_sync(FULL, hmin);
+    if (lane == 0) tmin[t] = hmin;
+  }
+  __syncthreads();
 
   // tile t into stage t % STAGES, every thread a share of its chunks: CPT of them, when they divide evenly (a loop
   // of static count, whose addresses are mostly worked out once), else a loop over the tile's chunks
@@ -372,7 +383,10 @@ ${FWD_KEY_DATA}  __syncthreads();
   auto softmax = [&](int t) -> bool {
     const float* tu = mu_ + t * BK;
     const int* tr = mrng + t * BK;
-    if (t < nselT) return softmax_step<KIND_SEL>(s, corr, m, l, tu, tr, rl, qtau, sl);
+    if (t < nselT) {
+      if (64 * wr + 16 * w + 15 < tmin[t]) return softmax_step<KIND_SELALL>(s, corr, m, l, tu, tr, rl, qtau, sl);
+      return softmax_step<KIND_SEL>(s, corr, m, l, tu, tr, rl, qtau, sl);
+    }
     const int a = lo + (t - nselT) * BK, z = a + BK - 1;
     // whole tile in Win_i of every row of this warpgroup, no padding
     if (z <= iw && a > iw + 63 - W && z < hi) return softmax_step<KIND_WIN>(s, corr, m, l, tu, tr, rl, qtau, sl);
