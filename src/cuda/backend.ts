@@ -763,7 +763,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // session 14); at HS 128 that was level with three warpgroups on one head. At HS 128 four stages, refilled
     // two tiles behind (LAG 2), let a warpgroup run further ahead of the others (1.81 to 1.75 ms, session 15).
     const wgf: WgForwardVariant = HS === 64 ? { HS, OUT: 'f32', NC: 2, STAGES: 4, MINB: 2, GH } : { HS, OUT: 'f32', NC: 3, STAGES: 4, LAG: 2 };
-    const fwdWg = hopper && wgForwardShared(wgf, K, W) <= this.sharedOptin() ? wgf : null;
+    // (its copies take 32-bit byte offsets within a head's keys)
+    const fwdWg = hopper && T * HS * 2 < 2 ** 32 && wgForwardShared(wgf, K, W) <= this.sharedOptin() ? wgf : null;
     const fits = Math.max(fwdWg ? 0 : fastForwardShared(fwd, K, W), bwdSelShared(sel, K), bwdWinShared(win), winWg ? bwdWinWgShared(winWg) : 0) <= this.sharedOptin();
     return fits ? { fwd, fwdWg, win, winWg, sel, selWg } : null;
   }

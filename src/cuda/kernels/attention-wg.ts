@@ -338,7 +338,7 @@ ${FWD_KEY_DATA}  __syncthreads();
       for (int c = 0; c < CPT; c++) {
         const int x = tid + c * NTHR;
         const int j = mpos[t * BK + COPY_ROW(x)];
-        const size_t off = (size_t)max(j, 0) * (HS * 2) + COPY_CHUNK(x) * 16; // bytes
+        const u32 off = (u32)max(j, 0) * (HS * 2) + COPY_CHUNK(x) * 16; // bytes (T HS 2 < 2^32: the backend checks)
         cp_async16(kd + COPY_DST(x), kb + off, j >= 0 ? 16 : 0);
         cp_async16(vd + COPY_DST(x), vb + off, j >= 0 ? 16 : 0);
       }
