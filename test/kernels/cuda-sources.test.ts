@@ -61,7 +61,8 @@ async function allSources(): Promise<KernelSource[]> {
       }
       out.push(fastForwardSource({ HS, BQ: 128, WM: 2, OUT, META: 'all', STAGES: 2, FASTEXP: true, MASK: 'rows' }));
       // the Hopper forward as CudaBackend runs it, and one warpgroup
-      out.push(wgForwardSource(HS === 64 ? { HS, OUT, NC: 2, STAGES: 4, MINB: 2 } : { HS, OUT, NC: 3, STAGES: 3 }), wgForwardSource({ HS, OUT, NC: 1, STAGES: 4 }));
+      out.push(wgForwardSource(HS === 64 ? { HS, OUT, NC: 2, STAGES: 4, MINB: 2 } : { HS, OUT, NC: 3, STAGES: 4, LAG: 2 }), wgForwardSource({ HS, OUT, NC: 1, STAGES: 4 }));
+      if (HS === 128) out.push(wgForwardSource({ HS, OUT, NC: 3, STAGES: 3 })); // refilled one tile behind
       if (HS === 64) out.push(wgForwardSource({ HS, OUT, NC: 4, STAGES: 4 })); // the lab's 256-query blocks (9-bit row ranges)
       if (HS === 64) out.push(wgForwardSource({ HS, OUT, NC: 2, STAGES: 4, MINB: 2, GH: 2 })); // GQA: two heads a block
       out.push(bwdPrepSource(OUT, HS));
@@ -112,4 +113,12 @@ test('the selection anchors: one phase within a wave of warps or with K = 0, els
   // nb not a multiple of the stride: the last anchor is a phase-1 anchor of its own
   const odd = fsAnchorLaunches(16, 1000, 512, SMS);
   assert.equal(odd[0].grid, fsAnchorGrid(16 * (Math.floor(1000 / FS_ANCHOR_STRIDE) + 2), odd[0].AW));
+});
+
+test('the Hopper forward refuses stage counts that would leave tile t + 1 uncopied at iteration t', () => {
+  assert.throws(() => wgForwardSource({ HS: 64, OUT: 'f32', NC: 2, STAGES: 3, LAG: 2 }), /STAGES - LAG must be at least 2/);
+  assert.throws(() => wgForwardSource({ HS: 64, OUT: 'f32', NC: 2, STAGES: 2 as 3 }), /STAGES must be at least 3/);
+  const ok = wgForwardSource({ HS: 128, OUT: 'f32', NC: 3, STAGES: 4, LAG: 2 });
+  assert.match(ok.name, /_s4_lag2$/);
+  assert.match(ok.source, /#define LAG 2/);
 });
