@@ -20,9 +20,9 @@
 //   on the stage's full barrier by themselves when they land (cp.async.mbarrier.arrive.noinc), so no
 //   thread waits for its own copies and full completes when the data is there, not when the slowest
 //   warpgroup gets round to announcing it (session 15: 1.27 to 1.11 ms at 64K, HS 64). A consumer fences
-//   to the async proxy after its wait on full. The stage of tile t - 1 is refilled (tile t + STAGES - 1)
-//   at iteration t, once empty says tile t - 1 is read, while this warpgroup's wgmmas run. Tiles are in
-//   the 128-byte swizzled layout (wgmma.ts SW128).
+//   to the async proxy after its wait on full. The stage of tile t - LAG is refilled (tile t + STAGES - LAG)
+//   at iteration t, once empty says tile t - LAG is read, while this warpgroup's wgmmas run (LAG 1 at HS 64,
+//   2 at HS 128). Tiles are in the 128-byte swizzled layout (wgmma.ts SW128).
 //
 // Per iteration t of a warpgroup (OVERLAP, as kernel.ts): wait full[t + 1], fence; issue S_{t+1} and
 // P V_t; refill; wait S_{t+1}; mask and softmax of t + 1; wait P V_t; arrive empty[t]; o *= corr (when
