@@ -3,8 +3,11 @@
 // the shapes of .device/peers.py (PyTorch SDPA flash and FlexAttention, run in the same call).
 //   node --import tsx bench/attention.ts [--T 4096,16384,65536] [--HS 64] [--NH 16] [--NKV 16]
 //        [--K 512] [--W 512] [--precision bf16] [--kinds sparsek] [--profile]
-// Times are medians of CUDA-synchronised wall times (the GPU is busy far longer than the launch
-// overhead at these sizes). TFLOP/s counts 4 HS FLOP per attended (query, key) pair for the
+// Times (fwd_ms, fwd_bwd_ms) follow the peers' protocol (.device/peers.py: triton.testing.do_bench):
+// before each repetition the L2 cache is cleared by writing a 256 MB buffer, then CUDA events on the
+// stream time the GPU from the repetition's first launch to its last; the median. The wall times
+// (fwd_wall_ms, fwd_bwd_wall_ms: medians of performance.now() around launch and synchronise, so with
+// the host's launch and synchronisation latency in them) are printed too. TFLOP/s counts 4 HS FLOP per attended (query, key) pair for the
 // forward and 14 HS for forward + backward (the backward's 5 products of 2 HS). --profile adds the
 // GPU time of each kernel of one forward and one backward.
 import { execSync } from 'node:child_process';
@@ -25,7 +28,9 @@ const be = new CudaBackend(undefined, { precision });
 const commit = process.env.SPARSEK_COMMIT ?? (() => { try { return execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim(); } catch { return 'unknown'; } })();
 console.log(`# attention benchmark: ${be.rt.name}, ${precision}, commit ${commit}, ${new Date().toISOString().slice(0, 10)}; B=1 NH=${NH} NKV=${NKV} HS=${HS} K=${K} W=${W}`);
 
-function median(fn: () => void, reps: number): number {
+const middle = (t: number[]) => t.sort((a, b) => a - b)[Math.floor(t.length / 2)];
+
+function wallMedian(fn: () => void, reps: number): number {
   fn();
   be.synchronize();
   const t: number[] = [];
@@ -35,7 +40,23 @@ function median(fn: () => void, reps: number): number {
     be.synchronize();
     t.push(performance.now() - t0);
   }
-  return t.sort((a, b) => a - b)[Math.floor(reps / 2)];
+  return middle(t);
+}
+
+const l2flush = be.alloc(64 << 20, 'f32'); // 256 MB, as do_bench's cache buffer
+function gpuMedian(fn: () => void, reps: number): number {
+  fn();
+  be.synchronize();
+  const events = Array.from({ length: reps }, () => [be.rt.createEvent(), be.rt.createEvent()] as const);
+  for (const [start, end] of events) {
+    be.zero(l2flush);
+    be.rt.record(start);
+    fn();
+    be.rt.record(end);
+  }
+  const t = events.map(([start, end]) => be.rt.elapsedMs(start, end));
+  for (const pair of events) for (const e of pair) be.rt.destroyEvent(e);
+  return middle(t);
 }
 
 for (const attention of kinds) {
@@ -52,14 +73,17 @@ for (const attention of kinds) {
     const [out, dq, dk, dv, du] = [be.alloc(nq, layer.io), be.alloc(nq), be.alloc(nkv), be.alloc(nkv), be.alloc(nu)];
     const scored = attention === 'sparsek' ? u : null;
     const reps = T >= 65536 ? 7 : 15;
-    const fwd = median(() => layer.forward(out, q, k, v, scored), reps);
-    const both = median(() => { layer.forward(out, q, k, v, scored); layer.backward(dq, dk, dv, scored ? du : null, dout); }, reps);
+    const forward = () => layer.forward(out, q, k, v, scored);
+    const step = () => { forward(); layer.backward(dq, dk, dv, scored ? du : null, dout); };
+    const fwd = gpuMedian(forward, 3 * reps), both = gpuMedian(step, 3 * reps);
+    const fwdWall = wallMedian(forward, reps), bothWall = wallMedian(step, reps);
     // Attended pairs: window keys min(W, i + 1) plus min(K, candidates) selected keys per query row.
     let pairs = 0;
     for (let i = 0; i < T; i++) pairs += Math.min(W, i + 1) + (attention === 'sparsek' ? Math.min(K, Math.max(0, i - W + 1)) : 0);
     pairs *= NH;
     console.log(JSON.stringify({ peer: 'sparsek-cuda', attention, precision, kernels: layer.kernels, io: out.dtype, T, HS, NH, NKV, K, W,
       fwd_ms: Number(fwd.toFixed(3)), fwd_bwd_ms: Number(both.toFixed(3)),
+      fwd_wall_ms: Number(fwdWall.toFixed(3)), fwd_bwd_wall_ms: Number(bothWall.toFixed(3)),
       fwd_tflops: Number(((4 * HS * pairs) / (fwd * 1e9)).toFixed(1)), fwd_bwd_tflops: Number(((14 * HS * pairs) / (both * 1e9)).toFixed(1)) }));
     if (args.includes('--profile')) {
       // GPU time per kernel of one forward and one backward (CUDA events around each launch).
@@ -71,3 +95,4 @@ for (const attention of kinds) {
     for (const b of [q, k, v, u, dout, out, dq, dk, dv, du]) be.free(b);
   }
 }
+be.free(l2flush);
