@@ -7,7 +7,8 @@
 // before each repetition the L2 cache is cleared by writing a 256 MB buffer, then CUDA events on the
 // stream time the GPU from the repetition's first launch to its last; the median. The wall times
 // (fwd_wall_ms, fwd_bwd_wall_ms: medians of performance.now() around launch and synchronise, so with
-// the host's launch and synchronisation latency in them) are printed too. TFLOP/s counts 4 HS FLOP per attended (query, key) pair for the
+// the host's launch and synchronisation latency in them) are printed too (docs/decisions.md, "Our
+// times by the peers' protocol"). TFLOP/s counts 4 HS FLOP per attended (query, key) pair for the
 // forward and 14 HS for forward + backward (the backward's 5 products of 2 HS). --profile adds the
 // GPU time of each kernel of one forward and one backward.
 import { execSync } from 'node:child_process';

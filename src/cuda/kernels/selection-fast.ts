@@ -278,8 +278,9 @@ export const FS_LEAVES = 1024;
  * writing the levels of node size >= 64 to tk, tp. What it leaves to the merges: node sizes FS_LEAVES
  * and up. The block's positions past the row's end (Tx) take the key ~1, above every real key, so every
  * node is whole: they sort last and rank below no real key. The passes are unrolled, so each rank is
- * log2(s) + 1 steps of a search without branches (the kernel is bound by issued instructions: H100,
- * 64K x 16 rows, 81% of cycles issuing). Launch: grid (ceil(Tx / FS_LEAVES), BH), FS_LEAVES threads.
+ * log2(s) + 1 steps of a search without branches, since the kernel is bound by issued instructions (H100,
+ * 64K x 16 rows, session 16: 81% of cycles issuing with loops; 0.09 to 0.07 ms unrolled).
+ * Launch: grid (ceil(Tx / FS_LEAVES), BH), FS_LEAVES threads.
  */
 export function fsLeavesSource(): KernelSource {
   return {
