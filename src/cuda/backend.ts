@@ -749,12 +749,16 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     const hopper = this.rt.arch === 'sm_90';
     const winWg: WgWindowVariant | null = !hopper ? null
       : HS === 64 ? (T >= 8192 ? { HS, STAGES: 3, MINB: 3, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true } : null)
-        : { HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, EARLY: true, SW: true };
+        : { HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true };
     // The selected pairs on Hopper: two warpgroups over each gathered key tile, 128 queries a block at
     // HS 128 (64K: 6.62 to 4.08 ms against mma.sync at 64 queries) and 256 at HS 64 (64K: 2.67 to 2.33 ms
     // against mma.sync at 128; at 128 queries the wgmma kernel was level with it); 1.81 and 3.51 ms since
-    // selKeySet skips the candidates no block row selects.
-    const sg: WgSelVariant = HS === 64 ? { HS, QB: 256, KVROWS: 'now' } : { HS, KVROWS: 'now' };
+    // selKeySet skips the candidates no block row selects. Its dK and dV go out a whole row a warp (KVROWS,
+    // session 17: 3.43 to 3.21 ms at HS 128, 1.74 to 1.68 at HS 64) where the staging rows fit (K <= 1408 at
+    // HS 128); past that, from the accumulators.
+    const sgBase: WgSelVariant = HS === 64 ? { HS, QB: 256 } : { HS };
+    const sgRows: WgSelVariant = { ...sgBase, KVROWS: true };
+    const sg = bwdSelWgShared(sgRows, K) <= this.sharedOptin() ? sgRows : sgBase;
     const selWg = hopper && bwdSelWgShared(sg, K) <= this.sharedOptin() ? sg : null;
     // The forward on Hopper: wgmma, warpgroups of 64 queries sharing each K/V tile, stages tracked by
     // mbarriers (attention-wg.ts, session 11). 64K: 1.60 to 1.28 ms at HS 64 with two warpgroups (two

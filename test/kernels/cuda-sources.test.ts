@@ -54,7 +54,7 @@ async function allSources(): Promise<KernelSource[]> {
     // the Hopper kernels as CudaBackend runs them, and the window kernel's staging before QSTAGE
     for (const QSTAGE of [false, true]) out.push(bwdWinWgSource({ HS, STAGES: 2, MINB: HS === 64 ? 3 : 0, ASYNCL: true, BULKQ: true, QSTAGE, SW: true }));
     out.push(bwdWinWgSource({ HS, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true, KB: 128 })); // the lab's two-warpgroup form
-    out.push(bwdSelWgSource(HS === 64 ? { HS, QB: 256 } : { HS }));
+    for (const KVROWS of [false, true]) out.push(bwdSelWgSource(HS === 64 ? { HS, QB: 256, KVROWS } : { HS, KVROWS }));
     for (const OUT of ['bf16', 'f32'] as const) {
       for (const MASK of ['key', 'rows'] as const) {
         out.push(fastForwardSource({ HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MINB: 4, MASK }));

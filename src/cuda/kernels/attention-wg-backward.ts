@@ -82,12 +82,6 @@ export interface WgWindowVariant {
    */
   QSTAGE?: boolean;
   /**
-   * With QSTAGE and STAGES 2: the next tile's copies issued while this tile's score products run (after the
-   * previous tile's dQ has left the stage they refill), instead of after this tile's dS^T, so they have most
-   * of a tile to land rather than half (default false).
-   */
-  EARLY?: boolean;
-  /**
    * Keys per block (default 64). 128: two warpgroups, one per 64 keys, share each query tile's Q, dO,
    * lse and D, and the tile's dQ is formed over all 128 keys by one of them (alternating) and reduced
    * once, so a query row gets about half the dQ reductions and tile loads (bwdWin2Source). Needs SW,
@@ -105,13 +99,13 @@ const BT = 64;
 const NTHR = 128;
 
 function full(v: WgWindowVariant): Required<WgWindowVariant> {
-  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, EARLY: false, SW: false, KB: 64, ...v };
+  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, SW: false, KB: 64, ...v };
 }
 
 export const bwdWinWgName = (v: WgWindowVariant): string => {
   const o = full(v);
   if (o.KB === 128) return `spk_bwd_win2_wg_hs${o.HS}${o.MINB ? `_mb${o.MINB}` : ''}`;
-  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.EARLY ? '_early' : ''}${o.SW ? '_sw' : ''}`;
+  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.SW ? '_sw' : ''}`;
 };
 
 /** Threads per block: a warpgroup per 64 keys. */
@@ -203,14 +197,14 @@ const winStore = (jb: string): string => `#pragma unroll
  * shared memory), P^T and dS^T under the band mask, dS^T into Pw for the dQ product, then dV += P^T dO and
  * dK += dS^T Q issued (committed by the caller). Needs the kernel's qa, st's sQ, Lst, Dst, descriptors.
  */
-const winTile = (jb: string, Pw: string, HS: number, during = ''): string => `    float s[32], dp[32];
+const winTile = (jb: string, Pw: string, HS: number): string => `    float s[32], dp[32];
     wg_fence();
 #pragma unroll
     for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dKa + KOFF(ks), dQk + sQ + KOFF(ks), ks);
 #pragma unroll
     for (int ks = 0; ks < KS; ks++) wg_ss_n64(dp, dVa + KOFF(ks), dOk + sQ + KOFF(ks), ks);
     wg_commit();
-${during}    wg_wait<0>();
+    wg_wait<0>();
     reg_fence(s);
     reg_fence(dp);
     // every pair a window pair: queries [qa, qa + 63] all < T, qa >= ${jb} + 63, qa + 63 - ${jb} < W
@@ -256,13 +250,7 @@ ${during}    wg_wait<0>();
 export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
   const o = full(v);
   if (o.KB === 128) return bwdWin2Source(o);
-  if (o.EARLY && !(o.QSTAGE && o.BULKQ && o.STAGES === 2)) throw new Error('spk_bwd_win_wg: EARLY is built for QSTAGE (with BULKQ) and STAGES 2');
   const name = bwdWinWgName(o);
-  // EARLY: tile x - 1's dQ has been read from the stage issue() refills; then the refill, under the score products
-  const early = o.EARLY ? `    if (tid == 0) bulk_wait_read(); // tile x - 1's dQ has left the stage refilled next
-    __syncthreads();
-    issue(x + 1, st ^ 1);
-` : '';
   return {
     name,
     archSpecific: true,
@@ -350,16 +338,15 @@ ${WIN_QDESC}  const int wk = w * 16;
     const float* Lst = Ls + st * BT;
     const float* Dst = Dsm + st * BT;
     const u64 sQ = (u64)((st * TILE) >> 4);
-${winTile('j0', 'Ps', o.HS, early)}    wg_commit();
-#define EARLY ${o.EARLY ? 1 : 0}
-#if BULKQ && !EARLY
+${winTile('j0', 'Ps', o.HS)}    wg_commit();
+#if BULKQ
     // QSTAGE: tile x - 1's dQ has been read from the stage issue() refills next (waited for here, after
     // this tile's scores, rather than at the top, where the whole block would wait on the bulk copy);
     // else: the previous tile's reduction has read Qacc (the barrier tells the rest)
     if (tid == 0) bulk_wait_read();
 #endif
     __syncthreads(); // every warp's dS^T is in Ps
-#if QSTAGE && !EARLY
+#if QSTAGE
     issue(x + STAGES - 1, (x + STAGES - 1) % STAGES);
 #endif
     // dQ rows qa .. qa + 63 = scale dS K (k = keys)
@@ -564,6 +551,11 @@ ${winStore('jw')}}
  * 2.32 to 1.81 ms at HS 64, 4.07 to 3.51 at HS 128. Lab probes then: without the dK/dV reductions 1.38 ms,
  * with K/V copied from consecutive rows instead of gathered no change; the same reductions as bulk
  * reductions from shared memory (cp.reduce.async.bulk a row) or as red.global.add.v4 were no faster.
+ * Session 17 (HS 128, 64K): Nsight Compute put 44% of the stall samples on the red.global.add.v2 of dK and
+ * dV (throttled by the memory queue, and waiting for their registers). Staged rows added a whole row a warp
+ * (KVROWS) take 3.43 to 3.21 ms: each warp reduction covers four 128-byte lines instead of 32 bytes of
+ * eight rows. Bulk reductions of the staged rows were slower (4.00 ms; 4.36 with rows staged rotated, two
+ * bulk copies a row), and so were KVROWS's reductions moved under the next tile's score products (3.26).
  */
 export interface WgSelVariant {
   HS: 64 | 128;
@@ -572,26 +564,18 @@ export interface WgSelVariant {
   /** Queries per block (default 128); 256 is built for HS 64 (dQ of 128 queries a warpgroup). */
   QB?: 128 | 256;
   /**
-   * dK and dV of a tile staged in shared memory (fp32 rows, dV in a region of its own, dK over Ps and Gs)
-   * and added to their key rows by bulk reductions (cp.reduce.async.bulk, one a row, issued by one warp a
-   * warpgroup) instead of red.global.add from registers (default false).
+   * dK and dV of a tile staged in shared memory as fp32 rows (dV in a region of its own, dK over Ps and Gs),
+   * then read back a whole row a warp (16 bytes a lane) and added by red.global.add.v4, so a warp's
+   * reduction covers one row's contiguous bytes instead of 32 bytes of each of 8 rows (default false:
+   * red.global.add.v2 from the accumulators). 32 KiB more shared memory at HS 128, 16 KiB at HS 64.
    */
-  BULKKV?: boolean;
-  /** With BULKKV: row r staged rotated by 32 (r % 8) bytes, so a warp's stores of 8 rows hit distinct banks (two bulk reductions a row). */
-  ROT?: boolean;
-  /**
-   * dK and dV of a tile staged in shared memory as BULKKV's rotated rows, then read back a whole row a warp
-   * (16 bytes a lane) and added by red.global.add.v4: a warp's reduction covers one row's contiguous bytes
-   * instead of 32 bytes of each of 8 rows. 'now': right after staging; 'late': during the next tile's
-   * score products (default: neither, red.global.add.v2 from the accumulators).
-   */
-  KVROWS?: 'now' | 'late';
+  KVROWS?: boolean;
 }
 
 const SEL_THREADS = 2 * NTHR;
 
 export const bwdSelWgName = (v: WgSelVariant): string =>
-  `spk_bwd_sel_wg_hs${v.HS}${v.MINB ? `_mb${v.MINB}` : ''}${v.QB === 256 ? '_qb256' : ''}${v.BULKKV ? `_bkv${v.ROT ? 'r' : ''}` : ''}${v.KVROWS ? `_kv${v.KVROWS}` : ''}`;
+  `spk_bwd_sel_wg_hs${v.HS}${v.MINB ? `_mb${v.MINB}` : ''}${v.QB === 256 ? '_qb256' : ''}${v.KVROWS ? '_kvrows' : ''}`;
 
 /** Threads per block of the selected-pairs kernel: two warpgroups. */
 export const BWD_SEL_WG_THREADS = SEL_THREADS;
@@ -607,7 +591,7 @@ export const bwdSelWgBlocks = (v: WgSelVariant, T: number): number => Math.ceil(
  */
 export function bwdSelWgShared(v: WgSelVariant, K: number): number {
   const tile = BT * v.HS * 2, QB = v.QB ?? 128;
-  return 1024 + (4 + 4 * (QB / 128)) * tile + 2 * 2 * BT * QB + (v.BULKKV || v.KVROWS ? BT * v.HS * 4 : 0) + QB * (8 + 5 * 4) + (Math.ceil(K / BT) + QB / BT) * BT * 20;
+  return 1024 + (4 + 4 * (QB / 128)) * tile + 2 * 2 * BT * QB + (v.KVROWS ? BT * v.HS * 4 : 0) + QB * (8 + 5 * 4) + (Math.ceil(K / BT) + QB / BT) * BT * 20;
 }
 
 /** One chunk's mask, gate, P g and dS^T (into Gs and Ps at chunk ch), dg sums (kdg, num) from s and dp. */
@@ -623,14 +607,14 @@ ${selPairs('s[4 * n + e]', 'dp[4 * n + e]', num)}        const int ch = (${ch}) 
 `;
 
 /** S^T and dP^T of the tile in stage offset so against the chunk whose K-major Q and dO descriptors are qk, ok. */
-const selScores = (qk: string, ok: string, during = ''): string => `      float s[32], dp[32];
+const selScores = (qk: string, ok: string): string => `      float s[32], dp[32];
       wg_fence();
 #pragma unroll
       for (int ks = 0; ks < KS; ks++) wg_ss_n64(s, dKa + so + KOFF(ks), ${qk} + KOFF(ks), ks);
 #pragma unroll
       for (int ks = 0; ks < KS; ks++) wg_ss_n64(dp, dVa + so + KOFF(ks), ${ok} + KOFF(ks), ks);
       wg_commit();
-${during}      wg_wait<0>();
+      wg_wait<0>();
       reg_fence(s);
       reg_fence(dp);
 `;
@@ -671,58 +655,16 @@ __device__ __forceinline__ void red4(float* p, float4 x) {
 }
 `;
 
-/** The staged dV (warpgroup 0) or dK (1) rows, as BULKKV stages them rotated, into shared memory (a barrier first). */
-const stageRows = (rot: boolean): string => `      {
-        unsigned char* R = wg ? Ps : Rv;
-        const float f = wg ? scale : 1.f;
-#pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-          unsigned char* row = R + (wk + g8 + 8 * rr) * (HS * 4);
-#pragma unroll
-          for (int n = 0; n < HS / 8; n++)
-            *reinterpret_cast<float2*>(row + ((32 * n + 8 * t4${rot ? ' + 32 * g8' : ''}) & (HS * 4 - 1))) = make_float2(f * acc[4 * n + 2 * rr], f * acc[4 * n + 2 * rr + 1]);
-        }
-      }
-`;
-
 /**
- * KVROWS: the tile's dV (warpgroup 0, into Rv) and dK times scale (warpgroup 1, over Ps and Gs) staged as
- * rotated fp32 rows after the barrier that ends the tile's products; then (reduce) their reductions.
- * Rv is written again only after the next tile's products, so every thread has read it by then. Ps and Gs
- * are written by the next tile's masks: 'late' reads them before the barrier the masks wait for (dkRead).
+ * KVROWS, after the tile's products: its dV (warpgroup 0, into Rv) and dK times scale (warpgroup 1, over Ps
+ * and Gs, free once the barrier has passed) staged as fp32 rows, then added to their key rows a whole row a
+ * warp: HS / 4 lanes a row, 16 bytes each (LDS.128, then red.global.add.v4). Row r's byte c sits at
+ * (c + 32 (r % 8)) mod the row's bytes, so the 8 rows a warp's staging store writes fall on distinct banks.
+ * Each warpgroup reads only the rows it staged (its own barrier between); Rv is written again after the next
+ * tile's products and Ps and Gs by its masks, both past the next tile's first barrier.
+ * Measured at 64K (H100, session 17): the selected pairs 3.43 to 3.21 ms at HS 128, 1.74 to 1.68 at HS 64.
  */
-const stageKeyRows = (reduce: string): string => `      __syncthreads(); // Gs, Ps and stage st are free again
-${stageRows(true)}      asm volatile("bar.sync %0, 128;" :: "r"(1 + wg) : "memory"); // the warpgroup's rows are staged
-${reduce}`;
-
-/**
- * The staged rows of tile tt added to dv (warpgroup 0) or dk (1): a row's HS floats by HS / 4 lanes, 16
- * bytes each (LDS.128 of the rotated row, then red.global.add.v4), so a warp's reduction covers whole rows.
- */
-const rowReductions = (tt: string): string => `      {
-        const unsigned char* R = wg ? Ps : Rv;
-        float* dst = wg ? dk : dv;
-        const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp
-#pragma unroll 4
-        for (int it = 0; it < BT / (4 * rpw); it++) {
-          const int r = (it * 4 + ((tid >> 5) & 3)) * rpw + lane / lpr, j = mpos[(${tt}) * BT + r];
-          const float4 x = *reinterpret_cast<const float4*>(R + r * (HS * 4) + ((16 * cl + 32 * (r & 7)) & (HS * 4 - 1)));
-          if (j >= 0) red4(dst + (kv0 + j) * HS + 4 * cl, x);
-        }
-      }
-`;
-
-/**
- * BULKKV: the tile's dV (warpgroup 0, into Rv) and dK times scale (warpgroup 1, over Ps and Gs) staged as
- * fp32 rows, then added to their key rows by bulk reductions, two rows a lane of the warpgroup's first warp.
- * The barrier first: every product has read Gs, Ps and stage st, and Rv's previous reductions have read it
- * (warp 0 waited). With ROT, row r's byte c sits at (c + 32 (r % 8)) mod the row's bytes, so the 8 rows a
- * warp's store writes fall on distinct banks, and a row goes out in two pieces. Stage st is refilled at the
- * next tile's top, after this barrier; Ps and Gs are rewritten after the next tile's scores, once warp 4 has
- * waited for its reductions to read them (dkRead).
- */
-const bulkKeyRows = (rot: boolean): string => `      if (tid < 32) bulk_wait_read();
-      __syncthreads(); // Gs, Ps and stage st are free again; so is Rv
+const kvRows = `      __syncthreads(); // Gs, Ps and stage st are free again
       {
         unsigned char* R = wg ? Ps : Rv;
         const float f = wg ? scale : 1.f;
@@ -731,28 +673,20 @@ const bulkKeyRows = (rot: boolean): string => `      if (tid < 32) bulk_wait_rea
           unsigned char* row = R + (wk + g8 + 8 * rr) * (HS * 4);
 #pragma unroll
           for (int n = 0; n < HS / 8; n++)
-            *reinterpret_cast<float2*>(row + ((32 * n + 8 * t4${rot ? ' + 32 * g8' : ''}) & (HS * 4 - 1))) = make_float2(f * acc[4 * n + 2 * rr], f * acc[4 * n + 2 * rr + 1]);
+            *reinterpret_cast<float2*>(row + ((32 * n + 8 * t4 + 32 * g8) & (HS * 4 - 1))) = make_float2(f * acc[4 * n + 2 * rr], f * acc[4 * n + 2 * rr + 1]);
         }
       }
-      fence_async_shared();
       asm volatile("bar.sync %0, 128;" :: "r"(1 + wg) : "memory"); // the warpgroup's rows are staged
-      if ((tid & 127) < 32) {
+      {
+        const unsigned char* R = wg ? Ps : Rv;
         float* dst = wg ? dk : dv;
-        const u32 base = smem_addr(wg ? Ps : Rv);
-#pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-          const int r = lane + 32 * rr, j = mpos[t * BT + r];
-          if (j < 0) continue;
-          float* g = dst + (kv0 + j) * HS;
-          const u32 src = base + r * (HS * 4);
-${rot ? `          const int sh = (r & 7) * 32;
-          if (sh == 0) bulk_add_f32(g, src, HS * 4);
-          else {
-            bulk_add_f32(g, src + sh, HS * 4 - sh);
-            bulk_add_f32(g + (HS * 4 - sh) / 4, src, sh);
-          }
-` : `          bulk_add_f32(g, src, HS * 4);
-`}        }
+        const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp
+#pragma unroll 4
+        for (int it = 0; it < BT / (4 * rpw); it++) {
+          const int r = (it * 4 + ((tid >> 5) & 3)) * rpw + lane / lpr, j = mpos[(t) * BT + r];
+          const float4 x = *reinterpret_cast<const float4*>(R + r * (HS * 4) + ((16 * cl + 32 * (r & 7)) & (HS * 4 - 1)));
+          if (j >= 0) red4(dst + (kv0 + j) * HS + 4 * cl, x);
+        }
       }
 `;
 
@@ -761,19 +695,14 @@ ${rot ? `          const int sh = (r & 7) * 32;
  * the window kernel (adds to its dq, dk, dv), like spk_bwd_sel.
  */
 export function bwdSelWgSource(v: WgSelVariant): KernelSource {
-  const o: WgSelVariant & Required<Pick<WgSelVariant, 'MINB' | 'QB' | 'BULKKV' | 'ROT'>> = { MINB: 0, QB: 128, BULKKV: false, ROT: false, ...v };
-  if (o.KVROWS && o.BULKKV) throw new Error('spk_bwd_sel_wg: KVROWS and BULKKV are two ways to the same reductions; pick one');
+  const o: Required<WgSelVariant> = { MINB: 0, QB: 128, KVROWS: false, ...v };
   if (o.QB === 256 && o.HS !== 64) throw new Error('spk_bwd_sel_wg: QB 256 is built for HS 64 (dQ of 128 queries a warpgroup at HS 128 would not fit the registers)');
   const name = bwdSelWgName(o);
   const HS = o.HS, CW = o.QB / 128; // chunks a warpgroup
   // per chunk cc of the warpgroup (chunk c = wg CW + cc): scores, mask; the chunk's dQ array and num
-  // BULKKV: the previous tile's dK reductions have read Ps and Gs (warp 4 issued them) before a mask writes there
-  const dkRead = `      if ((tid >> 5) == 4) bulk_wait_read();
-      __syncthreads(); // the previous tile's dK rows have left Ps and Gs
-`;
   const chunks = Array.from({ length: CW }, (_, cc) => `      {
         const int c = wg * CW + ${cc};
-${selScores('dQk + (u64)((c * TILE) >> 4)', 'dOk + (u64)((c * TILE) >> 4)', o.KVROWS === 'late' && cc === 0 ? '      if (t > 0) {\n' + rowReductions('t - 1') + '      }\n' : '')}${(o.BULKKV || o.KVROWS === 'late') && cc === 0 ? dkRead.replace(/.*bulk_wait_read.*\n/, o.BULKKV ? '$&' : '') : ''}${selMask('c', `num[${cc}]`)}      }
+${selScores('dQk + (u64)((c * TILE) >> 4)', 'dOk + (u64)((c * TILE) >> 4)')}${selMask('c', `num[${cc}]`)}      }
 `).join('');
   const dqs = Array.from({ length: CW }, (_, cc) => `dq${cc}`);
   return {
@@ -796,7 +725,7 @@ ${SEL_HELPERS}
 ${wgmmaSS(64)}
 ${wgmmaSS(HS, 0, 1)}
 ${wgmmaSS(HS, 1, 1)}
-${RED2}${o.BULKKV ? BULK_REDUCE : ''}${o.KVROWS ? RED4 : ''}
+${RED2}${o.KVROWS ? RED4 : ''}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${SEL_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -807,8 +736,8 @@ ${SEL_PARAMS_C}) {
   unsigned char* Os = Qs + (QB / 64) * TILE;    // [QB / 64 chunks][BT][HS] dO
   unsigned char* Ps = Os + (QB / 64) * TILE;    // [BT keys][QB queries] dS^T (a chunk's 64 queries per sub-tile)
   unsigned char* Gs = Ps + (QB / 64) * PT;      // [BT keys][QB queries] (P g)^T
-  unsigned char* Rv = Gs + (QB / 64) * PT;      // BULKKV, KVROWS: [BT keys][HS] fp32, a tile's dV rows
-  u64* bthk = reinterpret_cast<u64*>(Rv + ${o.BULKKV || o.KVROWS ? 'BT * HS * 4' : '0'}); // thk of the block's queries (~0 past T)
+  unsigned char* Rv = Gs + (QB / 64) * PT;      // KVROWS: [BT keys][HS] fp32, a tile's dV rows
+  u64* bthk = reinterpret_cast<u64*>(Rv + ${o.KVROWS ? 'BT * HS * 4' : '0'}); // thk of the block's queries (~0 past T)
   float* qL = reinterpret_cast<float*>(bthk + QB); // per query: lse log2 e (+inf: no p), this head
   float* qD = qL + QB;                          // D_i, this head
   float* qt = qD + QB;                          // tau_i as float (the gate's threshold)
@@ -881,15 +810,11 @@ ${dqs.map((d, cc) => `        wg_ss_n${HS}_t11(${d}, dPm + (u64)((((wg * CW + ${
       wg_commit();
       wg_wait<0>();
       reg_fence(acc);
-${dqs.map((d) => `      reg_fence(${d});\n`).join('')}${o.BULKKV ? bulkKeyRows(o.ROT) : o.KVROWS ? stageKeyRows(o.KVROWS === 'now' ? rowReductions('t') : '') : `${toKeyRows('acc', '(wg ? dk : dv)', '(wg ? scale : 1.f)')}      __syncthreads(); // Gs, Ps and stage st are free again
+${dqs.map((d) => `      reg_fence(${d});\n`).join('')}${o.KVROWS ? kvRows : `${toKeyRows('acc', '(wg ? dk : dv)', '(wg ? scale : 1.f)')}      __syncthreads(); // Gs, Ps and stage st are free again
 `}    }
-${o.KVROWS === 'late' ? `    if (nT > 0) {
-      const int t = nT;
-${rowReductions('t - 1')}    }
-` : ''}
     // the chunks' dq rows (the block owns them; the window kernel's share is already there)
 ${dqs.map((d, cc) => toQueryRows(d, `wg * CW + ${cc}`)).join('')}  }
-${o.BULKKV ? '  if ((tid >> 5) == 4) bulk_wait_read(); // the last dK rows have left Ps\n' : ''}  __syncthreads(); // every tile's key sums are in mdg; Ps is free
+  __syncthreads(); // every tile's key sums are in mdg; Ps is free
   for (int x = tid; x < nkeys; x += NTHR) {
     const float val = mdg[x] + mdg[nkeys + x];
     if (mpos[x] >= 0 && val != 0.f) atomicAdd(dsel + kv0 + mpos[x], (double)val);
@@ -916,7 +841,7 @@ ${o.BULKKV ? '  if ((tid >> 5) == 4) bulk_wait_read(); // the last dK rows have 
     const float tot = wnum[r] + wnum[QB + r] + wnum[2 * QB + r] + wnum[3 * QB + r];
     mean[kv0 + i] = nf > 0 ? (double)tot / nf : 0.0;
   }
-${o.BULKKV ? '  if ((tid & 127) < 32) bulk_wait_all(); // the last reductions are done before the block exits\n' : ''}}
+}
 `,
   };
 }
