@@ -5,11 +5,13 @@
 //        [--variants 64:f:0,128:f:0,...]   HS:exp:MINB[:flags] (e exp2f, f ex2.approx; flags: s reductions
 //        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB, HS 64);
 //        w win on wgmma (attention-wg-backward.ts, sm_90a; w3: three Q/dO stages; l: its lse and D by cp.async);
-//        b its dQ by bulk reductions (BULKQ; y: staged in the Q/dO stage just used, QSTAGE); z wgmma tiles
+//        b its dQ by bulk reductions (BULKQ; y: staged in the Q/dO stage just used, QSTAGE; u: with y, added
+//        a whole row a warp by red.global.add.v4 instead, ROWQ); z wgmma tiles
 //        128-byte swizzled (SW); k: 128 keys a block, two warpgroups (KB 128, with l, b, y, z); g sel on
 //        wgmma (spk_bwd_sel_wg,
 //        two warpgroups, 128 queries a block; g2: MINB 2; x: 256 queries a block; v: its dK and dV staged
-//        and added a whole row a warp (KVROWS); timing probes whose
+//        and added a whole row a warp (KVROWS); h: with v, its dq too (QROWS); m: a candidate tile of at
+//        most 16 keys taken transposed (NARROW); timing probes whose
 //        results are wrong: n, no dK and dV reductions; c, K and V rows copied from consecutive keys instead
 //        of gathered; d, no dQ reductions in the wgmma win kernel))
 //        [--dump DIR]
@@ -73,8 +75,8 @@ const variants: LabVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',
   return {
     HS, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
     QB: flags.includes('q') ? 128 : 64,
-    ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 && !flags.includes('k') ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), QSTAGE: flags.includes('y'), SW: flags.includes('z'), KB: flags.includes('k') ? 128 : 64 } as WgWindowVariant } : {}),
-    ...(g ? { sg: { HS, MINB: Number(g[1] || 0), QB: flags.includes('x') ? 256 : 128, KVROWS: flags.includes('v') } as WgSelVariant } : {}),
+    ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 && !flags.includes('k') ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), QSTAGE: flags.includes('y'), ROWQ: flags.includes('u'), SW: flags.includes('z'), KB: flags.includes('k') ? 128 : 64 } as WgWindowVariant } : {}),
+    ...(g ? { sg: { HS, MINB: Number(g[1] || 0), QB: flags.includes('x') ? 256 : 128, KVROWS: flags.includes('v'), QROWS: flags.includes('h'), NARROW: flags.includes('m') } as WgSelVariant } : {}),
     NORED: flags.includes('n'), NOGATHER: flags.includes('c'), NODQ: flags.includes('d'),
   };
 });

@@ -62,6 +62,12 @@ __device__ __forceinline__ void red2(float* p, float a, float b) {
 }
 `;
 
+const RED4 = `// p[0..3] += x
+__device__ __forceinline__ void red4(float* p, float4 x) {
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" :: "l"(p), "f"(x.x), "f"(x.y), "f"(x.z), "f"(x.w) : "memory");
+}
+`;
+
 export interface WgWindowVariant {
   HS: 64 | 128;
   /** Q / dO ring depth (default 2). */
@@ -82,6 +88,12 @@ export interface WgWindowVariant {
    */
   QSTAGE?: boolean;
   /**
+   * With QSTAGE: the staged dQ tile's rows rotated as the selected pairs' KVROWS stages them (no bank
+   * conflicts), and each warp adds its own 16 rows a whole row at a time with red.global.add.v4, instead
+   * of the tile's two bulk reductions after a barrier (default false). Written in session 17, not measured.
+   */
+  ROWQ?: boolean;
+  /**
    * Keys per block (default 64). 128: two warpgroups, one per 64 keys, share each query tile's Q, dO,
    * lse and D, and the tile's dQ is formed over all 128 keys by one of them (alternating) and reduced
    * once, so a query row gets about half the dQ reductions and tile loads (bwdWin2Source). Needs SW,
@@ -99,13 +111,13 @@ const BT = 64;
 const NTHR = 128;
 
 function full(v: WgWindowVariant): Required<WgWindowVariant> {
-  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, SW: false, KB: 64, ...v };
+  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, ROWQ: false, SW: false, KB: 64, ...v };
 }
 
 export const bwdWinWgName = (v: WgWindowVariant): string => {
   const o = full(v);
   if (o.KB === 128) return `spk_bwd_win2_wg_hs${o.HS}${o.MINB ? `_mb${o.MINB}` : ''}`;
-  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.SW ? '_sw' : ''}`;
+  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.ROWQ ? '_rq' : ''}${o.SW ? '_sw' : ''}`;
 };
 
 /** Threads per block: a warpgroup per 64 keys. */
@@ -250,6 +262,7 @@ const winTile = (jb: string, Pw: string, HS: number): string => `    float s[32]
 export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
   const o = full(v);
   if (o.KB === 128) return bwdWin2Source(o);
+  if (o.ROWQ && !(o.QSTAGE && o.BULKQ)) throw new Error('spk_bwd_win_wg: ROWQ stages dQ as QSTAGE does (needs QSTAGE and BULKQ)');
   const name = bwdWinWgName(o);
   return {
     name,
@@ -266,6 +279,7 @@ export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
 #define ASYNCL ${o.ASYNCL ? 1 : 0}
 #define BULKQ ${o.BULKQ ? 1 : 0}
 #define QSTAGE ${o.BULKQ && o.QSTAGE ? 1 : 0}
+#define ROWQ ${o.ROWQ ? 1 : 0}
 #define SW ${o.SW ? 1 : 0}
 #if SW
 ${SW128}#else
@@ -284,7 +298,7 @@ ${wgmmaSS(64)}
 ${wgmmaRS(o.HS, 1)}
 ${wgmmaSS(o.HS, 1, 1)}
 ${WIN_DEVICE_FNS}${BULK_REDUCE}
-${RED2}
+${RED2}${o.ROWQ ? RED4 : ''}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${WIN_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -342,8 +356,8 @@ ${winTile('j0', 'Ps', o.HS)}    wg_commit();
 #if BULKQ
     // QSTAGE: tile x - 1's dQ has been read from the stage issue() refills next (waited for here, after
     // this tile's scores, rather than at the top, where the whole block would wait on the bulk copy);
-    // else: the previous tile's reduction has read Qacc (the barrier tells the rest)
-    if (tid == 0) bulk_wait_read();
+    // else: the previous tile's reduction has read Qacc (the barrier tells the rest). ROWQ: no bulk copies
+    if (!ROWQ && tid == 0) bulk_wait_read();
 #endif
     __syncthreads(); // every warp's dS^T is in Ps
 #if QSTAGE
@@ -360,7 +374,30 @@ ${winTile('j0', 'Ps', o.HS)}    wg_commit();
     reg_fence(dva);
     reg_fence(dka);
     const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
-#if QSTAGE
+#if QSTAGE && ROWQ
+    __syncthreads(); // every product that read stage st is complete
+    {
+      // the warp's 16 rows (wk .. wk + 15: rows 0-31 in Q's stage, 32-63 in dO's), row r's byte c at
+      // (c + 32 (r % 8)) mod the row's bytes; then read back and added a whole row at a time, HS / 4 lanes
+      // a row, 16 bytes each. Stage st is refilled only after the next tile's second barrier.
+      unsigned char* half = (w < 2 ? Qs : Os) + st * TILE;
+#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        unsigned char* row = half + ((wk & 31) + g8 + 8 * rr) * (HS * 4);
+#pragma unroll
+        for (int n = 0; n < HS / 8; n++)
+          *reinterpret_cast<float2*>(row + ((32 * n + 8 * t4 + 32 * g8) & (HS * 4 - 1))) = make_float2(scale * acc[4 * n + 2 * rr], scale * acc[4 * n + 2 * rr + 1]);
+      }
+      __syncwarp();
+      const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
+#pragma unroll 4
+      for (int it = 0; it < 16 / rpw; it++) {
+        const int rl = it * rpw + lane / lpr, r = (wk & 31) + rl, i = qa + wk + rl;
+        const float4 x = *reinterpret_cast<const float4*>(half + r * (HS * 4) + ((16 * cl + 32 * (r & 7)) & (HS * 4 - 1)));
+        if (i < T) red4(dq + (r0 + i) * HS + 4 * cl, x);
+      }
+    }
+#elif QSTAGE
     __syncthreads(); // every product that read stage st is complete
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
@@ -570,12 +607,26 @@ export interface WgSelVariant {
    * red.global.add.v2 from the accumulators). 32 KiB more shared memory at HS 128, 16 KiB at HS 64.
    */
   KVROWS?: boolean;
+  /**
+   * With KVROWS: the block's dq rows at the end of each head staged the same way (each warp its own 16
+   * rows) and added a whole row at a time, instead of red.global.add.v2 from the accumulators (default
+   * false). Written in session 17, not measured.
+   */
+  QROWS?: boolean;
+  /**
+   * A block's candidate tile holding at most 16 keys (most of them, late in a row: session 17's count at
+   * 64K with random scores, 411 of 512 blocks a head) taken transposed, with the keys as the products' N:
+   * S = Q_c K^T and dP = dO_c V^T as m64n16, dQ_c += dS_c K with dS from registers (one k-step), and
+   * dV^T = dO^T (P g), dK^T = Q^T dS as m64n16 over the block's queries, so the tile costs about a quarter
+   * of a full one (default false). Written in session 17, not measured.
+   */
+  NARROW?: boolean;
 }
 
 const SEL_THREADS = 2 * NTHR;
 
 export const bwdSelWgName = (v: WgSelVariant): string =>
-  `spk_bwd_sel_wg_hs${v.HS}${v.MINB ? `_mb${v.MINB}` : ''}${v.QB === 256 ? '_qb256' : ''}${v.KVROWS ? '_kvrows' : ''}`;
+  `spk_bwd_sel_wg_hs${v.HS}${v.MINB ? `_mb${v.MINB}` : ''}${v.QB === 256 ? '_qb256' : ''}${v.KVROWS ? '_kvrows' : ''}${v.QROWS ? '_qrows' : ''}${v.NARROW ? '_narrow' : ''}`;
 
 /** Threads per block of the selected-pairs kernel: two warpgroups. */
 export const BWD_SEL_WG_THREADS = SEL_THREADS;
@@ -591,7 +642,7 @@ export const bwdSelWgBlocks = (v: WgSelVariant, T: number): number => Math.ceil(
  */
 export function bwdSelWgShared(v: WgSelVariant, K: number): number {
   const tile = BT * v.HS * 2, QB = v.QB ?? 128;
-  return 1024 + (4 + 4 * (QB / 128)) * tile + 2 * 2 * BT * QB + (v.KVROWS ? BT * v.HS * 4 : 0) + QB * (8 + 5 * 4) + (Math.ceil(K / BT) + QB / BT) * BT * 20;
+  return 1024 + (4 + 4 * (QB / 128)) * tile + 2 * 2 * BT * QB + (v.KVROWS ? BT * v.HS * 4 : 0) + QB * (8 + (v.NARROW ? 6 : 5) * 4) + (Math.ceil(K / BT) + QB / BT) * BT * 20;
 }
 
 /** One chunk's mask, gate, P g and dS^T (into Gs and Ps at chunk ch), dg sums (kdg, num) from s and dp. */
@@ -649,12 +700,6 @@ const toQueryRows = (acc: string, ch: string): string => `#pragma unroll
     }
 `;
 
-const RED4 = `// p[0..3] += x
-__device__ __forceinline__ void red4(float* p, float4 x) {
-  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" :: "l"(p), "f"(x.x), "f"(x.y), "f"(x.z), "f"(x.w) : "memory");
-}
-`;
-
 /**
  * KVROWS, after the tile's products: its dV (warpgroup 0, into Rv) and dK times scale (warpgroup 1, over Ps
  * and Gs, free once the barrier has passed) staged as fp32 rows, then added to their key rows a whole row a
@@ -691,11 +736,135 @@ const kvRows = `      __syncthreads(); // Gs, Ps and stage st are free again
 `;
 
 /**
+ * NARROW: tile t (in stage so) when it is the block's candidate tile with at most 16 keys, transposed so the
+ * keys are the products' N. Per chunk c of the warpgroup: S = Q_c K^T and dP = dO_c V^T (m64n16, keys 0..15
+ * of the tile); the mask, gate, P g and dS as selPairs forms them, the element (query q, key x) held as the
+ * m64n16 accumulator's (row, column); P g and dS into Gs and Ps ([key][query], one bf16 each), the dg sums
+ * into mdg (per key, shared atomics) and qnum (per query). Then dQ_c += dS_c K (dS packed in registers as the
+ * A fragment, one k-step) and warpgroup 0's dV^T = dO^T (P g), warpgroup 1's dK^T = Q^T dS (m64n16 for each
+ * 64 of the HS rows, k = the block's queries), added to the 16 key rows element by element.
+ */
+const narrowTile = (CW: number, HS: number): string => `        u32 da[CW][4];  // each chunk's dS as the A fragment of dQ's k-step
+        float kd[4] = {0.f, 0.f, 0.f, 0.f}; // the thread's keys 2 t4, 2 t4 + 1, 8 + 2 t4, 9 + 2 t4: dg over its rows
+        int nlo[4], nhi[4];
+        float nku[4];
+#pragma unroll
+        for (int y = 0; y < 4; y++) {
+          const int x = t * BT + 8 * (y >> 1) + 2 * t4 + (y & 1), rg = mrng[x];
+          nlo[y] = rg & 0xffff;
+          nhi[y] = rg >> 16;
+          nku[y] = mu_[x];
+        }
+#pragma unroll
+        for (int cc = 0; cc < CW; cc++) {
+          const int c = wg * CW + cc;
+          float s[8], dp[8];
+          wg_fence();
+#pragma unroll
+          for (int ks = 0; ks < KS; ks++) wg_ss_n16(s, dQk + (u64)((c * TILE) >> 4) + KOFF(ks), dKa + so + KOFF(ks), ks);
+#pragma unroll
+          for (int ks = 0; ks < KS; ks++) wg_ss_n16(dp, dOk + (u64)((c * TILE) >> 4) + KOFF(ks), dVa + so + KOFF(ks), ks);
+          wg_commit();
+          wg_wait<0>();
+          reg_fence(s);
+          reg_fence(dp);
+          float ds[8];
+#pragma unroll
+          for (int rr = 0; rr < 2; rr++) {
+            const int q = c * 64 + wk + g8 + 8 * rr; // block row
+            const float Lq = qL[q], Dq = qD[q], tq = qt[q], loq = qlo[q], hiq = qhi[q];
+            float nq = 0.f;
+#pragma unroll
+            for (int y = 0; y < 4; y++) {
+              const int e = 4 * (y >> 1) + 2 * rr + (y & 1), x = 8 * (y >> 1) + 2 * t4 + (y & 1);
+              const bool in = q >= nlo[y] && q < nhi[y];
+              const float p = in ? ex2(s[e] * sl - Lq) : 0.f;
+              const float gt = fminf(fmaxf(nku[y] - tq, 0.f), 1.f);
+              ds[e] = p * (gt * dp[e] - Dq);
+              *reinterpret_cast<bf16*>(Gs + P_OFF(x, q >> 3) + 2 * (q & 7)) = to_bf16(p * gt);
+              *reinterpret_cast<bf16*>(Ps + P_OFF(x, q >> 3) + 2 * (q & 7)) = to_bf16(ds[e]);
+              if (in && nku[y] >= loq && nku[y] <= hiq) { // j in F_i
+                const float dg = p * dp[e];
+                nq += dg;
+                kd[y] += dg;
+              }
+            }
+            nq += __shfl_xor_sync(FULL, nq, 1);
+            nq += __shfl_xor_sync(FULL, nq, 2);
+            if (t4 == 0) qnum[q] += nq; // this warp alone holds row q
+          }
+#pragma unroll
+          for (int a = 0; a < 4; a++) da[cc][a] = pack_bf16(ds[2 * a], ds[2 * a + 1]);
+        }
+#pragma unroll
+        for (int y = 0; y < 4; y++) {
+          float x = kd[y];
+          x += __shfl_xor_sync(FULL, x, 4);
+          x += __shfl_xor_sync(FULL, x, 8);
+          x += __shfl_xor_sync(FULL, x, 16);
+          if (g8 == 0 && x != 0.f) atomicAdd(mdg + wg * nkeys + t * BT + 8 * (y >> 1) + 2 * t4 + (y & 1), x);
+        }
+        fence_async_shared();
+        __syncthreads(); // Gs and Ps hold the tile's 16 keys for every query
+        float vt[HS / 64][8]; // warpgroup 0: dV^T, 1: dK^T; HS rows 64 hh .. 64 hh + 63
+        wg_fence();
+${Array.from({ length: CW }, (_, cc) => `        wg_rs_n${HS}_t1(dq${cc}, da[${cc}][0], da[${cc}][1], da[${cc}][2], da[${cc}][3], dKb + so);\n`).join('')}#pragma unroll
+        for (int hh = 0; hh < HS / 64; hh++)
+#pragma unroll
+          for (int kk = 0; kk < QB / 16; kk++)
+            wg_ss_n16_t10(vt[hh], (wg ? dQt : dOt) + (u64)((((kk >> 2) * TILE + hh * BT * 128) >> 4) + (kk & 3) * MNSTEP(HS)), (wg ? dPk : dGk) + KOFF(kk), kk);
+        wg_commit();
+        wg_wait<0>();
+#pragma unroll
+        for (int hh = 0; hh < HS / 64; hh++) reg_fence(vt[hh]);
+${Array.from({ length: CW }, (_, cc) => `        reg_fence(dq${cc});\n`).join('')}        {
+          float* dst = wg ? dk : dv;
+          const float f = wg ? scale : 1.f;
+#pragma unroll
+          for (int hh = 0; hh < HS / 64; hh++)
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+              const int j = mpos[t * BT + 8 * (e >> 2) + 2 * t4 + (e & 1)];
+              if (j >= 0) atomicAdd(dst + (kv0 + j) * HS + hh * 64 + wk + g8 + 8 * ((e >> 1) & 1), f * vt[hh][e]);
+            }
+        }
+        __syncthreads(); // Gs, Ps and stage st are free again
+`;
+
+/**
+ * QROWS: the warpgroup's dq chunks (dqs, times scale) into its KVROWS rows (Rv or Ps), each warp its own 16
+ * rows (row r's byte c at (c + 32 (r % 8)) mod the row's bytes), read back by the same warp and added a
+ * whole row at a time. The warpgroup's barrier first: its warps have read the last tile's dK or dV rows.
+ */
+const queryRows = (dqs: string[]): string => `    asm volatile("bar.sync %0, 128;" :: "r"(1 + wg) : "memory"); // the last tile's staged rows are read
+    {
+      unsigned char* R = wg ? Ps : Rv;
+      const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
+${dqs.map((d, cc) => `#pragma unroll
+      for (int rr = 0; rr < 2; rr++) {
+        unsigned char* row = R + (wk + g8 + 8 * rr) * (HS * 4);
+#pragma unroll
+        for (int n = 0; n < HS / 8; n++)
+          *reinterpret_cast<float2*>(row + ((32 * n + 8 * t4 + 32 * g8) & (HS * 4 - 1))) = make_float2(scale * ${d}[4 * n + 2 * rr], scale * ${d}[4 * n + 2 * rr + 1]);
+      }
+      __syncwarp();
+#pragma unroll 4
+      for (int it = 0; it < 16 / rpw; it++) {
+        const int r = wk + it * rpw + lane / lpr, i = i0 + (wg * CW + ${cc}) * 64 + r;
+        const float4 x = *reinterpret_cast<const float4*>(R + r * (HS * 4) + ((16 * cl + 32 * (r & 7)) & (HS * 4 - 1)));
+        if (i < T) red4(dq + (r0 + i) * HS + 4 * cl, x);
+      }
+      __syncwarp();
+`).join('')}    }
+`;
+
+/**
  * Launch: grid (bwdSelWgBlocks(v, T), NKV, B), block 256, dynamic shared bwdSelWgShared(v, K). Runs after
  * the window kernel (adds to its dq, dk, dv), like spk_bwd_sel.
  */
 export function bwdSelWgSource(v: WgSelVariant): KernelSource {
-  const o: Required<WgSelVariant> = { MINB: 0, QB: 128, KVROWS: false, ...v };
+  const o: Required<WgSelVariant> = { MINB: 0, QB: 128, KVROWS: false, QROWS: false, NARROW: false, ...v };
+  if (o.QROWS && !o.KVROWS) throw new Error('spk_bwd_sel_wg: QROWS stages dq in KVROWS\'s rows (needs KVROWS)');
   if (o.QB === 256 && o.HS !== 64) throw new Error('spk_bwd_sel_wg: QB 256 is built for HS 64 (dQ of 128 queries a warpgroup at HS 128 would not fit the registers)');
   const name = bwdSelWgName(o);
   const HS = o.HS, CW = o.QB / 128; // chunks a warpgroup
@@ -725,7 +894,15 @@ ${SEL_HELPERS}
 ${wgmmaSS(64)}
 ${wgmmaSS(HS, 0, 1)}
 ${wgmmaSS(HS, 1, 1)}
-${RED2}${o.KVROWS ? RED4 : ''}
+${o.NARROW ? `${wgmmaSS(16)}
+${wgmmaSS(16, 1, 0)}
+${wgmmaRS(HS, 1)}
+__device__ __forceinline__ bf16 to_bf16(float x) {
+  bf16 h;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
+  return h;
+}
+` : ''}${RED2}${o.KVROWS ? RED4 : ''}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${SEL_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -747,7 +924,10 @@ ${SEL_PARAMS_C}) {
   const int wk = ((tid >> 5) & 3) * 16;         // the warp's 16 keys of a tile
   const int i0 = blockIdx.x * QB, h = blockIdx.y, b = blockIdx.z;
 ${selKeySet('QB', 16)}  for (int x = tid; x < nkeys; x += NTHR) mdg[x] = mdg[nkeys + x] = 0.f; // [2][nkeys] per warpgroup: a key's dg over its F pairs and the heads
-  const u32 sK = smem_addr(Ks), sV = smem_addr(Vs), sQ = smem_addr(Qs), sO = smem_addr(Os);
+${o.NARROW ? `  float* qnum = mdg + 2 * ncap; // NARROW: per query, the narrow tiles' dg sums over the heads
+  for (int r = tid; r < QB; r += NTHR) qnum[r] = 0.f;
+  const bool narrow = ncand > 0 && ncand <= 16; // the last tile takes narrowTile
+` : ''}  const u32 sK = smem_addr(Ks), sV = smem_addr(Vs), sQ = smem_addr(Qs), sO = smem_addr(Os);
   // K and V rows of tile t into stage st, one commit group
   auto issue = [&](int t, int st) {
     for (int x = tid; x < BT * CPR; x += NTHR) {
@@ -764,7 +944,7 @@ ${selKeySet('QB', 16)}  for (int x = tid; x < nkeys; x += NTHR) mdg[x] = mdg[nke
   const u64 dKa = DESC_K(sK), dVa = DESC_K(sV), dKb = DESC_MN(sK, HS);
   const u64 dQk = DESC_K(sQ), dOk = DESC_K(sO), dQm = DESC_MN(sQ, HS), dOm = DESC_MN(sO, HS);
   const u64 dPk = DESC_K(smem_addr(Ps)), dGk = DESC_K(smem_addr(Gs)), dPm = DESC_MN(smem_addr(Ps), BT);
-
+${o.NARROW ? '  const u64 dQt = DESC_MN(sQ, 64), dOt = DESC_MN(sO, 64); // NARROW: 64 HS columns of Q, dO as the MN-major A of dK^T, dV^T\n' : ''}
   float num[CW][8][2]; // per chunk of the warpgroup: column sums of free-set dg over this thread's keys, tiles and heads
 #pragma unroll
   for (int cc = 0; cc < CW; cc++)
@@ -798,7 +978,10 @@ ${selKeySet('QB', 16)}  for (int x = tid; x < nkeys; x += NTHR) mdg[x] = mdg[nke
       fence_async_shared();
       __syncthreads(); // tile t's K and V (and the head's Q, dO, qL, qD) are in
       const u64 so = (u64)((st * TILE) >> 4);
-${keyRanges('0xffff', 16)}      float kdg[2] = {0.f, 0.f};
+${o.NARROW ? `      if (narrow && t == nT - 1) {
+${narrowTile(CW, HS)}        continue;
+      }
+` : ''}${keyRanges('0xffff', 16)}      float kdg[2] = {0.f, 0.f};
 ${chunks}${keySums('wg * nkeys + ')}      fence_async_shared();
       __syncthreads(); // Gs and Ps hold every chunk
       // warpgroup 0: dV = (P g)^T dO; warpgroup 1: dK = dS^T Q (k = QB queries); both: dQ_c += dS_c K (k = keys)
@@ -813,7 +996,7 @@ ${dqs.map((d, cc) => `        wg_ss_n${HS}_t11(${d}, dPm + (u64)((((wg * CW + ${
 ${dqs.map((d) => `      reg_fence(${d});\n`).join('')}${o.KVROWS ? kvRows : `${toKeyRows('acc', '(wg ? dk : dv)', '(wg ? scale : 1.f)')}      __syncthreads(); // Gs, Ps and stage st are free again
 `}    }
     // the chunks' dq rows (the block owns them; the window kernel's share is already there)
-${dqs.map((d, cc) => toQueryRows(d, `wg * CW + ${cc}`)).join('')}  }
+${o.QROWS ? queryRows(dqs) : dqs.map((d, cc) => toQueryRows(d, `wg * CW + ${cc}`)).join('')}  }
   __syncthreads(); // every tile's key sums are in mdg; Ps is free
   for (int x = tid; x < nkeys; x += NTHR) {
     const float val = mdg[x] + mdg[nkeys + x];
@@ -838,7 +1021,7 @@ ${dqs.map((d, cc) => toQueryRows(d, `wg * CW + ${cc}`)).join('')}  }
     const int i = i0 + r;
     if (i >= T) continue;
     const int nf = nfree[kv0 + i];
-    const float tot = wnum[r] + wnum[QB + r] + wnum[2 * QB + r] + wnum[3 * QB + r];
+    const float tot = wnum[r] + wnum[QB + r] + wnum[2 * QB + r] + wnum[3 * QB + r]${o.NARROW ? ' + qnum[r]' : ''};
     mean[kv0 + i] = nf > 0 ? (double)tot / nf : 0.0;
   }
 }
