@@ -393,8 +393,8 @@ ${winTile('j0', 'Ps', o.HS)}    wg_commit();
 #pragma unroll 4
       for (int it = 0; it < 16 / rpw; it++) {
         const int rl = it * rpw + lane / lpr, r = (wk & 31) + rl, i = qa + wk + rl;
-        const float4 x = *reinterpret_cast<const float4*>(half + r * (HS * 4) + ((16 * cl + 32 * (r & 7)) & (HS * 4 - 1)));
-        if (i < T) red4(dq + (r0 + i) * HS + 4 * cl, x);
+        const float4 v4 = *reinterpret_cast<const float4*>(half + r * (HS * 4) + ((16 * cl + 32 * (r & 7)) & (HS * 4 - 1)));
+        if (i < T) red4(dq + (r0 + i) * HS + 4 * cl, v4);
       }
     }
 #elif QSTAGE
@@ -635,8 +635,9 @@ export const BWD_SEL_WG_THREADS = SEL_THREADS;
 export const bwdSelWgBlocks = (v: WgSelVariant, T: number): number => Math.ceil(T / (v.QB ?? 128));
 
 /**
- * Dynamic shared bytes: K and V double-buffered, Q and dO of QB queries, Ps and Gs, the 1024-byte
- * alignment, per query 8 + 20 bytes, per key 20 bytes (ceil(K / 64) + QB / 64 tiles at most).
+ * Dynamic shared bytes: K and V double-buffered, Q and dO of QB queries, Ps and Gs, KVROWS's dV rows, the
+ * 1024-byte alignment, per query 8 + 20 bytes (24 with NARROW's qnum), per key 20 bytes (ceil(K / 64) + QB / 64
+ * tiles at most).
  * At K = 512: 183 KiB at HS 64, QB 256 (what CudaBackend runs), 177 KiB at HS 128, QB 128, so one
  * block an SM, as the registers allow anyway.
  */
