@@ -68,6 +68,35 @@ __device__ __forceinline__ void red4(float* p, float4 x) {
 }
 `;
 
+/**
+ * fp32 rows staged in shared memory for whole-row reductions (KVROWS, QROWS, ROWQ). Row r's byte c sits at
+ * ROT_OFF(r, c), rotated by 32 (r % 8) bytes, so the 8 rows that a warp's store of accumulator pairs writes
+ * fall on distinct banks. A row is read back 16 bytes a lane (HS / 4 lanes a row) and added with red4, so a
+ * warp's reduction covers whole 128-byte lines instead of 32 bytes of each of 8 rows.
+ */
+const ROWS = `${RED4}#define ROT_OFF(r, c) ((r) * (HS * 4) + (((c) + 32 * ((r) & 7)) & (HS * 4 - 1)))
+`;
+
+/** The thread's rows r0 + g8 and r0 + g8 + 8 (r0 a multiple of 8) of the m64n{HS} accumulator acc, times f, into the staged rows at R. */
+const stageRows = (R: string, r0: string, acc: string, f: string): string => `#pragma unroll
+      for (int rr = 0; rr < 2; rr++)
+#pragma unroll
+        for (int n = 0; n < HS / 8; n++)
+          *reinterpret_cast<float2*>(${R} + ROT_OFF(${r0} + g8 + 8 * rr, 32 * n + 8 * t4)) = make_float2(${f} * ${acc}[4 * n + 2 * rr], ${f} * ${acc}[4 * n + 2 * rr + 1]);
+`;
+
+/** The warp's own staged rows r0 .. r0 + 15 of R, row r0 + rl added to the global row at dst where ok (both in terms of rl). */
+const addOwnRows = (R: string, r0: string, dst: string, ok: string): string => `      {
+        const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
+#pragma unroll 4
+        for (int it = 0; it < 16 / rpw; it++) {
+          const int rl = it * rpw + lane / lpr;
+          const float4 v4 = *reinterpret_cast<const float4*>(${R} + ROT_OFF(${r0} + rl, 16 * cl));
+          if (${ok}) red4(${dst} + 4 * cl, v4);
+        }
+      }
+`;
+
 export interface WgWindowVariant {
   HS: 64 | 128;
   /** Q / dO ring depth (default 2). */
@@ -298,7 +327,7 @@ ${wgmmaSS(64)}
 ${wgmmaRS(o.HS, 1)}
 ${wgmmaSS(o.HS, 1, 1)}
 ${WIN_DEVICE_FNS}${BULK_REDUCE}
-${RED2}${o.ROWQ ? RED4 : ''}
+${RED2}${o.ROWQ ? ROWS : ''}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${WIN_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -377,26 +406,11 @@ ${winTile('j0', 'Ps', o.HS)}    wg_commit();
 #if QSTAGE && ROWQ
     __syncthreads(); // every product that read stage st is complete
     {
-      // the warp's 16 rows (wk .. wk + 15: rows 0-31 in Q's stage, 32-63 in dO's), row r's byte c at
-      // (c + 32 (r % 8)) mod the row's bytes; then read back and added a whole row at a time, HS / 4 lanes
-      // a row, 16 bytes each. Stage st is refilled only after the next tile's second barrier.
+      // the warp's 16 rows (wk .. wk + 15: rows 0-31 in Q's stage, 32-63 in dO's), then added by the same
+      // warp; stage st is refilled only after the next tile's second barrier
       unsigned char* half = (w < 2 ? Qs : Os) + st * TILE;
-#pragma unroll
-      for (int rr = 0; rr < 2; rr++) {
-        unsigned char* row = half + ((wk & 31) + g8 + 8 * rr) * (HS * 4);
-#pragma unroll
-        for (int n = 0; n < HS / 8; n++)
-          *reinterpret_cast<float2*>(row + ((32 * n + 8 * t4 + 32 * g8) & (HS * 4 - 1))) = make_float2(scale * acc[4 * n + 2 * rr], scale * acc[4 * n + 2 * rr + 1]);
-      }
-      __syncwarp();
-      const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
-#pragma unroll 4
-      for (int it = 0; it < 16 / rpw; it++) {
-        const int rl = it * rpw + lane / lpr, r = (wk & 31) + rl, i = qa + wk + rl;
-        const float4 v4 = *reinterpret_cast<const float4*>(half + r * (HS * 4) + ((16 * cl + 32 * (r & 7)) & (HS * 4 - 1)));
-        if (i < T) red4(dq + (r0 + i) * HS + 4 * cl, v4);
-      }
-    }
+${stageRows('half', '(wk & 31)', 'acc', 'scale')}      __syncwarp();
+${addOwnRows('half', '(wk & 31)', 'dq + (r0 + qa + wk + rl) * HS', 'qa + wk + rl < T')}    }
 #elif QSTAGE
     __syncthreads(); // every product that read stage st is complete
 #pragma unroll
@@ -714,14 +728,7 @@ const kvRows = `      __syncthreads(); // Gs, Ps and stage st are free again
       {
         unsigned char* R = wg ? Ps : Rv;
         const float f = wg ? scale : 1.f;
-#pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-          unsigned char* row = R + (wk + g8 + 8 * rr) * (HS * 4);
-#pragma unroll
-          for (int n = 0; n < HS / 8; n++)
-            *reinterpret_cast<float2*>(row + ((32 * n + 8 * t4 + 32 * g8) & (HS * 4 - 1))) = make_float2(f * acc[4 * n + 2 * rr], f * acc[4 * n + 2 * rr + 1]);
-        }
-      }
+${stageRows('R', 'wk', 'acc', 'f')}      }
       asm volatile("bar.sync %0, 128;" :: "r"(1 + wg) : "memory"); // the warpgroup's rows are staged
       {
         const unsigned char* R = wg ? Ps : Rv;
@@ -729,9 +736,9 @@ const kvRows = `      __syncthreads(); // Gs, Ps and stage st are free again
         const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp
 #pragma unroll 4
         for (int it = 0; it < BT / (4 * rpw); it++) {
-          const int r = (it * 4 + ((tid >> 5) & 3)) * rpw + lane / lpr, j = mpos[(t) * BT + r];
-          const float4 x = *reinterpret_cast<const float4*>(R + r * (HS * 4) + ((16 * cl + 32 * (r & 7)) & (HS * 4 - 1)));
-          if (j >= 0) red4(dst + (kv0 + j) * HS + 4 * cl, x);
+          const int r = (it * 4 + ((tid >> 5) & 3)) * rpw + lane / lpr, j = mpos[t * BT + r];
+          const float4 v4 = *reinterpret_cast<const float4*>(R + ROT_OFF(r, 16 * cl));
+          if (j >= 0) red4(dst + (kv0 + j) * HS + 4 * cl, v4);
         }
       }
 `;
@@ -840,22 +847,8 @@ ${Array.from({ length: CW }, (_, cc) => `        reg_fence(dq${cc});\n`).join(''
 const queryRows = (dqs: string[]): string => `    asm volatile("bar.sync %0, 128;" :: "r"(1 + wg) : "memory"); // the last tile's staged rows are read
     {
       unsigned char* R = wg ? Ps : Rv;
-      const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
-${dqs.map((d, cc) => `#pragma unroll
-      for (int rr = 0; rr < 2; rr++) {
-        unsigned char* row = R + (wk + g8 + 8 * rr) * (HS * 4);
-#pragma unroll
-        for (int n = 0; n < HS / 8; n++)
-          *reinterpret_cast<float2*>(row + ((32 * n + 8 * t4 + 32 * g8) & (HS * 4 - 1))) = make_float2(scale * ${d}[4 * n + 2 * rr], scale * ${d}[4 * n + 2 * rr + 1]);
-      }
-      __syncwarp();
-#pragma unroll 4
-      for (int it = 0; it < 16 / rpw; it++) {
-        const int r = wk + it * rpw + lane / lpr, i = i0 + (wg * CW + ${cc}) * 64 + r;
-        const float4 x = *reinterpret_cast<const float4*>(R + r * (HS * 4) + ((16 * cl + 32 * (r & 7)) & (HS * 4 - 1)));
-        if (i < T) red4(dq + (r0 + i) * HS + 4 * cl, x);
-      }
-      __syncwarp();
+${dqs.map((d, cc) => `${stageRows('R', 'wk', d, 'scale')}      __syncwarp();
+${addOwnRows('R', 'wk', `dq + (r0 + i0 + (wg * CW + ${cc}) * 64 + wk + rl) * HS`, `i0 + (wg * CW + ${cc}) * 64 + wk + rl < T`)}      __syncwarp();
 `).join('')}    }
 `;
 
@@ -903,7 +896,7 @@ __device__ __forceinline__ bf16 to_bf16(float x) {
   asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
   return h;
 }
-` : ''}${RED2}${o.KVROWS ? RED4 : ''}
+` : ''}${RED2}${o.KVROWS ? ROWS : ''}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${SEL_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
