@@ -120,6 +120,8 @@ const cases: Case[] = [
   // W = 63 and 2 (mod 64): the edges of win's whole-tile rule and of its query-tile count
   { name: 'W=127', shape: { B: 1, T: 611, NH: 2, NKV: 1, HS: 64 }, K: 40, W: 127, u: 'normal' },
   { name: 'W=130', shape: { B: 1, T: 611, NH: 1, NKV: 1, HS: 64 }, K: 70, W: 130, u: 'normal' },
+  // late blocks with 1 to 16 new candidates (13 of 16 blocks a row in a streaming simulation): NARROW's tile
+  { name: 'few candidates HS=128', shape: { B: 1, T: 2048, NH: 2, NKV: 1, HS: 128 }, K: 64, W: 64, u: 'normal' },
 ];
 function caseInputs(c: Case) {
   const { B, T, NH, NKV, HS } = c.shape;
@@ -246,6 +248,9 @@ function forward64(x: ReturnType<typeof caseInputs>, c: Case, plan: SparsekPlan)
 }
 
 // ---- 1. emulation of the kernels' decomposition ------------------------------------------------
+/** Blocks (and heads' rows) whose candidate slots number 1 to 16, the tiles NARROW takes transposed: counted by emulate(). */
+let narrowBlocks = 0;
+
 function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, sd: SelData, ref: Grads, QB: 64 | 128 | 256, KB: 64 | 128): string | null {
   const { B, T, NH, NKV, HS } = c.shape, { K, W } = c, G = NH / NKV, scale = 1 / Math.sqrt(HS);
   const { out, lse } = forward64(x, c, plan);
@@ -318,7 +323,8 @@ function emulate(c: Case, x: ReturnType<typeof caseInputs>, plan: SparsekPlan, s
         const [l, h2] = rowsOf(j, Math.min(QB, Math.max(0, j + W - i0)));
         if (l < h2) slots.push([j, l, h2]);
       }
-      const nT = Math.ceil(slots.length / BT);
+      const nT = Math.ceil(slots.length / BT), ncand = slots.length - nselT * BT;
+      if (ncand >= 1 && ncand <= 16) narrowBlocks++;
       while (slots.length < nT * BT) slots.push([-1, 0, 0]);
       const pos = Int32Array.from(slots, (e) => e[0]), lo = Int32Array.from(slots, (e) => e[1]), hi = Int32Array.from(slots, (e) => e[2]);
       const num = new Float64Array(QB);
@@ -398,8 +404,9 @@ if (!args.includes('--skip-emulate')) {
     const p = prepare(c);
     for (const [QB, KB] of [[64, 64], [128, 128], [256, 64]] as const) {
       const t1 = performance.now();
+      narrowBlocks = 0;
       const err = emulate(c, p.x, p.plan, p.sd, p.ref, QB, KB);
-      emit({ kind: 'emulate', case: c.name, QB, KB, ok: err === null, error: err ?? undefined, s: +((performance.now() - t1) / 1000).toFixed(1) });
+      emit({ kind: 'emulate', case: c.name, QB, KB, ok: err === null, error: err ?? undefined, narrow_blocks: narrowBlocks, s: +((performance.now() - t1) / 1000).toFixed(1) });
       if (err !== null) bad++;
     }
   }
