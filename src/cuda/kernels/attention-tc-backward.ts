@@ -578,17 +578,26 @@ export const selPairs = (s: string, dp: string, num: string): string => `       
           const int rr = e >> 1, c = c0 + (e & 1);
           const bool in = c >= klo[rr] && c < khi[rr]; // j in Sel_i
           const float Lc = (e & 1) ? L2.y : L2.x, Dc = (e & 1) ? D2.y : D2.x, tc = (e & 1) ? t2.y : t2.x;
-          const float p = in ? ex2(${s} * sl - Lc) : 0.f;
-          const float gt = fminf(fmaxf(ku[rr] - tc, 0.f), 1.f);
-          ds[e] = p * (gt * ${dp} - Dc);
-          pg[e] = p * gt;
-          if (in && ku[rr] >= ((e & 1) ? lo2.y : lo2.x) && ku[rr] <= ((e & 1) ? hi2.y : hi2.x)) { // j in F_i
-            const float dg = p * ${dp};
-            ${num}[n][e & 1] += dg;
-            kdg[rr] += dg;
-          }
-        }
+${gatedPair({ s, dp, L: 'Lc', D: 'Dc', t: 'tc', lo: '((e & 1) ? lo2.y : lo2.x)', hi: '((e & 1) ? hi2.y : hi2.x)', u: 'ku[rr]', ds: 'ds[e]', pg: 'pg[e]' },
+  `${num}[n][e & 1] += dg;`, 'kdg[rr] += dg;')}        }
 `;
+
+/**
+ * One selected pair's math as CUDA statements (10 spaces in), shared by selPairs and the wgmma kernel's
+ * transposed candidate tile (NARROW), so the two orientations cannot drift apart: with in (j in Sel_i), the
+ * score s and dP dp, the query's L (lse log2 e), D, tau t and free-set bounds [lo, hi], and the key's score u,
+ * it sets ds (dS) and pg (P g), and for j in F_i runs the statements onFree with dg = p dp.
+ */
+export function gatedPair(v: { s: string; dp: string; L: string; D: string; t: string; lo: string; hi: string; u: string; ds: string; pg: string }, ...onFree: string[]): string {
+  return `          const float p = in ? ex2(${v.s} * sl - ${v.L}) : 0.f;
+          const float gt = fminf(fmaxf(${v.u} - ${v.t}, 0.f), 1.f);
+          ${v.ds} = p * (gt * ${v.dp} - ${v.D});
+          ${v.pg} = p * gt;
+          if (in && ${v.u} >= ${v.lo} && ${v.u} <= ${v.hi}) { // j in F_i
+            const float dg = p * ${v.dp};
+${onFree.map((x) => `            ${x}\n`).join('')}          }
+`;
+}
 
 /** The selected-pairs kernels' parameters (this file's spk_bwd_sel and attention-wg-backward.ts's), as launch() encodes them and in C. */
 export const SEL_PARAMS: KernelSource['params'] = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr',

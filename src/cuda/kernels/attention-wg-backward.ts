@@ -36,7 +36,7 @@
 // selected pairs' wgmma kernel is below.
 
 import type { KernelSource } from '../runtime.js';
-import { SEL_HELPERS, SEL_PARAMS, SEL_PARAMS_C, keyRanges, keySums, selKeySet, selPairs, WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
+import { gatedPair, SEL_HELPERS, SEL_PARAMS, SEL_PARAMS_C, keyRanges, keySums, selKeySet, selPairs, WIN_PARAMS, WIN_PARAMS_C } from './attention-tc-backward.js';
 import { SW128, WGMMA_PRELUDE, wgmmaRS, wgmmaSS } from './wgmma.js';
 
 /**
@@ -786,16 +786,11 @@ const narrowTile = (CW: number, HS: number): string => `        u32 da[CW][4];  
             for (int y = 0; y < 4; y++) {
               const int e = 4 * (y >> 1) + 2 * rr + (y & 1), x = 8 * (y >> 1) + 2 * t4 + (y & 1);
               const bool in = q >= nlo[y] && q < nhi[y];
-              const float p = in ? ex2(s[e] * sl - Lq) : 0.f;
-              const float gt = fminf(fmaxf(nku[y] - tq, 0.f), 1.f);
-              ds[e] = p * (gt * dp[e] - Dq);
-              *reinterpret_cast<bf16*>(Gs + P_OFF(x, q >> 3) + 2 * (q & 7)) = to_bf16(p * gt);
+              float pg;
+              {
+${gatedPair({ s: 's[e]', dp: 'dp[e]', L: 'Lq', D: 'Dq', t: 'tq', lo: 'loq', hi: 'hiq', u: 'nku[y]', ds: 'ds[e]', pg: 'pg' }, 'nq += dg;', 'kd[y] += dg;')}              }
+              *reinterpret_cast<bf16*>(Gs + P_OFF(x, q >> 3) + 2 * (q & 7)) = to_bf16(pg);
               *reinterpret_cast<bf16*>(Ps + P_OFF(x, q >> 3) + 2 * (q & 7)) = to_bf16(ds[e]);
-              if (in && nku[y] >= loq && nku[y] <= hiq) { // j in F_i
-                const float dg = p * dp[e];
-                nq += dg;
-                kd[y] += dg;
-              }
             }
             nq += __shfl_xor_sync(FULL, nq, 1);
             nq += __shfl_xor_sync(FULL, nq, 2);
