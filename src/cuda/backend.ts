@@ -746,18 +746,25 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // keeps the mma.sync kernel below 8K, where it was faster (4K: 0.174 against 0.186 ms, session 8).
     // Three Q/dO stages at HS 64 (still three blocks an SM): 1.46 to 1.41 ms at 64K (session 12); at
     // HS 128 they leave one block an SM (2.79 to 3.61).
+    // At HS 128 dQ is staged in rows rotated against bank conflicts, and each warp adds its own rows by
+    // red.global.add.v4 in place of the two bulk reductions and their barrier (ROWQ, session 18: window
+    // pairs 2.87 to 2.65 ms at 64K).
     const hopper = this.rt.arch === 'sm_90';
     const winWg: WgWindowVariant | null = !hopper ? null
       : HS === 64 ? (T >= 8192 ? { HS, STAGES: 3, MINB: 3, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true } : null)
-        : { HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true };
+        : { HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, ROWQ: true, SW: true };
     // The selected pairs on Hopper: two warpgroups over each gathered key tile, 128 queries a block at
     // HS 128 (64K: 6.62 to 4.08 ms against mma.sync at 64 queries) and 256 at HS 64 (64K: 2.67 to 2.33 ms
     // against mma.sync at 128; at 128 queries the wgmma kernel was level with it); 1.81 and 3.51 ms since
     // selKeySet skips the candidates no block row selects. Its dK and dV go out a whole row a warp (KVROWS,
     // session 17: 3.43 to 3.21 ms at HS 128, 1.74 to 1.68 at HS 64) where the staging rows fit (K <= 1408 at
-    // HS 128); past that, from the accumulators.
+    // HS 128); past that, from the accumulators. At HS 128 the dq rows at a head's end go out the same way
+    // (QROWS), and a candidate tile of at most 16 keys, most late blocks' (median 2 with random scores at
+    // 64K), is taken transposed with the keys as the products' N (NARROW). Session 18, layer forward +
+    // backward at 64K: 8.46 to 8.09 ms with ROWQ; QROWS alone gave 0.12 ms, NARROW 0.03. At HS 64 NARROW
+    // spills (256 queries a block) and QROWS was not measured.
     const sgBase: WgSelVariant = HS === 64 ? { HS, QB: 256 } : { HS };
-    const sgRows: WgSelVariant = { ...sgBase, KVROWS: true };
+    const sgRows: WgSelVariant = HS === 64 ? { ...sgBase, KVROWS: true } : { ...sgBase, KVROWS: true, QROWS: true, NARROW: true };
     const sg = bwdSelWgShared(sgRows, K) <= this.sharedOptin() ? sgRows : sgBase;
     const selWg = hopper && bwdSelWgShared(sg, K) <= this.sharedOptin() ? sg : null;
     // The forward on Hopper: wgmma, warpgroups of 64 queries sharing each K/V tile, stages tracked by
