@@ -331,6 +331,7 @@ export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
 #define BULKQ ${o.BULKQ ? 1 : 0}
 #define QSTAGE ${o.BULKQ && o.QSTAGE ? 1 : 0}
 #define ROWQ ${o.ROWQ ? 1 : 0}
+#define QFIRST ${o.QFIRST ? 1 : 0}
 #define SW ${o.SW ? 1 : 0}
 #if SW
 ${SW128}#else
@@ -400,6 +401,14 @@ ${WIN_QDESC}  const int wk = w * 16;
     issue(x + STAGES - 1, (x + STAGES - 1) % STAGES);
 #endif
     const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
+#if QFIRST
+    // the ticket of the warp's 16 dq rows of this tile, taken here so that its latency hides under the
+    // products, and after the barrier above, so that no warp of the block still waits for another ticket
+    // (from the previous tile) while this one is held: a ticket's holder never waits on a waiting warp
+    int* tk = tickets + ((size_t)b * NH + h * G + gi) * ((T + 15) >> 4) + ((qa + wk) >> 4);
+    int ticket = 0;
+    if (lane == 0 && qa + wk < T) ticket = atomicAdd(tk, 1);
+#endif
     const float* Lst = Ls + st * BT;
     const float* Dst = Dsm + st * BT;
     const u64 sQ = (u64)((st * TILE) >> 4);
@@ -420,6 +429,11 @@ ${winTile('j0', 'Ps', o.HS)}    wg_commit();
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) wg_ss_n${o.HS}_t11(acc, dPa + kk * MNSTEP(BT), dKb + kk * MNSTEP(HS), kk);
     wg_commit();
+#if QFIRST
+    // a later warp reads the first's mark under the product (usually set long before)
+    int mark = 1 << 20;
+    if (lane == 0 && ticket != 0 && qa + wk < T) mark = ld_acquire(tk);
+#endif
     wg_wait<0>();
     reg_fence(acc);
     reg_fence(dva);
@@ -433,14 +447,12 @@ ${winTile('j0', 'Ps', o.HS)}    wg_commit();
       unsigned char* half = (w < 2 ? Qs : Os) + st * TILE;
 ${stageRows('half', '(wk & 31)', 'acc', 'scale')}      __syncwarp();
 ${o.QFIRST ? `      if (qa + wk < T) {
-        // QFIRST: the slice's first warp stores its rows, the others wait for that, then add
-        int* tk = tickets + ((size_t)b * NH + h * G + gi) * ((T + 15) >> 4) + ((qa + wk) >> 4);
-        int first = 0;
-        if (lane == 0) {
-          first = atomicAdd(tk, 1) == 0;
-          if (!first) while ((ld_acquire(tk) >> 20) == 0) __nanosleep(64);
+        // QFIRST: the slice's first warp stores its rows; the others wait for its mark, then add
+        if (lane == 0) while ((mark >> 20) == 0) {
+          __nanosleep(32);
+          mark = ld_acquire(tk);
         }
-        if (__shfl_sync(0xffffffffu, first, 0)) {
+        if (__shfl_sync(0xffffffffu, ticket, 0) == 0) {
 ${addOwnRows('half', '(wk & 31)', 'dq + (r0 + qa + wk + rl) * HS', 'qa + wk + rl < T', 'st4').replace(/^(?=.)/gm, '    ')}          __syncwarp();
           if (lane == 0) {
             __threadfence();
