@@ -6,8 +6,7 @@
 //        as plain stores, a timing probe whose results are wrong; q sel with 128 queries a block (QB, HS 64);
 //        w win on wgmma (attention-wg-backward.ts, sm_90a; w3: three Q/dO stages; l: its lse and D by cp.async);
 //        b its dQ by bulk reductions (BULKQ; y: staged in the Q/dO stage just used, QSTAGE; u: with y, added
-//        a whole row a warp by red.global.add.v4 instead, ROWQ; f: with u, each dq slice stored by its first
-//        warp and added by the rest, prep not zeroing dq, QFIRST); z wgmma tiles
+//        a whole row a warp by red.global.add.v4 instead, ROWQ); z wgmma tiles
 //        128-byte swizzled (SW); k: 128 keys a block, two warpgroups (KB 128, with l, b, y, z); g sel on
 //        wgmma (spk_bwd_sel_wg,
 //        two warpgroups, 128 queries a block; g2: MINB 2; x: 256 queries a block; v: its dK and dV staged
@@ -76,7 +75,7 @@ const variants: LabVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',
   return {
     HS, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
     QB: flags.includes('q') ? 128 : 64,
-    ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 && !flags.includes('k') ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), QSTAGE: flags.includes('y'), ROWQ: flags.includes('u'), QFIRST: flags.includes('f'), SW: flags.includes('z'), KB: flags.includes('k') ? 128 : 64 } as WgWindowVariant } : {}),
+    ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 && !flags.includes('k') ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), QSTAGE: flags.includes('y'), ROWQ: flags.includes('u'), SW: flags.includes('z'), KB: flags.includes('k') ? 128 : 64 } as WgWindowVariant } : {}),
     ...(g ? { sg: { HS, MINB: Number(g[1] || 0), QB: flags.includes('x') ? 256 : 128, KVROWS: flags.includes('v'), QROWS: flags.includes('h'), NARROW: flags.includes('m') } as WgSelVariant } : {}),
     NORED: flags.includes('n'), NOGATHER: flags.includes('c'), NODQ: flags.includes('d'),
   };
@@ -473,13 +472,12 @@ function forward(OUT: 'bf16' | 'f32', out: DeviceBlock, lse: DeviceBlock, d: Dev
     [out.ptr, lse.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.u.ptr, s.tau.ptr, s.thk.ptr, s.count.ptr, s.rows64.ptr, shape.T, shape.NH, shape.NKV, K, W, 1 / Math.sqrt(shape.HS)]);
 }
 interface Dev { q: DeviceBlock; k: DeviceBlock; v: DeviceBlock; u: DeviceBlock; dout: DeviceBlock }
-interface Outs { dq: DeviceBlock; dk: DeviceBlock; dv: DeviceBlock; D: DeviceBlock; dsel: DeviceBlock; mean: DeviceBlock; P: DeviceBlock; du: DeviceBlock; tickets: DeviceBlock }
+interface Outs { dq: DeviceBlock; dk: DeviceBlock; dv: DeviceBlock; D: DeviceBlock; dsel: DeviceBlock; mean: DeviceBlock; P: DeviceBlock; du: DeviceBlock }
 function outs(shape: AttentionShape, K: number): Outs {
   const { B, T, NH, NKV, HS } = shape;
   return {
     dq: take(B * NH * T * HS * 4), dk: take(B * NKV * T * HS * 4), dv: take(B * NKV * T * HS * 4), D: take(B * NH * T * 4),
     dsel: take(B * NKV * T * 8), mean: take(B * NKV * T * 8), P: take(B * NKV * (T + 1) * 8), du: take(B * NKV * T * 4),
-    tickets: take(B * NH * Math.ceil(T / 16) * 4),
   };
 }
 const giveAll = (o: object): void => { for (const b of Object.values(o)) if (b && typeof b === 'object' && 'ptr' in b) rt.arena.give(b as DeviceBlock); };
@@ -487,15 +485,9 @@ const giveAll = (o: object): void => { for (const b of Object.values(o)) if (b &
 /** The backward's launches: prep, win, sel; and du: mean prefix, score grad. */
 function backward(v: LabVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceBlock, lse: DeviceBlock, d: Dev, s: Sel, shape: AttentionShape, K: number, W: number) {
   const { B, T, NH, NKV, HS } = shape, scale = 1 / Math.sqrt(HS), BH = B * NKV;
-  // QFIRST (W > 0): the window kernel stores each dq row first, so prep leaves dq as it is
-  const qfirst = v.wg?.QFIRST === true && W > 0;
-  const wg = v.wg && !qfirst ? { ...v.wg, QFIRST: false } : v.wg;
-  const prep = (): void => rt.launch(kern(bwdPrepSource(OUT, HS)), bwdPrepGrid(B * NH * T, HS), 256, 0, [o.D.ptr, qfirst ? 0n : o.dq.ptr, d.dout.ptr, out.ptr, B * NH * T, HS]);
-  const win = (): void => {
-    if (qfirst) rt.cu('cuMemsetD32Async', o.tickets.ptr, 0, B * NH * Math.ceil(T / 16), rt.stream);
-    rt.launch(kern(winSource({ ...v, wg }), true), [wg ? bwdWinWgBlocks(wg, T) : Math.ceil(T / BT), NKV, B], wg ? bwdWinWgThreads(wg) : BWD_THREADS, wg ? bwdWinWgShared(wg) : bwdWinShared(v),
-      [o.dk.ptr, o.dv.ptr, o.dq.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, T, NH, NKV, W, scale, ...(qfirst ? [o.tickets.ptr] : [])]);
-  };
+  const prep = (): void => rt.launch(kern(bwdPrepSource(OUT, HS)), bwdPrepGrid(B * NH * T, HS), 256, 0, [o.D.ptr, o.dq.ptr, d.dout.ptr, out.ptr, B * NH * T, HS]);
+  const win = (): void => rt.launch(kern(winSource(v), true), [v.wg ? bwdWinWgBlocks(v.wg, T) : Math.ceil(T / BT), NKV, B], v.wg ? bwdWinWgThreads(v.wg) : BWD_THREADS, v.wg ? bwdWinWgShared(v.wg) : bwdWinShared(v),
+    [o.dk.ptr, o.dv.ptr, o.dq.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, T, NH, NKV, W, scale]);
   const sel = (): void => rt.launch(kern(selSource(v), true), v.sg ? [bwdSelWgBlocks(v.sg, T), NKV, B] : [bwdSelBlocks(v, T), NKV, B],
     v.sg ? BWD_SEL_WG_THREADS : BWD_THREADS, v.sg ? bwdSelWgShared(v.sg, K) : bwdSelShared(v, K),
     [o.dq.ptr, o.dk.ptr, o.dv.ptr, o.dsel.ptr, o.mean.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, d.u.ptr,
@@ -593,7 +585,7 @@ if (!args.includes('--skip-validate')) {
       const out = take(B * NH * T * HS * (OUT === 'f32' ? 4 : 2));
       try {
         forward(OUT, out, lse, d, s, shape, c.K, c.W);
-        // dq full of NaN: a row that no kernel stores or zeroes (QFIRST) cannot pass
+        // dq full of NaN: a row that no kernel zeroes or stores cannot pass
         rt.cu('cuMemsetD32Async', o.dq.ptr, 0x7fc00000, B * NH * T * HS, rt.stream);
         backward(v, OUT, o, out, lse, d, s, shape, c.K, c.W).all();
         rt.synchronize();

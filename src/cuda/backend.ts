@@ -569,19 +569,15 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         }
         if (tc !== null && last16 !== null && dsel !== null && mean !== null && s.tau && s.thk && s.count && s.sel && s.nfree) {
           // prep: D and dq = 0; win: the window pairs (stores dk, dv); sel: the selected pairs (adds).
-          // With QFIRST (and a window) win stores each dq row before adding to it, so prep leaves dq alone.
           const h = last16;
           const dout16 = asBf16(dout, () => take(nq * 2));
-          const wg = tc.winWg === null ? null : { ...tc.winWg, QFIRST: tc.winWg.QFIRST === true && W > 0 };
-          const tickets = wg?.QFIRST ? take(B * NH * Math.ceil(T / 16) * 4) : null;
           this.rt.cu('cuMemsetD32Async', dsel.ptr, 0, 2 * nu, this.rt.stream); // (dk and dv need no zeros: win stores every row)
-          if (tickets !== null) this.rt.cu('cuMemsetD32Async', tickets.ptr, 0, B * NH * Math.ceil(T / 16), this.rt.stream);
           this.launch(`${bwdPrepName(out.dtype)}_hs${HS}`, () => bwdPrepSource(out.dtype, HS), bwdPrepGrid(B * NH * T, HS), 256,
-            [D, tickets !== null ? 0n : dq, dout16, out.ptr, B * NH * T, HS]);
+            [D, dq, dout16, out.ptr, B * NH * T, HS]);
           const winArgs = [dk, dv, dq, h.q, h.k, h.v, dout16, s.lse, D, T, NH, NKV, W, scale];
+          const wg = tc.winWg;
           if (wg !== null) {
-            this.launch(bwdWinWgSource(wg).name, () => bwdWinWgSource(wg), [bwdWinWgBlocks(wg, T), NKV, B], bwdWinWgThreads(wg),
-              tickets !== null ? [...winArgs, tickets] : winArgs, bwdWinWgShared(wg));
+            this.launch(bwdWinWgSource(wg).name, () => bwdWinWgSource(wg), [bwdWinWgBlocks(wg, T), NKV, B], bwdWinWgThreads(wg), winArgs, bwdWinWgShared(wg));
           } else {
             this.launch(bwdWinSource(tc.win).name, () => bwdWinSource(tc.win), [Math.ceil(T / BT), NKV, B], BWD_THREADS, winArgs, bwdWinShared(tc.win));
           }
@@ -752,12 +748,11 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // HS 128 they leave one block an SM (2.79 to 3.61).
     // At HS 128 dQ is staged in rows rotated against bank conflicts, and each warp adds its own rows by
     // red.global.add.v4 in place of the two bulk reductions and their barrier (ROWQ, session 18: window
-    // pairs 2.87 to 2.65 ms at 64K). With QFIRST the first warp to reach each 16 rows of dq stores them, so
-    // prep only reads (dq in fp32 is 0.54 GB at 64K, HS 128) where it used to zero dq too.
+    // pairs 2.87 to 2.65 ms at 64K).
     const hopper = this.rt.arch === 'sm_90';
     const winWg: WgWindowVariant | null = !hopper ? null
       : HS === 64 ? (T >= 8192 ? { HS, STAGES: 3, MINB: 3, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true } : null)
-        : { HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, ROWQ: true, QFIRST: true, SW: true };
+        : { HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, ROWQ: true, SW: true };
     // The selected pairs on Hopper: two warpgroups over each gathered key tile, 128 queries a block at
     // HS 128 (64K: 6.62 to 4.08 ms against mma.sync at 64 queries) and 256 at HS 64 (64K: 2.67 to 2.33 ms
     // against mma.sync at 128; at 128 queries the wgmma kernel was level with it); 1.81 and 3.51 ms since

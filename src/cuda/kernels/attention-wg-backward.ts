@@ -77,15 +77,6 @@ __device__ __forceinline__ void red4(float* p, float4 x) {
 const ROWS = `${RED4}#define ROT_OFF(r, c) ((r) * (HS * 4) + (((c) + 32 * ((r) & 7)) & (HS * 4 - 1)))
 `;
 
-/** QFIRST: a plain 16-byte store beside red4, and a load that acquires a ticket's release. */
-const QFIRST_FNS = `__device__ __forceinline__ void st4(float* p, float4 x) { *reinterpret_cast<float4*>(p) = x; }
-__device__ __forceinline__ int ld_acquire(const int* p) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-`;
-
 /** The thread's rows r0 + g8 and r0 + g8 + 8 (r0 a multiple of 8) of the m64n{HS} accumulator acc, times f, into the staged rows at R. */
 const stageRows = (R: string, r0: string, acc: string, f: string): string => `#pragma unroll
       for (int rr = 0; rr < 2; rr++)
@@ -94,17 +85,14 @@ const stageRows = (R: string, r0: string, acc: string, f: string): string => `#p
           *reinterpret_cast<float2*>(${R} + ROT_OFF(${r0} + g8 + 8 * rr, 32 * n + 8 * t4)) = make_float2(${f} * ${acc}[4 * n + 2 * rr], ${f} * ${acc}[4 * n + 2 * rr + 1]);
 `;
 
-/**
- * The warp's own staged rows r0 .. r0 + 15 of R, row r0 + rl added to the global row at dst where ok (both in
- * terms of rl); with op 'st4', stored instead.
- */
-const addOwnRows = (R: string, r0: string, dst: string, ok: string, op: 'red4' | 'st4' = 'red4'): string => `      {
+/** The warp's own staged rows r0 .. r0 + 15 of R, row r0 + rl added to the global row at dst where ok (both in terms of rl). */
+const addOwnRows = (R: string, r0: string, dst: string, ok: string): string => `      {
         const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
 #pragma unroll 4
         for (int it = 0; it < 16 / rpw; it++) {
           const int rl = it * rpw + lane / lpr;
           const float4 v4 = *reinterpret_cast<const float4*>(${R} + ROT_OFF(${r0} + rl, 16 * cl));
-          if (${ok}) ${op}(${dst} + 4 * cl, v4);
+          if (${ok}) red4(${dst} + 4 * cl, v4);
         }
       }
 `;
@@ -132,17 +120,10 @@ export interface WgWindowVariant {
    * With QSTAGE: the staged dQ tile's rows rotated as the selected pairs' KVROWS stages them (no bank
    * conflicts), and each warp adds its own 16 rows a whole row at a time with red.global.add.v4, instead
    * of the tile's two bulk reductions after a barrier (default false). Session 18: window pairs 2.87 to 2.65 ms
-   * at HS 128, 64K.
+   * at HS 128, 64K. (Storing each 16-row slice of dq by the first warp to reach it, a ticket per slice, so
+   * that prep need not zero dq, was slower: layer 8.13 to 8.15 ms against 8.08 to 8.09.)
    */
   ROWQ?: boolean;
-  /**
-   * With ROWQ: each 16-row slice of dq is stored by the first warp to reach it and added to by the others, so
-   * dq needs no zeroing beforehand (spk_bwd_prep skips it). A slice's ticket (an int of the kernel's extra
-   * parameter, tickets: B NH ceil(T / 16) of them, zeroed before the launch) counts the warps that took it; the
-   * first adds 2^20 once its rows are stored, and the others wait for that before adding. Needs W > 0, so that
-   * every row of dq has a window pair (its own key) (default false).
-   */
-  QFIRST?: boolean;
   /**
    * Keys per block (default 64). 128: two warpgroups, one per 64 keys, share each query tile's Q, dO,
    * lse and D, and the tile's dQ is formed over all 128 keys by one of them (alternating) and reduced
@@ -161,13 +142,13 @@ const BT = 64;
 const NTHR = 128;
 
 function full(v: WgWindowVariant): Required<WgWindowVariant> {
-  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, ROWQ: false, QFIRST: false, SW: false, KB: 64, ...v };
+  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, ROWQ: false, SW: false, KB: 64, ...v };
 }
 
 export const bwdWinWgName = (v: WgWindowVariant): string => {
   const o = full(v);
   if (o.KB === 128) return `spk_bwd_win2_wg_hs${o.HS}${o.MINB ? `_mb${o.MINB}` : ''}`;
-  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.ROWQ ? (o.QFIRST ? '_rqf' : '_rq') : ''}${o.SW ? '_sw' : ''}`;
+  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.ROWQ ? '_rq' : ''}${o.SW ? '_sw' : ''}`;
 };
 
 /** Threads per block: a warpgroup per 64 keys. */
@@ -313,12 +294,11 @@ export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
   const o = full(v);
   if (o.KB === 128) return bwdWin2Source(o);
   if (o.ROWQ && !(o.QSTAGE && o.BULKQ)) throw new Error('spk_bwd_win_wg: ROWQ stages dQ as QSTAGE does (needs QSTAGE and BULKQ)');
-  if (o.QFIRST && !o.ROWQ) throw new Error('spk_bwd_win_wg: QFIRST stores the rows ROWQ stages (needs ROWQ)');
   const name = bwdWinWgName(o);
   return {
     name,
     archSpecific: true,
-    params: o.QFIRST ? [...WIN_PARAMS, 'ptr'] : WIN_PARAMS,
+    params: WIN_PARAMS,
     source: `${WGMMA_PRELUDE}
 #define HS ${o.HS}
 #define BT ${BT}
@@ -331,7 +311,6 @@ export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
 #define BULKQ ${o.BULKQ ? 1 : 0}
 #define QSTAGE ${o.BULKQ && o.QSTAGE ? 1 : 0}
 #define ROWQ ${o.ROWQ ? 1 : 0}
-#define QFIRST ${o.QFIRST ? 1 : 0}
 #define SW ${o.SW ? 1 : 0}
 #if SW
 ${SW128}#else
@@ -350,9 +329,9 @@ ${wgmmaSS(64)}
 ${wgmmaRS(o.HS, 1)}
 ${wgmmaSS(o.HS, 1, 1)}
 ${WIN_DEVICE_FNS}${BULK_REDUCE}
-${RED2}${o.ROWQ ? ROWS : ''}${o.QFIRST ? QFIRST_FNS : ''}
+${RED2}${o.ROWQ ? ROWS : ''}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
-${WIN_PARAMS_C}${o.QFIRST ? ',\n    int* tickets                      // (B, NH, ceil(T / 16)) zeroed: QFIRST\n' : ''}) {
+${WIN_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   // the swizzle pattern repeats every 1024 bytes of shared address: tiles start on such a boundary
   unsigned char* smem = smem_raw + (SW ? (1024 - (smem_addr(smem_raw) & 1023)) & 1023 : 0);
@@ -401,14 +380,6 @@ ${WIN_QDESC}  const int wk = w * 16;
     issue(x + STAGES - 1, (x + STAGES - 1) % STAGES);
 #endif
     const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
-#if QFIRST
-    // the ticket of the warp's 16 dq rows of this tile, taken here so that its latency hides under the
-    // products, and after the barrier above, so that no warp of the block still waits for another ticket
-    // (from the previous tile) while this one is held: a ticket's holder never waits on a waiting warp
-    int* tk = tickets + ((size_t)b * NH + h * G + gi) * ((T + 15) >> 4) + ((qa + wk) >> 4);
-    int ticket = 0;
-    if (lane == 0 && qa + wk < T) ticket = atomicAdd(tk, 1);
-#endif
     const float* Lst = Ls + st * BT;
     const float* Dst = Dsm + st * BT;
     const u64 sQ = (u64)((st * TILE) >> 4);
@@ -429,11 +400,6 @@ ${winTile('j0', 'Ps', o.HS)}    wg_commit();
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) wg_ss_n${o.HS}_t11(acc, dPa + kk * MNSTEP(BT), dKb + kk * MNSTEP(HS), kk);
     wg_commit();
-#if QFIRST
-    // a later warp reads the first's mark under the product (usually set long before)
-    int mark = 1 << 20;
-    if (lane == 0 && ticket != 0 && qa + wk < T) mark = ld_acquire(tk);
-#endif
     wg_wait<0>();
     reg_fence(acc);
     reg_fence(dva);
@@ -446,22 +412,7 @@ ${winTile('j0', 'Ps', o.HS)}    wg_commit();
       // warp; stage st is refilled only after the next tile's second barrier
       unsigned char* half = (w < 2 ? Qs : Os) + st * TILE;
 ${stageRows('half', '(wk & 31)', 'acc', 'scale')}      __syncwarp();
-${o.QFIRST ? `      if (qa + wk < T) {
-        // QFIRST: the slice's first warp stores its rows; the others wait for its mark, then add
-        if (lane == 0) while ((mark >> 20) == 0) {
-          __nanosleep(32);
-          mark = ld_acquire(tk);
-        }
-        if (__shfl_sync(0xffffffffu, ticket, 0) == 0) {
-${addOwnRows('half', '(wk & 31)', 'dq + (r0 + qa + wk + rl) * HS', 'qa + wk + rl < T', 'st4').replace(/^(?=.)/gm, '    ')}          __syncwarp();
-          if (lane == 0) {
-            __threadfence();
-            atomicAdd(tk, 1 << 20);
-          }
-        } else {
-${addOwnRows('half', '(wk & 31)', 'dq + (r0 + qa + wk + rl) * HS', 'qa + wk + rl < T').replace(/^(?=.)/gm, '    ')}        }
-      }
-` : addOwnRows('half', '(wk & 31)', 'dq + (r0 + qa + wk + rl) * HS', 'qa + wk + rl < T')}    }
+${addOwnRows('half', '(wk & 31)', 'dq + (r0 + qa + wk + rl) * HS', 'qa + wk + rl < T')}    }
 #elif QSTAGE
     __syncthreads(); // every product that read stage st is complete
 #pragma unroll
