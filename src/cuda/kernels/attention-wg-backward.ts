@@ -85,8 +85,27 @@ const stageRows = (R: string, r0: string, acc: string, f: string): string => `#p
           *reinterpret_cast<float2*>(${R} + ROT_OFF(${r0} + g8 + 8 * rr, 32 * n + 8 * t4)) = make_float2(${f} * ${acc}[4 * n + 2 * rr], ${f} * ${acc}[4 * n + 2 * rr + 1]);
 `;
 
-/** The warp's own staged rows r0 .. r0 + 15 of R, row r0 + rl added to the global row at dst where ok (both in terms of rl). */
-const addOwnRows = (R: string, r0: string, dst: string, ok: string): string => `      {
+/**
+ * The warp's own staged rows r0 .. r0 + 15 of R, row r0 + rl added to the global row at dst where ok (both in
+ * terms of rl). preload (lab, PRELOAD): four rows read before their four reductions, where red4's memory clobber
+ * otherwise keeps each read behind the previous reduction (session 18's Nsight Compute samples: the reductions
+ * wait on their reads, short scoreboard).
+ */
+const addOwnRows = (R: string, r0: string, dst: string, ok: string, preload = false): string => preload ? `      {
+        const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
+#pragma unroll 1
+        for (int it0 = 0; it0 < 16 / rpw; it0 += 4) { // PRELOAD: four rows read, then their four reductions
+          float4 v4[4];
+#pragma unroll
+          for (int u = 0; u < 4; u++) v4[u] = *reinterpret_cast<const float4*>(${R} + ROT_OFF(${r0} + (it0 + u) * rpw + lane / lpr, 16 * cl));
+#pragma unroll
+          for (int u = 0; u < 4; u++) {
+            const int rl = (it0 + u) * rpw + lane / lpr;
+            if (${ok}) red4(${dst} + 4 * cl, v4[u]);
+          }
+        }
+      }
+` : `      {
         const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
 #pragma unroll 4
         for (int it = 0; it < 16 / rpw; it++) {
@@ -124,6 +143,8 @@ export interface WgWindowVariant {
    * that prep need not zero dq, was slower: layer 8.13 to 8.15 ms against 8.08 to 8.09.)
    */
   ROWQ?: boolean;
+  /** With ROWQ: the staged rows read four at a time ahead of their reductions, as WgSelVariant's PRELOAD (lab, not yet run). */
+  PRELOAD?: boolean;
   /**
    * Keys per block (default 64). 128: two warpgroups, one per 64 keys, share each query tile's Q, dO,
    * lse and D, and the tile's dQ is formed over all 128 keys by one of them (alternating) and reduced
@@ -142,13 +163,13 @@ const BT = 64;
 const NTHR = 128;
 
 function full(v: WgWindowVariant): Required<WgWindowVariant> {
-  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, ROWQ: false, SW: false, KB: 64, ...v };
+  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, ROWQ: false, PRELOAD: false, SW: false, KB: 64, ...v };
 }
 
 export const bwdWinWgName = (v: WgWindowVariant): string => {
   const o = full(v);
   if (o.KB === 128) return `spk_bwd_win2_wg_hs${o.HS}${o.MINB ? `_mb${o.MINB}` : ''}`;
-  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.ROWQ ? '_rq' : ''}${o.SW ? '_sw' : ''}`;
+  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.ROWQ ? (o.PRELOAD ? '_rqp' : '_rq') : ''}${o.SW ? '_sw' : ''}`;
 };
 
 /** Threads per block: a warpgroup per 64 keys. */
@@ -294,6 +315,7 @@ export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
   const o = full(v);
   if (o.KB === 128) return bwdWin2Source(o);
   if (o.ROWQ && !(o.QSTAGE && o.BULKQ)) throw new Error('spk_bwd_win_wg: ROWQ stages dQ as QSTAGE does (needs QSTAGE and BULKQ)');
+  if (o.PRELOAD && !o.ROWQ) throw new Error('spk_bwd_win_wg: PRELOAD reads the rows ROWQ stages (needs ROWQ)');
   const name = bwdWinWgName(o);
   return {
     name,
@@ -412,7 +434,7 @@ ${winTile('j0', 'Ps', o.HS)}    wg_commit();
       // warp; stage st is refilled only after the next tile's second barrier
       unsigned char* half = (w < 2 ? Qs : Os) + st * TILE;
 ${stageRows('half', '(wk & 31)', 'acc', 'scale')}      __syncwarp();
-${addOwnRows('half', '(wk & 31)', 'dq + (r0 + qa + wk + rl) * HS', 'qa + wk + rl < T')}    }
+${addOwnRows('half', '(wk & 31)', 'dq + (r0 + qa + wk + rl) * HS', 'qa + wk + rl < T', o.PRELOAD)}    }
 #elif QSTAGE
     __syncthreads(); // every product that read stage st is complete
 #pragma unroll
@@ -638,12 +660,17 @@ export interface WgSelVariant {
    * expected; at HS 64 with QB 256 it spills.
    */
   NARROW?: boolean;
+  /**
+   * With KVROWS (and QROWS): the staged rows read four at a time ahead of their four reductions (lab, written in
+   * session 18 after Nsight Compute put the reductions waiting on their shared-memory reads; not yet run).
+   */
+  PRELOAD?: boolean;
 }
 
 const SEL_THREADS = 2 * NTHR;
 
 export const bwdSelWgName = (v: WgSelVariant): string =>
-  `spk_bwd_sel_wg_hs${v.HS}${v.MINB ? `_mb${v.MINB}` : ''}${v.QB === 256 ? '_qb256' : ''}${v.KVROWS ? '_kvrows' : ''}${v.QROWS ? '_qrows' : ''}${v.NARROW ? '_narrow' : ''}`;
+  `spk_bwd_sel_wg_hs${v.HS}${v.MINB ? `_mb${v.MINB}` : ''}${v.QB === 256 ? '_qb256' : ''}${v.KVROWS ? '_kvrows' : ''}${v.QROWS ? '_qrows' : ''}${v.NARROW ? '_narrow' : ''}${v.PRELOAD ? '_pre' : ''}`;
 
 /** Threads per block of the selected-pairs kernel: two warpgroups. */
 export const BWD_SEL_WG_THREADS = SEL_THREADS;
@@ -727,7 +754,7 @@ const toQueryRows = (acc: string, ch: string): string => `#pragma unroll
  * tile's products and Ps and Gs by its masks, both past the next tile's first barrier.
  * Measured at 64K (H100, session 17): the selected pairs 3.43 to 3.21 ms at HS 128, 1.74 to 1.68 at HS 64.
  */
-const kvRows = `      __syncthreads(); // Gs, Ps and stage st are free again
+const kvRows = (preload: boolean): string => `      __syncthreads(); // Gs, Ps and stage st are free again
       {
         unsigned char* R = wg ? Ps : Rv;
         const float f = wg ? scale : 1.f;
@@ -737,12 +764,24 @@ ${stageRows('R', 'wk', 'acc', 'f')}      }
         const unsigned char* R = wg ? Ps : Rv;
         float* dst = wg ? dk : dv;
         const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp
-#pragma unroll 4
+${preload ? `#pragma unroll 1
+        for (int it0 = 0; it0 < BT / (4 * rpw); it0 += 4) { // PRELOAD: four rows read, then their reductions
+          float4 v4[4];
+          int j[4];
+#pragma unroll
+          for (int u = 0; u < 4; u++) {
+            const int r = ((it0 + u) * 4 + ((tid >> 5) & 3)) * rpw + lane / lpr;
+            j[u] = mpos[t * BT + r];
+            v4[u] = *reinterpret_cast<const float4*>(R + ROT_OFF(r, 16 * cl));
+          }
+#pragma unroll
+          for (int u = 0; u < 4; u++) if (j[u] >= 0) red4(dst + (kv0 + j[u]) * HS + 4 * cl, v4[u]);
+        }` : `#pragma unroll 4
         for (int it = 0; it < BT / (4 * rpw); it++) {
           const int r = (it * 4 + ((tid >> 5) & 3)) * rpw + lane / lpr, j = mpos[t * BT + r];
           const float4 v4 = *reinterpret_cast<const float4*>(R + ROT_OFF(r, 16 * cl));
           if (j >= 0) red4(dst + (kv0 + j) * HS + 4 * cl, v4);
-        }
+        }`}
       }
 `;
 
@@ -842,11 +881,11 @@ ${Array.from({ length: CW }, (_, cc) => `        reg_fence(dq${cc});\n`).join(''
  * rows (row r's byte c at (c + 32 (r % 8)) mod the row's bytes), read back by the same warp and added a
  * whole row at a time. The warpgroup's barrier first: its warps have read the last tile's dK or dV rows.
  */
-const queryRows = (dqs: string[]): string => `    asm volatile("bar.sync %0, 128;" :: "r"(1 + wg) : "memory"); // the last tile's staged rows are read
+const queryRows = (dqs: string[], preload: boolean): string => `    asm volatile("bar.sync %0, 128;" :: "r"(1 + wg) : "memory"); // the last tile's staged rows are read
     {
       unsigned char* R = wg ? Ps : Rv;
 ${dqs.map((d, cc) => `${stageRows('R', 'wk', d, 'scale')}      __syncwarp();
-${addOwnRows('R', 'wk', `dq + (r0 + i0 + (wg * CW + ${cc}) * 64 + wk + rl) * HS`, `i0 + (wg * CW + ${cc}) * 64 + wk + rl < T`)}      __syncwarp();
+${addOwnRows('R', 'wk', `dq + (r0 + i0 + (wg * CW + ${cc}) * 64 + wk + rl) * HS`, `i0 + (wg * CW + ${cc}) * 64 + wk + rl < T`, preload)}      __syncwarp();
 `).join('')}    }
 `;
 
@@ -855,8 +894,9 @@ ${addOwnRows('R', 'wk', `dq + (r0 + i0 + (wg * CW + ${cc}) * 64 + wk + rl) * HS`
  * the window kernel (adds to its dq, dk, dv), like spk_bwd_sel.
  */
 export function bwdSelWgSource(v: WgSelVariant): KernelSource {
-  const o: Required<WgSelVariant> = { MINB: 0, QB: 128, KVROWS: false, QROWS: false, NARROW: false, ...v };
+  const o: Required<WgSelVariant> = { MINB: 0, QB: 128, KVROWS: false, QROWS: false, NARROW: false, PRELOAD: false, ...v };
   if (o.QROWS && !o.KVROWS) throw new Error('spk_bwd_sel_wg: QROWS stages dq in KVROWS\'s rows (needs KVROWS)');
+  if (o.PRELOAD && !o.KVROWS) throw new Error('spk_bwd_sel_wg: PRELOAD reads the rows KVROWS stages (needs KVROWS)');
   if (o.QB === 256 && o.HS !== 64) throw new Error('spk_bwd_sel_wg: QB 256 is built for HS 64 (dQ of 128 queries a warpgroup at HS 128 would not fit the registers)');
   const name = bwdSelWgName(o);
   const HS = o.HS, CW = o.QB / 128; // chunks a warpgroup
@@ -985,10 +1025,10 @@ ${dqs.map((d, cc) => `        wg_ss_n${HS}_t11(${d}, dPm + (u64)((((wg * CW + ${
       wg_commit();
       wg_wait<0>();
       reg_fence(acc);
-${dqs.map((d) => `      reg_fence(${d});\n`).join('')}${o.KVROWS ? kvRows : `${toKeyRows('acc', '(wg ? dk : dv)', '(wg ? scale : 1.f)')}      __syncthreads(); // Gs, Ps and stage st are free again
+${dqs.map((d) => `      reg_fence(${d});\n`).join('')}${o.KVROWS ? kvRows(o.PRELOAD) : `${toKeyRows('acc', '(wg ? dk : dv)', '(wg ? scale : 1.f)')}      __syncthreads(); // Gs, Ps and stage st are free again
 `}    }
     // the chunks' dq rows (the block owns them; the window kernel's share is already there)
-${o.QROWS ? queryRows(dqs) : dqs.map((d, cc) => toQueryRows(d, `wg * CW + ${cc}`)).join('')}  }
+${o.QROWS ? queryRows(dqs, o.PRELOAD) : dqs.map((d, cc) => toQueryRows(d, `wg * CW + ${cc}`)).join('')}  }
   __syncthreads(); // every tile's key sums are in mdg; Ps is free
   for (int x = tid; x < nkeys; x += NTHR) {
     const float val = mdg[x] + mdg[nkeys + x];
