@@ -12,7 +12,8 @@
 //        two warpgroups, 128 queries a block; g2: MINB 2; x: 256 queries a block; v: its dK and dV staged
 //        and added a whole row a warp (KVROWS); h: with v, its dq too (QROWS); m: a candidate tile of at
 //        most 16 keys taken transposed (NARROW); p: with u or v, staged rows read four at a time ahead of
-//        their reductions (PRELOAD, both kernels); timing probes whose
+//        their reductions (PRELOAD, both kernels); r: with m and v, NARROW's dK and dV staged as key rows and
+//        added a whole row a warp (NROWS); timing probes whose
 //        results are wrong: n, no dK and dV reductions; c, K and V rows copied from consecutive keys instead
 //        of gathered; d, no dQ reductions in the wgmma win kernel))
 //        [--dump DIR]
@@ -77,7 +78,7 @@ const variants: LabVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',
     HS, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
     QB: flags.includes('q') ? 128 : 64,
     ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 && !flags.includes('k') ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), QSTAGE: flags.includes('y'), ROWQ: flags.includes('u'), PRELOAD: flags.includes('p') && flags.includes('u'), SW: flags.includes('z'), KB: flags.includes('k') ? 128 : 64 } as WgWindowVariant } : {}),
-    ...(g ? { sg: { HS, MINB: Number(g[1] || 0), QB: flags.includes('x') ? 256 : 128, KVROWS: flags.includes('v'), QROWS: flags.includes('h'), NARROW: flags.includes('m'), PRELOAD: flags.includes('p') && flags.includes('v') } as WgSelVariant } : {}),
+    ...(g ? { sg: { HS, MINB: Number(g[1] || 0), QB: flags.includes('x') ? 256 : 128, KVROWS: flags.includes('v'), QROWS: flags.includes('h'), NARROW: flags.includes('m'), NROWS: flags.includes('r') && flags.includes('m') && flags.includes('v'), PRELOAD: flags.includes('p') && flags.includes('v') } as WgSelVariant } : {}),
     NORED: flags.includes('n'), NOGATHER: flags.includes('c'), NODQ: flags.includes('d'),
   };
 });

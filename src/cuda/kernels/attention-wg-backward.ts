@@ -660,6 +660,8 @@ export interface WgSelVariant {
    * expected; at HS 64 with QB 256 it spills.
    */
   NARROW?: boolean;
+  /** With NARROW and KVROWS: the narrow tile's dK and dV staged as its 16 key rows and added a whole row a warp (lab, not yet run). */
+  NROWS?: boolean;
   /**
    * With KVROWS (and QROWS): the staged rows read four at a time ahead of their four reductions (lab, written in
    * session 18 after Nsight Compute put the reductions waiting on their shared-memory reads; not yet run).
@@ -670,7 +672,7 @@ export interface WgSelVariant {
 const SEL_THREADS = 2 * NTHR;
 
 export const bwdSelWgName = (v: WgSelVariant): string =>
-  `spk_bwd_sel_wg_hs${v.HS}${v.MINB ? `_mb${v.MINB}` : ''}${v.QB === 256 ? '_qb256' : ''}${v.KVROWS ? '_kvrows' : ''}${v.QROWS ? '_qrows' : ''}${v.NARROW ? '_narrow' : ''}${v.PRELOAD ? '_pre' : ''}`;
+  `spk_bwd_sel_wg_hs${v.HS}${v.MINB ? `_mb${v.MINB}` : ''}${v.QB === 256 ? '_qb256' : ''}${v.KVROWS ? '_kvrows' : ''}${v.QROWS ? '_qrows' : ''}${v.NARROW ? (v.NROWS ? '_narrowr' : '_narrow') : ''}${v.PRELOAD ? '_pre' : ''}`;
 
 /** Threads per block of the selected-pairs kernel: two warpgroups. */
 export const BWD_SEL_WG_THREADS = SEL_THREADS;
@@ -794,7 +796,7 @@ ${preload ? `#pragma unroll 1
  * A fragment, one k-step) and warpgroup 0's dV^T = dO^T (P g), warpgroup 1's dK^T = Q^T dS (m64n16 for each
  * 64 of the HS rows, k = the block's queries), added to the 16 key rows element by element.
  */
-const narrowTile = (CW: number, HS: number): string => `        u32 da[CW][4];  // each chunk's dS as the A fragment of dQ's k-step
+const narrowTile = (CW: number, HS: number, rows: boolean): string => `        u32 da[CW][4];  // each chunk's dS as the A fragment of dQ's k-step
         float kd[4] = {0.f, 0.f, 0.f, 0.f}; // the thread's keys 2 t4, 2 t4 + 1, 8 + 2 t4, 9 + 2 t4: dg over its rows
         int nlo[4], nhi[4];
         float nku[4];
@@ -862,7 +864,7 @@ ${Array.from({ length: CW }, (_, cc) => `        wg_rs_n${HS}_t1(dq${cc}, da[${c
         wg_wait<0>();
 #pragma unroll
         for (int hh = 0; hh < HS / 64; hh++) reg_fence(vt[hh]);
-${Array.from({ length: CW }, (_, cc) => `        reg_fence(dq${cc});\n`).join('')}        {
+${Array.from({ length: CW }, (_, cc) => `        reg_fence(dq${cc});\n`).join('')}${rows ? narrowRows : `        {
           float* dst = wg ? dk : dv;
           const float f = wg ? scale : 1.f;
 #pragma unroll
@@ -873,7 +875,41 @@ ${Array.from({ length: CW }, (_, cc) => `        reg_fence(dq${cc});\n`).join(''
               if (j >= 0) atomicAdd(dst + (kv0 + j) * HS + hh * 64 + wk + g8 + 8 * ((e >> 1) & 1), f * vt[hh][e]);
             }
         }
-        __syncthreads(); // Gs, Ps and stage st are free again
+`}        __syncthreads(); // Gs, Ps and stage st are free again
+`;
+
+/**
+ * NROWS: the narrow tile's dV^T (warpgroup 0, into Rv) and dK^T times scale (warpgroup 1, over Ps, which only
+ * its own product read) staged as the 16 keys' fp32 rows, rotated as KVROWS's, then each warp reads 4 rows
+ * and adds them a whole row at a time: 512 red.global.add.v4 a warpgroup where the element-wise adds take
+ * 2048 scalar ones, as many instructions as a full tile's KVROWS reductions (session 18: NARROW saved 0.03 ms
+ * of the 0.2 the emulation predicted).
+ */
+const narrowRows = `        {
+          unsigned char* R = wg ? Ps : Rv;
+          const float f = wg ? scale : 1.f;
+#pragma unroll
+          for (int hh = 0; hh < HS / 64; hh++)
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+              *reinterpret_cast<float*>(R + ROT_OFF(8 * (e >> 2) + 2 * t4 + (e & 1), 4 * (hh * 64 + wk + g8 + 8 * ((e >> 1) & 1)))) = f * vt[hh][e];
+        }
+        asm volatile("bar.sync %0, 128;" :: "r"(1 + wg) : "memory"); // the warpgroup's 16 rows are staged
+        {
+          const unsigned char* R = wg ? Ps : Rv;
+          float* dst = wg ? dk : dv;
+          const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
+          float4 v4[4 / rpw];
+          int jr[4 / rpw];
+#pragma unroll
+          for (int it = 0; it < 4 / rpw; it++) { // the warp's rows 4 w .. 4 w + 3, read before their reductions
+            const int r = 4 * ((tid >> 5) & 3) + it * rpw + lane / lpr;
+            jr[it] = mpos[t * BT + r];
+            v4[it] = *reinterpret_cast<const float4*>(R + ROT_OFF(r, 16 * cl));
+          }
+#pragma unroll
+          for (int it = 0; it < 4 / rpw; it++) if (jr[it] >= 0) red4(dst + (kv0 + jr[it]) * HS + 4 * cl, v4[it]);
+        }
 `;
 
 /**
@@ -894,9 +930,10 @@ ${addOwnRows('R', 'wk', `dq + (r0 + i0 + (wg * CW + ${cc}) * 64 + wk + rl) * HS`
  * the window kernel (adds to its dq, dk, dv), like spk_bwd_sel.
  */
 export function bwdSelWgSource(v: WgSelVariant): KernelSource {
-  const o: Required<WgSelVariant> = { MINB: 0, QB: 128, KVROWS: false, QROWS: false, NARROW: false, PRELOAD: false, ...v };
+  const o: Required<WgSelVariant> = { MINB: 0, QB: 128, KVROWS: false, QROWS: false, NARROW: false, NROWS: false, PRELOAD: false, ...v };
   if (o.QROWS && !o.KVROWS) throw new Error('spk_bwd_sel_wg: QROWS stages dq in KVROWS\'s rows (needs KVROWS)');
   if (o.PRELOAD && !o.KVROWS) throw new Error('spk_bwd_sel_wg: PRELOAD reads the rows KVROWS stages (needs KVROWS)');
+  if (o.NROWS && !(o.NARROW && o.KVROWS)) throw new Error('spk_bwd_sel_wg: NROWS stages NARROW\'s tile in KVROWS\'s rows (needs NARROW and KVROWS)');
   if (o.QB === 256 && o.HS !== 64) throw new Error('spk_bwd_sel_wg: QB 256 is built for HS 64 (dQ of 128 queries a warpgroup at HS 128 would not fit the registers)');
   const name = bwdSelWgName(o);
   const HS = o.HS, CW = o.QB / 128; // chunks a warpgroup
@@ -1011,7 +1048,7 @@ ${o.NARROW ? '  const u64 dQt = DESC_MN(sQ, 64), dOt = DESC_MN(sO, 64); // NARRO
       __syncthreads(); // tile t's K and V (and the head's Q, dO, qL, qD) are in
       const u64 so = (u64)((st * TILE) >> 4);
 ${o.NARROW ? `      if (narrow && t == nT - 1) {
-${narrowTile(CW, HS)}        continue;
+${narrowTile(CW, HS, o.NROWS)}        continue;
       }
 ` : ''}${keyRanges('0xffff', 16)}      float kdg[2] = {0.f, 0.f};
 ${chunks}${keySums('wg * nkeys + ')}      fence_async_shared();
