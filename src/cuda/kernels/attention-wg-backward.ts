@@ -86,35 +86,41 @@ const stageRows = (R: string, r0: string, acc: string, f: string): string => `#p
 `;
 
 /**
- * The warp's own staged rows r0 .. r0 + 15 of R, row r0 + rl added to the global row at dst where ok (both in
- * terms of rl). preload (lab, PRELOAD): four rows read before their four reductions, where red4's memory clobber
- * otherwise keeps each read behind the previous reduction (session 18's Nsight Compute samples: the reductions
- * wait on their reads, short scoreboard).
+ * Staged rows of R read back 16 bytes a lane (HS / 4 lanes a row, rpw rows a warp instruction) and added to
+ * global rows with red4: n warp instructions it = 0 .. n - 1, `pre` declarations in terms of it, lpr, rpw and
+ * lane, `row` the staged row (in terms of those), `val` a per-row int named `name` that `ok` and `dst` use, batch
+ * rows read before their reductions (n a multiple of it). batch 4 (lab, PRELOAD): four rows before their four, where red4's memory clobber otherwise keeps
+ * each read behind the previous reduction (session 18's Nsight Compute samples: the reductions wait on their
+ * reads, short scoreboard).
  */
-const addOwnRows = (R: string, r0: string, dst: string, ok: string, preload = false): string => preload ? `      {
+const rowAdds = (a: { R: string; n: string; pre: string; row: string; name: string; val: string; ok: string; dst: string; batch: number }): string => `      {
         const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
-#pragma unroll 1
-        for (int it0 = 0; it0 < 16 / rpw; it0 += 4) { // PRELOAD: four rows read, then their four reductions
-          float4 v4[4];
+#pragma unroll ${a.batch === 1 ? 4 : 1}
+        for (int it0 = 0; it0 < ${a.n}; it0 += ${a.batch}) {
+          float4 v4[${a.batch}];
+          int x[${a.batch}];
 #pragma unroll
-          for (int u = 0; u < 4; u++) v4[u] = *reinterpret_cast<const float4*>(${R} + ROT_OFF(${r0} + (it0 + u) * rpw + lane / lpr, 16 * cl));
+          for (int u = 0; u < ${a.batch}; u++) {
+            const int it = it0 + u;
+            ${a.pre}
+            x[u] = ${a.val};
+            v4[u] = *reinterpret_cast<const float4*>(${a.R} + ROT_OFF(${a.row}, 16 * cl));
+          }
 #pragma unroll
-          for (int u = 0; u < 4; u++) {
-            const int rl = (it0 + u) * rpw + lane / lpr;
-            if (${ok}) red4(${dst} + 4 * cl, v4[u]);
+          for (int u = 0; u < ${a.batch}; u++) {
+            const int ${a.name} = x[u];
+            if (${a.ok}) red4(${a.dst} + 4 * cl, v4[u]);
           }
         }
       }
-` : `      {
-        const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
-#pragma unroll 4
-        for (int it = 0; it < 16 / rpw; it++) {
-          const int rl = it * rpw + lane / lpr;
-          const float4 v4 = *reinterpret_cast<const float4*>(${R} + ROT_OFF(${r0} + rl, 16 * cl));
-          if (${ok}) red4(${dst} + 4 * cl, v4);
-        }
-      }
 `;
+
+/**
+ * The warp's own staged rows r0 .. r0 + 15 of R, row r0 + rl added to the global row at dst where ok (both in
+ * terms of rl); preload: PRELOAD's batches (rowAdds).
+ */
+const addOwnRows = (R: string, r0: string, dst: string, ok: string, preload = false): string =>
+  rowAdds({ R, n: '16 / rpw', pre: 'const int rl = it * rpw + lane / lpr;', row: `${r0} + rl`, name: 'rl', val: 'rl', ok, dst, batch: preload ? 4 : 1 });
 
 export interface WgWindowVariant {
   HS: 64 | 128;
@@ -765,26 +771,7 @@ ${stageRows('R', 'wk', 'acc', 'f')}      }
       {
         const unsigned char* R = wg ? Ps : Rv;
         float* dst = wg ? dk : dv;
-        const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp
-${preload ? `#pragma unroll 1
-        for (int it0 = 0; it0 < BT / (4 * rpw); it0 += 4) { // PRELOAD: four rows read, then their reductions
-          float4 v4[4];
-          int j[4];
-#pragma unroll
-          for (int u = 0; u < 4; u++) {
-            const int r = ((it0 + u) * 4 + ((tid >> 5) & 3)) * rpw + lane / lpr;
-            j[u] = mpos[t * BT + r];
-            v4[u] = *reinterpret_cast<const float4*>(R + ROT_OFF(r, 16 * cl));
-          }
-#pragma unroll
-          for (int u = 0; u < 4; u++) if (j[u] >= 0) red4(dst + (kv0 + j[u]) * HS + 4 * cl, v4[u]);
-        }` : `#pragma unroll 4
-        for (int it = 0; it < BT / (4 * rpw); it++) {
-          const int r = (it * 4 + ((tid >> 5) & 3)) * rpw + lane / lpr, j = mpos[t * BT + r];
-          const float4 v4 = *reinterpret_cast<const float4*>(R + ROT_OFF(r, 16 * cl));
-          if (j >= 0) red4(dst + (kv0 + j) * HS + 4 * cl, v4);
-        }`}
-      }
+${rowAdds({ R: 'R', n: 'BT / (4 * rpw)', pre: 'const int r = (it * 4 + ((tid >> 5) & 3)) * rpw + lane / lpr;', row: 'r', name: 'j', val: 'mpos[t * BT + r]', ok: 'j >= 0', dst: 'dst + (kv0 + j) * HS', batch: preload ? 4 : 1 })}      }
 `;
 
 /**
@@ -864,7 +851,7 @@ ${Array.from({ length: CW }, (_, cc) => `        wg_rs_n${HS}_t1(dq${cc}, da[${c
         wg_wait<0>();
 #pragma unroll
         for (int hh = 0; hh < HS / 64; hh++) reg_fence(vt[hh]);
-${Array.from({ length: CW }, (_, cc) => `        reg_fence(dq${cc});\n`).join('')}${rows ? narrowRows : `        {
+${Array.from({ length: CW }, (_, cc) => `        reg_fence(dq${cc});\n`).join('')}${rows ? narrowRows(HS) : `        {
           float* dst = wg ? dk : dv;
           const float f = wg ? scale : 1.f;
 #pragma unroll
@@ -885,7 +872,7 @@ ${Array.from({ length: CW }, (_, cc) => `        reg_fence(dq${cc});\n`).join(''
  * 2048 scalar ones, as many instructions as a full tile's KVROWS reductions (session 18: NARROW saved 0.03 ms
  * of the 0.2 the emulation predicted).
  */
-const narrowRows = `        {
+const narrowRows = (HS: number): string => `        {
           unsigned char* R = wg ? Ps : Rv;
           const float f = wg ? scale : 1.f;
 #pragma unroll
@@ -898,18 +885,7 @@ const narrowRows = `        {
         {
           const unsigned char* R = wg ? Ps : Rv;
           float* dst = wg ? dk : dv;
-          const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
-          float4 v4[4 / rpw];
-          int jr[4 / rpw];
-#pragma unroll
-          for (int it = 0; it < 4 / rpw; it++) { // the warp's rows 4 w .. 4 w + 3, read before their reductions
-            const int r = 4 * ((tid >> 5) & 3) + it * rpw + lane / lpr;
-            jr[it] = mpos[t * BT + r];
-            v4[it] = *reinterpret_cast<const float4*>(R + ROT_OFF(r, 16 * cl));
-          }
-#pragma unroll
-          for (int it = 0; it < 4 / rpw; it++) if (jr[it] >= 0) red4(dst + (kv0 + jr[it]) * HS + 4 * cl, v4[it]);
-        }
+${rowAdds({ R: 'R', n: '4 / rpw', pre: 'const int r = 4 * ((tid >> 5) & 3) + it * rpw + lane / lpr;', row: 'r', name: 'j', val: 'mpos[t * BT + r]', ok: 'j >= 0', dst: 'dst + (kv0 + j) * HS', batch: HS === 128 ? 4 : 2 })}        }
 `;
 
 /**
