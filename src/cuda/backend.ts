@@ -21,7 +21,7 @@ import { cudaRuntime } from './runtime.js';
 import type { Arena, ArenaStats, CudaRuntime, DeviceBlock, Kernel, KernelSource } from './runtime.js';
 import {
   attentionBackwardKeySource, attentionBackwardQuerySource, attentionForwardSource, attentionKernelName, keyOffsetsSource, meanChunks, meanChunksSource, meanPrefixSource,
-  scoreGradSource, ATTENTION_WARPS, PREFIX_BLOCK,
+  scoreGradLaunch, scoreGradSource, ATTENTION_WARPS, PREFIX_BLOCK,
 } from './kernels/attention.js';
 import type { AttentionVariant } from './kernels/attention.js';
 import { keyIntervalsSource } from './kernels/selection.js';
@@ -602,10 +602,11 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           const sums = take(BH * meanChunks(T) * 8);
           this.launch('sparsek_mean_chunks', meanChunksSource, [meanChunks(T), BH, 1], PREFIX_BLOCK, [sums, mean, T]);
           this.launch('sparsek_mean_prefix', meanPrefixSource, [meanChunks(T), BH, 1], PREFIX_BLOCK, [P, sums, mean, T]);
+          const sg = scoreGradLaunch(T, BH);
           if (dsel !== null) {
-            this.launch('sparsek_score_grad_sums', () => scoreGradSource('sums'), blocks(nu), ELEM_BLOCK, [du, u, s.tau, dsel, P, BH, T, K, W]);
+            this.launch('sparsek_score_grad_sums', () => scoreGradSource('sums'), sg.grid, sg.block, [du, u, s.tau, dsel, P, BH, T, K, W, sg.C], sg.shared);
           } else if (off !== null && dgk !== null && s.e !== null) {
-            this.launch('sparsek_score_grad', () => scoreGradSource('slots'), blocks(nu), ELEM_BLOCK, [du, u, s.tau, s.e, off, dgk, P, BH, T, K, W]);
+            this.launch('sparsek_score_grad', () => scoreGradSource('slots'), sg.grid, sg.block, [du, u, s.tau, s.e, off, dgk, P, BH, T, K, W, sg.C], sg.shared);
           }
         }
         for (const b of scratch) this.rt.arena.give(b); // reusable at once: later work on the stream runs after these kernels
