@@ -545,7 +545,7 @@ ${blockReduceSource(PREFIX_BLOCK)}`;
  * C - 1 values between two samples in global memory: the same boundary as one bisection of the whole
  * row, with log2(C) of its loads from global memory instead of log2(T) (H100, T = 64K, 16 rows:
  * 0.061 ms against 0.069 for the plain bisection; bench/RESULTS.md, session 19).
- * Launch: scoreGradLaunch(T).
+ * Launch: scoreGradLaunch(T, B*NKV).
  */
 export function scoreGradSource(from: 'slots' | 'sums' = 'slots'): KernelSource {
   const slots = from === 'slots';
