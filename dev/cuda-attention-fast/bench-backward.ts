@@ -44,7 +44,7 @@ import type { CudaRuntime, DeviceBlock, Kernel, KernelSource } from '../../src/c
 import { keyIntervalsSource } from '../../src/cuda/kernels/selection.js';
 import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../cuda-attention/selection-tiles.js';
 import {
-  attentionBackwardKeySource, attentionBackwardQuerySource, keyOffsetsSource, meanChunks, meanChunksSource, meanPrefixSource, scoreGradSource, ATTENTION_WARPS, PREFIX_BLOCK,
+  attentionBackwardKeySource, attentionBackwardQuerySource, keyOffsetsSource, meanChunks, meanChunksSource, meanPrefixSource, scoreGradLaunch, scoreGradSource, ATTENTION_WARPS, PREFIX_BLOCK,
 } from '../../src/cuda/kernels/attention.js';
 import { patternAttentionBackward, patternAttentionForward, planSparsek, sparsekAttentionBackwardInto, sparsekPattern } from '../../src/cpu/kernels/attention.js';
 import type { SparsekPlan } from '../../src/cpu/kernels/attention.js';
@@ -499,7 +499,8 @@ function backward(v: LabVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceBlock,
     rt.launch(kern(meanChunksSource()), [meanChunks(T), BH, 1], PREFIX_BLOCK, 0, [sums.ptr, o.mean.ptr, T]);
     rt.launch(kern(meanPrefixSource()), [meanChunks(T), BH, 1], PREFIX_BLOCK, 0, [o.P.ptr, sums.ptr, o.mean.ptr, T]);
     rt.arena.give(sums);
-    rt.launch(kern(scoreGradSource('sums')), blocks(BH * T, 256), 256, 0, [o.du.ptr, d.u.ptr, s.tau.ptr, o.dsel.ptr, o.P.ptr, BH, T, K, W]);
+    const sg = scoreGradLaunch(T, BH);
+    rt.launch(kern(scoreGradSource('sums')), sg.grid, sg.block, sg.shared, [o.du.ptr, d.u.ptr, s.tau.ptr, o.dsel.ptr, o.P.ptr, BH, T, K, W, sg.C]);
   };
   const zero = (): void => rt.cu('cuMemsetD32Async', o.dsel.ptr, 0, 2 * BH * T, rt.stream);
   return { prep, win, sel, du, all: (): void => { prep(); win(); zero(); sel(); if (K > 0) du(); } };
