@@ -254,7 +254,6 @@ const WIN_QDESC = `  const u64 dQk = DESC_K(smem_addr(Qs)), dOk = DESC_K(smem_ad
   for (int n = 0; n < HS / 2; n++) dka[n] = dva[n] = 0.f;
 `;
 
-/** The window kernels' end: each thread's dK (times scale) and dV rows of the keys from jb, stored. */
 /** TAIL, window side: after its stores, the block counts itself done for its head (release: its stores first). */
 const TAIL_DONE = `  __syncthreads();
   if (tid == 0) {
@@ -275,6 +274,7 @@ const TAIL_WAIT = `  if (threadIdx.x == 0) {
   __syncthreads();
 `;
 
+/** The window kernels' end: each thread's dK (times scale) and dV rows of the keys from jb, stored. */
 const winStore = (jb: string): string => `#pragma unroll
   for (int rr = 0; rr < 2; rr++) {
     const int j = ${jb} + wk + g8 + 8 * rr;
