@@ -499,7 +499,7 @@ function backward(v: LabVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceBlock,
   const sel = (): void => rt.launch(kern(selSource(v), true), v.sg ? [bwdSelWgBlocks(v.sg, T), NKV, B] : [bwdSelBlocks(v, T), NKV, B],
     v.sg ? BWD_SEL_WG_THREADS : BWD_THREADS, v.sg ? bwdSelWgShared(v.sg, K) : bwdSelShared(v, K),
     [o.dq.ptr, o.dk.ptr, o.dv.ptr, o.dsel.ptr, o.mean.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, d.u.ptr,
-      s.tau.ptr, s.thk.ptr, s.count.ptr, s.rows64.ptr, s.nfree.ptr, T, NH, NKV, K, W, scale, ...(tail ? [o.done.ptr, winBlocks] : [])]);
+      s.tau.ptr, s.thk.ptr, s.count.ptr, s.rows64.ptr, s.nfree.ptr, T, NH, NKV, K, W, scale, ...(tail ? [o.done.ptr] : [])]);
   const du = (): void => {
     const sums = rt.arena.take(BH * meanChunks(T) * 8);
     rt.launch(kern(meanChunksSource()), [meanChunks(T), BH, 1], PREFIX_BLOCK, 0, [sums.ptr, o.mean.ptr, T]);

@@ -519,8 +519,8 @@ export class CudaRuntime {
     const [gx, gy, gz] = typeof grid === 'number' ? [grid, 1, 1] : grid;
     if (gx < 1 || gy < 1 || gz < 1) return; // nothing to do (an empty shape)
     const timing = this.profiling?.(k.name);
-    const ex = this.api.cuda.cuLaunchKernelEx;
     if (k.dependent) {
+      const ex = this.api.cuda.cuLaunchKernelEx;
       if (ex === null || this.computeCapability[0] < 9) throw new DeviceError('cuda', `kernel ${k.name} is a programmatic dependent, which needs sm_90 and a CUDA 12 driver`);
       const c = this.launchConfig;
       for (const [at, n] of [[0, gx], [4, gy], [8, gz], [12, block], [16, 1], [20, 1], [24, sharedBytes]]) c.setUint32(at, n, true);

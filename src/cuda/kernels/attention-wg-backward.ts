@@ -267,7 +267,7 @@ const TAIL_WAIT = `  if (threadIdx.x == 0) {
     const unsigned* d = done + (size_t)blockIdx.z * NKV + blockIdx.y;
     for (unsigned n = 0;;) {
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(n) : "l"(d) : "memory");
-      if (n >= (unsigned)winBlocks) break;
+      if (n >= (unsigned)((T + 63) / 64)) break; // the window kernel's blocks a head (TAIL needs its 64 keys a block)
       __nanosleep(200);
     }
   }
@@ -706,8 +706,8 @@ export interface WgSelVariant {
   /**
    * Starts while the window kernel's last blocks run, to fill the SMs its tail leaves idle (lab, not yet run):
    * launched as a programmatic dependent of the window kernel (WgWindowVariant.TAIL), each block waits at its
-   * top until that kernel's blocks of its head are done (done[b NKV + h] = winBlocks; two extra last
-   * arguments), since it adds to the dk and dv rows they store. The window kernel's blocks run head by head,
+   * top until that kernel's blocks of its head are done (done[b NKV + h] = ceil(T / 64); an extra last
+   * argument), since it adds to the dk and dv rows they store. The window kernel's blocks run head by head,
    * so by the time a head's selected pairs start, only the last head can still be waiting.
    */
   TAIL?: boolean;
@@ -961,7 +961,7 @@ ${selScores('dQk + (u64)((c * TILE) >> 4)', 'dOk + (u64)((c * TILE) >> 4)')}${se
     name,
     archSpecific: true,
     dependent: o.TAIL,
-    params: o.TAIL ? [...SEL_PARAMS, 'ptr', 'i32'] : SEL_PARAMS,
+    params: o.TAIL ? [...SEL_PARAMS, 'ptr'] : SEL_PARAMS,
     source: `${WGMMA_PRELUDE}
 #define HS ${HS}
 #define BT ${BT}
@@ -989,8 +989,8 @@ __device__ __forceinline__ bf16 to_bf16(float x) {
 ` : ''}${RED2}${o.KVROWS ? ROWS : ''}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${SEL_PARAMS_C}${o.TAIL ? `,
-    const unsigned* done,             // (B, NKV) the window kernel's blocks done, each head's (TAIL)
-    int winBlocks` : ''}) {
+    const unsigned* done              // (B, NKV) the window kernel's blocks done, each head's (TAIL)
+` : ''}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   unsigned char* Ks = smem;                     // [2][BT][HS]
