@@ -45,7 +45,7 @@ import type { CudaRuntime, DeviceBlock, Kernel, KernelSource } from '../../src/c
 import { keyIntervalsSource } from '../../src/cuda/kernels/selection.js';
 import { selectGlobalSource, selectSharedSource, SELECT_BQ } from '../cuda-attention/selection-tiles.js';
 import {
-  attentionBackwardKeySource, attentionBackwardQuerySource, keyOffsetsSource, meanChunks, meanChunksSource, meanPrefixSource, scoreGradLaunch, scoreGradSource, ATTENTION_WARPS, PREFIX_BLOCK,
+  attentionBackwardKeySource, attentionBackwardQuerySource, keyOffsetsSource, meanChunks, meanChunksSource, meanPrefixSource, scoreGradLaunch, scoreGradSource, ATTENTION_WARPS, MEAN_THREADS, PREFIX_BLOCK,
 } from '../../src/cuda/kernels/attention.js';
 import { patternAttentionBackward, patternAttentionForward, planSparsek, sparsekAttentionBackwardInto, sparsekPattern } from '../../src/cpu/kernels/attention.js';
 import type { SparsekPlan } from '../../src/cpu/kernels/attention.js';
@@ -502,8 +502,8 @@ function backward(v: LabVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceBlock,
       s.tau.ptr, s.thk.ptr, s.count.ptr, s.rows64.ptr, s.nfree.ptr, T, NH, NKV, K, W, scale, ...(tail ? [o.done.ptr] : [])]);
   const du = (): void => {
     const sums = rt.arena.take(BH * meanChunks(T) * 8);
-    rt.launch(kern(meanChunksSource()), [meanChunks(T), BH, 1], PREFIX_BLOCK, 0, [sums.ptr, o.mean.ptr, T]);
-    rt.launch(kern(meanPrefixSource()), [meanChunks(T), BH, 1], PREFIX_BLOCK, 0, [o.P.ptr, sums.ptr, o.mean.ptr, T]);
+    rt.launch(kern(meanChunksSource()), [meanChunks(T), BH, 1], MEAN_THREADS, 0, [sums.ptr, o.mean.ptr, T]);
+    rt.launch(kern(meanPrefixSource()), [meanChunks(T), BH, 1], MEAN_THREADS, 0, [o.P.ptr, sums.ptr, o.mean.ptr, T]);
     rt.arena.give(sums);
     const sg = scoreGradLaunch(T, BH);
     rt.launch(kern(scoreGradSource('sums')), sg.grid, sg.block, sg.shared, [o.du.ptr, d.u.ptr, s.tau.ptr, o.dsel.ptr, o.P.ptr, BH, T, K, W, sg.C]);

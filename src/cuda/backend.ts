@@ -21,7 +21,7 @@ import { cudaRuntime } from './runtime.js';
 import type { Arena, ArenaStats, CudaRuntime, DeviceBlock, Kernel, KernelSource } from './runtime.js';
 import {
   attentionBackwardKeySource, attentionBackwardQuerySource, attentionForwardSource, attentionKernelName, keyOffsetsSource, meanChunks, meanChunksSource, meanPrefixSource,
-  scoreGradLaunch, scoreGradSource, ATTENTION_WARPS, PREFIX_BLOCK,
+  scoreGradLaunch, scoreGradSource, ATTENTION_WARPS, MEAN_THREADS, PREFIX_BLOCK,
 } from './kernels/attention.js';
 import type { AttentionVariant } from './kernels/attention.js';
 import { keyIntervalsSource } from './kernels/selection.js';
@@ -600,8 +600,8 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
         if (du !== null && u !== null && mean !== null && s.tau !== null) {
           const P = take(BH * (T + 1) * 8);
           const sums = take(BH * meanChunks(T) * 8);
-          this.launch('sparsek_mean_chunks', meanChunksSource, [meanChunks(T), BH, 1], PREFIX_BLOCK, [sums, mean, T]);
-          this.launch('sparsek_mean_prefix', meanPrefixSource, [meanChunks(T), BH, 1], PREFIX_BLOCK, [P, sums, mean, T]);
+          this.launch('sparsek_mean_chunks', meanChunksSource, [meanChunks(T), BH, 1], MEAN_THREADS, [sums, mean, T]);
+          this.launch('sparsek_mean_prefix', meanPrefixSource, [meanChunks(T), BH, 1], MEAN_THREADS, [P, sums, mean, T]);
           const sg = scoreGradLaunch(T, BH);
           if (dsel !== null) {
             this.launch('sparsek_score_grad_sums', () => scoreGradSource('sums'), sg.grid, sg.block, [du, u, s.tau, dsel, P, BH, T, K, W, sg.C], sg.shared);
