@@ -460,6 +460,18 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       return b;
     };
     let last16: { q: bigint; k: bigint; v: bigint } | null = null;
+    // OWNQ's flags (WgWindowVariant): 4 a 64-query tile, up when they hold the call's epoch; zeroed once,
+    // and again when the epoch wraps (an i32 argument)
+    let qflags: DeviceBlock | null = null;
+    let epoch = 0;
+    const ownedDq = (): { flags: bigint; epoch: number } => {
+      if (qflags === null || epoch === 0x7fffffff) {
+        qflags ??= own(B * NH * Math.ceil(T / 64) * 16);
+        this.rt.cu('cuMemsetD32Async', qflags.ptr, 0, B * NH * Math.ceil(T / 64) * 4, this.rt.stream);
+        epoch = 0;
+      }
+      return { flags: qflags.ptr, epoch: ++epoch };
+    };
     // Device memory the forward leaves for the backward, taken on the first forward.
     const held: DeviceBlock[] = [];
     const own = (bytes: number): DeviceBlock => {
@@ -572,9 +584,11 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           const h = last16;
           const dout16 = asBf16(dout, () => take(nq * 2));
           this.rt.cu('cuMemsetD32Async', dsel.ptr, 0, 2 * nu, this.rt.stream); // (dk and dv need no zeros: win stores every row)
+          // OWNQ: the window kernel stores each dq row before anything adds to it, so prep leaves dq alone
+          const owned = tc.winWg?.OWNQ === true ? ownedDq() : null;
           this.launch(`${bwdPrepName(out.dtype)}_hs${HS}`, () => bwdPrepSource(out.dtype, HS), bwdPrepGrid(B * NH * T, HS), 256,
-            [D, dq, dout16, out.ptr, B * NH * T, HS]);
-          const winArgs = [dk, dv, dq, h.q, h.k, h.v, dout16, s.lse, D, T, NH, NKV, W, scale];
+            [D, owned ? nothing : dq, dout16, out.ptr, B * NH * T, HS]);
+          const winArgs = [dk, dv, dq, h.q, h.k, h.v, dout16, s.lse, D, T, NH, NKV, W, scale, ...(owned ? [owned.flags, owned.epoch] : [])];
           const wg = tc.winWg;
           if (wg !== null) {
             this.launch(bwdWinWgSource(wg).name, () => bwdWinWgSource(wg), [bwdWinWgBlocks(wg, T), NKV, B], bwdWinWgThreads(wg), winArgs, bwdWinWgShared(wg));
@@ -749,11 +763,13 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
     // HS 128 they leave one block an SM (2.79 to 3.61).
     // At HS 128 dQ is staged in rows rotated against bank conflicts, and each warp adds its own rows by
     // red.global.add.v4 in place of the two bulk reductions and their barrier (ROWQ, session 18: window
-    // pairs 2.87 to 2.65 ms at 64K).
+    // pairs 2.87 to 2.65 ms at 64K). Each tile's dQ is stored by the first key block to reach it and added
+    // to by the others, so prep need not zero dq (OWNQ, needs W > 0; session 20: layer fwd+bwd 8.05 to
+    // 7.93 ms at 64K; with GQA 7.38 to 7.31 with the flag read at each tile's start).
     const hopper = this.rt.arch === 'sm_90';
     const winWg: WgWindowVariant | null = !hopper ? null
       : HS === 64 ? (T >= 8192 ? { HS, STAGES: 3, MINB: 3, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true } : null)
-        : { HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, ROWQ: true, SW: true };
+        : { HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, ROWQ: true, OWNQ: W > 0, SW: true };
     // The selected pairs on Hopper: two warpgroups over each gathered key tile, 128 queries a block at
     // HS 128 (64K: 6.62 to 4.08 ms against mma.sync at 64 queries) and 256 at HS 64 (64K: 2.67 to 2.33 ms
     // against mma.sync at 128; at 128 queries the wgmma kernel was level with it); 1.81 and 3.51 ms since

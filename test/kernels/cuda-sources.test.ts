@@ -57,6 +57,7 @@ async function allSources(): Promise<KernelSource[]> {
     for (const PRELOAD of [false, true]) out.push(bwdWinWgSource({ HS, STAGES: 2, MINB: HS === 64 ? 3 : 0, ASYNCL: true, BULKQ: true, QSTAGE: true, ROWQ: true, PRELOAD, SW: true }));
     out.push(bwdWinWgSource({ HS, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true, KB: 128 })); // the lab's two-warpgroup form
     out.push(bwdWinWgSource({ HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, ROWQ: true, SW: true, TAIL: true })); // lab: counts its blocks done
+    out.push(bwdWinWgSource({ HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, ROWQ: true, OWNQ: true, SW: true })); // stores the dq tiles it owns
     for (const KVROWS of [false, true]) out.push(bwdSelWgSource(HS === 64 ? { HS, QB: 256, KVROWS } : { HS, KVROWS }));
     out.push(bwdSelWgSource(HS === 64 ? { HS, QB: 256, KVROWS: true, QROWS: true } : { HS, KVROWS: true, QROWS: true })); // lab: dq a row a warp
     out.push(bwdSelWgSource(HS === 64 ? { HS, QB: 256, KVROWS: true, NARROW: true } : { HS, KVROWS: true, NARROW: true })); // lab: narrow candidate tiles

@@ -211,9 +211,9 @@ __device__ __forceinline__ void red2(float* p, float a, float b) {
 }
 
 /**
- * D_i = do_i . o_i (fp32 sum of the stored out) and dq_i = 0. Eight columns a thread (16-byte loads),
- * HS / 8 consecutive lanes a row. Launch: grid bwdPrepGrid(rows, HS), block 256; rows = B NH T, HS / 8
- * dividing 32.
+ * D_i = do_i . o_i (fp32 sum of the stored out) and dq_i = 0, unless dq is null (WgWindowVariant.OWNQ:
+ * the window kernel stores dq first). Eight columns a thread (16-byte loads), HS / 8 consecutive lanes a
+ * row. Launch: grid bwdPrepGrid(rows, HS), block 256; rows = B NH T, HS / 8 dividing 32.
  */
 export function bwdPrepSource(OUT: 'bf16' | 'f32', HS: number): KernelSource {
   if (!(HS % 8 === 0 && 32 % (HS / 8) === 0)) throw new Error(`spk_bwd_prep: HS / 8 must divide 32 (HS = ${HS})`);
@@ -228,7 +228,7 @@ __device__ __forceinline__ float lo(unsigned x) { return __uint_as_float(x << 16
 __device__ __forceinline__ float hi(unsigned x) { return __uint_as_float(x & 0xffff0000u); }
 extern "C" __global__ void __launch_bounds__(256) ${name}(
     float* D,                        // (rows)
-    float* dq,                       // (rows, HS) zeroed
+    float* dq,                       // (rows, HS) zeroed (none: null, where the window kernel stores dq first)
     const bf16* __restrict__ dout,   // (rows, HS)
     const void* __restrict__ out_,   // (rows, HS) bf16 or fp32
     int rows, int HS) {
@@ -248,9 +248,11 @@ extern "C" __global__ void __launch_bounds__(256) ${name}(
     acc = lo(d.x) * a.x + hi(d.x) * a.y + lo(d.y) * a.z + hi(d.y) * a.w
         + lo(d.z) * b.x + hi(d.z) * b.y + lo(d.w) * b.z + hi(d.w) * b.w;
 #endif
-    float4* z = reinterpret_cast<float4*>(dq + o);
-    z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
-    z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (dq != nullptr) {
+      float4* z = reinterpret_cast<float4*>(dq + o);
+      z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
+      z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
   }
   for (int s = per / 2; s > 0; s >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, s);
   if (r < rows && t % per == 0) D[r] = acc;

@@ -93,7 +93,7 @@ const stageRows = (R: string, r0: string, acc: string, f: string): string => `#p
  * each read behind the previous reduction (session 18's Nsight Compute samples: the reductions wait on their
  * reads, short scoreboard).
  */
-const rowAdds = (a: { R: string; n: string; pre: string; row: string; name: string; val: string; ok: string; dst: string; batch: number }): string => `      {
+const rowAdds = (a: { R: string; n: string; pre: string; row: string; name: string; val: string; ok: string; dst: string; batch: number; store?: boolean }): string => `      {
         const int lpr = HS / 4, rpw = 32 / lpr, cl = lane % lpr; // lanes a row, rows a warp instruction
 #pragma unroll ${a.batch === 1 ? 4 : 1}
         for (int it0 = 0; it0 < ${a.n}; it0 += ${a.batch}) {
@@ -109,7 +109,7 @@ const rowAdds = (a: { R: string; n: string; pre: string; row: string; name: stri
 #pragma unroll
           for (int u = 0; u < ${a.batch}; u++) {
             const int ${a.name} = x[u];
-            if (${a.ok}) red4(${a.dst} + 4 * cl, v4[u]);
+            if (${a.ok}) ${a.store ? `*reinterpret_cast<float4*>(${a.dst} + 4 * cl) = v4[u]` : `red4(${a.dst} + 4 * cl, v4[u])`};
           }
         }
       }
@@ -117,10 +117,10 @@ const rowAdds = (a: { R: string; n: string; pre: string; row: string; name: stri
 
 /**
  * The warp's own staged rows r0 .. r0 + 15 of R, row r0 + rl added to the global row at dst where ok (both in
- * terms of rl); preload: PRELOAD's batches (rowAdds).
+ * terms of rl), or stored there (store); preload: PRELOAD's batches (rowAdds).
  */
-const addOwnRows = (R: string, r0: string, dst: string, ok: string, preload = false): string =>
-  rowAdds({ R, n: '16 / rpw', pre: 'const int rl = it * rpw + lane / lpr;', row: `${r0} + rl`, name: 'rl', val: 'rl', ok, dst, batch: preload ? 4 : 1 });
+const addOwnRows = (R: string, r0: string, dst: string, ok: string, preload = false, store = false): string =>
+  rowAdds({ R, n: '16 / rpw', pre: 'const int rl = it * rpw + lane / lpr;', row: `${r0} + rl`, name: 'rl', val: 'rl', ok, dst, batch: preload ? 4 : 1, store });
 
 export interface WgWindowVariant {
   HS: 64 | 128;
@@ -152,6 +152,20 @@ export interface WgWindowVariant {
   /** With ROWQ: the staged rows read four at a time ahead of their reductions, as WgSelVariant's PRELOAD (lab, not yet run). */
   PRELOAD?: boolean;
   /**
+   * With ROWQ: dq needs no zeros, so prep does not write them. Each 64-query tile's dQ belongs to the
+   * earliest key block that reaches it, max(0, tile - nQT + 1) for nQT tiles a block, which stores it;
+   * every other block adds to it once the owner's warp has raised that warp's flag for the tile. Blocks
+   * walk their tiles last first, so the owner reaches its tile on its first iteration and the others one
+   * to eight iterations later. The flag is read (relaxed) two thirds into the tile and looked at after
+   * its dQ product; a wait is rare. Extra last arguments: unsigned* qflag (B, NH, ceil(T / 64), 4) and
+   * the call's epoch (a flag is up when it holds it: no zeroing between calls). Needs W > 0 (every query
+   * row then has a window pair, so its tile has an owner), and blocks dispatched in order of index (an
+   * owner has a lower index than the blocks that wait on it). H100, HS 128, 64K (session 20): prep 0.372
+   * to 0.195 ms, window pairs 2.47 to 2.62 with the flag read at the tile's start; layer fwd+bwd 8.05 to
+   * 7.93 with the read where it is now. (Session 18's claim of each slice by an atomic ticket was slower.)
+   */
+  OWNQ?: boolean;
+  /**
    * Keys per block (default 64). 128: two warpgroups, one per 64 keys, share each query tile's Q, dO,
    * lse and D, and the tile's dQ is formed over all 128 keys by one of them (alternating) and reduced
    * once, so a query row gets about half the dQ reductions and tile loads (bwdWin2Source). Needs SW,
@@ -175,13 +189,13 @@ const BT = 64;
 const NTHR = 128;
 
 function full(v: WgWindowVariant): Required<WgWindowVariant> {
-  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, ROWQ: false, PRELOAD: false, SW: false, KB: 64, TAIL: false, ...v };
+  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, ROWQ: false, PRELOAD: false, OWNQ: false, SW: false, KB: 64, TAIL: false, ...v };
 }
 
 export const bwdWinWgName = (v: WgWindowVariant): string => {
   const o = full(v);
   if (o.KB === 128) return `spk_bwd_win2_wg_hs${o.HS}${o.MINB ? `_mb${o.MINB}` : ''}`;
-  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.ROWQ ? (o.PRELOAD ? '_rqp' : '_rq') : ''}${o.SW ? '_sw' : ''}${o.TAIL ? '_tail' : ''}`;
+  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.ROWQ ? (o.PRELOAD ? '_rqp' : '_rq') : ''}${o.OWNQ ? '_oq' : ''}${o.SW ? '_sw' : ''}${o.TAIL ? '_tail' : ''}`;
 };
 
 /** Threads per block: a warpgroup per 64 keys. */
@@ -207,7 +221,7 @@ const WIN_DEVICE_FNS = `__device__ __forceinline__ void cp_async4(u32 dst, const
 const WIN_ISSUE = `  // Q, dO, lse, D of tile x into stage st; always one commit group, empty past the end
   auto issue = [&](int x, int st) {
     if (x < total) {
-      const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
+      const int gi = x / nQT, qa = j0 + QT_OF(x) * BT;
       const size_t r0 = ((size_t)b * NH + h * G + gi) * T;
       const u32 qd = smem_addr(Qs + st * TILE), od = smem_addr(Os + st * TILE);
       for (int y = tid; y < BT * CPR; y += NTHR) {
@@ -351,11 +365,12 @@ export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
   }
   if (o.ROWQ && !(o.QSTAGE && o.BULKQ)) throw new Error('spk_bwd_win_wg: ROWQ stages dQ as QSTAGE does (needs QSTAGE and BULKQ)');
   if (o.PRELOAD && !o.ROWQ) throw new Error('spk_bwd_win_wg: PRELOAD reads the rows ROWQ stages (needs ROWQ)');
+  if (o.OWNQ && (!o.ROWQ || o.TAIL)) throw new Error('spk_bwd_win_wg: OWNQ stores the rows ROWQ stages (needs ROWQ, not TAIL)');
   const name = bwdWinWgName(o);
   return {
     name,
     archSpecific: true,
-    params: o.TAIL ? [...WIN_PARAMS, 'ptr'] : WIN_PARAMS,
+    params: o.TAIL ? [...WIN_PARAMS, 'ptr'] : o.OWNQ ? [...WIN_PARAMS, 'ptr', 'i32'] : WIN_PARAMS,
     source: `${WGMMA_PRELUDE}
 #define HS ${o.HS}
 #define BT ${BT}
@@ -368,6 +383,9 @@ export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
 #define BULKQ ${o.BULKQ ? 1 : 0}
 #define QSTAGE ${o.BULKQ && o.QSTAGE ? 1 : 0}
 #define ROWQ ${o.ROWQ ? 1 : 0}
+#define OWNQ ${o.OWNQ ? 1 : 0}
+// tile x's place among the block's query tiles: OWNQ walks them last first
+#define QT_OF(x) (OWNQ ? nQT - 1 - (x) % nQT : (x) % nQT)
 #define SW ${o.SW ? 1 : 0}
 #if SW
 ${SW128}#else
@@ -389,7 +407,9 @@ ${WIN_DEVICE_FNS}${BULK_REDUCE}
 ${RED2}${o.ROWQ ? ROWS : ''}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
 ${WIN_PARAMS_C}${o.TAIL ? `,
-    unsigned* done                    // (B, NKV) blocks done, each head's (TAIL)\n` : ''}) {
+    unsigned* done                    // (B, NKV) blocks done, each head's (TAIL)\n` : ''}${o.OWNQ ? `,
+    unsigned* qflag,                  // (B, NH, ceil(T / 64), 4) each tile's warp flags (OWNQ)
+    unsigned epoch                    // this call's flag value\n` : ''}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   // the swizzle pattern repeats every 1024 bytes of shared address: tiles start on such a boundary
   unsigned char* smem = smem_raw + (SW ? (1024 - (smem_addr(smem_raw) & 1023)) & 1023 : 0);
@@ -419,7 +439,8 @@ ${o.TAIL ? '  asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); //
   int nQT = W > 0 ? (W + 2 * BT - 2) / BT : 0;          // ceil((W + 63) / 64): queries [j0, j0 + W + 62]
   nQT = min(nQT, (T - j0 + BT - 1) / BT);
   const int total = G * nQT;
-${WIN_ISSUE}#pragma unroll
+${o.OWNQ ? `  const int nQT0 = (W + 2 * BT - 2) / BT;             // tiles of a block away from the end: the owners' spacing
+` : ''}${WIN_ISSUE}#pragma unroll
   for (int p = 0; p < STAGES - 1; p++) issue(p, p);
 
   // descriptors: K, V as A (K-major, [key][hs]) and as B of dQ (MN-major); Q, dO as B (K-major for S^T and
@@ -437,11 +458,21 @@ ${WIN_QDESC}  const int wk = w * 16;
 #if !QSTAGE
     issue(x + STAGES - 1, (x + STAGES - 1) % STAGES);
 #endif
-    const int gi = x / nQT, qa = j0 + (x % nQT) * BT;
+    const int gi = x / nQT, qa = j0 + QT_OF(x) * BT;
     const float* Lst = Ls + st * BT;
     const float* Dst = Dsm + st * BT;
     const u64 sQ = (u64)((st * TILE) >> 4);
-${winTile('j0', 'Ps', o.HS)}    wg_commit();
+${winTile('j0', 'Ps', o.HS)}#if OWNQ
+    // whether the block owns the tile, and the flag of this warp's rows (both made again where used: registers
+    // are short). The flag is read here, two thirds into the tile, and looked at after its dQ product: late
+    // enough that the owner, a block that started about as early, has mostly finished the tile by now
+    // (read at the tile's start, it was often not yet up), early enough that the load's latency passes
+#define OWNS (int)blockIdx.x == max(0, qa / BT - nQT0 + 1)
+#define QFLAG (qflag + (((size_t)b * NH + h * G + gi) * ((T + BT - 1) / BT) + qa / BT) * 4 + w)
+    unsigned up = 0;
+    if (!(OWNS) && lane == 0) asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(up) : "l"(QFLAG) : "memory");
+#endif
+    wg_commit();
 #if BULKQ
     // QSTAGE: tile x - 1's dQ has been read from the stage issue() refills next (waited for here, after
     // this tile's scores, rather than at the top, where the whole block would wait on the bulk copy);
@@ -470,7 +501,18 @@ ${winTile('j0', 'Ps', o.HS)}    wg_commit();
       // warp; stage st is refilled only after the next tile's second barrier
       unsigned char* half = (w < 2 ? Qs : Os) + st * TILE;
 ${stageRows('half', '(wk & 31)', 'acc', 'scale')}      __syncwarp();
-${addOwnRows('half', '(wk & 31)', 'dq + (r0 + qa + wk + rl) * HS', 'qa + wk + rl < T', o.PRELOAD)}    }
+${o.OWNQ ? `      if (OWNS) {
+${addOwnRows('half', '(wk & 31)', 'dq + (r0 + qa + wk + rl) * HS', 'qa + wk + rl < T', o.PRELOAD, true)}        __threadfence(); // (each lane's stores before the flag: the fence, then the warp's barrier)
+        __syncwarp();
+        if (lane == 0) asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" :: "l"(QFLAG), "r"(epoch) : "memory");
+      } else {
+        if (lane == 0) while (up != epoch) {
+          __nanosleep(64);
+          asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(up) : "l"(QFLAG) : "memory");
+        }
+        __syncwarp(); // (the adds below are issued once the flag is seen up: after the owner's stores)
+${addOwnRows('half', '(wk & 31)', 'dq + (r0 + qa + wk + rl) * HS', 'qa + wk + rl < T', o.PRELOAD)}      }
+` : addOwnRows('half', '(wk & 31)', 'dq + (r0 + qa + wk + rl) * HS', 'qa + wk + rl < T', o.PRELOAD)}    }
 #elif QSTAGE
     __syncthreads(); // every product that read stage st is complete
 #pragma unroll
@@ -540,6 +582,7 @@ function bwdWin2Source(o: Required<WgWindowVariant>): KernelSource {
 #define ASYNCL 1
 #define DQN 64                // dQ columns a warpgroup forms (HS 128: half each)
 #define DQC ${HS === 64 ? '0' : '(wg * 64)'}  // its first column
+#define QT_OF(x) ((x) % nQT)  // tile x's place among the block's query tiles
 ${SW128}
 #define LOG2E 1.4426950408889634f
 ${wgmmaSS(64)}
