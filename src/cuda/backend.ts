@@ -580,7 +580,7 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
           this.launch('sparsek_key_offsets', keyOffsetsSource, BH, PREFIX_BLOCK, [off, s.e, T, W]);
         }
         if (tc !== null && last16 !== null && dsel !== null && mean !== null && s.tau && s.thk && s.count && s.sel && s.nfree) {
-          // prep: D and dq = 0; win: the window pairs (stores dk, dv); sel: the selected pairs (adds).
+          // prep: D and dq = 0 (or win stores dq first: OWNQ); win: the window pairs (stores dk, dv); sel: the selected pairs (adds).
           const h = last16;
           const dout16 = asBf16(dout, () => take(nq * 2));
           this.rt.cu('cuMemsetD32Async', dsel.ptr, 0, 2 * nu, this.rt.stream); // (dk and dv need no zeros: win stores every row)
