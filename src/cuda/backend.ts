@@ -48,7 +48,7 @@ import type { FastForwardVariant } from './kernels/attention-tc.js';
 import { bwdPrepGrid, bwdPrepName, bwdPrepSource, bwdSelBlocks, bwdSelShared, bwdSelSource, bwdWinShared, bwdWinSource, BT, BWD_THREADS } from './kernels/attention-tc-backward.js';
 import type { BackwardVariant } from './kernels/attention-tc-backward.js';
 import {
-  bwdSelWgBlocks, bwdSelWgShared, bwdSelWgSource, bwdWinWgBlocks, bwdWinWgShared, bwdWinWgSource, bwdWinWgThreads, BWD_SEL_WG_THREADS,
+  bwdSelWgBlocks, bwdSelWgShared, bwdSelWgSource, bwdWinWgBlocks, bwdWinWgFlags, bwdWinWgShared, bwdWinWgSource, bwdWinWgThreads, BWD_SEL_WG_THREADS,
 } from './kernels/attention-wg-backward.js';
 import type { WgSelVariant, WgWindowVariant } from './kernels/attention-wg-backward.js';
 import type { GeluForm, Precision, Storage } from '../backend.js';
@@ -460,14 +460,15 @@ export class CudaBackend implements Backend<CudaBuffer, CudaIntBuffer> {
       return b;
     };
     let last16: { q: bigint; k: bigint; v: bigint } | null = null;
-    // OWNQ's flags (WgWindowVariant): 4 a 64-query tile, up when they hold the call's epoch; zeroed once,
-    // and again when the epoch wraps (an i32 argument)
+    // OWNQ's flags (WgWindowVariant), up when they hold the call's epoch: zeroed once, and again when the
+    // epoch wraps (an i32 argument)
     let qflags: DeviceBlock | null = null;
     let epoch = 0;
     const ownedDq = (): { flags: bigint; epoch: number } => {
       if (qflags === null || epoch === 0x7fffffff) {
-        qflags ??= own(B * NH * Math.ceil(T / 64) * 16);
-        this.rt.cu('cuMemsetD32Async', qflags.ptr, 0, B * NH * Math.ceil(T / 64) * 4, this.rt.stream);
+        const n = bwdWinWgFlags(B, NH, T);
+        qflags ??= own(n * 4);
+        this.rt.cu('cuMemsetD32Async', qflags.ptr, 0, n, this.rt.stream);
         epoch = 0;
       }
       return { flags: qflags.ptr, epoch: ++epoch };

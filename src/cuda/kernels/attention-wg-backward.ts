@@ -204,6 +204,9 @@ export const bwdWinWgThreads = (v: WgWindowVariant): number => (v.KB === 128 ? 2
 /** Grid x: one block per KB keys. */
 export const bwdWinWgBlocks = (v: WgWindowVariant, T: number): number => Math.ceil(T / (v.KB ?? BT));
 
+/** OWNQ's flags (u32): one for each warp of each 64-query tile of each (b, query head). */
+export const bwdWinWgFlags = (B: number, NH: number, T: number): number => B * NH * Math.ceil(T / BT) * 4;
+
 /** Dynamic shared bytes: K and V, STAGES of Q and dO, dS^T, STAGES of lse and D. 57 KiB at HS 64, 2 stages. */
 export function bwdWinWgShared(v: WgWindowVariant): number {
   const o = full(v), tile = BT * o.HS * 2;
