@@ -13,8 +13,7 @@
 //        and added a whole row a warp (KVROWS); h: with v, its dq too (QROWS); m: a candidate tile of at
 //        most 16 keys taken transposed (NARROW); p: with u or v, staged rows read four at a time ahead of
 //        their reductions (PRELOAD, both kernels); r: with m and v, NARROW's dK and dV staged as key rows and
-//        added a whole row a warp (NROWS); o: with w and g, the selected pairs start while the window
-//        kernel's last blocks run (TAIL: a programmatic dependent launch, waiting on per-head counts); timing probes whose
+//        added a whole row a warp (NROWS); timing probes whose
 //        results are wrong: n, no dK and dV reductions; c, K and V rows copied from consecutive keys instead
 //        of gathered; d, no dQ reductions in the wgmma win kernel))
 //        [--dump DIR]
@@ -78,8 +77,8 @@ const variants: LabVariant[] = opt('variants', '64:f:0,64:f:3,128:f:0').split(',
   return {
     HS, FASTEXP: ex !== 'e', MINB: Number(mb ?? 0), STORE: flags.includes('s'),
     QB: flags.includes('q') ? 128 : 64,
-    ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 && !flags.includes('k') ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), QSTAGE: flags.includes('y'), ROWQ: flags.includes('u'), PRELOAD: flags.includes('p') && flags.includes('u'), SW: flags.includes('z'), KB: flags.includes('k') ? 128 : 64, TAIL: flags.includes('o') && !!g } as WgWindowVariant } : {}),
-    ...(g ? { sg: { HS, MINB: Number(g[1] || 0), QB: flags.includes('x') ? 256 : 128, KVROWS: flags.includes('v'), QROWS: flags.includes('h'), NARROW: flags.includes('m'), NROWS: flags.includes('r') && flags.includes('m') && flags.includes('v'), PRELOAD: flags.includes('p') && flags.includes('v'), TAIL: flags.includes('o') && !!w } as WgSelVariant } : {}),
+    ...(w ? { wg: { HS, STAGES: w[1] === '3' ? 3 : 2, MINB: HS === 64 && !flags.includes('k') ? 3 : 0, ASYNCL: flags.includes('l'), BULKQ: flags.includes('b'), QSTAGE: flags.includes('y'), ROWQ: flags.includes('u'), PRELOAD: flags.includes('p') && flags.includes('u'), SW: flags.includes('z'), KB: flags.includes('k') ? 128 : 64 } as WgWindowVariant } : {}),
+    ...(g ? { sg: { HS, MINB: Number(g[1] || 0), QB: flags.includes('x') ? 256 : 128, KVROWS: flags.includes('v'), QROWS: flags.includes('h'), NARROW: flags.includes('m'), NROWS: flags.includes('r') && flags.includes('m') && flags.includes('v'), PRELOAD: flags.includes('p') && flags.includes('v') } as WgSelVariant } : {}),
     NORED: flags.includes('n'), NOGATHER: flags.includes('c'), NODQ: flags.includes('d'),
   };
 });
@@ -475,12 +474,12 @@ function forward(OUT: 'bf16' | 'f32', out: DeviceBlock, lse: DeviceBlock, d: Dev
     [out.ptr, lse.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.u.ptr, s.tau.ptr, s.thk.ptr, s.count.ptr, s.rows64.ptr, shape.T, shape.NH, shape.NKV, K, W, 1 / Math.sqrt(shape.HS)]);
 }
 interface Dev { q: DeviceBlock; k: DeviceBlock; v: DeviceBlock; u: DeviceBlock; dout: DeviceBlock }
-interface Outs { dq: DeviceBlock; dk: DeviceBlock; dv: DeviceBlock; D: DeviceBlock; dsel: DeviceBlock; mean: DeviceBlock; P: DeviceBlock; du: DeviceBlock; done: DeviceBlock }
+interface Outs { dq: DeviceBlock; dk: DeviceBlock; dv: DeviceBlock; D: DeviceBlock; dsel: DeviceBlock; mean: DeviceBlock; P: DeviceBlock; du: DeviceBlock }
 function outs(shape: AttentionShape, K: number): Outs {
   const { B, T, NH, NKV, HS } = shape;
   return {
     dq: take(B * NH * T * HS * 4), dk: take(B * NKV * T * HS * 4), dv: take(B * NKV * T * HS * 4), D: take(B * NH * T * 4),
-    dsel: take(B * NKV * T * 8), mean: take(B * NKV * T * 8), P: take(B * NKV * (T + 1) * 8), du: take(B * NKV * T * 4), done: take(B * NKV * 4),
+    dsel: take(B * NKV * T * 8), mean: take(B * NKV * T * 8), P: take(B * NKV * (T + 1) * 8), du: take(B * NKV * T * 4),
   };
 }
 const giveAll = (o: object): void => { for (const b of Object.values(o)) if (b && typeof b === 'object' && 'ptr' in b) rt.arena.give(b as DeviceBlock); };
@@ -489,17 +488,12 @@ const giveAll = (o: object): void => { for (const b of Object.values(o)) if (b &
 function backward(v: LabVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceBlock, lse: DeviceBlock, d: Dev, s: Sel, shape: AttentionShape, K: number, W: number) {
   const { B, T, NH, NKV, HS } = shape, scale = 1 / Math.sqrt(HS), BH = B * NKV;
   const prep = (): void => rt.launch(kern(bwdPrepSource(OUT, HS)), bwdPrepGrid(B * NH * T, HS), 256, 0, [o.D.ptr, o.dq.ptr, d.dout.ptr, out.ptr, B * NH * T, HS]);
-  // TAIL: the window kernel counts its blocks done per head (from zero), the selected pairs wait for them
-  const tail = v.wg?.TAIL === true && v.sg?.TAIL === true, winBlocks = v.wg ? bwdWinWgBlocks(v.wg, T) : Math.ceil(T / BT);
-  const win = (): void => {
-    if (tail) rt.cu('cuMemsetD32Async', o.done.ptr, 0, BH, rt.stream);
-    rt.launch(kern(winSource(v), true), [winBlocks, NKV, B], v.wg ? bwdWinWgThreads(v.wg) : BWD_THREADS, v.wg ? bwdWinWgShared(v.wg) : bwdWinShared(v),
-      [o.dk.ptr, o.dv.ptr, o.dq.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, T, NH, NKV, W, scale, ...(tail ? [o.done.ptr] : [])]);
-  };
+  const win = (): void => rt.launch(kern(winSource(v), true), [v.wg ? bwdWinWgBlocks(v.wg, T) : Math.ceil(T / BT), NKV, B], v.wg ? bwdWinWgThreads(v.wg) : BWD_THREADS, v.wg ? bwdWinWgShared(v.wg) : bwdWinShared(v),
+    [o.dk.ptr, o.dv.ptr, o.dq.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, T, NH, NKV, W, scale]);
   const sel = (): void => rt.launch(kern(selSource(v), true), v.sg ? [bwdSelWgBlocks(v.sg, T), NKV, B] : [bwdSelBlocks(v, T), NKV, B],
     v.sg ? BWD_SEL_WG_THREADS : BWD_THREADS, v.sg ? bwdSelWgShared(v.sg, K) : bwdSelShared(v, K),
     [o.dq.ptr, o.dk.ptr, o.dv.ptr, o.dsel.ptr, o.mean.ptr, d.q.ptr, d.k.ptr, d.v.ptr, d.dout.ptr, lse.ptr, o.D.ptr, d.u.ptr,
-      s.tau.ptr, s.thk.ptr, s.count.ptr, s.rows64.ptr, s.nfree.ptr, T, NH, NKV, K, W, scale, ...(tail ? [o.done.ptr] : [])]);
+      s.tau.ptr, s.thk.ptr, s.count.ptr, s.rows64.ptr, s.nfree.ptr, T, NH, NKV, K, W, scale]);
   const du = (): void => {
     const sums = rt.arena.take(BH * meanChunks(T) * 8);
     rt.launch(kern(meanChunksSource()), [meanChunks(T), BH, 1], MEAN_THREADS, 0, [sums.ptr, o.mean.ptr, T]);
@@ -509,7 +503,6 @@ function backward(v: LabVariant, OUT: 'bf16' | 'f32', o: Outs, out: DeviceBlock,
     rt.launch(kern(scoreGradSource('sums')), sg.grid, sg.block, sg.shared, [o.du.ptr, d.u.ptr, s.tau.ptr, o.dsel.ptr, o.P.ptr, BH, T, K, W, sg.C]);
   };
   const zero = (): void => rt.cu('cuMemsetD32Async', o.dsel.ptr, 0, 2 * BH * T, rt.stream);
-  // (dsel zeroed before win: with TAIL nothing may stand between win and sel on the stream)
   return { prep, win, sel, du, all: (): void => { prep(); zero(); win(); sel(); if (K > 0) du(); } };
 }
 

@@ -76,19 +76,7 @@ export function driverApi(lib: LibraryHandle) {
       'int cuLaunchKernel(void *fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, ' +
         'unsigned int sharedMemBytes, void *stream, void *kernelParams, void *extra)',
     ) as (fn: Ptr, gx: number, gy: number, gz: number, bx: number, by: number, bz: number, shared: number, stream: Ptr, params: Ptr, extra: null) => Status,
-    // config: the address of a CUlaunchConfig (runtime.ts lays it out). Null before CUDA 12.0 drivers.
-    cuLaunchKernelEx: optional(() => lib.func('int cuLaunchKernelEx(void *config, void *fn, void *kernelParams, void *extra)') as
-      (config: Ptr, fn: Ptr, params: Ptr, extra: null) => Status),
   };
-}
-
-/** A binding the library may lack (a newer driver's entry point): null where koffi cannot find it. */
-function optional<F>(bind: () => F): F | null {
-  try {
-    return bind();
-  } catch {
-    return null;
-  }
 }
 
 /** Bindings of libnvrtc.so (the run-time compiler). */
@@ -148,7 +136,6 @@ export const CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 0;
 export const CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES = 3;
 export const CU_FUNC_ATTRIBUTE_NUM_REGS = 4;
 export const CU_STREAM_NON_BLOCKING = 0x1;
-export const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
 export const CU_EVENT_DEFAULT = 0x0;
 export const CU_EVENT_DISABLE_TIMING = 0x2;
 export const CUDA_SUCCESS = 0;

@@ -22,7 +22,7 @@ import {
   cublasApi, driverApi, nvrtcApi,
   CUBLAS_DEFAULT_MATH, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
   CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, CU_EVENT_DEFAULT, CU_EVENT_DISABLE_TIMING, CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES,
-  CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, CU_FUNC_ATTRIBUTE_NUM_REGS, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, CU_STREAM_NON_BLOCKING, CUDA_ERROR_OUT_OF_MEMORY,
+  CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, CU_FUNC_ATTRIBUTE_NUM_REGS, CU_STREAM_NON_BLOCKING, CUDA_ERROR_OUT_OF_MEMORY,
   NVRTC_ERROR_COMPILATION,
 } from './ffi.js';
 import type { CublasApi, DriverApi, NvrtcApi } from './ffi.js';
@@ -59,13 +59,6 @@ export interface KernelSource {
    * architecture. Default false.
    */
   archSpecific?: boolean;
-  /**
-   * Launched as a programmatic dependent (sm_90 and later, through cuLaunchKernelEx): its blocks may start
-   * once every block of the kernel before it on the stream has run `griddepcontrol.launch_dependents` or
-   * exited, so while that kernel finishes. Whatever it reads or adds to that the kernel before writes, it
-   * must wait for itself (a flag that kernel sets). Default false.
-   */
-  dependent?: boolean;
 }
 
 /** A compiled, loaded kernel. */
@@ -73,7 +66,6 @@ export interface Kernel {
   name: string;
   fn: bigint; // CUfunction
   params: readonly ParamKind[];
-  dependent: boolean; // KernelSource.dependent
   registers: number; // per thread
   localBytes: number; // per thread; > 0 means spills or a local array
   maxThreads: number; // per block, given the register use
@@ -212,8 +204,6 @@ export class CudaRuntime {
   private side: { stream: bigint; fork: bigint; join: bigint } | null = null;
   private readonly paramBase: bigint; // MAX_PARAMS pointers, then MAX_PARAMS 8-byte value slots
   private readonly paramValues: DataView;
-  private readonly launchConfigBase: bigint; // a CUlaunchConfig, then its one CUlaunchAttribute
-  private readonly launchConfig: DataView;
   private cacheWarned = false;
   // Scratch for out-parameters (the callee writes them before returning; nothing keeps them).
   private readonly out64 = new BigUint64Array(1);
@@ -288,15 +278,6 @@ export class CudaRuntime {
     const view = new DataView(koffi.view(this.paramBase, MAX_PARAMS * 16));
     for (let i = 0; i < MAX_PARAMS; i++) view.setBigUint64(i * 8, this.paramBase + BigInt(MAX_PARAMS * 8 + i * 8), true);
     this.paramValues = new DataView(view.buffer, MAX_PARAMS * 8, MAX_PARAMS * 8);
-    // cuLaunchKernelEx's CUlaunchConfig (56 bytes: grid and block dims, shared bytes at 24, stream at 32,
-    // attrs at 40, numAttrs at 48), then one CUlaunchAttribute (72 bytes: id, padding, a 64-byte value):
-    // PROGRAMMATIC_STREAM_SERIALIZATION = 1. launch() writes the dims, shared bytes and stream.
-    this.launchConfigBase = koffi.alloc('uint8_t', 56 + 72) as bigint;
-    this.launchConfig = new DataView(koffi.view(this.launchConfigBase, 56 + 72));
-    this.launchConfig.setBigUint64(40, this.launchConfigBase + 56n, true);
-    this.launchConfig.setUint32(48, 1, true);
-    this.launchConfig.setUint32(56, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, true);
-    this.launchConfig.setUint32(64, 1, true);
     this.cacheDir = kernelCacheDir();
   }
 
@@ -322,7 +303,7 @@ export class CudaRuntime {
     throw new CudaError(call, status, name, hint);
   }
 
-  cu<K extends Exclude<keyof DriverApi, 'cuLaunchKernelEx'>>(call: K, ...args: Parameters<DriverApi[K]>): void {
+  cu<K extends keyof DriverApi>(call: K, ...args: Parameters<DriverApi[K]>): void {
     this.check('cuda', call, (this.api.cuda[call] as Fn)(...args));
   }
 
@@ -451,7 +432,7 @@ export class CudaRuntime {
       return this.outI32[0];
     };
     const k: Kernel = {
-      name: src.name, fn, params: src.params, dependent: src.dependent === true,
+      name: src.name, fn, params: src.params,
       registers: attr(CU_FUNC_ATTRIBUTE_NUM_REGS),
       localBytes: attr(CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES),
       maxThreads: attr(CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK),
@@ -519,16 +500,7 @@ export class CudaRuntime {
     const [gx, gy, gz] = typeof grid === 'number' ? [grid, 1, 1] : grid;
     if (gx < 1 || gy < 1 || gz < 1) return; // nothing to do (an empty shape)
     const timing = this.profiling?.(k.name);
-    if (k.dependent) {
-      const ex = this.api.cuda.cuLaunchKernelEx;
-      if (ex === null || this.computeCapability[0] < 9) throw new DeviceError('cuda', `kernel ${k.name} is a programmatic dependent, which needs sm_90 and a CUDA 12 driver`);
-      const c = this.launchConfig;
-      for (const [at, n] of [[0, gx], [4, gy], [8, gz], [12, block], [16, 1], [20, 1], [24, sharedBytes]]) c.setUint32(at, n, true);
-      c.setBigUint64(32, this.current, true);
-      this.check('cuda', 'cuLaunchKernelEx', ex(this.launchConfigBase, k.fn, this.paramBase, null));
-    } else {
-      this.cu('cuLaunchKernel', k.fn, gx, gy, gz, block, 1, 1, sharedBytes, this.current, this.paramBase, null);
-    }
+    this.cu('cuLaunchKernel', k.fn, gx, gy, gz, block, 1, 1, sharedBytes, this.current, this.paramBase, null);
     timing?.();
   }
 
@@ -581,7 +553,6 @@ export class CudaRuntime {
     }
     this.cu('cuDevicePrimaryCtxRelease_v2', this.dev);
     koffi.free(this.paramBase);
-    koffi.free(this.launchConfigBase);
     if (runtime === this) runtime = null; // the next cudaRuntime() starts afresh
   }
 }

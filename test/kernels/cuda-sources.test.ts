@@ -56,14 +56,12 @@ async function allSources(): Promise<KernelSource[]> {
     // dQ a row a warp (CudaBackend's at HS 128), and its rows read ahead of their reductions (lab)
     for (const PRELOAD of [false, true]) out.push(bwdWinWgSource({ HS, STAGES: 2, MINB: HS === 64 ? 3 : 0, ASYNCL: true, BULKQ: true, QSTAGE: true, ROWQ: true, PRELOAD, SW: true }));
     out.push(bwdWinWgSource({ HS, ASYNCL: true, BULKQ: true, QSTAGE: true, SW: true, KB: 128 })); // the lab's two-warpgroup form
-    out.push(bwdWinWgSource({ HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, ROWQ: true, SW: true, TAIL: true })); // lab: counts its blocks done
     out.push(bwdWinWgSource({ HS, STAGES: 2, ASYNCL: true, BULKQ: true, QSTAGE: true, ROWQ: true, OWNQ: true, SW: true })); // stores the dq tiles it owns
     for (const KVROWS of [false, true]) out.push(bwdSelWgSource(HS === 64 ? { HS, QB: 256, KVROWS } : { HS, KVROWS }));
     out.push(bwdSelWgSource(HS === 64 ? { HS, QB: 256, KVROWS: true, QROWS: true } : { HS, KVROWS: true, QROWS: true })); // lab: dq a row a warp
     out.push(bwdSelWgSource(HS === 64 ? { HS, QB: 256, KVROWS: true, NARROW: true } : { HS, KVROWS: true, NARROW: true })); // lab: narrow candidate tiles
-    // CudaBackend's at HS 128, the lab's narrow tiles added a row a warp with rows read ahead of their reductions,
-    // and the lab's start beside the window kernel's last blocks (TAIL)
-    for (const more of [{}, { NROWS: true, PRELOAD: true }, { TAIL: true }]) out.push(bwdSelWgSource({ HS, ...(HS === 64 ? { QB: 256 as const } : {}), KVROWS: true, QROWS: true, NARROW: true, ...more }));
+    // CudaBackend's at HS 128, and the lab's narrow tiles added a row a warp with rows read ahead of their reductions
+    for (const more of [{}, { NROWS: true, PRELOAD: true }]) out.push(bwdSelWgSource({ HS, ...(HS === 64 ? { QB: 256 as const } : {}), KVROWS: true, QROWS: true, NARROW: true, ...more }));
     for (const OUT of ['bf16', 'f32'] as const) {
       for (const MASK of ['key', 'rows'] as const) {
         out.push(fastForwardSource({ HS, BQ: 64, OUT, META: 'all', STAGES: 2, FASTEXP: true, MINB: 4, MASK }));

@@ -177,25 +177,19 @@ export interface WgWindowVariant {
    * c ^ (r % 8); HS 128 as two such tiles of 64 columns) instead of no-swizzle core matrices (default false).
    */
   SW?: boolean;
-  /**
-   * The window kernel's side of TAIL (see WgSelVariant.TAIL): every block lets the selected-pairs kernel
-   * launch as soon as all blocks have started (griddepcontrol.launch_dependents), and counts itself into
-   * done[b NKV + h] (an extra last argument) once its dk and dv rows are stored (lab, not yet run).
-   */
-  TAIL?: boolean;
 }
 
 const BT = 64;
 const NTHR = 128;
 
 function full(v: WgWindowVariant): Required<WgWindowVariant> {
-  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, ROWQ: false, PRELOAD: false, OWNQ: false, SW: false, KB: 64, TAIL: false, ...v };
+  return { STAGES: 2, MINB: 0, ASYNCL: false, BULKQ: false, QSTAGE: false, ROWQ: false, PRELOAD: false, OWNQ: false, SW: false, KB: 64, ...v };
 }
 
 export const bwdWinWgName = (v: WgWindowVariant): string => {
   const o = full(v);
   if (o.KB === 128) return `spk_bwd_win2_wg_hs${o.HS}${o.MINB ? `_mb${o.MINB}` : ''}`;
-  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.ROWQ ? (o.PRELOAD ? '_rqp' : '_rq') : ''}${o.OWNQ ? '_oq' : ''}${o.SW ? '_sw' : ''}${o.TAIL ? '_tail' : ''}`;
+  return `spk_bwd_win_wg_hs${o.HS}_s${o.STAGES}${o.MINB ? `_mb${o.MINB}` : ''}${o.ASYNCL ? '_al' : ''}${o.BULKQ ? (o.QSTAGE ? '_bqs' : '_bq') : ''}${o.ROWQ ? (o.PRELOAD ? '_rqp' : '_rq') : ''}${o.OWNQ ? '_oq' : ''}${o.SW ? '_sw' : ''}`;
 };
 
 /** Threads per block: a warpgroup per 64 keys. */
@@ -271,26 +265,6 @@ const WIN_QDESC = `  const u64 dQk = DESC_K(smem_addr(Qs)), dOk = DESC_K(smem_ad
   for (int n = 0; n < HS / 2; n++) dka[n] = dva[n] = 0.f;
 `;
 
-/** TAIL, window side: after its stores, the block counts itself done for its head (release: its stores first). */
-const TAIL_DONE = `  __syncthreads();
-  if (tid == 0) {
-    __threadfence();
-    atomicAdd(done + (size_t)b * NKV + h, 1u);
-  }
-`;
-
-/** TAIL, selected-pairs side: before anything that adds to dk, dv, the window kernel's blocks of this head are done. */
-const TAIL_WAIT = `  if (threadIdx.x == 0) {
-    const unsigned* d = done + (size_t)blockIdx.z * NKV + blockIdx.y;
-    for (unsigned n = 0;;) {
-      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(n) : "l"(d) : "memory");
-      if (n >= (unsigned)((T + 63) / 64)) break; // the window kernel's blocks a head (TAIL needs its 64 keys a block)
-      __nanosleep(200);
-    }
-  }
-  __syncthreads();
-`;
-
 /** The window kernels' end: each thread's dK (times scale) and dV rows of the keys from jb, stored. */
 const winStore = (jb: string): string => `#pragma unroll
   for (int rr = 0; rr < 2; rr++) {
@@ -362,18 +336,15 @@ const winTile = (jb: string, Pw: string, HS: number): string => `    float s[32]
  */
 export function bwdWinWgSource(v: WgWindowVariant): KernelSource {
   const o = full(v);
-  if (o.KB === 128) {
-    if (o.TAIL) throw new Error('spk_bwd_win2_wg: TAIL is built for KB 64');
-    return bwdWin2Source(o);
-  }
+  if (o.KB === 128) return bwdWin2Source(o);
   if (o.ROWQ && !(o.QSTAGE && o.BULKQ)) throw new Error('spk_bwd_win_wg: ROWQ stages dQ as QSTAGE does (needs QSTAGE and BULKQ)');
   if (o.PRELOAD && !o.ROWQ) throw new Error('spk_bwd_win_wg: PRELOAD reads the rows ROWQ stages (needs ROWQ)');
-  if (o.OWNQ && (!o.ROWQ || o.TAIL)) throw new Error('spk_bwd_win_wg: OWNQ stores the rows ROWQ stages (needs ROWQ, not TAIL)');
+  if (o.OWNQ && !o.ROWQ) throw new Error('spk_bwd_win_wg: OWNQ stores the rows ROWQ stages (needs ROWQ)');
   const name = bwdWinWgName(o);
   return {
     name,
     archSpecific: true,
-    params: o.TAIL ? [...WIN_PARAMS, 'ptr'] : o.OWNQ ? [...WIN_PARAMS, 'ptr', 'i32'] : WIN_PARAMS,
+    params: o.OWNQ ? [...WIN_PARAMS, 'ptr', 'i32'] : WIN_PARAMS,
     source: `${WGMMA_PRELUDE}
 #define HS ${o.HS}
 #define BT ${BT}
@@ -409,8 +380,7 @@ ${wgmmaSS(o.HS, 1, 1)}
 ${WIN_DEVICE_FNS}${BULK_REDUCE}
 ${RED2}${o.ROWQ ? ROWS : ''}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
-${WIN_PARAMS_C}${o.TAIL ? `,
-    unsigned* done                    // (B, NKV) blocks done, each head's (TAIL)\n` : ''}${o.OWNQ ? `,
+${WIN_PARAMS_C}${o.OWNQ ? `,
     unsigned* qflag,                  // (B, NH, ceil(T / 64), 4) each tile's warp flags (OWNQ)
     unsigned epoch                    // this call's flag value\n` : ''}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -428,7 +398,7 @@ ${WIN_PARAMS_C}${o.TAIL ? `,
 #endif
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
   const int j0 = blockIdx.x * BT, h = blockIdx.y, b = blockIdx.z;
-${o.TAIL ? '  asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); // TAIL: the selected pairs may launch once every block has started\n' : ''}  const int G = NH / NKV;
+  const int G = NH / NKV;
   const size_t kv0 = ((size_t)b * NKV + h) * T;
   const float sl = scale * LOG2E;
 
@@ -551,7 +521,7 @@ ${WIN_DQ_BULK}#elif BULKQ
   if (tid == 0) bulk_wait_all(); // the last reduction is done before the block exits
 #endif
   cp_wait<0>(); // W = 0: the K/V block's copies were never waited for
-${winStore('j0')}${o.TAIL ? TAIL_DONE : ''}}
+${winStore('j0')}}
 `,
   };
 }
@@ -749,20 +719,12 @@ export interface WgSelVariant {
    * session 18 after Nsight Compute put the reductions waiting on their shared-memory reads; not yet run).
    */
   PRELOAD?: boolean;
-  /**
-   * Starts while the window kernel's last blocks run, to fill the SMs its tail leaves idle (lab, not yet run):
-   * launched as a programmatic dependent of the window kernel (WgWindowVariant.TAIL), each block waits at its
-   * top until that kernel's blocks of its head are done (done[b NKV + h] = ceil(T / 64); an extra last
-   * argument), since it adds to the dk and dv rows they store. The window kernel's blocks run head by head,
-   * so by the time a head's selected pairs start, only the last head can still be waiting.
-   */
-  TAIL?: boolean;
 }
 
 const SEL_THREADS = 2 * NTHR;
 
 export const bwdSelWgName = (v: WgSelVariant): string =>
-  `spk_bwd_sel_wg_hs${v.HS}${v.MINB ? `_mb${v.MINB}` : ''}${v.QB === 256 ? '_qb256' : ''}${v.KVROWS ? '_kvrows' : ''}${v.QROWS ? '_qrows' : ''}${v.NARROW ? (v.NROWS ? '_narrowr' : '_narrow') : ''}${v.PRELOAD ? '_pre' : ''}${v.TAIL ? '_tail' : ''}`;
+  `spk_bwd_sel_wg_hs${v.HS}${v.MINB ? `_mb${v.MINB}` : ''}${v.QB === 256 ? '_qb256' : ''}${v.KVROWS ? '_kvrows' : ''}${v.QROWS ? '_qrows' : ''}${v.NARROW ? (v.NROWS ? '_narrowr' : '_narrow') : ''}${v.PRELOAD ? '_pre' : ''}`;
 
 /** Threads per block of the selected-pairs kernel: two warpgroups. */
 export const BWD_SEL_WG_THREADS = SEL_THREADS;
@@ -990,7 +952,7 @@ ${addOwnRows('R', 'wk', `dq + (r0 + i0 + (wg * CW + ${cc}) * 64 + wk + rl) * HS`
  * the window kernel (adds to its dq, dk, dv), like spk_bwd_sel.
  */
 export function bwdSelWgSource(v: WgSelVariant): KernelSource {
-  const o: Required<WgSelVariant> = { MINB: 0, QB: 128, KVROWS: false, QROWS: false, NARROW: false, NROWS: false, PRELOAD: false, TAIL: false, ...v };
+  const o: Required<WgSelVariant> = { MINB: 0, QB: 128, KVROWS: false, QROWS: false, NARROW: false, NROWS: false, PRELOAD: false, ...v };
   if (o.QROWS && !o.KVROWS) throw new Error('spk_bwd_sel_wg: QROWS stages dq in KVROWS\'s rows (needs KVROWS)');
   if (o.PRELOAD && !o.KVROWS) throw new Error('spk_bwd_sel_wg: PRELOAD reads the rows KVROWS stages (needs KVROWS)');
   if (o.NROWS && !(o.NARROW && o.KVROWS)) throw new Error('spk_bwd_sel_wg: NROWS stages NARROW\'s tile in KVROWS\'s rows (needs NARROW and KVROWS)');
@@ -1006,8 +968,7 @@ ${selScores('dQk + (u64)((c * TILE) >> 4)', 'dOk + (u64)((c * TILE) >> 4)')}${se
   return {
     name,
     archSpecific: true,
-    dependent: o.TAIL,
-    params: o.TAIL ? [...SEL_PARAMS, 'ptr'] : SEL_PARAMS,
+    params: SEL_PARAMS,
     source: `${WGMMA_PRELUDE}
 #define HS ${HS}
 #define BT ${BT}
@@ -1034,9 +995,7 @@ __device__ __forceinline__ bf16 to_bf16(float x) {
 }
 ` : ''}${RED2}${o.KVROWS ? ROWS : ''}
 extern "C" __global__ void __launch_bounds__(NTHR${o.MINB ? `, ${o.MINB}` : ''}) ${name}(
-${SEL_PARAMS_C}${o.TAIL ? `,
-    const unsigned* done              // (B, NKV) the window kernel's blocks done, each head's (TAIL)
-` : ''}) {
+${SEL_PARAMS_C}) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   unsigned char* Ks = smem;                     // [2][BT][HS]
@@ -1054,7 +1013,7 @@ ${SEL_PARAMS_C}${o.TAIL ? `,
   float* qhi = qlo + QB;
   const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, g8 = lane >> 2, t4 = lane & 3;
   const int wk = ((tid >> 5) & 3) * 16;         // the warp's 16 keys of a tile
-${o.TAIL ? TAIL_WAIT : ''}  const int i0 = blockIdx.x * QB, h = blockIdx.y, b = blockIdx.z;
+  const int i0 = blockIdx.x * QB, h = blockIdx.y, b = blockIdx.z;
 ${selKeySet('QB', 16)}  for (int x = tid; x < nkeys; x += NTHR) mdg[x] = mdg[nkeys + x] = 0.f; // [2][nkeys] per warpgroup: a key's dg over its F pairs and the heads
 ${o.NARROW ? `  float* qnum = mdg + 2 * ncap; // NARROW: per query, the narrow tiles' dg sums over the heads
   for (int r = tid; r < QB; r += NTHR) qnum[r] = 0.f;
