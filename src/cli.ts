@@ -12,7 +12,7 @@ import { bestDevice, cudaUnavailable, parseDevice, withBackend } from './device.
 import { ATTENTION_KINDS, ModelConfig, PRESETS } from './model/config.js';
 import { DEFAULT_TRAIN, TrainConfig, Metric, train, evaluate, prepareData } from './train/train.js';
 import { evalBatches } from './train/data.js';
-import { loadRun, saveRun } from './io/checkpoint.js';
+import { checkNewFolder, loadRun, saveRun } from './io/checkpoint.js';
 import { loadWeights } from './model/load.js';
 import { convertToSparsek, DEFAULT_CONVERT_SLOPE } from './model/convert.js';
 import { exportHf } from './io/export.js';
@@ -275,6 +275,7 @@ async function cmdConvert(argv: string[]): Promise<void> {
   need(o, 'attention', 'convert');
   const k = need(o, 'k', 'convert') as unknown as number;
   const window = need(o, 'window', 'convert') as unknown as number;
+  checkNewFolder(out, 'convert into a new folder');
   const w = await loadWeights(from);
   const c = convertToSparsek(w.config, w.params, { k, window, scoreSlope: (o['score-slope'] as number) ?? DEFAULT_CONVERT_SLOPE });
   await saveRun(out, { model: c.config, train: w.train ?? DEFAULT_TRAIN, params: c.params, m: null, v: null, step: 0, rng: [1, 2, 3, 4], elapsedSeconds: 0, tokenizer: w.tokenizer }, []);
@@ -309,8 +310,9 @@ async function cmdExport(argv: string[]): Promise<void> {
     checkpoint: { kind: 'string', help: 'run folder (or Hugging Face folder) to export' },
     out: { kind: 'string', help: 'Hugging Face-style folder to write' },
   });
-  const w = await loadWeights(need(o, 'checkpoint', 'export'));
   const out = need(o, 'out', 'export');
+  checkNewFolder(out, 'export into a new folder');
+  const w = await loadWeights(need(o, 'checkpoint', 'export'));
   await exportHf(out, w.config, w.params, w.tokenizer);
   console.log(out);
 }
@@ -402,7 +404,13 @@ async function cmdDemo(argv: string[]): Promise<void> {
   const mc = PRESETS.demo;
   const device = await bestDevice((line) => console.log(line));
   console.log(`sparsek demo: a ${mc.layers}-layer SparseK + window model (K=${mc.k}, W=${mc.window}, context ${mc.context}) on the State of the Union corpus, ${minutes} minute${minutes === 1 ? '' : 's'} on the ${device === 'cuda' ? 'GPU' : 'CPU'}\n`);
-  if (fs.existsSync(path.join(out, 'config.json'))) fs.rmSync(out, { recursive: true });
+  // A re-run replaces its own earlier folder (marked when it starts, so an interrupted one too;
+  // demos before the marker left summary.json), and no other model folder.
+  const marker = path.join(out, '.sparsek-demo');
+  if (fs.existsSync(marker) || fs.existsSync(path.join(out, 'summary.json'))) fs.rmSync(out, { recursive: true });
+  else checkNewFolder(out, 'pass --out with a new folder (demo replaces only its own)');
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(marker, 'written by `sparsek demo`, which replaces this folder when it runs again\n');
   const r = await train(mc, { ...DEFAULT_TRAIN, device, precision: precisionFrom({}, device), minutes, seed: (o.seed as number) ?? DEFAULT_TRAIN.seed, evalEvery: 25, checkpointEvery: 1_000_000 }, out, { quiet: o.quiet === true });
   const ev = await evalRun(out, undefined, undefined, 32, device);
   await plotRuns([out], path.join(out, 'loss.svg'));

@@ -38,6 +38,17 @@ export interface RunState {
   tokenizer: Tokenizer;
 }
 
+/**
+ * Refuses a folder that already holds a model (a config.json): writing a new run or an export
+ * there would replace its weights file by file and leave a mix of two models behind.
+ * `instead` says what the caller can do, e.g. "pass --resume to continue it".
+ */
+export function checkNewFolder(dir: string, instead: string): void {
+  if (fs.existsSync(path.join(dir, 'config.json'))) {
+    throw new CheckpointError(dir, `already holds a model (config.json); ${instead}`);
+  }
+}
+
 export async function saveRun(dir: string, s: RunState, newMetrics: Metric[]): Promise<void> {
   try {
     await writeRunFiles(dir, s, newMetrics);

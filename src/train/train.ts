@@ -14,7 +14,7 @@ import { Tokenizer, ByteTokenizer, trainBpe } from '../tokenizer/index.js';
 import { clipScale, learningRate } from './optim.js';
 import { Batch, encodeDocuments, evalBatches, sampleBatch } from './data.js';
 import { Progress, formatCount } from './progress.js';
-import { RunState, loadRun, saveRun } from '../io/checkpoint.js';
+import { RunState, checkNewFolder, loadRun, saveRun } from '../io/checkpoint.js';
 import { checkInt } from '../core/check.js';
 import { ArgumentError, DivergenceError } from '../core/errors.js';
 
@@ -148,6 +148,8 @@ export async function train(
     mc = state.model;
     tc = { ...state.train, steps: Math.max(state.train.steps, trainConfig.steps), device: trainConfig.device };
     log(`resuming ${out} at step ${state.step} of ${tc.steps}`);
+  } else {
+    checkNewFolder(out, 'continue it with resume (--resume), or train into a new folder');
   }
   const init = state ? undefined : opts.init;
   if (init && init.params.flat.length !== allocParams(mc).flat.length) {

@@ -167,6 +167,19 @@ describe('sparsek CLI: bad input exits 2 and names the problem', () => {
     assert.equal(fs.existsSync(path.join(root, 'never')), false, 'nothing written for a rejected command line');
   });
 
+  test('train, convert and export refuse a folder that already holds a model, and leave it as it was', async () => {
+    const held = path.join(root, 'held');
+    assert.equal((await cli('train', '--data', corpus, ...TINY, '--out', held)).code, 0);
+    const files = () => Object.fromEntries(fs.readdirSync(held).sort().map((f) => [f, fs.readFileSync(path.join(held, f)).toString('base64')]));
+    const before = files();
+    assertUsageError(await cli('train', '--data', corpus, ...TINY, '--out', held), held, 'already holds a model', '--resume');
+    assertUsageError(await cli('convert', '--from', run, '--attention', 'sparsek', '--k', '3', '--window', '4', '--out', held), held, 'already holds a model');
+    assertUsageError(await cli('export', '--checkpoint', run, '--out', held), held, 'already holds a model');
+    assert.deepEqual(files(), before);
+    // --resume is the way to continue it.
+    assert.equal((await cli('train', '--data', corpus, ...TINY, '--steps', '4', '--resume', '--out', held)).code, 0);
+  });
+
   test('the real entry point exits with code 2', () => {
     const cliPath = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
     const p = spawnSync(process.execPath, ['--import', 'tsx', cliPath, 'eval', '--nope'], { encoding: 'utf8' });
