@@ -16,6 +16,7 @@ model=${MODEL:-"--layers 6 --dim 384 --heads 6 --kv-heads 6 --vocab 4096"}
 model="$model --context $ctx"
 kw=${KW:-128}   # K = W
 mkdir -p "$out"
+rm -rf "$out/dense" "$out/converted" "$out/finetuned"   # a re-run starts over (the CLI refuses to write over a model)
 node --import tsx scripts/dump-corpus.ts "$out/data" sotu brown
 $cli train --data "$out/data" --attention dense $model --batch 8 --steps "$steps" --lr 2e-3 --eval-every 200 \
   --device "$device" --quiet --out "$out/dense"
