@@ -134,7 +134,8 @@ export interface DataParallel {
 
 /**
  * Trains a model into the run folder `out`. With resume, continues the run found there (its
- * configs win over the ones passed in, except steps/minutes which may extend it).
+ * configs win over the ones passed in, except steps/minutes which may extend it). Without resume,
+ * a folder that already holds a model is refused (CheckpointError) before anything is written.
  */
 export async function train(
   modelConfig: ModelConfig, trainConfig: TrainConfig, out: string, opts: { resume?: boolean; init?: TrainInit } & TrainHooks = {},
