@@ -48,7 +48,7 @@ const TRAIN_FLAGS: OptionTable = {
   seed: { kind: 'int', help: 'random seed' },
   device: { kind: 'string', help: 'device', choices: ['cpu', 'cuda', 'webgpu'] },
   precision: { kind: 'string', help: 'bf16 (mixed precision; the default on cuda) or fp32', choices: ['fp32', 'bf16'] },
-  out: { kind: 'string', help: 'run folder to write' },
+  out: { kind: 'string', help: 'run folder to write: a new one, or the run to continue with --resume' },
   resume: { kind: 'boolean', help: 'continue the run in --out' },
   'eval-every': { kind: 'int', help: 'validate every N steps' },
   quiet: { kind: 'boolean', help: 'no progress bar' },
@@ -268,7 +268,7 @@ async function cmdConvert(argv: string[]): Promise<void> {
     k: MODEL_FLAGS.k,
     window: MODEL_FLAGS.window,
     'score-slope': { kind: 'number', help: `eps: position slope of the SparseK scores (default ${DEFAULT_CONVERT_SLOPE})` },
-    out: { kind: 'string', help: 'run folder to write' },
+    out: { kind: 'string', help: 'run folder to write (a new one)' },
   });
   const from = need(o, 'from', 'convert');
   const out = need(o, 'out', 'convert');
@@ -308,7 +308,7 @@ async function cmdFinetune(argv: string[]): Promise<void> {
 async function cmdExport(argv: string[]): Promise<void> {
   const o = parseOptions('export', argv, {
     checkpoint: { kind: 'string', help: 'run folder (or Hugging Face folder) to export' },
-    out: { kind: 'string', help: 'Hugging Face-style folder to write' },
+    out: { kind: 'string', help: 'Hugging Face-style folder to write (a new one)' },
   });
   const out = need(o, 'out', 'export');
   checkNewFolder(out, 'export into a new folder');
@@ -394,7 +394,7 @@ async function cmdDoctor(): Promise<void> {
 async function cmdDemo(argv: string[]): Promise<void> {
   const o = parseOptions('demo', argv, {
     minutes: { kind: 'number', help: 'training time budget (default 3)' },
-    out: { kind: 'string', help: 'run folder (default runs/demo)' },
+    out: { kind: 'string', help: 'run folder (default runs/demo; a re-run replaces it)' },
     seed: TRAIN_FLAGS.seed,
     quiet: TRAIN_FLAGS.quiet,
   });
